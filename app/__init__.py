@@ -1,0 +1,1 @@
+"""LayerScope desktop app and CLI (import as layerscope.app)."""

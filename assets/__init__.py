@@ -1,0 +1,1 @@
+"""Shipped data: device profiles and icons."""

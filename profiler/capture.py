@@ -1,0 +1,537 @@
+"""Capture a model's graph into a ``LayerGraph``: torch.fx first, torch.export as the fallback.
+
+Both paths give a runnable ``torch.fx.GraphModule`` plus a map from graph node to layer id, so
+the same timing code serves both. Leaf modules (torch.nn modules without children, plus
+``nn.MultiheadAttention``) are one layer each; in the export graph their aten ops are grouped
+back under the module by ``nn_module_stack``. Shapes, dtypes and aliasing come from one real run
+on the example inputs, not from guesses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .errors import CaptureError, InputSpecError
+from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta, TensorRole
+from .opkinds import LEAF_MODULES_WITH_CHILDREN, VIEW_KINDS, aten_kind, function_kind, method_kind, module_kind, target_name
+
+__all__ = ["CaptureResult", "capture", "capture_exported", "is_leaf_module", "run_and_locate_failure"]
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_FRAME_RE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
+
+
+@dataclass
+class CaptureResult:
+    graph: LayerGraph
+    graph_module: fx.GraphModule  # runnable; node names match node_layer keys
+    node_layer: dict[str, str]  # fx node name -> layer id (glue nodes absent)
+    method: CaptureMethod
+    notes: list[str] = field(default_factory=list)  # e.g. why fx failed when export was used
+
+
+def is_leaf_module(m: nn.Module) -> bool:
+    """A module that stays one layer: a torch.nn module without children, or one with a formula."""
+    if isinstance(m, LEAF_MODULES_WITH_CHILDREN):
+        return True
+    if isinstance(m, nn.Sequential | nn.ModuleList | nn.ModuleDict):
+        return False
+    return next(m.children(), None) is None and type(m).__module__.startswith(("torch.nn", "torch.ao.nn"))
+
+
+class _LeafTracer(fx.Tracer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.record_stack_traces = True
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:  # noqa: ARG002
+        return is_leaf_module(m)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _meta(t: torch.Tensor, role: TensorRole = TensorRole.ACTIVATION, name: str = "") -> TensorMeta:
+    return TensorMeta(tuple(int(s) for s in t.shape), _dtype_name(t.dtype), role, name)
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [v for item in value for v in _tensors(item)]
+    if isinstance(value, dict):
+        return [v for item in value.values() for v in _tensors(item)]
+    return []
+
+
+def _storage_ptr(t: torch.Tensor) -> int:
+    try:
+        return t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return -1
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bool | int | float | str) or v is None:
+        return v
+    if isinstance(v, (tuple, list)) and all(isinstance(x, bool | int | float | str) for x in v):
+        return list(v)
+    if isinstance(v, Enum):
+        return str(v.value)
+    return None
+
+
+_MODULE_ATTRS = (
+    "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+    "in_features", "out_features", "num_features", "affine", "eps", "normalized_shape",
+    "elementwise_affine", "num_groups", "embed_dim", "num_heads", "kdim", "vdim", "batch_first",
+    "num_embeddings", "embedding_dim", "inplace", "p", "mode", "scale_factor", "output_size",
+)
+
+
+def _module_attrs(m: nn.Module) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for name in _MODULE_ATTRS:
+        if hasattr(m, name):
+            v = _jsonable(getattr(m, name))
+            if v is not None:
+                attrs[name] = v
+    if "elementwise_affine" in attrs:
+        attrs["affine"] = attrs["elementwise_affine"]
+    if isinstance(m, nn.MultiheadAttention):
+        attrs["bias"] = m.in_proj_bias is not None
+    return attrs
+
+
+def _arg(args: Sequence[Any], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else None
+
+
+def _call_attrs(kind: str, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes a formula needs from a functional call's non-tensor arguments."""
+    attrs: dict[str, Any] = {}
+    if kind in ("max_pool", "avg_pool"):
+        attrs["kernel_size"] = _jsonable(_arg(args, kwargs, 1, "kernel_size"))
+    elif kind == "sdpa":
+        attrs["is_causal"] = bool(_arg(args, kwargs, 5, "is_causal"))
+    elif kind == "einsum":
+        attrs["equation"] = args[0] if args and isinstance(args[0], str) else kwargs.get("equation")
+    elif kind in ("layer_norm", "group_norm"):
+        w = _arg(args, kwargs, 2, "weight")
+        attrs["affine"] = w is not None
+    return {k: v for k, v in attrs.items() if v is not None}
+
+
+def _source(stack_trace: str | None) -> SourceLocation | None:
+    """The innermost frame of the user's code (outside torch) in a recorded stack trace."""
+    if not stack_trace:
+        return None
+    lines = stack_trace.splitlines()
+    best: SourceLocation | None = None
+    for i, line in enumerate(lines):
+        m = _FRAME_RE.search(line)
+        if not m:
+            continue
+        file = m.group("file")
+        if file.startswith("<") or file.startswith(_TORCH_DIR):
+            continue
+        code = lines[i + 1].strip() if i + 1 < len(lines) and not _FRAME_RE.search(lines[i + 1]) else ""
+        best = SourceLocation(file, int(m.group("line")), m.group("func"), code)
+    return best
+
+
+def _module_stack(node: fx.Node) -> list[tuple[str, str, str]]:
+    """[(key, path, class name)] outermost first, root excluded."""
+    stack = node.meta.get("nn_module_stack") or {}
+    out = []
+    for key, (path, cls) in stack.items():
+        if path == "":
+            continue
+        cls_name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+        out.append((key, path, cls_name))
+    return out
+
+
+# --------------------------------------------------------------------------- recording run
+@dataclass
+class _NodeRecord:
+    node: fx.Node
+    inputs: list[tuple[str, torch.Tensor]]  # (producer node name, tensor) for every tensor arg
+    outputs: list[torch.Tensor]
+    value: Any
+    aliases_input: bool
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the graph once and keeps what each node consumed and produced."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm, garbage_collect_values=False)
+        self.records: dict[str, _NodeRecord] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        inputs: list[tuple[str, torch.Tensor]] = []
+
+        def grab(a: fx.Node) -> fx.Node:
+            for t in _tensors(self.env[a]):
+                inputs.append((a.name, t))
+            return a
+
+        fx.node.map_arg((n.args, n.kwargs), grab)
+        in_shapes = [(src, _meta(t)) for src, t in inputs]  # taken before an in-place op runs
+        in_ptrs = {_storage_ptr(t) for _, t in inputs}
+        try:
+            value = super().run_node(n)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the node named
+            raise _NodeFailure(n, exc) from exc
+        outs = _tensors(value)
+        aliases = bool(outs) and all(_storage_ptr(t) in in_ptrs for t in outs)
+        rec = _NodeRecord(n, inputs, outs, value, aliases)
+        rec.in_shapes = in_shapes  # type: ignore[attr-defined]
+        self.records[n.name] = rec
+        return value
+
+
+class _NodeFailure(Exception):
+    def __init__(self, node: fx.Node, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.node, self.exc = node, exc
+
+
+def _shape_text(inputs: Sequence[torch.Tensor]) -> str:
+    return ", ".join(f"{tuple(t.shape)} {_dtype_name(t.dtype)}" for t in inputs)
+
+
+def run_and_locate_failure(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Any:
+    """Run the model eagerly; on failure raise InputSpecError naming the innermost module."""
+    stack: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+    handles = []
+
+    def pre(mod: nn.Module, _args: Any) -> None:
+        stack.append(names.get(mod, "?"))
+
+    def post(_mod: nn.Module, _args: Any, _out: Any) -> None:
+        if stack:
+            stack.pop()
+
+    for m in names:
+        handles.append(m.register_forward_pre_hook(pre))
+        handles.append(m.register_forward_hook(post))
+    try:
+        with torch.inference_mode():
+            return model(*inputs)
+    except Exception as exc:  # noqa: BLE001 - turned into a user-facing error
+        where = [s for s in stack if s]
+        layer = where[-1] if where else "(top-level forward)"
+        cls = type(model.get_submodule(where[-1])).__name__ if where else type(model).__name__
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputSpecError(
+            f"Running the model on inputs [{_shape_text(inputs)}] failed in layer '{layer}' ({cls}): "
+            f"{first}. Check --input-shape/--dtype: the model may expect another input."
+        ) from None
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# --------------------------------------------------------------------------- layer assembly
+@dataclass
+class _Assignment:
+    layer_id: str
+    kind: str
+    target: str
+    module_path: str | None
+    module_type: str | None
+    parents: tuple[str, ...]
+    attrs: dict[str, Any]
+    module: nn.Module | None
+    stack_trace: str | None
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    uid, n = base, 2
+    while uid in taken:
+        uid, n = f"{base}~{n}", n + 1
+    return uid
+
+
+def _assemble(
+    gm: fx.GraphModule,
+    model: nn.Module,
+    records: dict[str, _NodeRecord],
+    assign: dict[str, _Assignment],
+) -> tuple[LayerGraph, dict[str, str]]:
+    param_names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    node_layer = {name: a.layer_id for name, a in assign.items()}
+    by_name = {n.name: n for n in gm.graph.nodes}
+    members: dict[str, list[fx.Node]] = {}
+    for n in gm.graph.nodes:
+        if n.name in node_layer:
+            members.setdefault(node_layer[n.name], []).append(n)
+
+    def producers(src: str, seen: set[str] | None = None) -> list[str]:
+        """Layer ids (or 'input:<name>') that a value comes from, looking through glue nodes."""
+        if src in node_layer:
+            return [node_layer[src]]
+        rec_node = by_name.get(src)
+        if rec_node is None:
+            return []
+        if rec_node.op == "placeholder":
+            return [f"input:{src}"]
+        if rec_node.op == "get_attr":
+            return []
+        seen = seen or set()
+        if src in seen:
+            return []
+        seen.add(src)
+        out: list[str] = []
+        for a in rec_node.all_input_nodes:
+            out += producers(a.name, seen)
+        return out
+
+    layers: list[Layer] = []
+    edges: dict[tuple[str, str], None] = {}
+    input_layers: dict[str, None] = {}
+    output_layers: dict[str, None] = {}
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    graph_outputs = {a.name for a in out_node.all_input_nodes}
+
+    for layer_id, nodes in members.items():
+        a = assign[nodes[0].name]
+        names = {n.name for n in nodes}
+        operands: list[TensorMeta] = []
+        seen_inputs: set[tuple[str, int]] = set()
+        for n in nodes:
+            rec = records.get(n.name)
+            if rec is None:
+                continue
+            for idx, (src, meta) in enumerate(rec.in_shapes):  # type: ignore[attr-defined]
+                if src in names or (src, idx) in seen_inputs:
+                    continue
+                seen_inputs.add((src, idx))
+                prod = by_name[src]
+                if prod.op == "get_attr":
+                    if a.module is not None:
+                        continue  # module weights are added below from the module itself
+                    role = TensorRole.PARAMETER if prod.target in param_names else TensorRole.BUFFER
+                    operands.append(TensorMeta(meta.shape, meta.dtype, role, str(prod.target)))
+                else:
+                    operands.append(meta)
+                    for p in producers(src):
+                        if p.startswith("input:"):
+                            input_layers.setdefault(layer_id, None)
+                        elif p != layer_id:
+                            edges.setdefault((p, layer_id), None)
+        if a.module is not None:
+            for pname, p in a.module.named_parameters():
+                operands.append(_meta(p, TensorRole.PARAMETER, f"{a.module_path}.{pname}"))
+            for bname, b in a.module.named_buffers():
+                operands.append(_meta(b, TensorRole.BUFFER, f"{a.module_path}.{bname}"))
+        outputs: list[TensorMeta] = []
+        for n in nodes:
+            rec = records.get(n.name)
+            if rec is None:
+                continue
+            used_outside = n.name in graph_outputs or any(u.name not in names for u in n.users)
+            if used_outside or len(nodes) == 1:
+                outputs += [_meta(t) for t in rec.outputs]
+        for n in nodes:
+            if n.name in graph_outputs or any(_reaches_output(u, node_layer) for u in n.users):
+                output_layers.setdefault(layer_id, None)
+        is_view = a.kind in VIEW_KINDS and all(records[n.name].aliases_input for n in nodes if n.name in records)
+        layers.append(
+            Layer(
+                id=layer_id,
+                op_kind=a.kind,
+                target=a.target,
+                module_path=a.module_path,
+                module_type=a.module_type,
+                parents=a.parents,
+                source=_source(a.stack_trace),
+                operands=tuple(operands),
+                outputs=tuple(outputs),
+                attrs=a.attrs,
+                is_view=is_view,
+                fx_nodes=tuple(n.name for n in nodes),
+            )
+        )
+    return (
+        LayerGraph(tuple(layers), tuple(edges), tuple(input_layers), tuple(output_layers)),
+        node_layer,
+    )
+
+
+def _reaches_output(n: fx.Node, node_layer: dict[str, str]) -> bool:
+    """``n`` is the output, or glue (e.g. getitem on a tuple) whose value flows into it."""
+    if n.op == "output":
+        return True
+    if n.name in node_layer:
+        return False
+    return any(_reaches_output(u, node_layer) for u in n.users)
+
+
+def _is_tuple_getitem(n: fx.Node, records: dict[str, _NodeRecord]) -> bool:
+    import operator
+
+    if n.op != "call_function" or n.target is not operator.getitem:
+        return False
+    src = n.args[0]
+    return isinstance(src, fx.Node) and src.name in records and not isinstance(records[src.name].value, torch.Tensor)
+
+
+# --------------------------------------------------------------------------- fx path
+def _assign_fx(gm: fx.GraphModule, model: nn.Module, records: dict[str, _NodeRecord]) -> dict[str, _Assignment]:
+    assign: dict[str, _Assignment] = {}
+    taken: set[str] = set()
+    calls: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op not in ("call_module", "call_function", "call_method") or n.name not in records:
+            continue
+        rec = records[n.name]
+        stack = _module_stack(n)
+        if n.op == "call_module":
+            path = str(n.target)
+            mod = model.get_submodule(path)
+            k = calls.get(path, 0)
+            calls[path] = k + 1
+            layer_id = _unique(path if k == 0 else f"{path}:{k}", taken)
+            parents = tuple(p for _, p, _ in stack if p != path)
+            if not parents:
+                parents = tuple(".".join(path.split(".")[:i]) for i in range(1, path.count(".") + 1))
+            cls = type(mod)
+            a = _Assignment(layer_id, module_kind(mod), f"{cls.__module__}.{cls.__qualname__}", path,
+                            f"{cls.__module__}.{cls.__qualname__}", parents, _module_attrs(mod), mod,
+                            n.meta.get("stack_trace"))
+        else:
+            if not rec.outputs or _is_tuple_getitem(n, records):
+                continue  # glue: shape queries, tuple unpacking
+            kind = function_kind(n.target) if n.op == "call_function" else method_kind(str(n.target))
+            parents = tuple(p for _, p, _ in stack)
+            base = f"{parents[-1]}.{n.name}" if parents else n.name
+            layer_id = _unique(base, taken)
+            a = _Assignment(layer_id, kind, target_name(n.target), None, None, parents,
+                            _call_attrs(kind, n.args, n.kwargs), None, n.meta.get("stack_trace"))
+        taken.add(a.layer_id)
+        assign[n.name] = a
+    return assign
+
+
+# --------------------------------------------------------------------------- export path
+def _assign_export(gm: fx.GraphModule, model: nn.Module, records: dict[str, _NodeRecord]) -> dict[str, _Assignment]:
+    assign: dict[str, _Assignment] = {}
+    taken: set[str] = set()
+    group_ids: dict[str, str] = {}
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.name not in records or _is_tuple_getitem(n, records):
+            continue
+        stack = _module_stack(n)
+        leaf = None
+        if stack:
+            key, path, _cls = stack[-1]
+            try:
+                mod = model.get_submodule(path)
+            except AttributeError:
+                mod = None
+            if mod is not None and is_leaf_module(mod):
+                leaf = (key, path, mod)
+        if leaf is not None:
+            key, path, mod = leaf
+            if key not in group_ids:
+                call = int(key.rsplit("@", 1)[1]) if "@" in key else 0
+                group_ids[key] = _unique(path if call == 0 else f"{path}:{call}", taken)
+                taken.add(group_ids[key])
+            cls = type(mod)
+            parents = tuple(p for _, p, _ in stack[:-1])
+            assign[n.name] = _Assignment(group_ids[key], module_kind(mod), f"{cls.__module__}.{cls.__qualname__}",
+                                         path, f"{cls.__module__}.{cls.__qualname__}", parents,
+                                         _module_attrs(mod), mod, n.meta.get("stack_trace"))
+            continue
+        if not records[n.name].outputs:
+            continue
+        kind = aten_kind(n.target)
+        if kind == "unknown" and getattr(n.target, "__name__", "").startswith("convolution"):
+            kind = "conv_transpose" if (len(n.args) > 6 and n.args[6]) else "conv"
+        parents = tuple(p for _, p, _ in stack)
+        layer_id = _unique(f"{parents[-1]}.{n.name}" if parents else n.name, taken)
+        taken.add(layer_id)
+        assign[n.name] = _Assignment(layer_id, kind, target_name(n.target), None, None, parents,
+                                     _call_attrs(kind, n.args, n.kwargs), None, n.meta.get("stack_trace"))
+    return assign
+
+
+def _record(gm: fx.GraphModule, inputs: Sequence[torch.Tensor], layer_of: Callable[[fx.Node], str]) -> dict[str, _NodeRecord]:
+    rec = _Recorder(gm)
+    try:
+        with torch.inference_mode():
+            rec.run(*inputs)
+    except _NodeFailure as f:
+        first = str(f.exc).strip().splitlines()[0] if str(f.exc).strip() else type(f.exc).__name__
+        raise InputSpecError(
+            f"Running the captured graph on inputs [{_shape_text(inputs)}] failed at layer "
+            f"'{layer_of(f.node)}' ({target_name(f.node.target)}): {first}"
+        ) from None
+    return rec.records
+
+
+def _node_label(n: fx.Node) -> str:
+    stack = _module_stack(n)
+    if n.op == "call_module":
+        return str(n.target)
+    return f"{stack[-1][1]}.{n.name}" if stack else n.name
+
+
+def capture_exported(ep: torch.export.ExportedProgram, model: nn.Module | None, inputs: Sequence[torch.Tensor],
+                     notes: list[str] | None = None) -> CaptureResult:
+    """Layer graph of an ExportedProgram (from torch.export or a loaded .pt2)."""
+    gm = ep.module()
+    owner = model if model is not None else gm
+    records = _record(gm, inputs, _node_label)
+    assign = _assign_export(gm, owner, records)
+    graph, node_layer = _assemble(gm, owner, records, assign)
+    return CaptureResult(graph, gm, node_layer, CaptureMethod.EXPORT, list(notes or []))
+
+
+def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMethod | None = None) -> CaptureResult:
+    """Capture ``model`` on ``inputs``; fx first, export if fx cannot trace (or as asked)."""
+    fx_error: str | None = None
+    if method in (None, CaptureMethod.FX):
+        try:
+            graph = _LeafTracer().trace(model)
+            gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+        except Exception as exc:  # noqa: BLE001 - any trace failure means: try export
+            fx_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if method is CaptureMethod.FX:
+                raise CaptureError(f"torch.fx could not trace {type(model).__name__}: {fx_error}") from None
+        else:
+            records = _record(gm, inputs, _node_label)
+            assign = _assign_fx(gm, model, records)
+            layer_graph, node_layer = _assemble(gm, model, records, assign)
+            return CaptureResult(layer_graph, gm, node_layer, CaptureMethod.FX)
+    try:
+        with torch.inference_mode(False):
+            ep = torch.export.export(model, tuple(inputs), strict=False)
+    except Exception as exc:  # noqa: BLE001 - both capture paths failed: one clear error
+        export_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        parts = [f"torch.fx: {fx_error}"] if fx_error else []
+        parts.append(f"torch.export: {export_error}")
+        raise CaptureError(
+            f"Could not capture {type(model).__name__}'s graph. " + " | ".join(parts)
+            + ". Data-dependent Python control flow (if/while on tensor values) blocks both; "
+            "move it out of forward() or make it a tensor op (torch.where)."
+        ) from None
+    notes = [f"torch.fx could not trace the model ({fx_error}); used torch.export."] if fx_error else []
+    return capture_exported(ep, model, inputs, notes)

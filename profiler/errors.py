@@ -1,0 +1,46 @@
+"""One root exception for everything a user can cause; the CLI prints it without a traceback."""
+
+from __future__ import annotations
+
+__all__ = [
+    "LayerScopeError",
+    "ModelLoadError",
+    "InputSpecError",
+    "CaptureError",
+    "ProfilingError",
+    "HardwareProfileError",
+    "ProfileFormatError",
+    "Cancelled",
+]
+
+
+class LayerScopeError(Exception):
+    """A problem the user can fix. The message names the file/layer/field and how to fix it."""
+
+
+class ModelLoadError(LayerScopeError):
+    """The model source (file, factory, .pt2, zoo name) could not be turned into a module."""
+
+
+class InputSpecError(LayerScopeError):
+    """The input shape / dtype does not fit the model."""
+
+
+class CaptureError(LayerScopeError):
+    """Neither torch.fx nor torch.export could capture the model graph."""
+
+
+class ProfilingError(LayerScopeError):
+    """Running or timing the captured graph failed."""
+
+
+class HardwareProfileError(LayerScopeError):
+    """A hardware/device profile is missing, malformed or has no peak for the dtype asked."""
+
+
+class ProfileFormatError(LayerScopeError):
+    """A saved Profile JSON file is malformed or from an incompatible schema."""
+
+
+class Cancelled(LayerScopeError):
+    """Long work was cancelled by the user."""

@@ -1,0 +1,209 @@
+"""Normalise what a graph node calls (module class, torch function, Tensor method, aten op) to
+one op kind. The kind picks the formula in ``metrics.py``; an unmapped call gets kind
+``"unknown"`` and is reported as such, never as zero work.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["VIEW_KINDS", "module_kind", "function_kind", "method_kind", "aten_kind", "target_name"]
+
+# Ops that may return a view of their input; when they do (checked on the real tensors during
+# capture) they move no data.
+VIEW_KINDS = frozenset({"view", "identity"})
+
+_MODULE_KINDS: list[tuple[tuple[type, ...], str]] = [
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), "conv"),
+    ((nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d), "conv_transpose"),
+    ((nn.Linear,), "linear"),
+    ((nn.modules.batchnorm._BatchNorm,), "batch_norm"),
+    ((nn.LayerNorm,), "layer_norm"),
+    ((nn.GroupNorm,), "group_norm"),
+    ((nn.modules.instancenorm._InstanceNorm,), "instance_norm"),
+    ((nn.RMSNorm,), "rms_norm"),
+    ((nn.ReLU,), "relu"),
+    ((nn.ReLU6,), "relu6"),
+    ((nn.Hardtanh,), "hardtanh"),
+    ((nn.LeakyReLU,), "leaky_relu"),
+    ((nn.PReLU,), "prelu"),
+    ((nn.ELU,), "elu"),
+    ((nn.GELU,), "gelu"),
+    ((nn.SiLU,), "silu"),
+    ((nn.Sigmoid,), "sigmoid"),
+    ((nn.Tanh,), "tanh"),
+    ((nn.Hardswish,), "hardswish"),
+    ((nn.Hardsigmoid,), "hardsigmoid"),
+    ((nn.Mish,), "mish"),
+    ((nn.Softplus,), "softplus"),
+    ((nn.Softmax,), "softmax"),
+    ((nn.LogSoftmax,), "log_softmax"),
+    ((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d), "max_pool"),
+    ((nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d), "avg_pool"),
+    ((nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d), "adaptive_avg_pool"),
+    ((nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d), "adaptive_max_pool"),
+    ((nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity), "identity"),
+    ((nn.Flatten, nn.Unflatten), "view"),
+    ((nn.Embedding,), "embedding"),
+    ((nn.MultiheadAttention,), "multihead_attention"),
+]
+
+# Modules that stay one layer even though they own child modules (they have a formula).
+LEAF_MODULES_WITH_CHILDREN: tuple[type, ...] = (nn.MultiheadAttention,)
+
+
+def module_kind(module: nn.Module) -> str:
+    for classes, kind in _MODULE_KINDS:
+        if isinstance(module, classes):
+            return kind
+    if isinstance(module, nn.Upsample) and module.mode == "nearest":
+        return "upsample_nearest"
+    return "unknown"
+
+
+def _kinds(pairs: dict[str, list[Any]]) -> dict[Any, str]:
+    return {fn: kind for kind, fns in pairs.items() for fn in fns}
+
+
+_FUNCTION_KINDS = _kinds({
+    "add": [operator.add, operator.iadd, torch.add],
+    "sub": [operator.sub, operator.isub, torch.sub, torch.subtract],
+    "mul": [operator.mul, operator.imul, torch.mul, torch.multiply],
+    "div": [operator.truediv, operator.itruediv, torch.div, torch.true_divide],
+    "matmul": [operator.matmul, torch.matmul, torch.mm, torch.bmm],
+    "addmm": [torch.addmm, torch.baddbmm],
+    "einsum": [torch.einsum],
+    "linear": [F.linear],
+    "conv": [F.conv1d, F.conv2d, F.conv3d],
+    "conv_transpose": [F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d],
+    "batch_norm": [F.batch_norm],
+    "layer_norm": [F.layer_norm],
+    "group_norm": [F.group_norm],
+    "instance_norm": [F.instance_norm],
+    "rms_norm": [F.rms_norm],
+    "relu": [F.relu, F.relu_, torch.relu, torch.relu_],
+    "relu6": [F.relu6],
+    "hardtanh": [F.hardtanh],
+    "leaky_relu": [F.leaky_relu],
+    "elu": [F.elu],
+    "gelu": [F.gelu],
+    "silu": [F.silu],
+    "sigmoid": [torch.sigmoid, F.sigmoid],
+    "tanh": [torch.tanh, F.tanh],
+    "hardswish": [F.hardswish],
+    "hardsigmoid": [F.hardsigmoid],
+    "mish": [F.mish],
+    "softplus": [F.softplus],
+    "softmax": [F.softmax, torch.softmax],
+    "log_softmax": [F.log_softmax, torch.log_softmax],
+    "max_pool": [F.max_pool1d, F.max_pool2d, F.max_pool3d],
+    "avg_pool": [F.avg_pool1d, F.avg_pool2d, F.avg_pool3d],
+    "adaptive_avg_pool": [F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d],
+    "adaptive_max_pool": [F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d],
+    "sdpa": [F.scaled_dot_product_attention],
+    "embedding": [F.embedding],
+    "identity": [F.dropout],
+    "concat": [torch.cat, torch.concat, torch.stack],
+    "pad": [F.pad],
+    "view": [torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.unsqueeze, torch.squeeze,
+             torch.unbind, torch.chunk, torch.split, torch.narrow, torch.select, torch.t, torch.movedim,
+             operator.getitem],
+    "reduce": [torch.mean, torch.sum, torch.amax, torch.amin],
+    "unary": [torch.exp, torch.sqrt, torch.rsqrt, torch.neg, torch.abs, torch.log, torch.cos, torch.sin,
+              torch.erf, torch.reciprocal, torch.square, torch.pow],
+    "elementwise": [torch.where, torch.masked_fill],
+    "clamp": [torch.clamp, torch.clip],
+    "factory": [torch.arange, torch.zeros, torch.ones, torch.full, torch.empty, torch.zeros_like,
+                torch.ones_like, torch.full_like, torch.empty_like],
+})
+
+_METHOD_KINDS = {
+    **{m: "view" for m in ["view", "reshape", "permute", "transpose", "unsqueeze", "squeeze", "expand",
+                           "expand_as", "view_as", "flatten", "unflatten", "contiguous", "unbind", "chunk",
+                           "split", "narrow", "select", "t", "movedim", "detach"]},
+    **{m: "add" for m in ["add", "add_"]}, **{m: "sub" for m in ["sub", "sub_"]},
+    **{m: "mul" for m in ["mul", "mul_"]}, **{m: "div" for m in ["div", "div_"]},
+    "matmul": "matmul", "bmm": "matmul", "mm": "matmul",
+    "relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
+    "softmax": "softmax", "log_softmax": "log_softmax",
+    **{m: "reduce" for m in ["mean", "sum", "amax", "amin"]},
+    **{m: "unary" for m in ["exp", "sqrt", "rsqrt", "neg", "abs", "log", "pow", "square", "reciprocal"]},
+    "masked_fill": "elementwise", "masked_fill_": "elementwise", "clamp": "clamp", "clip": "clamp",
+    **{m: "cast" for m in ["to", "float", "half", "bfloat16", "double", "type", "type_as", "int", "long"]},
+}
+
+_ATEN_KINDS = {
+    **{n: "conv" for n in ["conv1d", "conv2d", "conv3d"]},
+    **{n: "conv_transpose" for n in ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]},
+    "linear": "linear", "addmm": "addmm", "baddbmm": "addmm",
+    **{n: "matmul" for n in ["mm", "bmm", "matmul"]}, "einsum": "einsum",
+    **{n: "batch_norm" for n in ["batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm"]},
+    **{n: "layer_norm" for n in ["layer_norm", "native_layer_norm"]},
+    **{n: "group_norm" for n in ["group_norm", "native_group_norm"]},
+    "instance_norm": "instance_norm", "rms_norm": "rms_norm",
+    **{n: "relu" for n in ["relu", "relu_"]}, **{n: "hardtanh" for n in ["hardtanh", "hardtanh_"]},
+    "gelu": "gelu", "silu": "silu", "silu_": "silu", "sigmoid": "sigmoid", "tanh": "tanh",
+    "hardswish": "hardswish", "hardswish_": "hardswish", "hardsigmoid": "hardsigmoid",
+    "leaky_relu": "leaky_relu", "elu": "elu", "mish": "mish", "softplus": "softplus",
+    **{n: "softmax" for n in ["softmax", "_softmax", "_safe_softmax"]},
+    **{n: "log_softmax" for n in ["log_softmax", "_log_softmax"]},
+    **{n: "max_pool" for n in ["max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices"]},
+    **{n: "avg_pool" for n in ["avg_pool1d", "avg_pool2d", "avg_pool3d"]},
+    **{n: "adaptive_avg_pool" for n in ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool3d"]},
+    **{n: "sdpa" for n in ["scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu"]},
+    "embedding": "embedding", "cat": "concat", "stack": "concat", "constant_pad_nd": "pad", "pad": "pad",
+    **{n: "view" for n in ["view", "reshape", "_unsafe_view", "permute", "transpose", "t", "unsqueeze", "squeeze",
+                           "expand", "flatten", "slice", "select", "unbind", "split", "split_with_sizes", "chunk",
+                           "alias", "detach", "contiguous", "unflatten", "movedim", "narrow"]},
+    **{n: "identity" for n in ["dropout", "clone"]},
+    **{n: "add" for n in ["add", "add_"]}, **{n: "sub" for n in ["sub", "sub_", "rsub"]},
+    **{n: "mul" for n in ["mul", "mul_"]}, **{n: "div" for n in ["div", "div_"]},
+    **{n: "reduce" for n in ["mean", "sum", "amax", "amin"]},
+    **{n: "unary" for n in ["exp", "sqrt", "rsqrt", "neg", "abs", "log", "pow", "square", "reciprocal", "erf", "cos", "sin"]},
+    **{n: "elementwise" for n in ["where", "masked_fill", "masked_fill_"]},
+    **{n: "clamp" for n in ["clamp", "clip"]},
+    **{n: "factory" for n in ["arange", "zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like",
+                              "empty_like", "scalar_tensor", "lift_fresh_copy"]},
+    **{n: "cast" for n in ["_to_copy", "to", "type_as"]},
+}
+
+
+def function_kind(fn: Any) -> str:
+    try:
+        return _FUNCTION_KINDS.get(fn, "unknown")
+    except TypeError:  # unhashable target
+        return "unknown"
+
+
+def method_kind(name: str) -> str:
+    return _METHOD_KINDS.get(name, "unknown")
+
+
+def aten_kind(op: Any) -> str:
+    """Kind of an aten OpOverload such as ``aten.conv2d.default``."""
+    packet = getattr(op, "__name__", str(op)).split(".")[0]
+    if packet == "convolution":
+        return "unknown"  # generic form: transposed flag decides; handled by capture attrs
+    return _ATEN_KINDS.get(packet, "unknown")
+
+
+def target_name(target: Any) -> str:
+    """A readable name for what a node calls: ``torch.nn.Conv2d``, ``torch.add``, ``aten.relu.default``."""
+    if isinstance(target, str):
+        return f"Tensor.{target}"
+    if isinstance(target, torch._ops.OpOverload):
+        return f"aten.{target.__name__}" if not str(target).startswith("aten") else str(target)
+    mod = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or repr(target)
+    if mod in ("_operator", "operator"):
+        return f"operator.{name}"
+    if mod.startswith("torch.nn.functional") or mod == "torch.nn.functional":
+        return f"F.{name}"
+    if mod.startswith("torch") or mod == "":
+        return f"torch.{getattr(target, '__name__', name)}"
+    return f"{mod}.{name}"

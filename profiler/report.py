@@ -1,0 +1,238 @@
+"""The Profile: everything measured about one model on one machine, JSON round-trip stable.
+
+``profile_model`` is the pipeline (capture -> metrics -> timing -> roofline) as a generator that
+yields Progress and returns the Profile; ``Profile.rows()`` is the one joined per-layer view the
+CLI table, CSV and GUI all read.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .capture import capture, capture_exported, run_and_locate_failure
+from .errors import ProfileFormatError
+from .graph import CaptureMethod, Layer, LayerGraph
+from .hardware import HardwareProfile, _cpu_name
+from .metrics import LayerMetrics, layer_metrics
+from .progress import Progress, Work
+from .roofline import Bound, RooflinePoint, classify
+from .serde import from_jsonable, to_jsonable
+from .source import LoadedModel
+from .timing import LayerTiming, TimingSummary, measure
+
+__all__ = ["SCHEMA_VERSION", "ModelInfo", "RunInfo", "Profile", "LayerRow", "profile_model", "CSV_COLUMNS"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    spec: str
+    source_kind: str  # zoo | factory | pt2
+    capture_method: CaptureMethod
+    capture_notes: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+    input_dtypes: tuple[str, ...]
+    compute_dtype: str  # dtype of the model's floating-point weights (roofline peak picked for it)
+    total_params: int  # distinct parameters of the model
+    total_weight_bytes: int  # distinct parameters + buffers
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    date: str
+    torch_version: str
+    python_version: str
+    platform: str
+    cpu: str
+    layerscope_version: str
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One layer joined with all its overlays; computed, never stored."""
+
+    layer: Layer
+    metrics: LayerMetrics
+    timing: LayerTiming | None
+    point: RooflinePoint | None
+    latency_share: float  # of the sum of per-layer medians
+
+    @property
+    def bound(self) -> Bound:
+        return self.point.bound if self.point else Bound.UNKNOWN
+
+
+@dataclass(frozen=True)
+class Profile:
+    schema_version: int
+    model: ModelInfo
+    run: RunInfo
+    hardware: HardwareProfile
+    graph: LayerGraph
+    metrics: dict[str, LayerMetrics]
+    timings: dict[str, LayerTiming]
+    roofline: dict[str, RooflinePoint]
+    summary: TimingSummary
+
+    # ------------------------------------------------------------------ views
+    def rows(self) -> list[LayerRow]:
+        total = self.summary.sum_of_layer_medians_ms or 1.0
+        out = []
+        for layer in self.graph:
+            t = self.timings.get(layer.id)
+            out.append(LayerRow(layer, self.metrics[layer.id], t, self.roofline.get(layer.id), (t.latency_ms / total) if t else 0.0))
+        return out
+
+    def row(self, layer_id: str) -> LayerRow:
+        return next(r for r in self.rows() if r.layer.id == layer_id)
+
+    def ranked(self, top: int | None = None) -> list[LayerRow]:
+        rows = sorted(self.rows(), key=lambda r: r.timing.latency_ms if r.timing else 0.0, reverse=True)
+        return rows[:top] if top else rows
+
+    @property
+    def total_flops(self) -> int:
+        return sum(m.flops or 0 for m in self.metrics.values())
+
+    @property
+    def total_macs(self) -> int:
+        return sum(m.macs or 0 for m in self.metrics.values())
+
+    @property
+    def unknown_layers(self) -> list[str]:
+        return [lid for lid, m in self.metrics.items() if not m.known]
+
+    def bound_counts(self) -> dict[Bound, int]:
+        counts = {b: 0 for b in Bound}
+        for p in self.roofline.values():
+            counts[p.bound] += 1
+        return counts
+
+    # ------------------------------------------------------------------ I/O
+    def to_json(self) -> str:
+        return json.dumps(to_jsonable(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, origin: str = "profile") -> Profile:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ProfileFormatError(f"{origin} is not JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            got = data.get("schema_version") if isinstance(data, dict) else None
+            raise ProfileFormatError(f"{origin}: schema_version {got!r} is not {SCHEMA_VERSION}; re-run `layerscope profile`.")
+        try:
+            return from_jsonable(cls, data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProfileFormatError(f"{origin} is not a valid LayerScope profile: {exc}") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Profile:
+        p = Path(path)
+        if not p.is_file():
+            raise ProfileFormatError(f"Profile file not found: {p}.")
+        return cls.from_json(p.read_text(), str(p))
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(CSV_COLUMNS)
+        for r in self.rows():
+            m, t, p = r.metrics, r.timing, r.point
+            w.writerow([
+                r.layer.id, r.layer.op_kind, r.layer.module_type or r.layer.target,
+                " ".join("x".join(map(str, o.shape)) for o in r.layer.activations),
+                " ".join("x".join(map(str, o.shape)) for o in r.layer.outputs),
+                m.params, m.weight_bytes, _blank(m.flops), _blank(m.macs), m.bytes_read, m.bytes_written,
+                _blank(m.arithmetic_intensity), _blank(t and t.latency_ms), _blank(t and t.p25_ms), _blank(t and t.p75_ms),
+                f"{r.latency_share:.6f}", r.bound.value, _blank(p and p.attained_gflops), _blank(p and p.roof_fraction),
+                _blank(t and t.output_bytes), str(r.layer.source or ""),
+            ])
+        return buf.getvalue()
+
+
+CSV_COLUMNS = [
+    "layer", "op_kind", "type", "input_shapes", "output_shapes", "params", "weight_bytes", "flops", "macs",
+    "bytes_read", "bytes_written", "arithmetic_intensity", "latency_ms", "latency_p25_ms", "latency_p75_ms",
+    "latency_share", "bound", "attained_gflops", "roof_fraction", "activation_bytes", "source",
+]
+
+
+def _blank(v: object) -> object:
+    return "" if v is None else v
+
+
+def _compute_dtype(model: torch.nn.Module) -> str:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return str(p.dtype).removeprefix("torch.")
+    return "float32"
+
+
+def profile_model(
+    loaded: LoadedModel,
+    hardware: HardwareProfile,
+    runs: int = 20,
+    warmup: int = 3,
+    device: str = "cpu",
+    method: CaptureMethod | None = None,
+) -> Work[Profile]:
+    """Capture, measure and classify every layer of ``loaded``; yields Progress, returns Profile."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from .errors import ProfilingError
+
+        raise ProfilingError("--device cuda: no CUDA device is available here; use --device cpu.")
+    model = loaded.module.to(dev) if loaded.exported is None else loaded.module
+    inputs = tuple(t.to(dev) for t in loaded.inputs)
+    yield Progress("capture", 0, 3, "checking the model runs on the inputs")
+    run_and_locate_failure(model, inputs)
+    yield Progress("capture", 1, 3, "capturing the graph")
+    if loaded.exported is not None:
+        cap = capture_exported(loaded.exported, None, inputs, ["loaded from a saved torch.export program (.pt2)"])
+    else:
+        cap = capture(model, inputs, method)
+    yield Progress("capture", 2, 3, f"{len(cap.graph)} layers via {cap.method.value}")
+    metrics = {layer.id: layer_metrics(layer) for layer in cap.graph}
+    yield Progress("capture", 3, 3, "static metrics computed")
+    timing = yield from measure(cap, model, inputs, runs=runs, warmup=warmup)
+    dtype = _compute_dtype(model)
+    roofline = {lid: classify(m, timing.layers[lid].latency_ms, hardware, dtype) for lid, m in metrics.items()}
+    params = {id(p): p for p in model.parameters()}
+    buffers = {id(b): b for b in model.buffers()}
+    info = ModelInfo(
+        name=loaded.name,
+        spec=loaded.spec,
+        source_kind=loaded.kind,
+        capture_method=cap.method,
+        capture_notes=tuple(loaded.notes + cap.notes),
+        input_shapes=tuple(tuple(int(s) for s in t.shape) for t in inputs),
+        input_dtypes=tuple(str(t.dtype).removeprefix("torch.") for t in inputs),
+        compute_dtype=dtype,
+        total_params=sum(p.numel() for p in params.values()),
+        total_weight_bytes=sum(t.numel() * t.element_size() for t in [*params.values(), *buffers.values()]),
+    )
+    from . import __version__
+
+    run = RunInfo(
+        date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        torch_version=torch.__version__,
+        python_version=platform.python_version(),
+        platform=platform.platform(),
+        cpu=_cpu_name(),
+        layerscope_version=__version__,
+    )
+    return Profile(SCHEMA_VERSION, info, run, hardware, cap.graph, metrics, timing.layers, roofline, timing.summary)

@@ -1,0 +1,46 @@
+"""Roofline classification: memory- or compute-bound from arithmetic intensity vs the ridge point,
+and how close each layer's measured speed comes to its roof."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .hardware import HardwareProfile
+from .metrics import LayerMetrics
+
+__all__ = ["Bound", "RooflinePoint", "classify"]
+
+
+class Bound(StrEnum):
+    MEMORY = "memory-bound"
+    COMPUTE = "compute-bound"
+    NO_WORK = "no work"  # a view: no FLOPs and no bytes moved
+    UNKNOWN = "unknown"  # no FLOP formula for this op
+
+
+@dataclass(frozen=True)
+class RooflinePoint:
+    bound: Bound
+    intensity: float | None  # FLOP/byte
+    attained_gflops: float | None  # measured: FLOPs / median latency
+    attained_gbs: float | None  # measured: bytes moved / median latency
+    roof_gflops: float | None  # min(peak, intensity * bandwidth)
+    roof_fraction: float | None  # attained / roof (bandwidth fraction for FLOP-free copies)
+
+
+def classify(m: LayerMetrics, latency_ms: float | None, hw: HardwareProfile, dtype: str = "float32") -> RooflinePoint:
+    peak, _ = hw.peak_for(dtype)
+    seconds = latency_ms / 1e3 if latency_ms and latency_ms > 0 else None
+    gbs = m.bytes_moved / seconds / 1e9 if seconds and m.bytes_moved else None
+    if m.flops is None:
+        return RooflinePoint(Bound.UNKNOWN, None, None, gbs, None, None)
+    if m.flops == 0 and m.bytes_moved == 0:
+        return RooflinePoint(Bound.NO_WORK, None, None, None, None, None)
+    intensity = m.flops / m.bytes_moved if m.bytes_moved else float("inf")
+    bound = Bound.COMPUTE if intensity >= hw.ridge_point(dtype) else Bound.MEMORY
+    roof = min(peak, intensity * hw.bandwidth_gbs)
+    if m.flops == 0:  # pure data movement: judge against the bandwidth roof
+        return RooflinePoint(bound, 0.0, 0.0, gbs, 0.0, gbs / hw.bandwidth_gbs if gbs else None)
+    attained = m.flops / seconds / 1e9 if seconds else None
+    return RooflinePoint(bound, intensity, attained, gbs, roof, attained / roof if attained is not None else None)

@@ -1,0 +1,186 @@
+"""Turn what a user names (a zoo model, ``file.py:factory``, a ``.pt2``) into a module + inputs.
+
+Every failure a user can cause raises ``ModelLoadError`` / ``InputSpecError`` naming the file,
+factory, parameter or shape at fault.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import sys
+import traceback
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import InputSpecError, ModelLoadError
+from .zoo import DEFAULT_MODEL, ZOO, build_zoo_model
+
+__all__ = ["LoadedModel", "load_model", "parse_input_shapes", "parse_dtype", "DTYPES"]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+@dataclass
+class LoadedModel:
+    name: str  # short display name
+    spec: str  # what the user asked for, as given
+    kind: str  # "zoo" | "factory" | "pt2"
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    exported: torch.export.ExportedProgram | None = None  # set for .pt2 sources
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(t.shape) for t in self.inputs]
+
+
+def parse_dtype(text: str | None) -> torch.dtype | None:
+    if text is None:
+        return None
+    try:
+        return DTYPES[text]
+    except KeyError:
+        raise InputSpecError(f"--dtype {text!r} is not supported; choose one of {', '.join(DTYPES)}.") from None
+
+
+def parse_input_shapes(text: str | None) -> list[tuple[int, ...]] | None:
+    """``"1,3,224,224"`` or several inputs separated by ``;``: ``"1,128;1,128"``."""
+    if text is None or not text.strip():
+        return None
+    shapes = []
+    for part in text.split(";"):
+        try:
+            dims = tuple(int(d) for d in part.replace("x", ",").split(",") if d.strip())
+        except ValueError:
+            raise InputSpecError(f"--input-shape {text!r}: {part!r} is not a comma-separated list of integers, e.g. 1,3,224,224.") from None
+        if not dims or any(d <= 0 for d in dims):
+            raise InputSpecError(f"--input-shape {text!r}: every dimension must be a positive integer.")
+        shapes.append(dims)
+    return shapes
+
+
+def _make_inputs(like: Sequence[torch.Tensor], shapes: Sequence[tuple[int, ...]], seed: int, high: int | None = None) -> tuple[torch.Tensor, ...]:
+    if len(shapes) != len(like):
+        raise InputSpecError(f"--input-shape gives {len(shapes)} input(s) but the model takes {len(like)}; separate inputs with ';'.")
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for ref, shape in zip(like, shapes, strict=True):
+        if ref.dtype.is_floating_point:
+            out.append(torch.randn(shape, generator=g, dtype=ref.dtype))
+        elif ref.dtype == torch.bool:
+            out.append(torch.ones(shape, dtype=torch.bool))
+        else:
+            top = high if high is not None else max(int(ref.max().item()) + 1, 1) if ref.numel() else 1
+            out.append(torch.randint(0, top, shape, generator=g, dtype=ref.dtype))
+    return tuple(out)
+
+
+def _load_zoo(name: str, seed: int) -> LoadedModel:
+    e = ZOO[name]
+    module = build_zoo_model(name, seed)
+    placeholder = tuple(torch.zeros(s, dtype=e.input_dtype) for s in e.input_shapes)
+    inputs = _make_inputs(placeholder, e.input_shapes, seed, e.input_high)
+    return LoadedModel(name, name, "zoo", module, inputs)
+
+
+def _user_frame(exc: BaseException, file: Path) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == file.resolve()]
+    return f" (at {file.name}:{frames[-1].lineno})" if frames else ""
+
+
+def _load_factory(spec: str, seed: int) -> LoadedModel:
+    file_text, _, factory = spec.rpartition(":")
+    path = Path(file_text).expanduser()
+    if not factory:
+        raise ModelLoadError(f"{spec!r}: name the factory after a colon, e.g. {file_text}:build_model.")
+    if not path.is_file():
+        raise ModelLoadError(f"Model file not found: {path}. Pass an existing .py file as path/to/file.py:factory.")
+    mod_name = f"layerscope_user_{path.stem}_{uuid.uuid4().hex[:8]}"
+    try:
+        spec_obj = importlib.util.spec_from_file_location(mod_name, path)
+        assert spec_obj is not None and spec_obj.loader is not None
+        module = importlib.util.module_from_spec(spec_obj)
+        sys.modules[mod_name] = module  # dataclasses and pickling look modules up here
+        spec_obj.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - a user's file failed to import
+        raise ModelLoadError(f"Importing {path} failed{_user_frame(exc, path)}: {type(exc).__name__}: {exc}") from None
+    fn = getattr(module, factory, None)
+    if fn is None or not callable(fn):
+        names = [n for n in vars(module) if callable(getattr(module, n)) and not n.startswith("_")]
+        hint = difflib.get_close_matches(factory, names, n=1)
+        raise ModelLoadError(f"{path} has no callable {factory!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; callables: {', '.join(names[:10]) or 'none'}."))
+    torch.manual_seed(seed)
+    try:
+        result = fn()
+    except Exception as exc:  # noqa: BLE001 - the user's factory raised
+        raise ModelLoadError(f"Factory {path.name}:{factory}() raised{_user_frame(exc, path)}: {type(exc).__name__}: {exc}") from None
+    inputs: tuple[torch.Tensor, ...] = ()
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
+        result, ex = result
+        ex = (ex,) if isinstance(ex, torch.Tensor) else tuple(ex)
+        if not all(isinstance(t, torch.Tensor) for t in ex):
+            raise ModelLoadError(f"{path.name}:{factory}() returned example inputs that are not all tensors.")
+        inputs = ex
+    if not isinstance(result, nn.Module):
+        raise ModelLoadError(f"{path.name}:{factory}() returned {type(result).__name__}; return an nn.Module or (module, example_inputs).")
+    return LoadedModel(f"{path.stem}:{factory}", spec, "factory", result.eval(), inputs)
+
+
+def _load_pt2(path: Path) -> LoadedModel:
+    if not path.is_file():
+        raise ModelLoadError(f"Exported program not found: {path}.")
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - not a readable .pt2
+        raise ModelLoadError(f"{path} is not a readable torch.export program (.pt2): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    args, kwargs = ep.example_inputs if ep.example_inputs is not None else ((), {})
+    if kwargs:
+        raise ModelLoadError(f"{path}: keyword example inputs are not supported; export with positional inputs.")
+    return LoadedModel(path.stem, str(path), "pt2", ep.module(), tuple(args), exported=ep)
+
+
+def check_finite(module: nn.Module) -> None:
+    bad = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ModelLoadError(f"The model has NaN/Inf values in {', '.join(bad[:3])}{more}; timings and FLOPs would be meaningless. Fix or re-initialise those weights.")
+
+
+def load_model(spec: str | None = None, input_shapes: Sequence[tuple[int, ...]] | None = None,
+               dtype: torch.dtype | None = None, seed: int = 0) -> LoadedModel:
+    """Load a model by zoo name, ``file.py:factory`` or ``.pt2`` path; None means the default."""
+    spec = spec or DEFAULT_MODEL
+    if spec in ZOO:
+        loaded = _load_zoo(spec, seed)
+    elif spec.endswith(".pt2"):
+        loaded = _load_pt2(Path(spec).expanduser())
+    elif ":" in spec and spec.rpartition(":")[0].endswith(".py"):
+        loaded = _load_factory(spec, seed)
+    elif spec.endswith(".py"):
+        raise ModelLoadError(f"{spec!r}: name the factory too, as {spec}:build_model.")
+    else:
+        hint = difflib.get_close_matches(spec, list(ZOO), n=1)
+        raise ModelLoadError(
+            f"Unknown model {spec!r}." + (f" Did you mean {hint[0]!r}?" if hint else "")
+            + f" Built-in models: {', '.join(ZOO)}; or pass path/to/file.py:factory or a .pt2 file."
+        )
+    check_finite(loaded.module)
+    if input_shapes:
+        if not loaded.inputs:
+            loaded.inputs = tuple(torch.zeros(s) for s in input_shapes)
+        loaded.inputs = _make_inputs(loaded.inputs, input_shapes, seed, ZOO[spec].input_high if spec in ZOO else None)
+    if not loaded.inputs:
+        raise InputSpecError(f"{loaded.spec}: no example inputs; pass --input-shape (e.g. 1,3,224,224) or return (module, inputs) from the factory.")
+    if dtype is not None:
+        if loaded.exported is not None:
+            raise InputSpecError(f"{loaded.spec}: --dtype cannot change an exported program; export it in the dtype you want.")
+        loaded.module = loaded.module.to(dtype)
+        loaded.inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in loaded.inputs)
+    return loaded

@@ -1,0 +1,251 @@
+"""Measured per-layer latency and activation memory.
+
+Per-layer time comes from running the captured GraphModule through an fx Interpreter that times
+each node (``perf_counter_ns`` on CPU; CUDA events on a GPU) and sums nodes into their layer.
+End-to-end time is the plain eager ``model(*inputs)``. The two are interleaved run by run so that
+machine noise hits both alike; the fidelity line compares the sum of per-layer medians with the
+end-to-end median (the gap is interpreter overhead plus glue such as shape queries).
+
+Activation memory is read off the real run: a tensor storage is live from the node that creates it
+until its last use; weights are not activations. On CUDA the allocator's peak is reported too.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .capture import CaptureResult, _tensors
+from .progress import Progress, Work
+
+__all__ = ["LayerTiming", "TimingSummary", "TimingResult", "measure"]
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    latency_ms: float  # median over runs
+    p25_ms: float
+    p75_ms: float
+    min_ms: float
+    output_bytes: int  # activation memory this layer allocated (0 for views and in-place ops)
+    live_bytes_after: int  # activation memory alive right after this layer ran
+
+    @property
+    def spread_ms(self) -> float:
+        """Inter-quartile range."""
+        return self.p75_ms - self.p25_ms
+
+
+@dataclass(frozen=True)
+class TimingSummary:
+    device: str
+    timer: str
+    runs: int
+    warmup: int
+    threads: int
+    end_to_end_ms: float  # median eager forward
+    end_to_end_p25_ms: float
+    end_to_end_p75_ms: float
+    sum_of_layer_medians_ms: float
+    glue_ms: float  # median time of non-layer nodes (shape queries, tuple unpacking)
+    weight_bytes: int
+    peak_activation_bytes: int
+    peak_memory_bytes: int  # weights + peak live activations (or the CUDA allocator's peak)
+    peak_memory_source: str
+
+    @property
+    def fidelity(self) -> float:
+        """Sum of per-layer medians / end-to-end median (1.0 = per-layer times add up exactly)."""
+        return self.sum_of_layer_medians_ms / self.end_to_end_ms if self.end_to_end_ms > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class TimingResult:
+    layers: dict[str, LayerTiming]
+    summary: TimingSummary
+
+
+def _quantiles(values: Sequence[float]) -> tuple[float, float, float, float]:
+    vs = sorted(values)
+    if len(vs) == 1:
+        return vs[0], vs[0], vs[0], vs[0]
+    q = statistics.quantiles(vs, n=4, method="inclusive")
+    return statistics.median(vs), q[0], q[2], vs[0]
+
+
+_SKIP = ("placeholder", "get_attr", "output")
+
+
+class _NodeTimer(fx.Interpreter):
+    """Times every computing node; ``times`` holds ns (CPU) or CUDA event pairs per node."""
+
+    def __init__(self, gm: fx.GraphModule, cuda: bool) -> None:
+        super().__init__(gm)
+        self.cuda = cuda
+        self.times: dict[str, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        if n.op in _SKIP:
+            return super().run_node(n)
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        fn = getattr(self, n.op)
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn(n.target, args, kwargs)
+            end.record()
+            self.times[n.name] = (start, end)
+        else:
+            t0 = time.perf_counter_ns()
+            out = fn(n.target, args, kwargs)
+            self.times[n.name] = time.perf_counter_ns() - t0
+        return out
+
+    def elapsed_ms(self) -> dict[str, float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return {k: s.elapsed_time(e) for k, (s, e) in self.times.items()}
+        return {k: v / 1e6 for k, v in self.times.items()}
+
+
+class _MemoryTracker(fx.Interpreter):
+    """Follows live activation storages through one run (weights excluded)."""
+
+    def __init__(self, gm: fx.GraphModule, weight_ptrs: set[int]) -> None:
+        super().__init__(gm)
+        self.weight_ptrs = weight_ptrs
+        self.refs: dict[int, list[int]] = {}  # storage ptr -> [nbytes, holders]
+        self.held: dict[str, list[int]] = {}  # node -> storage ptrs it holds
+        self.live = 0
+        self.peak = 0
+        self.new_bytes: dict[str, int] = {}
+        self.live_after: dict[str, int] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        if n.op not in ("get_attr", "output"):
+            ptrs, new = [], 0
+            for t in _tensors(out):
+                st = t.untyped_storage()
+                ptr = st.data_ptr()
+                if ptr in self.weight_ptrs or ptr == 0:
+                    continue
+                if ptr not in self.refs:
+                    self.refs[ptr] = [st.nbytes(), 0]
+                    self.live += st.nbytes()
+                    new += st.nbytes()
+                self.refs[ptr][1] += 1
+                ptrs.append(ptr)
+            self.held[n.name] = ptrs
+            self.new_bytes[n.name] = new
+            self.peak = max(self.peak, self.live)
+        for dead in self.user_to_last_uses.get(n, []):
+            for ptr in self.held.pop(dead.name, []):
+                entry = self.refs[ptr]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self.live -= entry[0]
+                    del self.refs[ptr]
+        self.live_after[n.name] = self.live
+        return out
+
+
+def _weight_bytes(module: nn.Module) -> tuple[int, set[int]]:
+    seen: dict[int, int] = {}
+    for t in [*module.parameters(), *module.buffers()]:
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values()), set(seen)
+
+
+def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor], runs: int = 20, warmup: int = 3) -> Work[TimingResult]:
+    """Time every layer and the whole forward; yields Progress, returns TimingResult."""
+    if runs < 1:
+        raise ValueError("runs must be >= 1")
+    gm = cap.graph_module
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else (inputs[0].device if inputs else torch.device("cpu"))
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    layer_nodes = cap.node_layer
+    weight_bytes, weight_ptrs = _weight_bytes(model)
+
+    per_layer: dict[str, list[float]] = {lid: [] for lid in cap.graph.ids()}
+    glue: list[float] = []
+    e2e: list[float] = []
+    total = warmup + runs
+    with torch.inference_mode():
+        for i in range(total):
+            timed = i >= warmup
+            args = [t.clone() for t in inputs]
+            sync()
+            t0 = time.perf_counter_ns()
+            model(*args)
+            sync()
+            e2e_ms = (time.perf_counter_ns() - t0) / 1e6
+            timer = _NodeTimer(gm, cuda)
+            timer.run(*[t.clone() for t in inputs])
+            sync()
+            if timed:
+                e2e.append(e2e_ms)
+                sums: dict[str, float] = {}
+                glue_ms = 0.0
+                for node, ms in timer.elapsed_ms().items():
+                    lid = layer_nodes.get(node)
+                    if lid is None:
+                        glue_ms += ms
+                    else:
+                        sums[lid] = sums.get(lid, 0.0) + ms
+                for lid in per_layer:
+                    per_layer[lid].append(sums.get(lid, 0.0))
+                glue.append(glue_ms)
+            yield Progress("timing" if timed else "warm-up", i + 1, total, f"run {i + 1 - warmup if timed else i + 1}")
+
+        tracker = _MemoryTracker(gm, weight_ptrs)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        tracker.run(*[t.clone() for t in inputs])
+        if cuda:
+            sync()
+            peak_memory = torch.cuda.max_memory_allocated(device) - base + weight_bytes
+            source = "torch.cuda.max_memory_allocated during an instrumented run, plus weights"
+        else:
+            peak_memory = weight_bytes + tracker.peak
+            source = "weights + peak of live activation storages during a real run"
+
+    new_by_layer: dict[str, int] = {}
+    after_by_layer: dict[str, int] = {}
+    for node, lid in layer_nodes.items():
+        new_by_layer[lid] = new_by_layer.get(lid, 0) + tracker.new_bytes.get(node, 0)
+        if node in tracker.live_after:
+            after_by_layer[lid] = tracker.live_after[node]  # last node of the layer wins
+    layers: dict[str, LayerTiming] = {}
+    for lid, vals in per_layer.items():
+        med, p25, p75, mn = _quantiles(vals)
+        layers[lid] = LayerTiming(med, p25, p75, mn, new_by_layer.get(lid, 0), after_by_layer.get(lid, 0))
+    e_med, e25, e75, _ = _quantiles(e2e)
+    summary = TimingSummary(
+        device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if cuda else ""),
+        timer="CUDA events" if cuda else "time.perf_counter_ns",
+        runs=runs,
+        warmup=warmup,
+        threads=torch.get_num_threads(),
+        end_to_end_ms=e_med,
+        end_to_end_p25_ms=e25,
+        end_to_end_p75_ms=e75,
+        sum_of_layer_medians_ms=sum(t.latency_ms for t in layers.values()),
+        glue_ms=statistics.median(glue) if glue else 0.0,
+        weight_bytes=weight_bytes,
+        peak_activation_bytes=tracker.peak,
+        peak_memory_bytes=int(peak_memory),
+        peak_memory_source=source,
+    )
+    return TimingResult(layers, summary)
