@@ -9,6 +9,9 @@ on the example inputs, not from guesses.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -28,6 +31,23 @@ __all__ = ["CaptureResult", "capture", "capture_exported", "is_leaf_module", "ru
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _FRAME_RE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    """torch.export logs warnings and prints a partial graph to stderr on failure; the
+    CaptureError we raise says what matters (and names the user's line)."""
+    names = ["torch"] + [n for n in logging.root.manager.loggerDict if n.startswith("torch.")]
+    loggers = [logging.getLogger(n) for n in names]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, old, strict=True):
+            lg.setLevel(level)
 
 
 @dataclass
@@ -522,15 +542,18 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
             layer_graph, node_layer = _assemble(gm, model, records, assign)
             return CaptureResult(layer_graph, gm, node_layer, CaptureMethod.FX)
     try:
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), _quiet_torch_logs():
             ep = torch.export.export(model, tuple(inputs), strict=False)
     except Exception as exc:  # noqa: BLE001 - both capture paths failed: one clear error
-        export_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        text = str(exc).strip()
+        export_error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
         parts = [f"torch.fx: {fx_error}"] if fx_error else []
         parts.append(f"torch.export: {export_error}")
+        where = _source(text)
+        at = f" The blocking code is at {where}: `{where.code}`." if where else ""
         raise CaptureError(
-            f"Could not capture {type(model).__name__}'s graph. " + " | ".join(parts)
-            + ". Data-dependent Python control flow (if/while on tensor values) blocks both; "
+            f"Could not capture {type(model).__name__}'s graph. " + " | ".join(parts) + "." + at
+            + " Data-dependent Python control flow (if/while on tensor values) blocks both; "
             "move it out of forward() or make it a tensor op (torch.where)."
         ) from None
     notes = [f"torch.fx could not trace the model ({fx_error}); used torch.export."] if fx_error else []

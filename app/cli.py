@@ -1,0 +1,199 @@
+"""``layerscope`` command line: profile, calibrate, gui, zoo, devices.
+
+Headless commands never import Qt; ``gui`` imports the desktop app only when asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from layerscope.profiler import (
+    Bound, CaptureMethod, LayerScopeError, Profile, ZOO, calibrate, device_profile_names, drive, load_model,
+    profile_model, resolve_hardware,
+)
+from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
+from layerscope.profiler.hardware import save_cached
+from layerscope.profiler.progress import Work
+from layerscope.profiler.source import parse_dtype, parse_input_shapes
+
+err = Console(stderr=True)
+BOUND_STYLE = {Bound.MEMORY: "cyan", Bound.COMPUTE: "magenta", Bound.NO_WORK: "dim", Bound.UNKNOWN: "yellow"}
+
+
+def _run(work: Work, quiet: bool):
+    """Drive a core work generator with a progress bar on stderr."""
+    if quiet:
+        return drive(work)
+    with Progress(TextColumn("{task.description:<10}"), BarColumn(), TaskProgressColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(p) -> None:
+            if p.stage not in tasks:
+                tasks[p.stage] = bar.add_task(p.stage, total=p.total, detail="")
+            bar.update(tasks[p.stage], completed=p.done, total=p.total, detail=p.detail)
+
+        return drive(work, update)
+
+
+def _model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("model", nargs=None if required else "?", default=None,
+                   help=f"zoo name ({', '.join(ZOO)}), path/to/file.py:factory, or a .pt2 file (default: resnet18)")
+    p.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224; several inputs separated by ';'")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], help="cast weights and float inputs")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per layer (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs (default 3)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (CUDA events are used on a GPU)")
+    p.add_argument("--hardware", default="this",
+                   help=f"roofline: 'this' (calibrated here, cached) or a device profile ({', '.join(device_profile_names())}) or a .json file")
+    p.add_argument("--capture", choices=["fx", "export"], help="force a capture method (default: fx, export as fallback)")
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    if args.runs < 1 or args.warmup < 0:
+        raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
+    loaded = load_model(args.model, parse_input_shapes(args.input_shape), parse_dtype(args.dtype))
+    method = {"fx": CaptureMethod.FX, "export": CaptureMethod.EXPORT}.get(args.capture or "")
+
+    def work():
+        hw = yield from resolve_hardware(args.hardware, "cuda" if args.device.startswith("cuda") else "cpu")
+        return (yield from profile_model(loaded, hw, runs=args.runs, warmup=args.warmup, device=args.device, method=method))
+
+    return _run(work(), args.quiet)
+
+
+def print_profile(profile: Profile, top: int, console: Console) -> None:
+    m, s, hw = profile.model, profile.summary, profile.hardware
+    dtype = m.compute_dtype
+    peak, peak_dtype = hw.peak_for(dtype)
+    console.print(f"[bold]{m.name}[/]  inputs {', '.join('x'.join(map(str, sh)) for sh in m.input_shapes)} "
+                  f"{'/'.join(m.input_dtypes)}  captured with [bold]{m.capture_method.value}[/]")
+    for note in m.capture_notes:
+        console.print(f"  [yellow]note:[/] {note}")
+    console.print(f"Roofline: {hw.name} ({hw.kind}): {peak:.1f} GFLOP/s {peak_dtype}, {hw.bandwidth_gbs:.1f} GB/s, "
+                  f"ridge {hw.ridge_point(dtype):.1f} FLOP/byte")
+    table = Table(title=f"Top {min(top, len(profile.graph))} of {len(profile.graph)} layers by measured latency", title_justify="left")
+    for col, just in [("#", "right"), ("layer", "left"), ("type", "left"), ("latency ms", "right"), ("± IQR", "right"),
+                      ("share", "right"), ("FLOPs", "right"), ("bytes", "right"), ("FLOP/B", "right"),
+                      ("bound", "left"), ("% roof", "right")]:
+        table.add_column(col, justify=just, no_wrap=col != "layer")
+    for i, r in enumerate(profile.ranked(top), 1):
+        t, p, mt = r.timing, r.point, r.metrics
+        kind = (r.layer.module_type or r.layer.target).rsplit(".", 1)[-1]
+        ai = mt.arithmetic_intensity
+        table.add_row(
+            str(i), r.layer.id, kind, fmt_ms(t.latency_ms) if t else "-", fmt_ms(t.spread_ms) if t else "-",
+            fmt_pct(r.latency_share), "unknown" if mt.flops is None else fmt_count(mt.flops), fmt_bytes(mt.bytes_moved),
+            "-" if ai is None else f"{ai:.1f}", f"[{BOUND_STYLE[r.bound]}]{r.bound.value}[/]",
+            "-" if not p or p.roof_fraction is None else fmt_pct(p.roof_fraction),
+        )
+    console.print(table)
+    counts = profile.bound_counts()
+    unknown = profile.unknown_layers
+    console.print(f"Params {m.total_params:,}  weights {fmt_bytes(m.total_weight_bytes)}  MACs {fmt_count(profile.total_macs)}  "
+                  f"FLOPs {fmt_count(profile.total_flops)}" + (f" (+{len(unknown)} layers unknown: {', '.join(unknown[:5])})" if unknown else ""))
+    console.print(f"Layers: {counts[Bound.MEMORY]} memory-bound, {counts[Bound.COMPUTE]} compute-bound, "
+                  f"{counts[Bound.NO_WORK]} no-work views, {counts[Bound.UNKNOWN]} unknown")
+    console.print(f"Latency: end-to-end {fmt_ms(s.end_to_end_ms)} ms (IQR {fmt_ms(s.end_to_end_p25_ms)}–{fmt_ms(s.end_to_end_p75_ms)}), "
+                  f"median of {s.runs} runs after {s.warmup} warm-up, {s.threads} threads, {s.device}, {s.timer}")
+    console.print(f"Fidelity: sum of per-layer medians {fmt_ms(s.sum_of_layer_medians_ms)} ms = {fmt_pct(s.fidelity)} of end-to-end "
+                  f"(glue nodes {fmt_ms(s.glue_ms)} ms)")
+    console.print(f"Peak memory {fmt_bytes(s.peak_memory_bytes)} = weights {fmt_bytes(s.weight_bytes)} + "
+                  f"peak live activations {fmt_bytes(s.peak_activation_bytes)}")
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    profile = _profile(args)
+    out = Console(width=max(Console().width, 140) if not sys.stdout.isatty() else None)
+    print_profile(profile, args.top, out)
+    if args.json:
+        profile.save(args.json)
+        out.print(f"Wrote {args.json}")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            f.write(profile.to_csv())
+        out.print(f"Wrote {args.csv}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    hw = _run(calibrate(args.device, matmul_size=args.size), args.quiet)
+    path = save_cached(hw)
+    console = Console()
+    for dt, g in hw.peak_gflops.items():
+        console.print(f"peak {dt:<9} {g:10.1f} GFLOP/s")
+    console.print(f"bandwidth {hw.bandwidth_gbs:10.1f} GB/s   ridge (float32) {hw.ridge_point():.1f} FLOP/byte")
+    console.print(f"{hw.name}; cached in {path}")
+    return 0
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    from layerscope.app.main import run_gui  # Qt is imported only here
+
+    return run_gui(args)
+
+
+def cmd_zoo(_args: argparse.Namespace) -> int:
+    console = Console()
+    for name, e in ZOO.items():
+        console.print(f"{name:<14} {e.description}")
+    return 0
+
+
+def cmd_devices(_args: argparse.Namespace) -> int:
+    from layerscope.profiler import load_device_profile
+
+    console = Console()
+    for name in device_profile_names():
+        hw = load_device_profile(name)
+        console.print(f"{name:<22} {hw.name}: {', '.join(f'{k} {v:g} GFLOP/s' for k, v in hw.peak_gflops.items())}, "
+                      f"{hw.bandwidth_gbs:g} GB/s\n{'':<22} source: {hw.source}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="layerscope", description="Find the bottleneck layers of a PyTorch model.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("profile", help="profile every layer and print the ranked bottlenecks")
+    _model_args(p)
+    p.add_argument("--top", type=int, default=15, help="rows in the ranked table (default 15)")
+    p.add_argument("--json", help="write the full Profile as JSON")
+    p.add_argument("--csv", help="write one row per layer as CSV")
+    p.set_defaults(func=cmd_profile)
+    c = sub.add_parser("calibrate", help="measure this machine's peak FLOP/s and bandwidth (cached)")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--size", type=int, default=2048, help="matmul size (default 2048)")
+    c.set_defaults(func=cmd_calibrate)
+    g = sub.add_parser("gui", help="open the desktop app")
+    _model_args(g)
+    g.add_argument("--profile", dest="profile_json", help="open a saved profile JSON instead of profiling")
+    g.add_argument("--screenshot", help=argparse.SUPPRESS)  # used by docs/tests: save a PNG and quit
+    g.set_defaults(func=cmd_gui)
+    sub.add_parser("zoo", help="list built-in models").set_defaults(func=cmd_zoo)
+    sub.add_parser("devices", help="list shipped target-device profiles").set_defaults(func=cmd_devices)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for flag in ("quiet",):
+        setattr(args, flag, getattr(args, flag, False))
+    try:
+        return args.func(args)
+    except LayerScopeError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
