@@ -85,7 +85,7 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
         table.add_column(col, justify=just, no_wrap=col != "layer")
     for i, r in enumerate(profile.ranked(top), 1):
         t, p, mt = r.timing, r.point, r.metrics
-        kind = (r.layer.module_type or r.layer.target).rsplit(".", 1)[-1]
+        kind = r.layer.type_name
         ai = mt.arithmetic_intensity
         table.add_row(
             str(i), r.layer.id, kind, fmt_ms(t.latency_ms) if t else "-", fmt_ms(t.spread_ms) if t else "-",

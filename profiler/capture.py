@@ -25,7 +25,7 @@ from torch import nn
 
 from .errors import CaptureError, InputSpecError
 from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta, TensorRole
-from .opkinds import LEAF_MODULES_WITH_CHILDREN, VIEW_KINDS, aten_kind, function_kind, method_kind, module_kind, target_name
+from .opkinds import LEAF_MODULES_WITH_CHILDREN, VIEW_KINDS, aten_kind, class_name_kind, function_kind, method_kind, module_kind, target_name
 
 __all__ = ["CaptureResult", "capture", "capture_exported", "is_leaf_module", "run_and_locate_failure"]
 
@@ -34,7 +34,7 @@ _FRAME_RE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func
 
 
 @contextlib.contextmanager
-def _quiet_torch_logs():
+def quiet_torch_logs():
     """torch.export logs warnings and prints a partial graph to stderr on failure; the
     CaptureError we raise says what matters (and names the user's line)."""
     names = ["torch"] + [n for n in logging.root.manager.loggerDict if n.startswith("torch.")]
@@ -451,40 +451,50 @@ def _assign_fx(gm: fx.GraphModule, model: nn.Module, records: dict[str, _NodeRec
 
 
 # --------------------------------------------------------------------------- export path
-def _assign_export(gm: fx.GraphModule, model: nn.Module, records: dict[str, _NodeRecord]) -> dict[str, _Assignment]:
+def _export_kind(n: fx.Node) -> str:
+    kind = aten_kind(n.target)
+    if kind == "unknown" and getattr(n.target, "__name__", "").startswith("convolution"):
+        kind = "conv_transpose" if (len(n.args) > 6 and n.args[6]) else "conv"
+    return kind
+
+
+def _assign_export(gm: fx.GraphModule, model: nn.Module | None, records: dict[str, _NodeRecord]) -> dict[str, _Assignment]:
+    """Group aten nodes under their leaf module. ``model`` is the original module when we have it;
+    for a loaded .pt2 it is None and the leaf class comes from nn_module_stack's class name."""
     assign: dict[str, _Assignment] = {}
     taken: set[str] = set()
     group_ids: dict[str, str] = {}
+    group_attrs: dict[str, dict[str, Any]] = {}
     for n in gm.graph.nodes:
         if n.op != "call_function" or n.name not in records or _is_tuple_getitem(n, records):
             continue
         stack = _module_stack(n)
-        leaf = None
         if stack:
-            key, path, _cls = stack[-1]
-            try:
-                mod = model.get_submodule(path)
-            except AttributeError:
-                mod = None
-            if mod is not None and is_leaf_module(mod):
-                leaf = (key, path, mod)
-        if leaf is not None:
-            key, path, mod = leaf
-            if key not in group_ids:
-                call = int(key.rsplit("@", 1)[1]) if "@" in key else 0
-                group_ids[key] = _unique(path if call == 0 else f"{path}:{call}", taken)
-                taken.add(group_ids[key])
-            cls = type(mod)
-            parents = tuple(p for _, p, _ in stack[:-1])
-            assign[n.name] = _Assignment(group_ids[key], module_kind(mod), f"{cls.__module__}.{cls.__qualname__}",
-                                         path, f"{cls.__module__}.{cls.__qualname__}", parents,
-                                         _module_attrs(mod), mod, n.meta.get("stack_trace"))
-            continue
+            key, path, cls_name = stack[-1]
+            mod = None
+            if model is not None:
+                with contextlib.suppress(AttributeError):
+                    mod = model.get_submodule(path)
+            kind = module_kind(mod) if mod is not None and is_leaf_module(mod) else None
+            if mod is None:
+                kind = class_name_kind(cls_name)
+            if kind is not None:
+                if key not in group_ids:
+                    call = int(key.rsplit("@", 1)[1]) if "@" in key else 0
+                    group_ids[key] = _unique(path if call == 0 else f"{path}:{call}", taken)
+                    taken.add(group_ids[key])
+                if mod is not None:
+                    attrs = _module_attrs(mod)
+                else:  # no module object (.pt2): read the attrs off the group's main aten call
+                    attrs = group_attrs.setdefault(key, {})
+                    if _export_kind(n) == kind:
+                        attrs.update(_call_attrs(kind, n.args, n.kwargs))
+                assign[n.name] = _Assignment(group_ids[key], kind, cls_name, path, cls_name,
+                                             tuple(p for _, p, _ in stack[:-1]), attrs, mod, n.meta.get("stack_trace"))
+                continue
         if not records[n.name].outputs:
             continue
-        kind = aten_kind(n.target)
-        if kind == "unknown" and getattr(n.target, "__name__", "").startswith("convolution"):
-            kind = "conv_transpose" if (len(n.args) > 6 and n.args[6]) else "conv"
+        kind = _export_kind(n)
         parents = tuple(p for _, p, _ in stack)
         layer_id = _unique(f"{parents[-1]}.{n.name}" if parents else n.name, taken)
         taken.add(layer_id)
@@ -518,10 +528,9 @@ def capture_exported(ep: torch.export.ExportedProgram, model: nn.Module | None, 
                      notes: list[str] | None = None) -> CaptureResult:
     """Layer graph of an ExportedProgram (from torch.export or a loaded .pt2)."""
     gm = ep.module()
-    owner = model if model is not None else gm
     records = _record(gm, inputs, _node_label)
-    assign = _assign_export(gm, owner, records)
-    graph, node_layer = _assemble(gm, owner, records, assign)
+    assign = _assign_export(gm, model, records)
+    graph, node_layer = _assemble(gm, model if model is not None else gm, records, assign)
     return CaptureResult(graph, gm, node_layer, CaptureMethod.EXPORT, list(notes or []))
 
 
@@ -542,7 +551,7 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
             layer_graph, node_layer = _assemble(gm, model, records, assign)
             return CaptureResult(layer_graph, gm, node_layer, CaptureMethod.FX)
     try:
-        with torch.inference_mode(False), _quiet_torch_logs():
+        with torch.inference_mode(False), quiet_torch_logs():
             ep = torch.export.export(model, tuple(inputs), strict=False)
     except Exception as exc:  # noqa: BLE001 - both capture paths failed: one clear error
         text = str(exc).strip()

@@ -103,9 +103,17 @@ class Layer:
         return sum(t.nbytes for t in self.weights)
 
     @property
+    def type_name(self) -> str:
+        """Short type for tables: ``Conv2d``, ``add``, ``max_pool2d`` (aten overload dropped)."""
+        if self.module_type:
+            return self.module_type.rsplit(".", 1)[-1]
+        if self.target.startswith("aten."):
+            return self.target.split(".")[1]
+        return self.target.rsplit(".", 1)[-1]
+
+    @property
     def label(self) -> str:
-        kind = self.module_type.rsplit(".", 1)[-1] if self.module_type else self.target.rsplit(".", 1)[-1]
-        return f"{self.id} ({kind})"
+        return f"{self.id} ({self.type_name})"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VIEW_KINDS", "module_kind", "function_kind", "method_kind", "aten_kind", "target_name"]
+__all__ = ["VIEW_KINDS", "class_name_kind", "module_kind", "function_kind", "method_kind", "aten_kind", "target_name"]
 
 # Ops that may return a view of their input; when they do (checked on the real tensors during
 # capture) they move no data.
@@ -64,6 +64,16 @@ def module_kind(module: nn.Module) -> str:
     if isinstance(module, nn.Upsample) and module.mode == "nearest":
         return "upsample_nearest"
     return "unknown"
+
+
+_KIND_BY_CLASS_NAME = {f"{c.__module__}.{c.__qualname__}": kind for classes, kind in _MODULE_KINDS for c in classes}
+_KIND_BY_CLASS_NAME[f"{nn.MultiheadAttention.__module__}.{nn.MultiheadAttention.__qualname__}"] = "multihead_attention"
+
+
+def class_name_kind(qualified_name: str) -> str | None:
+    """Kind of a torch.nn leaf class given by name (as torch.export's nn_module_stack records it);
+    None when the class is not a known leaf."""
+    return _KIND_BY_CLASS_NAME.get(qualified_name)
 
 
 def _kinds(pairs: dict[str, list[Any]]) -> dict[Any, str]:

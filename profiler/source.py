@@ -136,8 +136,11 @@ def _load_factory(spec: str, seed: int) -> LoadedModel:
 def _load_pt2(path: Path) -> LoadedModel:
     if not path.is_file():
         raise ModelLoadError(f"Exported program not found: {path}.")
+    from .capture import quiet_torch_logs
+
     try:
-        ep = torch.export.load(str(path))
+        with quiet_torch_logs():
+            ep = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001 - not a readable .pt2
         raise ModelLoadError(f"{path} is not a readable torch.export program (.pt2): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     args, kwargs = ep.example_inputs if ep.example_inputs is not None else ((), {})
