@@ -78,6 +78,9 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
         console.print(f"  [yellow]note:[/] {note}")
     console.print(f"Roofline: {hw.name} ({hw.kind}): {peak:.1f} GFLOP/s {peak_dtype}, {hw.bandwidth_gbs:.1f} GB/s, "
                   f"ridge {hw.ridge_point(dtype):.1f} FLOP/byte")
+    if hw.kind != "measured":
+        console.print("  [yellow]note:[/] bound classes use this target's ridge point; latencies were measured on this "
+                      "machine, so '% roof' is not computed against the target.")
     table = Table(title=f"Top {min(top, len(profile.graph))} of {len(profile.graph)} layers by measured latency", title_justify="left")
     for col, just in [("#", "right"), ("layer", "left"), ("type", "left"), ("latency ms", "right"), ("± IQR", "right"),
                       ("share", "right"), ("FLOPs", "right"), ("bytes", "right"), ("FLOP/B", "right"),

@@ -184,25 +184,25 @@ class LayerGraph:
         return list(seen)
 
     # ---------------------------------------------------------------- collapse / expand
-    def visible_node(self, layer_id: str, expanded: Iterable[str] | None = None, depth: int | None = None) -> str:
-        """The node that stands for ``layer_id`` when the module hierarchy is collapsed.
+    def visible_node(self, layer_id: str, depth: int | None = None, expanded: Iterable[str] = (),
+                     collapsed: Iterable[str] = ()) -> str:
+        """The node that stands for ``layer_id`` when parts of the module hierarchy are collapsed.
 
-        A module is shown collapsed (as one node) unless it is in ``expanded`` or, when ``depth``
-        is given, sits at nesting depth < ``depth``. The outermost collapsed ancestor wins.
+        A module is collapsed when it is in ``collapsed``, or when ``depth`` is given, it sits at
+        nesting level >= ``depth`` (top-level modules are level 0) and is not in ``expanded``.
+        The outermost collapsed ancestor wins; with nothing collapsed the layer stands for itself.
         """
-        exp = set(expanded or ())
+        exp, col = set(expanded), set(collapsed)
         for level, parent in enumerate(self[layer_id].parents):
-            if parent in exp:
-                continue
-            if depth is not None and level < depth:
-                continue
-            return parent
+            if parent in col or (depth is not None and level >= depth and parent not in exp):
+                return parent
         return layer_id
 
-    def collapsed(self, expanded: Iterable[str] | None = None, depth: int | None = None) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    def collapsed(self, depth: int | None = None, expanded: Iterable[str] = (),
+                  collapsed: Iterable[str] = ()) -> tuple[dict[str, str], list[tuple[str, str]]]:
         """Map every layer to its visible node and return the edges between visible nodes."""
-        exp = set(expanded or ())
-        mapping = {layer.id: self.visible_node(layer.id, exp, depth) for layer in self.layers}
+        exp, col = set(expanded), set(collapsed)
+        mapping = {layer.id: self.visible_node(layer.id, depth, exp, col) for layer in self.layers}
         edges: dict[tuple[str, str], None] = {}
         for a, b in self.edges:
             va, vb = mapping[a], mapping[b]

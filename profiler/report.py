@@ -28,7 +28,7 @@ from .serde import from_jsonable, to_jsonable
 from .source import LoadedModel
 from .timing import LayerTiming, TimingSummary, measure
 
-__all__ = ["SCHEMA_VERSION", "ModelInfo", "RunInfo", "Profile", "LayerRow", "profile_model", "CSV_COLUMNS"]
+__all__ = ["SCHEMA_VERSION", "ModuleTotals", "ModelInfo", "RunInfo", "Profile", "LayerRow", "profile_model", "CSV_COLUMNS"]
 
 SCHEMA_VERSION = 1
 
@@ -73,6 +73,20 @@ class LayerRow:
 
 
 @dataclass(frozen=True)
+class ModuleTotals:
+    """A module (collapsed node) summed over the layers inside it."""
+
+    path: str
+    layers: int
+    latency_ms: float
+    latency_share: float
+    flops: int  # known FLOPs only
+    unknown_layers: int
+    bytes_moved: int
+    params: int
+
+
+@dataclass(frozen=True)
 class Profile:
     schema_version: int
     model: ModelInfo
@@ -99,6 +113,14 @@ class Profile:
     def ranked(self, top: int | None = None) -> list[LayerRow]:
         rows = sorted(self.rows(), key=lambda r: r.timing.latency_ms if r.timing else 0.0, reverse=True)
         return rows[:top] if top else rows
+
+    def module_totals(self, path: str) -> ModuleTotals:
+        members = [layer.id for layer in self.graph if path in layer.parents or layer.id == path]
+        lat = sum(self.timings[i].latency_ms for i in members if i in self.timings)
+        total = self.summary.sum_of_layer_medians_ms or 1.0
+        ms = [self.metrics[i] for i in members]
+        return ModuleTotals(path, len(members), lat, lat / total, sum(m.flops or 0 for m in ms),
+                            sum(1 for m in ms if not m.known), sum(m.bytes_moved for m in ms), sum(m.params for m in ms))
 
     @property
     def total_flops(self) -> int:
@@ -210,7 +232,8 @@ def profile_model(
     yield Progress("capture", 3, 3, "static metrics computed")
     timing = yield from measure(cap, model, inputs, runs=runs, warmup=warmup)
     dtype = _compute_dtype(model)
-    roofline = {lid: classify(m, timing.layers[lid].latency_ms, hardware, dtype) for lid, m in metrics.items()}
+    timed_on_target = hardware.kind == "measured" and hardware.device.split(":")[0] == dev.type
+    roofline = {lid: classify(m, timing.layers[lid].latency_ms, hardware, dtype, timed_on_target) for lid, m in metrics.items()}
     params = {id(p): p for p in model.parameters()}
     buffers = {id(b): b for b in model.buffers()}
     info = ModelInfo(

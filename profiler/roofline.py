@@ -29,7 +29,12 @@ class RooflinePoint:
     roof_fraction: float | None  # attained / roof (bandwidth fraction for FLOP-free copies)
 
 
-def classify(m: LayerMetrics, latency_ms: float | None, hw: HardwareProfile, dtype: str = "float32") -> RooflinePoint:
+def classify(m: LayerMetrics, latency_ms: float | None, hw: HardwareProfile, dtype: str = "float32",
+             timed_on_target: bool = True) -> RooflinePoint:
+    """Bound class from intensity vs ``hw``'s ridge point. ``roof_fraction`` only when the latency
+    was measured on ``hw`` itself (``timed_on_target``): a datasheet roof for another device says
+    nothing about how close this machine's timing came to it. Above 1.0 on a measured roof means
+    the data was served from cache faster than the DRAM bandwidth that defines the roof."""
     peak, _ = hw.peak_for(dtype)
     seconds = latency_ms / 1e3 if latency_ms and latency_ms > 0 else None
     gbs = m.bytes_moved / seconds / 1e9 if seconds and m.bytes_moved else None
@@ -41,6 +46,8 @@ def classify(m: LayerMetrics, latency_ms: float | None, hw: HardwareProfile, dty
     bound = Bound.COMPUTE if intensity >= hw.ridge_point(dtype) else Bound.MEMORY
     roof = min(peak, intensity * hw.bandwidth_gbs)
     if m.flops == 0:  # pure data movement: judge against the bandwidth roof
-        return RooflinePoint(bound, 0.0, 0.0, gbs, 0.0, gbs / hw.bandwidth_gbs if gbs else None)
+        frac = gbs / hw.bandwidth_gbs if gbs and timed_on_target else None
+        return RooflinePoint(bound, 0.0, 0.0, gbs, 0.0, frac)
     attained = m.flops / seconds / 1e9 if seconds else None
-    return RooflinePoint(bound, intensity, attained, gbs, roof, attained / roof if attained is not None else None)
+    frac = attained / roof if attained is not None and timed_on_target else None
+    return RooflinePoint(bound, intensity, attained, gbs, roof, frac)

@@ -1,0 +1,102 @@
+"""Profiling controller: runs the core's profile generator on a worker thread with a progress
+dialog and Cancel; a failure opens one dialog and leaves the current profile in place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtWidgets import QMessageBox, QProgressDialog, QWidget
+from superqt.utils import create_worker
+
+from layerscope.profiler import LayerScopeError, Profile, Progress, load_model, profile_model, resolve_hardware
+from layerscope.profiler.source import parse_dtype, parse_input_shapes
+
+from .state import AppState
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    model: str | None = None  # zoo name, file.py:factory or .pt2; None = default model
+    input_shape: str | None = None
+    dtype: str | None = None
+    runs: int = 20
+    warmup: int = 3
+    hardware: str = "this"
+    device: str = "cpu"
+
+
+def profile_job(req: ProfileRequest):
+    """The whole job as one generator: load, (calibrate), profile."""
+    yield Progress("load", 0, 1, req.model or "default model")
+    loaded = load_model(req.model, parse_input_shapes(req.input_shape), parse_dtype(req.dtype))
+    yield Progress("load", 1, 1, loaded.name)
+    hw = yield from resolve_hardware(req.hardware, "cuda" if req.device.startswith("cuda") else "cpu")
+    return (yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device))
+
+
+class ProfileController(QObject):
+    finished = Signal(object)  # Profile
+    failed = Signal(str)
+    cancelled = Signal()
+
+    def __init__(self, state: AppState, parent: QWidget | None = None, show_dialogs: bool = True) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.parent_widget = parent
+        self.show_dialogs = show_dialogs
+        self.worker: Any = None
+        self.dialog: QProgressDialog | None = None
+        self.last_request: ProfileRequest | None = None
+
+    def start(self, req: ProfileRequest) -> None:
+        if self.worker is not None:
+            return  # one job at a time; the progress dialog is modal
+        self.last_request = req
+        self.worker = create_worker(profile_job, req, _start_thread=False)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(self._on_error)
+        self.worker.aborted.connect(self._on_aborted)
+        self.worker.finished.connect(self._on_finished)
+        if self.show_dialogs:
+            self.dialog = QProgressDialog(f"Profiling {req.model or 'default model'}…", "Cancel", 0, 1000, self.parent_widget)
+            self.dialog.setWindowTitle("LayerScope — profiling")
+            self.dialog.setWindowModality(Qt.WindowModality.WindowModal)
+            self.dialog.setMinimumDuration(0)
+            self.dialog.setMinimumWidth(420)
+            self.dialog.canceled.connect(self.cancel)
+            self.dialog.show()
+        self.state.set_busy(True)
+        self.worker.start()
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_progress(self, p: Progress) -> None:
+        if self.dialog is not None:
+            self.dialog.setLabelText(f"{p.stage}: {p.detail}" if p.detail else p.stage)
+            self.dialog.setValue(int(1000 * p.fraction))
+
+    def _on_returned(self, profile: Profile) -> None:
+        self.state.set_profile(profile)
+        self.finished.emit(profile)
+
+    def _on_error(self, exc: BaseException) -> None:
+        msg = str(exc) if isinstance(exc, LayerScopeError) else f"{type(exc).__name__}: {exc}"
+        if self.show_dialogs:
+            QMessageBox.critical(self.parent_widget, "Could not profile the model", msg)
+        self.failed.emit(msg)
+
+    def _on_aborted(self) -> None:
+        self.cancelled.emit()
+
+    def _on_finished(self) -> None:
+        if self.dialog is not None:
+            self.dialog.reset()
+            self.dialog.deleteLater()
+            self.dialog = None
+        self.worker = None
+        self.state.set_busy(False)

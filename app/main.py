@@ -1,0 +1,55 @@
+"""Desktop entry point: ``layerscope gui [MODEL]`` or ``layerscope-gui``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from .controller import ProfileRequest
+from .main_window import MainWindow, app_icon
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("LayerScope")
+    app.setWindowIcon(app_icon())
+    win = MainWindow()
+    win.show()
+    shot = getattr(args, "screenshot", None)
+
+    def screenshot_and_quit(*_a) -> None:
+        def grab() -> None:
+            layer = getattr(args, "select", None) or (win.state.profile.ranked(1)[0].layer.id if win.state.profile else "")
+            win.state.select(layer)
+            QTimer.singleShot(500, lambda: (win.grab().save(shot), app.quit()))
+
+        QTimer.singleShot(300, grab)
+
+    if getattr(args, "profile_json", None):
+        win.load_profile(args.profile_json)
+        if shot:
+            screenshot_and_quit()
+    else:
+        req = ProfileRequest(model=getattr(args, "model", None), input_shape=getattr(args, "input_shape", None),
+                             dtype=getattr(args, "dtype", None), runs=getattr(args, "runs", 20),
+                             warmup=getattr(args, "warmup", 3), hardware=getattr(args, "hardware", "this"),
+                             device=getattr(args, "device", "cpu"))
+        if shot:
+            win.controller.finished.connect(screenshot_and_quit)
+            win.controller.failed.connect(lambda _m: app.exit(1))
+        QTimer.singleShot(0, lambda: win.profile(req))
+    return app.exec()
+
+
+def main() -> int:
+    from .cli import build_parser
+
+    args = build_parser().parse_args(["gui", *sys.argv[1:]])
+    return run_gui(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

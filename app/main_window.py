@@ -1,0 +1,126 @@
+"""Main window: assembles the panels and menus; no logic of its own."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QIcon, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox
+
+from layerscope.profiler import LayerScopeError, Profile
+from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
+
+from .controller import ProfileController, ProfileRequest
+from .details import LayerDetails
+from .graph_view import LayerGraphView
+from .open_dialog import OpenModelDialog
+from .roofline_view import RooflineView
+from .state import AppState
+from .table import LayerTable
+
+
+def app_icon() -> QIcon:
+    from importlib import resources
+
+    return QIcon(str(resources.files("layerscope.assets") / "icons" / "layerscope.svg"))
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, state: AppState | None = None, show_dialogs: bool = True) -> None:
+        super().__init__()
+        self.state = state or AppState()
+        self.setWindowTitle("LayerScope")
+        self.setWindowIcon(app_icon())
+        self.resize(1500, 950)
+        self.controller = ProfileController(self.state, self, show_dialogs=show_dialogs)
+        self.show_dialogs = show_dialogs
+
+        self.graph = LayerGraphView(self.state)
+        self.table = LayerTable(self.state)
+        self.roofline = RooflineView(self.state)
+        self.details = LayerDetails(self.state)
+        self.setCentralWidget(self.graph)
+        self._dock("Layers", self.table, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self._dock("Roofline", self.roofline, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Layer details", self.details, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.totals = QLabel("Open a model (File → Open model…)")
+        self.statusBar().addWidget(self.totals, 1)
+        self._menus()
+        self.state.profileChanged.connect(self._on_profile)
+        self.controller.cancelled.connect(lambda: self.statusBar().showMessage("Profiling cancelled; the previous profile is kept.", 8000))
+
+    def _dock(self, title: str, widget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        for text, shortcut, slot in [
+            ("&Open model…", QKeySequence.StandardKey.Open, self.open_model),
+            ("Open &profile JSON…", None, self.open_profile),
+            ("&Save profile JSON…", QKeySequence.StandardKey.Save, self.save_profile),
+            ("Export &CSV…", None, self.export_csv),
+            (None, None, None),
+            ("&Quit", QKeySequence.StandardKey.Quit, self.close),
+        ]:
+            if text is None:
+                file_menu.addSeparator()
+                continue
+            act = QAction(text, self)
+            if shortcut is not None:
+                act.setShortcut(shortcut)
+            act.triggered.connect(slot)
+            file_menu.addAction(act)
+        view = self.menuBar().addMenu("&View")
+        for dock in self.findChildren(QDockWidget):
+            view.addAction(dock.toggleViewAction())
+
+    # ------------------------------------------------------------------ actions
+    def profile(self, req: ProfileRequest) -> None:
+        self.controller.start(req)
+
+    def open_model(self) -> None:
+        dlg = OpenModelDialog(self, self.controller.last_request)
+        if dlg.exec():
+            self.profile(dlg.request())
+
+    def open_profile(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open profile", "", "LayerScope profile (*.json)")
+        if path:
+            self.load_profile(path)
+
+    def load_profile(self, path: str) -> None:
+        try:
+            self.state.set_profile(Profile.load(path))
+        except LayerScopeError as exc:
+            QMessageBox.critical(self, "Could not open the profile", str(exc))
+
+    def save_profile(self) -> None:
+        if self.state.profile is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save profile", f"{self.state.profile.model.name}.json", "JSON (*.json)")
+        if path:
+            self.state.profile.save(path)
+
+    def export_csv(self) -> None:
+        if self.state.profile is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export CSV", f"{self.state.profile.model.name}.csv", "CSV (*.csv)")
+        if path:
+            with open(path, "w", newline="") as f:
+                f.write(self.state.profile.to_csv())
+
+    def _on_profile(self, p: Profile | None) -> None:
+        if p is None:
+            self.totals.setText("")
+            return
+        s, m = p.summary, p.model
+        self.setWindowTitle(f"LayerScope — {m.name}")
+        self.totals.setText(
+            f"<b>{m.name}</b> · {len(p.graph)} layers via {m.capture_method.value} · end-to-end {fmt_ms(s.end_to_end_ms)} ms "
+            f"(per-layer sum {fmt_pct(s.fidelity)}) · {m.total_params:,} params · {fmt_count(p.total_macs)} MACs · "
+            f"peak memory {fmt_bytes(s.peak_memory_bytes)} · roof: {p.hardware.name}"
+            + (f" · <span style='color:#b58900'>{'; '.join(m.capture_notes)}</span>" if m.capture_notes else "")
+        )

@@ -1,0 +1,68 @@
+"""File → Open model: a zoo model, a file.py:factory or a .pt2, with input shape, dtype, runs and
+the roofline target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import (
+    QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget,
+)
+
+from layerscope.profiler import ZOO, device_profile_names
+
+from .controller import ProfileRequest
+
+
+class OpenModelDialog(QDialog):
+    def __init__(self, parent: QWidget | None = None, current: ProfileRequest | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Open model")
+        cur = current or ProfileRequest()
+        self.model = QComboBox(editable=True)
+        self.model.addItems(list(ZOO))
+        self.model.setCurrentText(cur.model or "resnet18")
+        self.model.lineEdit().setPlaceholderText("zoo name, path/to/file.py:factory or model.pt2")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.model, 1)
+        row.addWidget(browse)
+        self.factory = QLineEdit(placeholderText="factory function name (for .py files)")
+        self.input_shape = QLineEdit(cur.input_shape or "", placeholderText="default: the model's example inputs, e.g. 1,3,224,224")
+        self.dtype = QComboBox()
+        self.dtype.addItems(["(model's own)", "float32", "bfloat16", "float16"])
+        self.runs = QSpinBox(minimum=1, maximum=1000, value=cur.runs)
+        self.hardware = QComboBox()
+        self.hardware.addItem("This machine (calibrated)", "this")
+        for name in device_profile_names():
+            self.hardware.addItem(name, name)
+        form = QFormLayout(self)
+        form.addRow("Model", row)
+        form.addRow("Factory", self.factory)
+        form.addRow("Input shape", self.input_shape)
+        form.addRow("dtype", self.dtype)
+        form.addRow("Timed runs", self.runs)
+        form.addRow("Roofline target", self.hardware)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", str(Path.cwd()), "Models (*.py *.pt2)")
+        if path:
+            self.model.setCurrentText(path)
+
+    def request(self) -> ProfileRequest:
+        spec = self.model.currentText().strip()
+        if spec.endswith(".py") and self.factory.text().strip():
+            spec = f"{spec}:{self.factory.text().strip()}"
+        dtype = self.dtype.currentText()
+        return ProfileRequest(
+            model=spec or None,
+            input_shape=self.input_shape.text().strip() or None,
+            dtype=None if dtype.startswith("(") else dtype,
+            runs=self.runs.value(),
+            hardware=self.hardware.currentData(),
+        )

@@ -1,0 +1,106 @@
+"""Roofline plot: log-log, the roof (bandwidth slope, compute ceiling) and its ridge point, one
+dot per layer at (arithmetic intensity, attained GFLOP/s). Click a dot to select the layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from layerscope.profiler import Profile
+
+from .state import AppState
+from .style import SELECTED_COLOR, bound_color
+
+
+class RooflineView(QWidget):
+    def __init__(self, state: AppState) -> None:
+        super().__init__()
+        self.state = state
+        self.ids: list[str] = []
+        self.xy: dict[str, tuple[float, float]] = {}
+        self.plot = pg.PlotWidget(background="w")
+        self.plot.setLogMode(True, True)
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.setLabel("bottom", "Arithmetic intensity (FLOP/byte)")
+        self.plot.setLabel("left", "Attained (GFLOP/s, measured)")
+        self.roof = pg.PlotCurveItem(pen=pg.mkPen((30, 30, 30), width=2))
+        self.ridge = pg.ScatterPlotItem(size=10, symbol="d", brush=pg.mkBrush(30, 30, 30))
+        self.ridge_label = pg.TextItem(color=(30, 30, 30), anchor=(1.05, -0.1))
+        self.scatter = pg.ScatterPlotItem(size=9, pen=pg.mkPen((60, 60, 60), width=0.6), hoverable=True, tip=self._tip)
+        self.selected = pg.ScatterPlotItem(size=20, brush=None, pen=pg.mkPen(SELECTED_COLOR, width=3))
+        for item in (self.roof, self.ridge, self.ridge_label, self.scatter, self.selected):
+            self.plot.addItem(item)
+        self.scatter.sigClicked.connect(self._on_click)
+        self.caption = QLabel()
+        self.caption.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.caption)
+        state.profileChanged.connect(self._on_profile)
+        state.selectionChanged.connect(self._on_selection)
+
+    def _on_profile(self, p: Profile | None) -> None:
+        self.ids, self.xy = [], {}
+        if p is None:
+            self.scatter.setData([])
+            self.roof.setData([], [])
+            self.ridge.setData([])
+            self.selected.setData([])
+            self.caption.setText("")
+            return
+        hw, dtype = p.hardware, p.model.compute_dtype
+        peak, peak_dtype = hw.peak_for(dtype)
+        ridge = hw.ridge_point(dtype)
+        spots = []
+        skipped = 0
+        for row in p.rows():
+            pt = row.point
+            if pt is None or not pt.intensity or not pt.attained_gflops:
+                skipped += 1
+                continue
+            self.xy[row.layer.id] = (pt.intensity, pt.attained_gflops)
+            spots.append({"pos": (np.log10(pt.intensity), np.log10(pt.attained_gflops)),
+                          "brush": pg.mkBrush(bound_color(pt.bound, 200)), "data": len(self.ids)})
+            self.ids.append(row.layer.id)
+        xs = [v[0] for v in self.xy.values()] or [ridge]
+        lo, hi = min(min(xs), ridge) / 4, max(max(xs), ridge) * 4
+        x = np.logspace(np.log10(lo), np.log10(hi), 200)
+        self.roof.setData(np.log10(x), np.log10(np.minimum(peak, x * hw.bandwidth_gbs)))
+        self.ridge.setData([{"pos": (np.log10(ridge), np.log10(peak))}])
+        self.ridge_label.setText(f"ridge {ridge:.1f} FLOP/B\n{peak:.0f} GFLOP/s, {hw.bandwidth_gbs:.0f} GB/s")
+        self.ridge_label.setPos(np.log10(ridge), np.log10(peak))
+        self.scatter.setData(spots)
+        self.caption.setText(
+            f"Roof: {hw.name} ({hw.kind}, {peak_dtype}). Left of the ridge: memory-bound (blue); right: compute-bound "
+            f"(orange). {len(spots)} layers plotted"
+            + (" Dots above the sloped roof were served from cache, faster than the DRAM bandwidth that draws it."
+               if hw.kind == "measured" else f"; timings were measured on this machine, not on {hw.name}, so dots are "
+               "placed by this machine's speed and '% of roof' is not computed") + (f"; {skipped} not plotted (views with no work, pure copies or unknown FLOPs)." if skipped else ".")
+        )
+        self.plot.getViewBox().autoRange()
+
+    def _tip(self, x: float, y: float, data: Any) -> str:
+        if data is None or data >= len(self.ids):
+            return ""
+        lid = self.ids[data]
+        i, g = self.xy[lid]
+        return f"{lid}\n{i:.2f} FLOP/B, {g:.2f} GFLOP/s"
+
+    def _on_click(self, _item: Any, points: Any, ev: Any = None) -> None:
+        if len(points):
+            self.state.select(self.ids[points[0].data()])
+
+    def _on_selection(self, layer_id: str) -> None:
+        if layer_id in self.xy:
+            x, y = self.xy[layer_id]
+            self.selected.setData([{"pos": (np.log10(x), np.log10(y)), "data": self.ids.index(layer_id)}])
+        else:
+            self.selected.setData([])
+
+    def selected_layer(self) -> str | None:
+        pts = self.selected.data
+        return self.ids[pts[0]["data"]] if len(pts) else None

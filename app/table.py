@@ -1,0 +1,144 @@
+"""Layer table: every layer, every number, sortable by every column (numeric sort on raw values)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTableView, QVBoxLayout, QWidget
+
+from layerscope.profiler import LayerRow, Profile
+from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
+
+from .state import AppState
+from .style import bound_color
+
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+
+# (header, raw value, display text)
+Column = tuple[str, Callable[[LayerRow], Any], Callable[[LayerRow], str]]
+
+
+def _shape(r: LayerRow) -> str:
+    return " ".join("×".join(map(str, t.shape)) for t in r.layer.outputs)
+
+
+COLUMNS: list[Column] = [
+    ("Layer", lambda r: r.layer.id, lambda r: r.layer.id),
+    ("Type", lambda r: r.layer.type_name, lambda r: r.layer.type_name),
+    ("Latency ms", lambda r: r.timing.latency_ms if r.timing else -1, lambda r: fmt_ms(r.timing.latency_ms) if r.timing else "-"),
+    ("± IQR ms", lambda r: r.timing.spread_ms if r.timing else -1, lambda r: fmt_ms(r.timing.spread_ms) if r.timing else "-"),
+    ("Share", lambda r: r.latency_share, lambda r: fmt_pct(r.latency_share)),
+    ("FLOPs", lambda r: -1 if r.metrics.flops is None else r.metrics.flops, lambda r: fmt_count(r.metrics.flops)),
+    ("MACs", lambda r: -1 if r.metrics.macs is None else r.metrics.macs, lambda r: fmt_count(r.metrics.macs)),
+    ("Params", lambda r: r.metrics.params, lambda r: f"{r.metrics.params:,}"),
+    ("Bytes moved", lambda r: r.metrics.bytes_moved, lambda r: fmt_bytes(r.metrics.bytes_moved)),
+    ("FLOP/byte", lambda r: r.metrics.arithmetic_intensity if r.metrics.arithmetic_intensity is not None else -1,
+     lambda r: "-" if r.metrics.arithmetic_intensity is None else f"{r.metrics.arithmetic_intensity:.2f}"),
+    ("Bound", lambda r: r.bound.value, lambda r: r.bound.value),
+    ("% of roof", lambda r: r.point.roof_fraction if r.point and r.point.roof_fraction is not None else -1,
+     lambda r: fmt_pct(r.point.roof_fraction) if r.point else "-"),
+    ("Output shape", _shape, _shape),
+    ("Activation mem", lambda r: r.timing.output_bytes if r.timing else -1, lambda r: fmt_bytes(r.timing.output_bytes) if r.timing else "-"),
+]
+BOUND_COLUMN = [c[0] for c in COLUMNS].index("Bound")
+
+
+class LayerTableModel(QAbstractTableModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[LayerRow] = []
+
+    def set_profile(self, profile: Profile | None) -> None:
+        self.beginResetModel()
+        self.rows = profile.rows() if profile else []
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section][0]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        _, raw, text = COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return text(row)
+        if role == SORT_ROLE:
+            return raw(row)
+        if role == Qt.ItemDataRole.UserRole:
+            return row.layer.id
+        if role == Qt.ItemDataRole.ForegroundRole and index.column() == BOUND_COLUMN:
+            return bound_color(row.bound)
+        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() >= 2 and index.column() != BOUND_COLUMN:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole and index.column() == 0:
+            return str(row.layer.source or "")
+        return None
+
+    def row_of(self, layer_id: str) -> int:
+        return next((i for i, r in enumerate(self.rows) if r.layer.id == layer_id), -1)
+
+
+class LayerTable(QWidget):
+    def __init__(self, state: AppState) -> None:
+        super().__init__()
+        self.state = state
+        self.model = LayerTableModel()
+        self.proxy = QSortFilterProxyModel()
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.proxy.setFilterKeyColumn(-1)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.filter = QLineEdit(placeholderText="Filter layers (id, type, bound)…")
+        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.view = QTableView()
+        self.view.setModel(self.proxy)
+        self.view.setSortingEnabled(True)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.view.setAlternatingRowColors(True)
+        self.view.verticalHeader().setVisible(False)
+        self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.view.selectionModel().selectionChanged.connect(self._on_selection)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.filter)
+        layout.addWidget(self.view)
+        state.profileChanged.connect(self._on_profile)
+        state.selectionChanged.connect(self._on_state_selection)
+
+    def _on_profile(self, profile: Profile | None) -> None:
+        self.model.set_profile(profile)
+        self.view.sortByColumn(2, Qt.SortOrder.DescendingOrder)  # slowest first
+        self.view.resizeColumnsToContents()
+
+    def _on_selection(self, *_: Any) -> None:
+        idx = self.view.selectionModel().selectedRows()
+        if idx:
+            self.state.select(self.proxy.data(idx[0], Qt.ItemDataRole.UserRole))
+
+    def _on_state_selection(self, layer_id: str) -> None:
+        row = self.model.row_of(layer_id)
+        if row < 0:
+            self.view.clearSelection()
+            return
+        proxy_index = self.proxy.mapFromSource(self.model.index(row, 0))
+        if proxy_index.isValid() and proxy_index not in self.view.selectionModel().selectedRows():
+            self.view.selectRow(proxy_index.row())
+            self.view.scrollTo(proxy_index)
+
+    def select_layer_row(self, layer_id: str) -> None:
+        """Select the table row of ``layer_id`` as a click would (used by tests and keyboard)."""
+        proxy_index = self.proxy.mapFromSource(self.model.index(self.model.row_of(layer_id), 0))
+        self.view.selectRow(proxy_index.row())
