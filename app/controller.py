@@ -54,7 +54,7 @@ class ProfileController(QObject):
         if self.worker is not None:
             return  # one job at a time; the progress dialog is modal
         self.last_request = req
-        self.worker = create_worker(profile_job, req, _start_thread=False)
+        self.worker = create_worker(profile_job, req, _start_thread=False, _ignore_errors=True)  # errors: _on_error
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_error)

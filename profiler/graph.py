@@ -189,11 +189,12 @@ class LayerGraph:
         """The node that stands for ``layer_id`` when parts of the module hierarchy are collapsed.
 
         A module is collapsed when it is in ``collapsed``, or when ``depth`` is given, it sits at
-        nesting level >= ``depth`` (top-level modules are level 0) and is not in ``expanded``.
+        nesting level >= ``depth`` (top-level modules are level 1) and is not in ``expanded``:
+        ``depth=1`` draws each top-level module as one node.
         The outermost collapsed ancestor wins; with nothing collapsed the layer stands for itself.
         """
         exp, col = set(expanded), set(collapsed)
-        for level, parent in enumerate(self[layer_id].parents):
+        for level, parent in enumerate(self[layer_id].parents, start=1):
             if parent in col or (depth is not None and level >= depth and parent not in exp):
                 return parent
         return layer_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import re
 import sys
 import traceback
 import uuid
@@ -57,7 +58,7 @@ def parse_input_shapes(text: str | None) -> list[tuple[int, ...]] | None:
     shapes = []
     for part in text.split(";"):
         try:
-            dims = tuple(int(d) for d in part.replace("x", ",").split(",") if d.strip())
+            dims = tuple(int(d) for d in re.split(r"[,x×]", part.strip()))  # "1,3,224,224" or "1x3x224x224"
         except ValueError:
             raise InputSpecError(f"--input-shape {text!r}: {part!r} is not a comma-separated list of integers, e.g. 1,3,224,224.") from None
         if not dims or any(d <= 0 for d in dims):

@@ -1,0 +1,22 @@
+import os
+
+# Without a display pytest-qt aborts; offscreen renders real widgets (see ENVIRONMENT.md).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Calibration results go to a temporary cache, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def pi5():
+    from layerscope.profiler import load_device_profile
+
+    return load_device_profile("raspberry-pi-5")

@@ -1,0 +1,19 @@
+import subprocess
+import sys
+
+
+def test_importing_the_core_loads_no_qt():
+    code = ("import sys, layerscope.profiler, layerscope.profiler.report, layerscope.app.cli; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'superqt')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_import_linter_contract_holds():
+    import shutil
+    from pathlib import Path
+
+    exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    r = subprocess.run([exe], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert r.returncode == 0, r.stdout + r.stderr

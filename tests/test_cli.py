@@ -1,0 +1,84 @@
+import json
+import textwrap
+
+import pytest
+
+from layerscope.app.cli import main
+
+
+@pytest.fixture
+def models_py(tmp_path):
+    f = tmp_path / "models.py"
+    f.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        def raises():
+            raise RuntimeError("checkpoint missing")
+
+        class Branchy(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.l = nn.Linear(4, 4)
+            def forward(self, x):
+                if x.sum() > 0:
+                    return self.l(x)
+                return -self.l(x)
+
+        def branchy():
+            return Branchy(), (torch.randn(2, 4),)
+
+        def mlp():
+            return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), (torch.randn(2, 4),)
+
+        def nan_weights():
+            m = nn.Linear(4, 4)
+            with torch.no_grad():
+                m.weight[0, 0] = float("nan")
+            return m, (torch.randn(1, 4),)
+    """))
+    return f
+
+
+def run(capsys, *argv):
+    rc = main(["-q", *argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, " ".join(err.split())  # undo rich's wrapping
+
+
+def test_profile_factory_file_with_json_and_csv(capsys, models_py, tmp_path):
+    rc, out, _ = run(capsys, "profile", f"{models_py}:mlp", "--runs", "2", "--hardware", "raspberry-pi-5",
+                     "--json", str(tmp_path / "p.json"), "--csv", str(tmp_path / "p.csv"))
+    assert rc == 0
+    assert "Fidelity" in out and "compute-bound" in out or "memory-bound" in out
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["model"]["name"] == "models:mlp" and len(data["graph"]["layers"]) == 3
+    assert (tmp_path / "p.csv").read_text().startswith("layer,op_kind")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["{dir}/missing.py:f"], "Model file not found"),
+    (["{models}:raises"], "raises() raised (at models.py:6): RuntimeError: checkpoint missing"),
+    (["{models}:branchy"], "The blocking code is at"),
+    (["{models}:mlp", "--input-shape", "2,5"], "failed in layer '0' (Linear)"),
+    (["{models}:nan_weights"], "NaN/Inf values in weight"),
+    (["resnet51"], "Unknown model 'resnet51'. Did you mean 'resnet50'?"),
+    (["{models}:mpl"], "did you mean 'mlp'?"),
+    (["tiny_cnn", "--input-shape", "1,3,x"], "not a comma-separated list"),
+    (["{dir}/broken.pt2"], "is not a readable torch.export program"),
+    (["tiny_cnn", "--hardware", "pi9"], "Unknown device profile 'pi9'"),
+])
+def test_bad_inputs_give_clear_errors(capsys, models_py, tmp_path, argv, expected):
+    (tmp_path / "broken.pt2").write_text("not a zip")
+    argv = [a.format(models=models_py, dir=tmp_path) for a in argv]
+    rc, _, err = run(capsys, "profile", *argv, "--runs", "1")
+    assert rc == 2
+    assert expected in err
+    assert err.startswith("error:")
+
+
+def test_zoo_and_devices_lists(capsys):
+    assert run(capsys, "zoo")[0] == 0
+    rc, out, _ = run(capsys, "devices")
+    assert rc == 0 and "raspberry-pi-5" in out and "source:" in out

@@ -1,0 +1,135 @@
+"""FLOPs / MACs / bytes checked against arithmetic done by hand (written next to each number)."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers import metrics_of
+
+
+def test_linear_128_to_256_batch_4():
+    layer, m = metrics_of(nn.Sequential(nn.Linear(128, 256)), torch.randn(4, 128))
+    assert m.macs == 4 * 128 * 256  # M*K*N = 131,072
+    assert m.flops == 2 * 4 * 128 * 256 + 4 * 256  # 2*MACs + bias per output = 263,168
+    assert m.params == 128 * 256 + 256
+    # read x (4*128) + W (128*256) + b (256), write y (4*256); float32
+    assert m.bytes_read == 4 * (4 * 128 + 128 * 256 + 256)
+    assert m.bytes_written == 4 * (4 * 256)
+    assert m.arithmetic_intensity == m.flops / (m.bytes_read + m.bytes_written)
+    assert layer.id == "0" and layer.op_kind == "linear"
+
+
+def test_depthwise_3x3_conv():
+    conv = nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False)
+    _, m = metrics_of(nn.Sequential(conv), torch.randn(1, 32, 56, 56))
+    assert m.macs == 32 * 56 * 56 * 9  # each output: 1 input channel x 3x3 = 903,168
+    assert m.flops == 2 * m.macs
+
+
+def test_grouped_strided_dilated_conv():
+    conv = nn.Conv2d(64, 128, 3, stride=2, padding=2, dilation=2, groups=4)
+    _, m = metrics_of(nn.Sequential(conv), torch.randn(2, 64, 32, 32))
+    # out 2x128x16x16; each output sums 64/4=16 channels x 3x3 = 144 products
+    assert m.macs == 2 * 128 * 16 * 16 * 144  # 9,437,184
+    assert m.flops == 2 * m.macs + 2 * 128 * 16 * 16  # + bias
+
+
+def test_conv_transpose():
+    _, m = metrics_of(nn.Sequential(nn.ConvTranspose2d(8, 4, 2, stride=2, bias=False)), torch.randn(1, 8, 5, 5))
+    assert m.macs == 8 * 5 * 5 * 4 * 2 * 2  # each input scatters into Cout x 2x2 = 3,200
+
+
+class BMM(nn.Module):
+    def forward(self, a, b):
+        return torch.bmm(a, b)
+
+
+def test_bmm():
+    _, m = metrics_of(BMM(), torch.randn(3, 4, 5), torch.randn(3, 5, 6))
+    assert m.macs == 3 * 4 * 6 * 5  # B*M*N*K = 360
+    assert m.flops == 720
+
+
+class Einsum(nn.Module):
+    def forward(self, a, b):
+        return torch.einsum("bij,bjk->bik", a, b)
+
+
+def test_einsum_matches_bmm():
+    _, m = metrics_of(Einsum(), torch.randn(3, 4, 5), torch.randn(3, 5, 6))
+    assert m.macs == 3 * 4 * 5 * 6
+
+
+class SDPA(nn.Module):
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def test_sdpa():
+    b, h, l, s, e = 2, 4, 16, 16, 8
+    _, m = metrics_of(SDPA(), torch.randn(b, h, l, e), torch.randn(b, h, s, e), torch.randn(b, h, s, e))
+    scores = b * h * l * s  # 2,048
+    assert m.macs == scores * (e + e)  # QK^T and PV: 32,768
+    assert m.flops == 2 * m.macs + scores * (1 + 5 + 1)  # scale, softmax(5), causal mask
+
+
+def test_multihead_attention_module():
+    mha = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = mha
+
+        def forward(self, x):
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    _, m = metrics_of(M(), torch.randn(1, 10, 16), layer_id="mha")
+    e, l = 16, 10
+    assert m.macs == 3 * l * e * e + 2 * l * l * e + l * e * e  # in-proj, QK^T+PV, out-proj = 10,880
+
+
+def test_norms_and_pools():
+    _, bn = metrics_of(nn.Sequential(nn.BatchNorm2d(8)), torch.randn(2, 8, 4, 4))
+    assert bn.flops == 4 * 2 * 8 * 4 * 4 and bn.macs == 0  # affine BN: 4 per element
+    _, ln = metrics_of(nn.Sequential(nn.LayerNorm(32)), torch.randn(3, 32))
+    assert ln.flops == 8 * 3 * 32  # mean 1, var 3, normalise 2, affine 2
+    _, mp = metrics_of(nn.Sequential(nn.MaxPool2d(3, 2, 1)), torch.randn(1, 4, 8, 8))
+    assert mp.flops == 9 * 4 * 4 * 4  # 3x3 window per output of 1x4x4x4
+    _, ap = metrics_of(nn.Sequential(nn.AdaptiveAvgPool2d(1)), torch.randn(1, 4, 8, 8))
+    assert ap.flops == 4 * 8 * 8  # one add per input element
+
+
+class AddRelu(nn.Module):
+    def forward(self, x, y):
+        return torch.relu(x + y).view(-1)
+
+
+def test_elementwise_and_views():
+    from layerscope.profiler.capture import capture
+    from layerscope.profiler.metrics import layer_metrics
+
+    cap = capture(AddRelu(), [torch.randn(4, 8), torch.randn(4, 8)])
+    add, relu, view = list(cap.graph)
+    assert layer_metrics(add).flops == 32 and layer_metrics(add).bytes_read == 2 * 32 * 4
+    assert layer_metrics(relu).flops == 32
+    v = layer_metrics(view)
+    assert view.is_view and v.flops == 0 and v.bytes_read == 0 and v.bytes_written == 0
+
+
+def test_embedding_reads_only_gathered_rows():
+    _, m = metrics_of(nn.Sequential(nn.Embedding(1000, 64)), torch.randint(0, 1000, (2, 5)))
+    assert m.flops == 0 and m.params == 64_000
+    assert m.bytes_read == 2 * 5 * 8 + 2 * 5 * 64 * 4  # int64 indices + 10 rows of 64 floats
+
+
+class Cumsum(nn.Module):
+    def forward(self, x):
+        return torch.cumsum(x, 0)
+
+
+def test_op_without_formula_is_unknown_not_zero():
+    layer, m = metrics_of(Cumsum(), torch.randn(5, 5))
+    assert m.flops is None and m.macs is None and m.formula == "unknown"
+    assert m.arithmetic_intensity is None
+    assert m.bytes_read == 100  # bytes are still known from the shapes

@@ -1,0 +1,82 @@
+import pytest
+from PySide6.QtCore import Qt
+
+from layerscope.app.controller import ProfileRequest
+from layerscope.app.main_window import MainWindow
+from layerscope.profiler import Profile
+
+FAST = dict(runs=2, warmup=1, hardware="raspberry-pi-5")
+
+
+@pytest.fixture
+def window(qtbot):
+    win = MainWindow(show_dialogs=False)
+    qtbot.addWidget(win)
+    win.show()
+    return win
+
+
+def profile(qtbot, win, **kw) -> Profile:
+    with qtbot.waitSignal(win.controller.finished, timeout=120_000) as blocker:
+        win.profile(ProfileRequest(**{**FAST, **kw}))
+    qtbot.waitUntil(lambda: win.controller.worker is None)
+    return blocker.args[0]
+
+
+def test_click_table_row_selects_layer_in_graph_and_roofline(qtbot, window):
+    p = profile(qtbot, window, model="resnet18")
+    assert window.state.profile is p and window.table.model.rowCount() == len(p.graph)
+    target = "layer2.0.conv2"
+    row = window.table.proxy.mapFromSource(window.table.model.index(window.table.model.row_of(target), 0)).row()
+    window.table.view.scrollTo(window.table.proxy.index(row, 0))
+    rect = window.table.view.visualRect(window.table.proxy.index(row, 0))
+    qtbot.mouseClick(window.table.view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert window.state.selected == target
+    assert window.graph.selected_node() == target
+    assert window.roofline.selected_layer() == target
+    assert target in window.details.toPlainText()
+
+
+def test_roofline_and_graph_clicks_select_everywhere(qtbot, window):
+    p = profile(qtbot, window, model="tiny_cnn")
+    i = window.roofline.ids.index("conv2")
+    spot = window.roofline.scatter.points()[i]
+    window.roofline.scatter.sigClicked.emit(window.roofline.scatter, [spot], None)
+    assert window.state.selected == "conv2"
+    sel = window.table.view.selectionModel().selectedRows()
+    assert sel and window.table.proxy.data(sel[0], Qt.ItemDataRole.UserRole) == "conv2"
+    j = window.graph.nodes.index("fc")
+    window.graph.scatter.sigClicked.emit(window.graph.scatter, [window.graph.scatter.points()[j]], None)
+    assert window.state.selected == "fc" and window.roofline.selected_layer() == "fc"
+    assert len(p.graph) == window.table.model.rowCount()
+
+
+def test_collapse_modules_in_graph(qtbot, window):
+    profile(qtbot, window, model="resnet18")
+    window.graph.depth_box.setCurrentIndex(window.graph.depth_box.findData(1))
+    assert "layer1" in window.graph.nodes and "layer1.0.conv1" not in window.graph.nodes
+    window.state.select("layer1.0.conv1")
+    assert window.graph.selected_node() == "layer1"  # the collapsed module stands for it
+    window.graph.toggle_module("layer1")
+    assert "layer1.0" in window.graph.nodes
+    window.graph.expand_all()
+    assert "layer1.0.conv1" in window.graph.nodes
+
+
+def test_error_keeps_current_profile(qtbot, window):
+    p = profile(qtbot, window, model="tiny_cnn")
+    with qtbot.waitSignal(window.controller.failed, timeout=60_000) as blocker:
+        window.profile(ProfileRequest(model="resnet51", **FAST))
+    assert "Unknown model 'resnet51'" in blocker.args[0]
+    qtbot.waitUntil(lambda: window.controller.worker is None)
+    assert window.state.profile is p
+
+
+def test_cancel_keeps_current_profile(qtbot, window):
+    p = profile(qtbot, window, model="tiny_cnn")
+    with qtbot.waitSignal(window.controller.cancelled, timeout=120_000):
+        window.profile(ProfileRequest(model="resnet18", runs=500, warmup=1, hardware="raspberry-pi-5"))
+        qtbot.wait(200)
+        window.controller.cancel()
+    qtbot.waitUntil(lambda: window.controller.worker is None, timeout=60_000)
+    assert window.state.profile is p

@@ -1,0 +1,75 @@
+import csv
+import io
+import math
+
+import pytest
+import torch
+
+from layerscope.profiler import Bound, Profile, ProfileFormatError, drive, load_model, profile_model
+from layerscope.profiler.report import CSV_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def tiny_profile():
+    from layerscope.profiler import load_device_profile
+
+    return drive(profile_model(load_model("tiny_cnn"), load_device_profile("raspberry-pi-5"), runs=3, warmup=1))
+
+
+def test_profile_has_measured_numbers(tiny_profile):
+    p = tiny_profile
+    assert len(p.graph) == 9 and p.model.capture_method.value == "torch.fx"
+    assert all(t.latency_ms > 0 and t.p25_ms <= t.latency_ms <= t.p75_ms for t in p.timings.values())
+    s = p.summary
+    assert s.runs == 3 and s.warmup == 1 and s.end_to_end_ms > 0
+    assert math.isfinite(s.fidelity) and 0.2 < s.fidelity < 5
+    assert s.peak_memory_bytes == s.weight_bytes + s.peak_activation_bytes
+    # conv1's output 1x16x32x32 float32 is newly allocated activation memory
+    assert p.timings["conv1"].output_bytes == 16 * 32 * 32 * 4
+    assert p.model.total_params == 5466
+    ranked = p.ranked()
+    assert ranked[0].timing.latency_ms >= ranked[-1].timing.latency_ms
+    assert sum(r.latency_share for r in p.rows()) == pytest.approx(1.0)
+    assert p.roofline["conv2"].bound in (Bound.MEMORY, Bound.COMPUTE)
+
+
+def test_json_round_trip_is_exact(tiny_profile, tmp_path):
+    text = tiny_profile.to_json()
+    again = Profile.from_json(text)
+    assert again == tiny_profile and again.to_json() == text
+    path = tmp_path / "p.json"
+    tiny_profile.save(path)
+    assert Profile.load(path) == tiny_profile
+
+
+def test_bad_profile_files(tmp_path):
+    with pytest.raises(ProfileFormatError, match="not JSON"):
+        Profile.from_json("{", "x.json")
+    with pytest.raises(ProfileFormatError, match="schema_version"):
+        Profile.from_json('{"schema_version": 99}', "x.json")
+
+
+def test_csv_export(tiny_profile):
+    rows = list(csv.DictReader(io.StringIO(tiny_profile.to_csv())))
+    assert list(rows[0]) == CSV_COLUMNS and len(rows) == len(tiny_profile.graph)
+    conv1 = next(r for r in rows if r["layer"] == "conv1")
+    assert int(conv1["macs"]) == 16 * 32 * 32 * 3 * 9
+
+
+def test_pt2_source(tmp_path):
+    from layerscope.profiler import load_device_profile
+    from layerscope.profiler.zoo import build_zoo_model
+
+    path = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(build_zoo_model("tiny_cnn"), (torch.randn(1, 3, 32, 32),)), str(path))
+    p = drive(profile_model(load_model(str(path)), load_device_profile("raspberry-pi-5"), runs=1, warmup=0))
+    assert p.model.capture_method.value == "torch.export" and p.model.source_kind == "pt2"
+    assert p.metrics["conv1"].macs == 16 * 32 * 32 * 3 * 9 and p.graph["conv1"].op_kind == "conv"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_timing_uses_events():
+    from layerscope.profiler import load_device_profile
+
+    p = drive(profile_model(load_model("tiny_cnn"), load_device_profile("raspberry-pi-5"), runs=2, device="cuda"))
+    assert p.summary.timer == "CUDA events" and "cuda" in p.summary.device
