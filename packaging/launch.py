@@ -1,0 +1,7 @@
+"""Frozen-app entry: `layerscope` with no arguments opens the desktop app."""
+
+import sys
+
+from layerscope.app.cli import main
+
+sys.exit(main(sys.argv[1:] or ["gui"]))
