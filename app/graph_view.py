@@ -134,8 +134,8 @@ class LayerGraphView(QWidget):
         self.edges.setData(np.array(xs, dtype=float), np.array(ys, dtype=float), connect="pairs")
         if len(self.nodes) <= MAX_LABELS:
             for n in self.nodes:
-                label = n if n not in p.graph else n.rsplit(".", 1)[-1] if "." in n else n
-                t = pg.TextItem(("  " + label) + ("  ▸" if n not in p.graph else ""), color=(40, 40, 40), anchor=(0, 0.5))
+                label = f"{n}  ▸ module" if n not in p.graph else f"{n} · {p.graph[n].type_name}"
+                t = pg.TextItem("  " + label, color=(40, 40, 40), anchor=(0, 0.5))
                 t.setPos(*self.pos[n])
                 self.plot.addItem(t)
                 self.labels.append(t)

@@ -77,9 +77,10 @@ class RooflineView(QWidget):
         self.caption.setText(
             f"Roof: {hw.name} ({hw.kind}, {peak_dtype}). Left of the ridge: memory-bound (blue); right: compute-bound "
             f"(orange). {len(spots)} layers plotted"
+            + (f", {skipped} not (views with no work, pure copies or unknown FLOPs)." if skipped else ".")
             + (" Dots above the sloped roof were served from cache, faster than the DRAM bandwidth that draws it."
-               if hw.kind == "measured" else f"; timings were measured on this machine, not on {hw.name}, so dots are "
-               "placed by this machine's speed and '% of roof' is not computed") + (f"; {skipped} not plotted (views with no work, pure copies or unknown FLOPs)." if skipped else ".")
+               if hw.kind == "measured" else f" Timings were measured on this machine, not on {hw.name}: dots sit at "
+               "this machine's speed and '% of roof' is not computed.")
         )
         self.plot.getViewBox().autoRange()
 
