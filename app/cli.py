@@ -85,7 +85,8 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
     for col, just in [("#", "right"), ("layer", "left"), ("type", "left"), ("latency ms", "right"), ("± IQR", "right"),
                       ("share", "right"), ("FLOPs", "right"), ("bytes", "right"), ("FLOP/B", "right"),
                       ("bound", "left"), ("% roof", "right")]:
-        table.add_column(col, justify=just, no_wrap=col != "layer")
+        table.add_column(col, justify=just, no_wrap=True, overflow="fold" if col == "layer" else "ellipsis",
+                         max_width=16 if col == "type" else None)
     for i, r in enumerate(profile.ranked(top), 1):
         t, p, mt = r.timing, r.point, r.metrics
         kind = r.layer.type_name
