@@ -10,6 +10,7 @@ __all__ = [
     "ProfilingError",
     "HardwareProfileError",
     "ProfileFormatError",
+    "OnnxMappingError",
     "Cancelled",
 ]
 
@@ -40,6 +41,10 @@ class HardwareProfileError(LayerScopeError):
 
 class ProfileFormatError(LayerScopeError):
     """A saved Profile JSON file is malformed or from an incompatible schema."""
+
+
+class OnnxMappingError(LayerScopeError):
+    """ONNX export, loading, ONNX Runtime session or profiling failed."""
 
 
 class Cancelled(LayerScopeError):
