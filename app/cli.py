@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -20,6 +21,9 @@ from layerscope.profiler import (
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
 from layerscope.profiler.hardware import save_cached
 from layerscope.profiler.progress import Work
+
+if TYPE_CHECKING:
+    from layerscope.profiler.onnx_map import OnnxProfile
 from layerscope.profiler.source import parse_dtype, parse_input_shapes
 
 err = Console(stderr=True)
@@ -126,6 +130,60 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_onnx(op: OnnxProfile, top: int, console: Console) -> None:
+    console.print(f"[bold]{op.model_name}[/]  {op.exporter.value} → ONNX Runtime {op.ort_version}, "
+                  f"opt level [bold]{op.opt_level.value}[/], {op.provider}")
+    for note in op.notes:
+        console.print(f"  [yellow]note:[/] {note}")
+    table = Table(title=f"Top {min(top, len(op.ops))} of {len(op.ops)} compiled ops by ORT kernel time", title_justify="left")
+    for col, just in [("#", "right"), ("ORT op", "left"), ("op type", "left"), ("ms", "right"), ("share", "right"),
+                      ("source layers", "left"), ("match", "left"), ("source line", "left")]:
+        table.add_column(col, justify=just, overflow="fold", no_wrap=col in ("#", "ms", "share", "match"))
+    total = op.total_op_ms or 1.0
+    for i, o in enumerate(op.ranked()[:top], 1):
+        layers = ", ".join(o.layer_ids) if o.layer_ids else (", ".join(o.onnx_nodes[:3]) + (" …" if len(o.onnx_nodes) > 3 else ""))
+        table.add_row(str(i), o.name, o.op_type, fmt_ms(o.latency_ms), fmt_pct(o.latency_ms / total),
+                      layers or "-", o.how.value + (" (fused)" if o.fused else ""), "; ".join(o.source_lines[:2]) or "-")
+    console.print(table)
+    target = "source layers" if op.has_source else "ONNX nodes (no PyTorch source)"
+    console.print(f"Coverage: {fmt_pct(op.coverage_ops)} of ops and {fmt_pct(op.coverage_time)} of op time mapped to {target}")
+    if op.unmapped:
+        console.print(f"[yellow]Unmapped ops:[/] {', '.join(op.unmapped)}")
+    console.print(f"ORT end-to-end {fmt_ms(op.end_to_end_ms)} ms (IQR {fmt_ms(op.end_to_end_p25_ms)}–{fmt_ms(op.end_to_end_p75_ms)}), "
+                  f"median of {op.runs} runs after {op.warmup} warm-up; sum of op medians {fmt_ms(op.total_op_ms)} ms")
+    console.print(f"Export {op.export_seconds:.1f} s, session {op.session_seconds:.1f} s, profiling {op.profile_seconds:.1f} s; "
+                  f"optimised graph saved to {op.optimized_path}")
+
+
+def cmd_onnx(args: argparse.Namespace) -> int:
+    from layerscope.profiler.capture import capture
+    from layerscope.profiler.onnx_map import map_onnx
+
+    if args.runs < 1 or args.warmup < 0:
+        raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
+    spec = args.model or "resnet18"
+    if spec.endswith(".onnx"):
+        work = map_onnx(onnx_path=spec, opt_level=args.opt_level, provider=args.provider, runs=args.runs,
+                        warmup=args.warmup, name=spec.rsplit("/", 1)[-1], workdir=args.workdir)
+    else:
+        loaded = load_model(spec, parse_input_shapes(args.input_shape), parse_dtype(args.dtype))
+        graph = capture(loaded.module, loaded.inputs).graph if loaded.exported is None else None
+        if graph is None:
+            from layerscope.profiler.capture import capture_exported
+
+            graph = capture_exported(loaded.exported, None, loaded.inputs).graph
+        work = map_onnx(loaded.module, loaded.inputs, graph, opt_level=args.opt_level, provider=args.provider,
+                        runs=args.runs, warmup=args.warmup, name=loaded.name, workdir=args.workdir)
+    result = _run(work, args.quiet)
+    out = Console(width=max(Console().width, 160) if not sys.stdout.isatty() else None)
+    print_onnx(result, args.top, out)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(result.to_json())
+        out.print(f"Wrote {args.json}")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     hw = _run(calibrate(args.device, matmul_size=args.size), args.quiet)
     path = save_cached(hw)
@@ -171,6 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the full Profile as JSON")
     p.add_argument("--csv", help="write one row per layer as CSV")
     p.set_defaults(func=cmd_profile)
+    o = sub.add_parser("onnx", help="export to ONNX, profile in ONNX Runtime, map compiled ops to source layers")
+    o.add_argument("model", nargs="?", default=None, help="zoo name, file.py:factory, .pt2, or a plain .onnx file")
+    o.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224")
+    o.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"])
+    o.add_argument("--opt-level", choices=["disabled", "basic", "extended", "all"], default="all",
+                   help="ONNX Runtime graph optimisation level (default all)")
+    o.add_argument("--provider", default="CPUExecutionProvider", help="ONNX Runtime execution provider")
+    o.add_argument("--runs", type=int, default=20)
+    o.add_argument("--warmup", type=int, default=3)
+    o.add_argument("--top", type=int, default=20)
+    o.add_argument("--json", help="write the op mapping as JSON")
+    o.add_argument("--workdir", help="where to keep the .onnx, optimised .onnx and ORT trace (default: a temp dir)")
+    o.set_defaults(func=cmd_onnx)
     c = sub.add_parser("calibrate", help="measure this machine's peak FLOP/s and bandwidth (cached)")
     c.add_argument("--device", default="cpu")
     c.add_argument("--size", type=int, default=2048, help="matmul size (default 2048)")

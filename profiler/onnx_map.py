@@ -1,8 +1,7 @@
 """Map compiled ONNX Runtime ops back to source layers and their Python lines, with timings.
 
-Pipeline: export the model to ONNX (torch.onnx dynamo exporter, TorchScript exporter as the
-fallback; the exporter's own graph optimiser is off so that ONNX Runtime does the fusing we
-profile), build an ORT session at the chosen optimisation level (saving the optimised graph),
+Pipeline: export the model to ONNX (torch.onnx dynamo exporter with its default graph optimiser,
+as users ship it; TorchScript exporter as the fallback), build an ORT session at the chosen optimisation level (saving the optimised graph),
 profile it, then map every compiled op in two steps:
 
 1. ORT op -> original ONNX nodes, from tensors alone. ORT drops node metadata and renames fused
@@ -11,7 +10,9 @@ profile it, then map every compiled op in two steps:
    the cluster's surviving output tensors to surviving tensors gives exactly the nodes it absorbed.
 2. ONNX node -> layer ids, from the exporter's metadata (``pkg.torch.onnx.name_scopes``: module
    paths, then the exported graph's node name). A module called twice is told apart by call order;
-   a functional op by its parent module, op kind and order. Exporter helpers (Shape, Constant,
+   a functional op by its parent module, op kind and order. A node the exporter's optimiser
+   rewrote says so (``pkg.onnxscript.rewriter.rule_name``): ``FuseBatchNormIntoConv`` keeps the
+   BatchNorm's scope and also stands for the conv/linear layer feeding it. Exporter helpers (Shape, Constant,
    CastLike…) carry the scope of the aten op they lower. TorchScript-exported nodes are matched by
    their scope names (``/layer1/layer1.0/conv1/Conv``). What is left maps to its nearest mapped
    neighbour in the graph and says so; anything still unmapped is listed by name.
@@ -174,7 +175,7 @@ class OnnxProfile:
 
 
 # --------------------------------------------------------------------------- export / load
-_ATEN_RE = re.compile(r"aten[.:]+[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?")
+_OP_RES = (re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*::[A-Za-z_][A-Za-z_0-9]*"), re.compile(r"\baten\.[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?"))
 
 
 def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Path) -> tuple[ExporterKind, list[str]]:
@@ -183,10 +184,11 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
     args = tuple(inputs)
     try:
         with quiet_torch_logs(), contextlib.redirect_stdout(io.StringIO()):
-            prog = torch.onnx.export(model, args, dynamo=True, external_data=False, optimize=False, verbose=False)
+            prog = torch.onnx.export(model, args, dynamo=True, external_data=False, verbose=False)
             prog.save(str(path))
         return ExporterKind.DYNAMO, notes
     except Exception as exc:  # noqa: BLE001 - fall back, then report both
+        dynamo_text = f"{exc} {exc.__cause__ or ''}"
         dynamo_err = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     try:
         with quiet_torch_logs(), contextlib.redirect_stdout(io.StringIO()):
@@ -194,11 +196,11 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
         notes.append(f"the dynamo exporter failed ({dynamo_err}); used the TorchScript exporter (no node metadata)")
         return ExporterKind.TORCHSCRIPT, notes
     except Exception as exc:  # noqa: BLE001 - neither exporter: name the op if we can
-        text = f"{dynamo_err} {exc}"
-        op = _ATEN_RE.search(text)
+        text = f"{exc} {dynamo_text}"
+        ops = [m.group(0) for r in _OP_RES for m in r.finditer(text) if not m.group(0).startswith(("prim::", "aten::add"))]
         raise OnnxMappingError(
             f"Neither ONNX exporter could export {type(model).__name__}"
-            + (f" (unsupported op {op.group(0)})" if op else "")
+            + (f" (unsupported op {ops[0]})" if ops else "")
             + f". dynamo: {dynamo_err} | TorchScript: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         ) from None
 
@@ -287,6 +289,10 @@ def source_map(model, graph: LayerGraph | None) -> dict[str, OnnxNodeSource]:
                     calls.append(fx_name)
                 ids = by_path[path]
                 layer_ids, how = (ids[min(calls.index(fx_name), len(ids) - 1)],), MatchHow.SCOPE
+                if "FuseBatchNormInto" in meta.get("pkg.onnxscript.rewriter.rule_name", ""):
+                    feeders = [p for p in graph.predecessors(layer_ids[0])
+                               if graph[p].op_kind in ("conv", "conv_transpose", "linear")]
+                    layer_ids = tuple(feeders) + layer_ids
             else:  # a functional op inside module `path`
                 key = f"{path}/{fx_name}"
                 if key not in func_used:
@@ -343,74 +349,114 @@ def _fill_nearest(nodes, out: dict[str, OnnxNodeSource]) -> None:
 
 
 # --------------------------------------------------------------------------- ORT op -> ONNX nodes
+_FOLDABLE = frozenset({"BatchNormalization", "Identity", "Dropout", "Add", "Mul", "Sub", "Div", "Relu", "Clip",
+                       "Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish", "Tanh"})
+_ACTIVATIONS = ("Relu", "Clip", "Sigmoid", "HardSigmoid", "LeakyRelu", "Tanh", "HardSwish")
+_DERIVED_SUFFIX = re.compile(r"(_nchwc|/[A-Za-z]+Fusion|_token_\d+|_new_reshape|_output)$")
+
+
 def absorbed_nodes(original, optimized) -> dict[str, list[str]]:
-    """For each optimised node, the original nodes it computes (see module docstring)."""
-    orig_tensors: set[str] = set()
+    """For each optimised node, the original nodes it computes (see module docstring).
+
+    Every optimised node gets anchor tensors from the original graph: its outputs that still
+    exist, else the original tensor/node its name was derived from (ORT names layout-transformed
+    and fused nodes after them: ``relu_15_nchwc``, ``node_MatMul_9/MatMulAddFusion``). Walking the
+    original graph back from the anchors, up to any other node's anchor or a surviving tensor,
+    collects the nodes it absorbed. Helpers with no anchor (``ReorderInput``) join their consumer.
+    """
     producer: dict[str, object] = {}
+    orig_names = {n.name: n for n in original.graph.node}
+    orig_tensors: set[str] = set()
     for n in original.graph.node:
         orig_tensors.update(n.input)
         orig_tensors.update(n.output)
         for t in n.output:
             producer[t] = n
-    opt_tensors: set[str] = set()
-    for n in optimized.graph.node:
-        opt_tensors.update(n.input)
-        opt_tensors.update(n.output)
-    stop = {i.name for i in original.graph.input} | {i.name for i in original.graph.initializer} | {""}
-    surviving = (orig_tensors & opt_tensors) | {o.name for o in original.graph.output}
-
-    # clusters: optimised nodes joined by tensors ORT created
     opt_nodes = list(optimized.graph.node)
-    parent = list(range(len(opt_nodes)))
+    opt_tensors = {t for n in opt_nodes for t in (*n.input, *n.output)}
+    stop = {i.name for i in original.graph.input} | {i.name for i in original.graph.initializer} | {""}
+    surviving = orig_tensors & opt_tensors
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    def anchors_of(n) -> list[str]:
+        outs = [t for t in n.output if t in surviving and t in producer]
+        if outs:
+            return outs
+        base = n.name
+        for _ in range(4):
+            if base in producer:
+                return [base]
+            if base in orig_names:
+                return [t for t in orig_names[base].output if t in producer]
+            stripped = _DERIVED_SUFFIX.sub("", base)
+            if stripped == base:
+                break
+            base = stripped
+        return []
 
-    made_by: dict[str, int] = {}
-    for i, n in enumerate(opt_nodes):
-        for t in n.output:
-            made_by[t] = i
-    for i, n in enumerate(opt_nodes):
+    orig_consumers: dict[str, list] = collections.defaultdict(list)
+    for n in original.graph.node:
         for t in n.input:
-            if t and t not in surviving and t in made_by:
-                src = opt_nodes[made_by[t]]
-                helper = src.op_type.startswith("Reorder") or "reorder" in src.name.lower()
-                if helper and sum(t in m.input for m in opt_nodes) > 1:
-                    continue  # a shared layout helper belongs to its first consumer only
-                parent[find(i)] = find(made_by[t])
-    clusters: dict[int, list[int]] = collections.defaultdict(list)
-    for i in range(len(opt_nodes)):
-        clusters[find(i)].append(i)
+            orig_consumers[t].append(n)
 
+    def extend_forward(n, ts: list[str]) -> list[str]:
+        """A layout-transformed conv named after its own output may also have absorbed the
+        residual Add (its 4th, Sum, input) and the activation after it (its attribute)."""
+        if not ts or any(t in surviving for t in ts):
+            return ts
+        attrs = {a.name for a in n.attribute}
+        has_sum = len(n.input) > 3 and bool(n.input[3])
+        t = ts[0]
+        for op_types, wanted in ((("Add",), has_sum), (_ACTIVATIONS, "activation" in attrs)):
+            users = orig_consumers.get(t, [])
+            if wanted and len(users) == 1 and users[0].op_type in op_types:
+                t = users[0].output[0]
+        return [t]
+
+    base = {n.name: anchors_of(n) for n in opt_nodes}
+    anchors = {n.name: extend_forward(n, base[n.name]) for n in opt_nodes}
+    boundary = surviving | {t for ts in anchors.values() for t in ts} | {t for ts in base.values() for t in ts}
+    orig_index = {name: k for k, name in enumerate(orig_names)}
     result: dict[str, list[str]] = {}
-    orig_index = {n.name: k for k, n in enumerate(original.graph.node)}
-    for members in clusters.values():
-        outs = [t for i in members for t in opt_nodes[i].output if t in surviving and t in producer]
+    for n in opt_nodes:
         absorbed: dict[str, None] = {}
-        stack = [producer[t] for t in outs]
+        own = set(base[n.name])
+        stack = [producer[t] for t in anchors[n.name]]
         while stack:
             node = stack.pop()
             if node.name in absorbed:
                 continue
             absorbed[node.name] = None
             for t in node.input:
-                if t in stop or t in surviving or t not in producer:
+                if t in stop or (t in boundary and t not in own) or t not in producer:
                     continue
                 stack.append(producer[t])
-        names = sorted(absorbed, key=lambda x: orig_index.get(x, 0))
-        for i in members:
-            result[opt_nodes[i].name] = names
-    # a shared helper skipped above: give it its first consumer's nodes
-    for i, n in enumerate(opt_nodes):
-        if not result.get(n.name):
-            for t in n.output:
-                for m in opt_nodes:
-                    if t in m.input and result.get(m.name):
-                        result[n.name] = result[m.name]
-                        break
+        result[n.name] = sorted(absorbed, key=lambda x: orig_index.get(x, 0))
+    # nodes ORT removed by folding them into their producer (e.g. BatchNormalization folded into
+    # Conv weights, Identity/Dropout dropped) belong to the op that produces their input
+    absorbed_any = {x for names in result.values() for x in names}
+    for node in original.graph.node:
+        if node.name in absorbed_any or node.op_type not in _FOLDABLE:
+            continue
+        src = next((producer[t].name for t in node.input if t in producer), None)
+        for names in result.values():
+            if src is not None and src in names and node.name not in names:
+                names.append(node.name)
+    # helpers with no anchor take their consumer's nodes (else their producer's)
+    consumers: dict[str, list[str]] = collections.defaultdict(list)
+    made_by: dict[str, str] = {}
+    for n in opt_nodes:
+        for t in n.input:
+            consumers[t].append(n.name)
+        for t in n.output:
+            made_by[t] = n.name
+    for _ in range(3):  # chains of helpers
+        for n in opt_nodes:
+            if result[n.name]:
+                continue
+            near = [c for t in n.output for c in consumers.get(t, [])] + [made_by[t] for t in n.input if t in made_by]
+            donor = next((x for x in near if result.get(x)), None)
+            if donor:
+                result[n.name] = list(result[donor])
     return result
 
 

@@ -82,3 +82,24 @@ def test_zoo_and_devices_lists(capsys):
     assert run(capsys, "zoo")[0] == 0
     rc, out, _ = run(capsys, "devices")
     assert rc == 0 and "raspberry-pi-5" in out and "source:" in out
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
+def test_onnx_command_maps_ops_and_writes_json(capsys, tmp_path):
+    rc, out, _ = run(capsys, "onnx", "tiny_cnn", "--opt-level", "all", "--runs", "2", "--json", str(tmp_path / "o.json"),
+                     "--workdir", str(tmp_path / "w"))
+    assert rc == 0
+    assert "Coverage: 100.0% of ops and 100.0% of op time mapped to source layers" in " ".join(out.split())
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert data["opt_level"] == "all" and data["exporter"] == "torch.onnx (dynamo)"
+    assert any(set(op["layer_ids"]) >= {"conv1", "bn1"} for op in data["ops"])  # a fused op
+    rc, out, _ = run(capsys, "onnx", data["onnx_path"], "--runs", "1", "--workdir", str(tmp_path / "w2"))
+    assert rc == 0 and "ONNX nodes (no PyTorch source)" in " ".join(out.split())
+
+
+def test_onnx_command_errors(capsys, tmp_path):
+    (tmp_path / "bad.onnx").write_text("garbage")
+    rc, _, err = run(capsys, "onnx", str(tmp_path / "bad.onnx"))
+    assert rc == 2 and "not a valid ONNX model (corrupt or truncated?)" in err
+    rc, _, err = run(capsys, "onnx", "tiny_cnn", "--provider", "NopeExecutionProvider")
+    assert rc == 2 and "provider 'NopeExecutionProvider' is not available" in err
