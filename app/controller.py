@@ -36,8 +36,24 @@ def profile_job(req: ProfileRequest):
     return (yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device))
 
 
+def onnx_job(profile: Profile | None, onnx_path: str | None, level: str, runs: int):
+    """Map ONNX Runtime ops for the current profile's model, or for a plain .onnx file."""
+    from layerscope.profiler.onnx_map import map_onnx
+
+    if onnx_path:
+        return (yield from map_onnx(onnx_path=onnx_path, opt_level=level, runs=runs, name=onnx_path.rsplit("/", 1)[-1]))
+    if profile is None:
+        raise LayerScopeError("Profile a model first (File → Open model), or open a plain .onnx file.")
+    m = profile.model
+    yield Progress("load", 0, 1, m.spec)
+    shapes = [tuple(s) for s in m.input_shapes]
+    loaded = load_model(m.spec, shapes, parse_dtype(m.compute_dtype) if m.compute_dtype != "float32" else None)
+    return (yield from map_onnx(loaded.module, loaded.inputs, profile.graph, opt_level=level, runs=runs, name=m.name))
+
+
 class ProfileController(QObject):
     finished = Signal(object)  # Profile
+    onnxFinished = Signal(object)  # OnnxProfile
     failed = Signal(str)
     cancelled = Signal()
 
@@ -51,17 +67,24 @@ class ProfileController(QObject):
         self.last_request: ProfileRequest | None = None
 
     def start(self, req: ProfileRequest) -> None:
+        self.last_request = req
+        self._run(profile_job, (req,), f"Profiling {req.model or 'default model'}…", self._on_returned)
+
+    def map_onnx(self, level: str = "all", onnx_path: str | None = None, runs: int = 20) -> None:
+        self._run(onnx_job, (self.state.profile, onnx_path, level, runs),
+                  f"Exporting and profiling in ONNX Runtime ({level})…", self._on_onnx)
+
+    def _run(self, job, args: tuple, title: str, on_result) -> None:
         if self.worker is not None:
             return  # one job at a time; the progress dialog is modal
-        self.last_request = req
-        self.worker = create_worker(profile_job, req, _start_thread=False, _ignore_errors=True)  # errors: _on_error
+        self.worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True)  # errors: _on_error
         self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_returned)
+        self.worker.returned.connect(on_result)
         self.worker.errored.connect(self._on_error)
         self.worker.aborted.connect(self._on_aborted)
         self.worker.finished.connect(self._on_finished)
         if self.show_dialogs:
-            self.dialog = QProgressDialog(f"Profiling {req.model or 'default model'}…", "Cancel", 0, 1000, self.parent_widget)
+            self.dialog = QProgressDialog(title, "Cancel", 0, 1000, self.parent_widget)
             self.dialog.setWindowTitle("LayerScope — profiling")
             self.dialog.setWindowModality(Qt.WindowModality.WindowModal)
             self.dialog.setMinimumDuration(0)
@@ -84,10 +107,14 @@ class ProfileController(QObject):
         self.state.set_profile(profile)
         self.finished.emit(profile)
 
+    def _on_onnx(self, onnx) -> None:
+        self.state.set_onnx(onnx)
+        self.onnxFinished.emit(onnx)
+
     def _on_error(self, exc: BaseException) -> None:
         msg = str(exc) if isinstance(exc, LayerScopeError) else f"{type(exc).__name__}: {exc}"
         if self.show_dialogs:
-            QMessageBox.critical(self.parent_widget, "Could not profile the model", msg)
+            QMessageBox.critical(self.parent_widget, "LayerScope could not finish", msg)
         self.failed.emit(msg)
 
     def _on_aborted(self) -> None:

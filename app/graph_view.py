@@ -148,9 +148,10 @@ class LayerGraphView(QWidget):
             xs_all = [x for x, _ in self.pos.values()]
             vb.setXRange(min(xs_all) - 1, max(max(xs_all) + 4, min(xs_all) + 8), padding=0)  # room for labels
             ys_all = [y for _, y in self.pos.values()]
-            if len(ys_all) > 40:  # start at the top, readable, rather than the whole tall DAG
+            rows = max(8, int(max(self.plot.height(), 200) / 24))  # ~24 px per rank keeps labels apart
+            if len(set(ys_all)) > rows:  # start at the top, readable, rather than the whole tall DAG
                 top = max(ys_all)
-                self.plot.getViewBox().setYRange(top - 40, top + 1, padding=0)
+                self.plot.getViewBox().setYRange(top - rows, top + 1, padding=0)
 
     @staticmethod
     def _share(p: Profile, node: str) -> float:
@@ -197,12 +198,13 @@ class LayerGraphView(QWidget):
         return self.mapping.get(layer_id)
 
     def _on_selection(self, layer_id: str) -> None:
+        nodes = list(dict.fromkeys(self.mapping[i] for i in self.state.selected_set if i in self.mapping))
         node = self.mapping.get(layer_id)
         if not layer_id or node is None:
             self.selected.setData([])
             return
+        self.selected.setData([{"pos": self.pos[n], "data": self.nodes.index(n)} for n in nodes])
         x, y = self.pos[node]
-        self.selected.setData([{"pos": (x, y), "data": self.nodes.index(node)}])
         vb = self.plot.getViewBox()
         (x0, x1), (y0, y1) = vb.viewRange()
         if not (x0 <= x <= x1 and y0 <= y <= y1):
@@ -212,4 +214,7 @@ class LayerGraphView(QWidget):
     def selected_node(self) -> str | None:
         pts = self.selected.data
         return self.nodes[pts[0]["data"]] if len(pts) else None
+
+    def selected_nodes(self) -> list[str]:
+        return [self.nodes[d["data"]] for d in self.selected.data]
 

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMe
 from layerscope.profiler import LayerScopeError, Profile
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
 
+from .compiled_view import CompiledOpsView
 from .controller import ProfileController, ProfileRequest
 from .details import LayerDetails
 from .graph_view import LayerGraphView
@@ -38,8 +39,13 @@ class MainWindow(QMainWindow):
         self.table = LayerTable(self.state)
         self.roofline = RooflineView(self.state)
         self.details = LayerDetails(self.state)
+        self.compiled = CompiledOpsView(self.state, self.controller)
         self.setCentralWidget(self.graph)
-        self._dock("Layers", self.table, Qt.DockWidgetArea.BottomDockWidgetArea)
+        layers_dock = self._dock("Layers", self.table, Qt.DockWidgetArea.BottomDockWidgetArea)
+        compiled_dock = self._dock("Compiled ops (ONNX Runtime)", self.compiled, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(layers_dock, compiled_dock)
+        layers_dock.raise_()
+        self.compiled_dock = compiled_dock
         self._dock("Roofline", self.roofline, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Layer details", self.details, Qt.DockWidgetArea.RightDockWidgetArea)
         self.totals = QLabel("Open a model (File → Open model…)")
@@ -60,6 +66,7 @@ class MainWindow(QMainWindow):
         for text, shortcut, slot in [
             ("&Open model…", QKeySequence.StandardKey.Open, self.open_model),
             ("Open &profile JSON…", None, self.open_profile),
+            ("Open ONNX &file…", None, self.open_onnx_file),
             ("&Save profile JSON…", QKeySequence.StandardKey.Save, self.save_profile),
             ("Export &CSV…", None, self.export_csv),
             (None, None, None),
@@ -85,6 +92,12 @@ class MainWindow(QMainWindow):
         dlg = OpenModelDialog(self, self.controller.last_request)
         if dlg.exec():
             self.profile(dlg.request())
+
+    def open_onnx_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open ONNX model", "", "ONNX (*.onnx)")
+        if path:
+            self.compiled_dock.raise_()
+            self.controller.map_onnx(self.compiled.level.currentText(), onnx_path=path)
 
     def open_profile(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open profile", "", "LayerScope profile (*.json)")

@@ -95,13 +95,13 @@ class RooflineView(QWidget):
         if len(points):
             self.state.select(self.ids[points[0].data()])
 
-    def _on_selection(self, layer_id: str) -> None:
-        if layer_id in self.xy:
-            x, y = self.xy[layer_id]
-            self.selected.setData([{"pos": (np.log10(x), np.log10(y)), "data": self.ids.index(layer_id)}])
-        else:
-            self.selected.setData([])
+    def _on_selection(self, _layer_id: str) -> None:
+        ids = [i for i in self.state.selected_set if i in self.xy]
+        self.selected.setData([{"pos": (np.log10(self.xy[i][0]), np.log10(self.xy[i][1])), "data": self.ids.index(i)} for i in ids])
 
     def selected_layer(self) -> str | None:
         pts = self.selected.data
         return self.ids[pts[0]["data"]] if len(pts) else None
+
+    def selected_layers(self) -> list[str]:
+        return [self.ids[d["data"]] for d in self.selected.data]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTableView, QVBoxLayout, QWidget
 
 from layerscope.profiler import LayerRow, Profile
@@ -106,6 +106,7 @@ class LayerTable(QWidget):
         self.view.setSortingEnabled(True)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self._syncing = False
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.view.setAlternatingRowColors(True)
         self.view.verticalHeader().setVisible(False)
@@ -124,19 +125,30 @@ class LayerTable(QWidget):
         self.view.resizeColumnsToContents()
 
     def _on_selection(self, *_: Any) -> None:
+        if self._syncing:
+            return
         idx = self.view.selectionModel().selectedRows()
         if idx:
             self.state.select(self.proxy.data(idx[0], Qt.ItemDataRole.UserRole))
 
-    def _on_state_selection(self, layer_id: str) -> None:
-        row = self.model.row_of(layer_id)
-        if row < 0:
-            self.view.clearSelection()
-            return
-        proxy_index = self.proxy.mapFromSource(self.model.index(row, 0))
-        if proxy_index.isValid() and proxy_index not in self.view.selectionModel().selectedRows():
-            self.view.selectRow(proxy_index.row())
-            self.view.scrollTo(proxy_index)
+    def _on_state_selection(self, _layer_id: str) -> None:
+        sel = self.view.selectionModel()
+        self._syncing = True
+        try:
+            sel.clearSelection()
+            first = None
+            for lid in self.state.selected_set:
+                row = self.model.row_of(lid)
+                if row < 0:
+                    continue
+                idx = self.proxy.mapFromSource(self.model.index(row, 0))
+                if idx.isValid():
+                    sel.select(idx, QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+                    first = first or idx
+            if first is not None:
+                self.view.scrollTo(first)
+        finally:
+            self._syncing = False
 
     def select_layer_row(self, layer_id: str) -> None:
         """Select the table row of ``layer_id`` as a click would (used by tests and keyboard)."""

@@ -158,12 +158,16 @@ class OnnxProfile:
     def ops_for_layer(self, layer_id: str) -> list[OpMapping]:
         return [o for o in self.ops if layer_id in o.layer_ids]
 
-    def layer_latency_ms(self) -> dict[str, float]:
-        """ORT time per source layer; a fused op's time is split evenly over its layers."""
+    def layer_latency_ms(self, weights: dict[str, float] | None = None) -> dict[str, float]:
+        """ORT time per source layer. A fused op's time is split over its layers in proportion
+        to ``weights`` (e.g. each layer's eager latency), evenly when none are given: ORT times
+        the fused kernel as one, so any per-layer split is an estimate."""
         out: dict[str, float] = collections.defaultdict(float)
         for o in self.ops:
-            for lid in o.layer_ids:
-                out[lid] += o.latency_ms / len(o.layer_ids)
+            w = [max(weights.get(lid, 0.0), 0.0) if weights else 1.0 for lid in o.layer_ids]
+            total = sum(w) or float(len(w))
+            for lid, wi in zip(o.layer_ids, w, strict=True):
+                out[lid] += o.latency_ms * ((wi if sum(w) else 1.0) / total)
         return dict(out)
 
     def to_json(self) -> str:

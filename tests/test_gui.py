@@ -80,3 +80,24 @@ def test_cancel_keeps_current_profile(qtbot, window):
         window.controller.cancel()
     qtbot.waitUntil(lambda: window.controller.worker is None, timeout=60_000)
     assert window.state.profile is p
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
+def test_compiled_ops_view_links_ops_and_layers(qtbot, window):
+    profile(qtbot, window, model="tiny_cnn")
+    with qtbot.waitSignal(window.controller.onnxFinished, timeout=120_000) as blocker:
+        window.compiled.level.setCurrentText("all")
+        window.compiled.run_btn.click()
+    qtbot.waitUntil(lambda: window.controller.worker is None)
+    onnx = blocker.args[0]
+    assert window.state.onnx is onnx and window.compiled.ops_model.rowCount() == len(onnx.ops)
+    fused = next(o for o in onnx.ops if {"conv1", "bn1"} <= set(o.layer_ids))
+    window.compiled.select_op(fused.name)  # an op selects all its source layers everywhere
+    assert set(window.state.selected_set) == set(fused.layer_ids)
+    assert set(window.graph.selected_nodes()) == set(fused.layer_ids)
+    assert {"conv1", "bn1"} <= set(window.roofline.selected_layers())
+    rows = window.table.view.selectionModel().selectedRows()
+    assert {window.table.proxy.data(r, Qt.ItemDataRole.UserRole) for r in rows} == set(fused.layer_ids)
+    window.state.select("conv2")  # a layer lists its compiled ops
+    assert window.compiled.ops_for_selected_layer() and "conv2" in window.compiled.layer_ops.text()
+    assert window.compiled.cmp_model.rowCount() == len(window.state.profile.graph)  # eager vs ORT per layer

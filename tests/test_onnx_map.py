@@ -121,6 +121,10 @@ def test_json_round_trip(tmp_path):
     assert json.loads(p.to_json())["opt_level"] == "all"
     lat = p.layer_latency_ms()
     assert set(lat) == {"conv", "bn", "relu"} and sum(lat.values()) == pytest.approx(p.total_op_ms)
+    three = sum(o.latency_ms for o in p.ops if len(o.layer_ids) == 3)  # the fused Conv and its ReorderOutput
+    weighted = p.layer_latency_ms({"conv": 3.0, "bn": 1.0, "relu": 0.0})  # split by eager shares
+    assert weighted["conv"] - lat["conv"] == pytest.approx(three * (3 / 4 - 1 / 3))
+    assert sum(weighted.values()) == pytest.approx(p.total_op_ms)
 
 
 @torch.library.custom_op("layerscope_test::twice", mutates_args=())
