@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import collections
 import contextlib
+import dataclasses
 import io
 import json
 import re
@@ -79,11 +80,17 @@ _HOW_RANK = {MatchHow.SCOPE: 0, MatchHow.KIND_ORDER: 1, MatchHow.ONNX_NODE: 2, M
 
 @dataclass(frozen=True)
 class OnnxNodeSource:
+    """One exported ONNX node, every source hint the exporter left on it, and the layers it maps to."""
+
     node: str
     op_type: str
     layer_ids: tuple[str, ...]
     how: MatchHow
     source: str = ""  # user file:line from the exporter's stack trace, when there is one
+    name_scopes: tuple[str, ...] = ()  # pkg.torch.onnx.name_scopes
+    class_hierarchy: str = ""  # pkg.torch.onnx.class_hierarchy
+    fx_node: str = ""  # pkg.torch.onnx.fx_node (the exported graph's node)
+    rewrite_rule: str = ""  # pkg.onnxscript.rewriter.rule_name, when the exporter's optimiser rewrote it
 
 
 @dataclass(frozen=True)
@@ -315,7 +322,9 @@ def source_map(model, graph: LayerGraph | None) -> dict[str, OnnxNodeSource]:
                 if comp in by_path:
                     layer_ids, how = (by_path[comp][0],), MatchHow.SCOPE
                     break
-        out[n.name] = OnnxNodeSource(n.name, n.op_type, layer_ids, how, line)
+        out[n.name] = OnnxNodeSource(n.name, n.op_type, layer_ids, how, line, tuple(scopes or ()),
+                                     meta.get("pkg.torch.onnx.class_hierarchy", ""), meta.get("pkg.torch.onnx.fx_node", ""),
+                                     meta.get("pkg.onnxscript.rewriter.rule_name", ""))
     _fill_nearest(nodes, out)
     return out
 
@@ -344,7 +353,8 @@ def _fill_nearest(nodes, out: dict[str, OnnxNodeSource]) -> None:
             cur = queue.popleft()
             src = out[cur]
             if src.how not in (MatchHow.UNMAPPED, MatchHow.NEAREST) and src.layer_ids:
-                out[n.name] = OnnxNodeSource(n.name, n.op_type, src.layer_ids, MatchHow.NEAREST, src.source)
+                out[n.name] = dataclasses.replace(out[n.name], layer_ids=src.layer_ids, how=MatchHow.NEAREST,
+                                                  source=out[n.name].source or src.source)
                 break
             for nb in neighbours(cur):
                 if nb not in seen:

@@ -5,6 +5,7 @@ one op kind. The kind picks the formula in ``metrics.py``; an unmapped call gets
 
 from __future__ import annotations
 
+import importlib
 import operator
 from typing import Any
 
@@ -72,8 +73,22 @@ _KIND_BY_CLASS_NAME[f"{nn.MultiheadAttention.__module__}.{nn.MultiheadAttention.
 
 def class_name_kind(qualified_name: str) -> str | None:
     """Kind of a torch.nn leaf class given by name (as torch.export's nn_module_stack records it);
-    None when the class is not a known leaf."""
-    return _KIND_BY_CLASS_NAME.get(qualified_name)
+    None when the class is not a known leaf. Subclasses count (BatchNorm2d is a _BatchNorm)."""
+    if qualified_name in _KIND_BY_CLASS_NAME:
+        return _KIND_BY_CLASS_NAME[qualified_name]
+    mod_name, _, cls_name = qualified_name.rpartition(".")
+    try:
+        cls: object = importlib.import_module(mod_name)
+        for part in cls_name.split("."):
+            cls = getattr(cls, part)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    if not isinstance(cls, type):
+        return None
+    for classes, kind in _MODULE_KINDS:
+        if issubclass(cls, classes):
+            return kind
+    return "multihead_attention" if issubclass(cls, nn.MultiheadAttention) else None
 
 
 def _kinds(pairs: dict[str, list[Any]]) -> dict[Any, str]:

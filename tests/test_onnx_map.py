@@ -145,3 +145,19 @@ class Unexportable(nn.Module):
 def test_model_neither_exporter_can_export_names_the_op(tmp_path):
     with pytest.raises(OnnxMappingError, match=r"Neither ONNX exporter could export Unexportable \(unsupported op layerscope_test::twice\)"):
         drive(map_onnx(Unexportable(), [torch.randn(4, 8)], None, workdir=tmp_path))
+
+
+def test_torchscript_fallback_when_dynamo_export_fails(tmp_path, monkeypatch):
+    real_export = torch.onnx.export
+
+    def export(*args, dynamo=True, **kwargs):
+        if dynamo:
+            raise RuntimeError("simulated dynamo exporter failure")
+        return real_export(*args, dynamo=False, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    _, p = _map(ConvBNReLU(), torch.randn(1, 3, 16, 16), "all", tmp_path)
+    assert p.exporter.value == "torch.onnx (TorchScript)"
+    assert "simulated dynamo exporter failure" in p.notes[0]
+    assert p.coverage_time >= 0.99  # matched through the TorchScript scope names (/conv/Conv …)
+    assert {"conv", "relu"} <= {lid for o in p.ops for lid in o.layer_ids}

@@ -65,6 +65,7 @@ def test_pt2_source(tmp_path):
     p = drive(profile_model(load_model(str(path)), load_device_profile("raspberry-pi-5"), runs=1, warmup=0))
     assert p.model.capture_method.value == "torch.export" and p.model.source_kind == "pt2"
     assert p.metrics["conv1"].macs == 16 * 32 * 32 * 3 * 9 and p.graph["conv1"].op_kind == "conv"
+    assert p.graph["bn1"].op_kind == "batch_norm"  # a subclass (BatchNorm2d) resolved from its class name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
