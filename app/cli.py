@@ -156,7 +156,7 @@ def print_onnx(op: OnnxProfile, top: int, console: Console) -> None:
 
 
 def cmd_onnx(args: argparse.Namespace) -> int:
-    from layerscope.profiler.capture import capture
+    from layerscope.profiler.capture import capture, capture_exported
     from layerscope.profiler.onnx_map import map_onnx
 
     if args.runs < 1 or args.warmup < 0:
@@ -167,11 +167,10 @@ def cmd_onnx(args: argparse.Namespace) -> int:
                         warmup=args.warmup, name=spec.rsplit("/", 1)[-1], workdir=args.workdir)
     else:
         loaded = load_model(spec, parse_input_shapes(args.input_shape), parse_dtype(args.dtype))
-        graph = capture(loaded.module, loaded.inputs).graph if loaded.exported is None else None
-        if graph is None:
-            from layerscope.profiler.capture import capture_exported
-
+        if loaded.exported is not None:
             graph = capture_exported(loaded.exported, None, loaded.inputs).graph
+        else:
+            graph = capture(loaded.module, loaded.inputs).graph
         work = map_onnx(loaded.module, loaded.inputs, graph, opt_level=args.opt_level, provider=args.provider,
                         runs=args.runs, warmup=args.warmup, name=loaded.name, workdir=args.workdir)
     result = _run(work, args.quiet)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtCore import QItemSelectionModel, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QTableView, QVBoxLayout, QWidget,
@@ -79,8 +79,6 @@ class CompiledOpsView(QWidget):
 
     @staticmethod
     def _table(model: QStandardItemModel) -> QTableView:
-        from PySide6.QtCore import QSortFilterProxyModel
-
         proxy = QSortFilterProxyModel()
         proxy.setSourceModel(model)
         proxy.setSortRole(SORT_ROLE)

@@ -189,7 +189,7 @@ def _module_stack(node: fx.Node) -> list[tuple[str, str, str]]:
 @dataclass
 class _NodeRecord:
     node: fx.Node
-    inputs: list[tuple[str, torch.Tensor]]  # (producer node name, tensor) for every tensor arg
+    in_shapes: list[tuple[str, TensorMeta]]  # (producer node name, meta) per tensor arg, before the op ran
     outputs: list[torch.Tensor]
     value: Any
     aliases_input: bool
@@ -219,9 +219,7 @@ class _Recorder(fx.Interpreter):
             raise _NodeFailure(n, exc) from exc
         outs = _tensors(value)
         aliases = bool(outs) and all(_storage_ptr(t) in in_ptrs for t in outs)
-        rec = _NodeRecord(n, inputs, outs, value, aliases)
-        rec.in_shapes = in_shapes  # type: ignore[attr-defined]
-        self.records[n.name] = rec
+        self.records[n.name] = _NodeRecord(n, in_shapes, outs, value, aliases)
         return value
 
 
@@ -339,7 +337,7 @@ def _assemble(
             rec = records.get(n.name)
             if rec is None:
                 continue
-            for idx, (src, meta) in enumerate(rec.in_shapes):  # type: ignore[attr-defined]
+            for idx, (src, meta) in enumerate(rec.in_shapes):
                 if src in names or (src, idx) in seen_inputs:
                     continue
                 seen_inputs.add((src, idx))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .capture import capture, capture_exported, run_and_locate_failure
-from .errors import ProfileFormatError
+from .errors import ProfileFormatError, ProfilingError
 from .graph import CaptureMethod, Layer, LayerGraph
 from .hardware import HardwareProfile, _cpu_name
 from .metrics import LayerMetrics, layer_metrics
@@ -215,8 +215,6 @@ def profile_model(
     """Capture, measure and classify every layer of ``loaded``; yields Progress, returns Profile."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from .errors import ProfilingError
-
         raise ProfilingError("--device cuda: no CUDA device is available here; use --device cpu.")
     model = loaded.module.to(dev) if loaded.exported is None else loaded.module
     inputs = tuple(t.to(dev) for t in loaded.inputs)
