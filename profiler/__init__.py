@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
     CaptureError, Cancelled, HardwareProfileError, InputSpecError, LayerScopeError, ModelLoadError,
-    OnnxMappingError, ProfileFormatError, ProfilingError,
+    OnnxMappingError, PlanError, ProfileFormatError, ProfilingError,
 )
 from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta  # noqa: E402
 from .hardware import HardwareProfile, calibrate, device_profile_names, load_device_profile, resolve_hardware  # noqa: E402
@@ -25,7 +25,7 @@ from .zoo import ZOO, zoo_names  # noqa: E402
 
 __all__ = [
     "__version__", "LayerScopeError", "CaptureError", "Cancelled", "HardwareProfileError", "InputSpecError",
-    "ModelLoadError", "OnnxMappingError", "ProfileFormatError", "ProfilingError", "CaptureMethod", "Layer", "LayerGraph",
+    "ModelLoadError", "OnnxMappingError", "PlanError", "ProfileFormatError", "ProfilingError", "CaptureMethod", "Layer", "LayerGraph",
     "SourceLocation", "TensorMeta", "HardwareProfile", "calibrate", "device_profile_names", "load_device_profile",
     "resolve_hardware", "LayerMetrics", "layer_metrics", "Progress", "drive", "LayerRow", "Profile", "profile_model",
     "Bound", "RooflinePoint", "classify", "LoadedModel", "load_model", "LayerTiming", "TimingSummary", "ZOO", "zoo_names",

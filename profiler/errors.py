@@ -11,6 +11,7 @@ __all__ = [
     "HardwareProfileError",
     "ProfileFormatError",
     "OnnxMappingError",
+    "PlanError",
     "Cancelled",
 ]
 
@@ -45,6 +46,10 @@ class ProfileFormatError(LayerScopeError):
 
 class OnnxMappingError(LayerScopeError):
     """ONNX export, loading, ONNX Runtime session or profiling failed."""
+
+
+class PlanError(LayerScopeError):
+    """A compression plan is malformed, names nothing, or does not fit the model."""
 
 
 class Cancelled(LayerScopeError):

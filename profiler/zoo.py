@@ -1,4 +1,5 @@
-"""Built-in model zoo, defined in code with random weights: nothing is downloaded.
+"""Built-in model zoo, defined in code with random weights: nothing is downloaded. One exception
+is trained: ``digits_cnn`` loads weights shipped in assets/models (made by scripts/make_digits.py).
 
 ResNet and MobileNetV2 follow torchvision's definitions layer for layer, so their parameter
 counts match torchvision exactly (tests check 11,689,512 / 25,557,032 / 3,504,872) and module
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ZooEntry", "ZOO", "zoo_names", "build_zoo_model"]
+__all__ = ["ZooEntry", "ZOO", "zoo_names", "build_zoo_model", "DigitsCNN"]
 
 
 # --------------------------------------------------------------------------- ResNet
@@ -260,6 +262,42 @@ class TinyCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class DigitsCNN(nn.Module):
+    """A small CNN for the 8x8 digits task (trained weights ship in assets/models)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.pool = nn.MaxPool2d(2)
+        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
+        self.bn3 = nn.BatchNorm2d(64)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(64, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        x = torch.relu(self.bn3(self.conv3(x)))
+        x = torch.flatten(self.gap(x), 1)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+DIGITS_WEIGHTS = "digits_cnn.pt"
+
+
+def _digits_cnn() -> nn.Module:
+    model = DigitsCNN()
+    path = resources.files("layerscope.assets") / "models" / DIGITS_WEIGHTS
+    with resources.as_file(path) as p:
+        if p.is_file():  # absent only while scripts/make_digits.py is building it
+            model.load_state_dict(torch.load(p, map_location="cpu", weights_only=True))
+    return model
+
+
 # --------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class ZooEntry:
@@ -270,11 +308,15 @@ class ZooEntry:
     input_dtype: torch.dtype = torch.float32
     # For integer (token) inputs: values are drawn from [0, input_high).
     input_high: int | None = None
+    # A labelled evaluation set that ships with the model (see data.builtin_samples); None = random weights.
+    dataset: str | None = None
 
 
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in [
+        ZooEntry("digits_cnn", "Trained CNN for 8x8 handwritten digits (shipped weights and data)", _digits_cnn, ((1, 1, 8, 8),),
+                 dataset="digits"),
         ZooEntry("tiny_cnn", "2 conv-BN-ReLU stages + linear, 32x32 input", TinyCNN, ((1, 3, 32, 32),)),
         ZooEntry("mobilenet_v2", "MobileNetV2 (torchvision layout), 224x224", MobileNetV2, ((1, 3, 224, 224),)),
         ZooEntry("resnet18", "ResNet-18 (torchvision layout), 224x224", lambda: ResNet(BasicBlock, [2, 2, 2, 2]), ((1, 3, 224, 224),)),

@@ -1,0 +1,182 @@
+"""``layerscope compress``: apply a CompressionPlan (or a one-word estimate) and report the effect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from layerscope.profiler import LayerScopeError, ZOO, load_model, profile_model, resolve_hardware
+from layerscope.profiler.compression import CompressionPlan, CompressionReport, LayerSpec, coreml_configs, torchao_mapping
+from layerscope.profiler.compression.pipeline import compress
+from layerscope.profiler.data import SampleSet, builtin_samples, load_data_folder, random_samples
+from layerscope.profiler.errors import InputSpecError, PlanError
+from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
+from layerscope.profiler.source import LoadedModel, parse_dtype, parse_input_shapes
+
+__all__ = ["add_compress_parser", "estimate_plan", "ESTIMATES", "print_report", "samples_for"]
+
+ESTIMATES = {
+    "int8": (LayerSpec("all", "quantize", {"bits": 8, "granularity": "per_channel", "activations": True}),),
+    "int8-weights": (LayerSpec("all", "quantize", {"bits": 8, "granularity": "per_channel"}),),
+    "int4": (LayerSpec("all", "quantize", {"bits": 4, "granularity": "per_channel"}),),
+    "fp16": (LayerSpec("all", "cast", {"dtype": "float16"}),),
+    "palettize4": (LayerSpec("all", "palettize", {"bits": 4}),),
+}
+
+
+def estimate_plan(kind: str, model: str | None = None) -> CompressionPlan:
+    return CompressionPlan(ESTIMATES[kind], model=model)
+
+
+def samples_for(loaded: LoadedModel, data: str | None, n: int) -> SampleSet:
+    """--data folder, else the model's own labelled set (digits_cnn), else n random batches."""
+    if data:
+        return load_data_folder(data, loaded.inputs)
+    entry = ZOO.get(loaded.spec)
+    if entry is not None and entry.dataset:
+        return builtin_samples(entry.dataset)
+    if n < 1:
+        raise InputSpecError("--samples must be >= 1.")
+    return random_samples(loaded.inputs, n, high=entry.input_high if entry else None)
+
+
+def _db(v: float) -> str:
+    return "exact" if math.isinf(v) and v > 0 else f"{v:.1f} dB"
+
+
+def print_report(rep: CompressionReport, top: int, console: Console) -> None:
+    res = rep.result
+    out = res.output
+    console.print(f"[bold]{rep.model}[/]: {len(rep.plan['specs'])} spec(s) → {len(res.layers)} weight-compressed layer(s), "
+                  f"{len(res.channels)} channel-pruned, {len(res.activations)} with int8 activations")
+    for w in res.warnings:
+        console.print(f"  [yellow]warning:[/] {w}")
+    table = Table(title="Compressed layers (latency: this layer in the candidate profile)", title_justify="left")
+    for col in ("layer", "technique", "bits/w", "weights before", "after", "weight SQNR", "latency before", "after"):
+        table.add_column(col, justify="left" if col in ("layer", "technique") else "right", overflow="fold")
+    deltas = {d.layer_id: d for d in rep.layers}
+    for c in res.layers[:top]:
+        d = deltas[c.layer_id]
+        table.add_row(c.layer_id, c.weight.technique, f"{c.weight.bits_per_weight:.2f}", fmt_bytes(c.weight.bytes_before),
+                      fmt_bytes(c.weight.bytes_after), _db(c.weight.sqnr_db), fmt_ms(d.latency_ms_before),
+                      "-" if d.latency_ms_after is None else fmt_ms(d.latency_ms_after))
+    if len(res.layers) > top:
+        table.add_row(f"… {len(res.layers) - top} more (--top, or --json for all)", "", "", "", "", "", "", "")
+    if res.layers:
+        console.print(table)
+    for ch in res.channels[:top]:
+        d = deltas[ch.layer_id]
+        console.print(f"  pruned {ch.layer_id}: {ch.channels_before} → {ch.channels_after} channels ({ch.norm}); FLOPs "
+                      f"{fmt_count(d.flops_before or 0)} → {fmt_count(d.flops_after or 0)}"
+                      + (f"; also repaired {len(ch.coupled_layers)}: {', '.join(ch.coupled_layers[:4])}{' …' if len(ch.coupled_layers) > 4 else ''}"
+                         if ch.coupled_layers else ""))
+    for a in res.activations[:top]:
+        console.print(f"  activations {a.layer_id}: {a.calibration} range [{a.range_min:.3g}, {a.range_max:.3g}] of observed "
+                      f"[{a.observed_min:.3g}, {a.observed_max:.3g}], clipped {fmt_pct(a.clip_rate)}, SQNR {_db(a.sqnr_db)}")
+    console.print(f"Size: {fmt_bytes(res.model_bytes_before)} → {fmt_bytes(res.model_bytes_after)} "
+                  f"([bold]{res.size_ratio:.3f}×[/]), real storage incl. scales, zero points, LUTs and masks")
+    sim = " [yellow](simulated: weights are decoded to float and activations fake-quantised, so eager kernels are unchanged)[/]" if res.simulated else ""
+    console.print(f"Latency (eager, interleaved, median of {rep.latency_runs}): {fmt_ms(rep.latency_ms_before)} → "
+                  f"{fmt_ms(rep.latency_ms_after)} ms ([bold]{rep.latency_ratio:.2f}× of before[/]){sim}")
+    console.print(f"FLOPs: {fmt_count(rep.flops_before)} → {fmt_count(rep.flops_after)}")
+    console.print(f"Output on {out.samples} sample(s) ({out.data_source}): SQNR {_db(out.sqnr_db)}, cosine {out.cosine:.5f}, "
+                  f"max |error| {out.max_abs_error:.3g}")
+    if out.accuracy_reference is not None:
+        console.print(f"Top-1 accuracy: {fmt_pct(out.accuracy_reference)} → [bold]{fmt_pct(out.accuracy_candidate)}[/] "
+                      f"({(out.accuracy_candidate - out.accuracy_reference) * 100:+.2f} points)")
+    if rep.ort is not None:
+        o = rep.ort
+        console.print(f"ONNX Runtime int8 (real kernels, quantize_{o.config.mode}, {len(o.config.nodes_to_quantize)} node(s), batch {o.batch_size}): "
+                      f"{fmt_ms(o.float_ms)} → {fmt_ms(o.int8_ms)} ms ([bold]{o.speedup:.2f}× faster[/]), file "
+                      f"{fmt_bytes(o.float_file_bytes)} → {fmt_bytes(o.int8_file_bytes)}, output SQNR vs float ORT {_db(o.output_sqnr_db)}"
+                      + (f", top-1 {fmt_pct(o.accuracy_float)} → {fmt_pct(o.accuracy_int8)}" if o.accuracy_float is not None else ""))
+        for c in o.config.cannot_express:
+            console.print(f"  [dim]ORT adapter cannot express:[/] {c}")
+
+
+def _write(path: str, text: str, console: Console) -> None:
+    Path(path).write_text(text)
+    console.print(f"Wrote {path}")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .cli import _run
+
+    if (args.plan is None) == (args.estimate is None):
+        raise PlanError("Give exactly one of --plan plan.json or --estimate {" + ",".join(ESTIMATES) + "}.")
+    loaded = load_model(args.model, parse_input_shapes(args.input_shape), parse_dtype(args.dtype))
+    if args.plan:
+        path = Path(args.plan)
+        if not path.is_file():
+            raise PlanError(f"Plan file not found: {path}.")
+        plan = CompressionPlan.from_json(path.read_text(), origin=str(path))
+    else:
+        plan = estimate_plan(args.estimate, loaded.name)
+    samples = samples_for(loaded, args.data, args.samples)
+    ort_int8 = args.ort_int8 or bool(args.export_ort) or args.estimate in ("int8", "int8-weights")
+
+    def work():
+        hw = yield from resolve_hardware(args.hardware)
+        profile = yield from profile_model(loaded, hw, runs=args.runs, warmup=3)
+        outcome = yield from compress(loaded, profile, plan, samples, hw, runs=args.runs, ort_int8=ort_int8,
+                                      workdir=Path(args.workdir) if args.workdir else None)
+        return profile, outcome
+
+    profile, outcome = _run(work(), args.quiet)
+    rep = outcome.report
+    console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
+    print_report(rep, args.top, console)
+    if args.save_plan:
+        _write(args.save_plan, plan.to_json(), console)
+    if args.json:
+        _write(args.json, rep.to_json(), console)
+    if args.export_ort:
+        if rep.ort is None:
+            raise PlanError("--export-ort: the plan has no int8 layer that ONNX Runtime's quantizer can take.")
+        _write(args.export_ort, rep.ort.config.to_json(), console)
+    if args.export_coreml:
+        _write(args.export_coreml, json.dumps(coreml_configs(rep.resolved), indent=2), console)
+    if args.export_torchao:
+        _write(args.export_torchao, json.dumps(torchao_mapping(rep.resolved, profile.graph), indent=2), console)
+    if args.out:
+        from layerscope.profiler.export import save_pt2
+
+        save_pt2(outcome.candidate, loaded.inputs, args.out)
+        console.print(f"Wrote {args.out}")
+    if args.onnx:
+        from layerscope.profiler.onnx_map import export_onnx
+
+        export_onnx(outcome.candidate, loaded.inputs, Path(args.onnx))
+        console.print(f"Wrote {args.onnx} (the compressed model as the torch copy computes it)")
+    return 0
+
+
+def add_compress_parser(sub, model_args) -> None:
+    c = sub.add_parser("compress", help="apply a per-layer compression plan to a copy of the model and report the effect")
+    model_args(c)
+    src = c.add_argument_group("what to apply (one of)")
+    src.add_argument("--plan", help="CompressionPlan JSON (see README: selectors, techniques, parameters)")
+    src.add_argument("--estimate", choices=list(ESTIMATES),
+                     help="one-word plan over every conv/linear/embedding layer: a quick size and speed estimate")
+    c.add_argument("--data", help="folder of .npz/.pt batches (x, and y for accuracy); default: the model's own "
+                                  "labelled set (digits_cnn) or --samples random batches")
+    c.add_argument("--samples", type=int, default=8, help="random batches when no --data (default 8)")
+    c.add_argument("--ort-int8", action="store_true", help="also measure real int8 speed through ONNX Runtime's quantizer "
+                                                          "(on by default for --estimate int8)")
+    c.add_argument("--out", help="save the compressed model as a torch.export program (.pt2)")
+    c.add_argument("--onnx", help="save the compressed model as ONNX")
+    c.add_argument("--json", help="write the full report as JSON")
+    c.add_argument("--save-plan", help="write the plan (e.g. the one --estimate built) as JSON")
+    c.add_argument("--export-ort", help="write ONNX Runtime quantize_static/dynamic arguments (proven by running ORT's quantizer)")
+    c.add_argument("--export-coreml", help="write coremltools.optimize.torch configs (module_name_configs)")
+    c.add_argument("--export-torchao", help="write the torch.ao QConfigMapping (set_module_name entries)")
+    c.add_argument("--workdir", help="keep the ORT float/int8 .onnx files here")
+    c.add_argument("--top", type=int, default=20, help="rows per table (default 20)")
+    c.set_defaults(func=cmd_compress, runs=10)
+

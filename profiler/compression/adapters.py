@@ -1,0 +1,202 @@
+"""Export a resolved plan as the configs real toolchains take. Each adapter lists, in
+``cannot_express``, every part of the plan it had to leave out, so nothing is dropped silently.
+
+* ONNX Runtime ``quantize_static`` / ``quantize_dynamic`` arguments (node names come from the
+  ONNX node -> layer map, so a plan written over module paths lands on the right ONNX nodes).
+* coremltools.optimize.torch configs (``PostTrainingQuantizerConfig``, ``PostTrainingPalettizerConfig``,
+  ``MagnitudePrunerConfig``) as their ``from_dict`` form, keyed by module name = LayerScope layer id.
+* torch.ao ``QConfigMapping`` (``set_module_name`` per layer): a JSON description, and
+  ``build_qconfig_mapping`` for the real object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..graph import LayerGraph
+from .plan import ResolvedSpec
+
+__all__ = ["OrtQuantConfig", "ort_quant_config", "coreml_configs", "torchao_mapping", "build_qconfig_mapping", "QUANTIZABLE_ONNX_OPS"]
+
+QUANTIZABLE_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
+
+
+def _describe(r: ResolvedSpec) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in r.params.items())
+    return f"{r.layer_id}: {r.technique}({params})"
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+@dataclass(frozen=True)
+class OrtQuantConfig:
+    mode: str  # "static" (QDQ, calibrated activations) or "dynamic" (activations quantised at run time)
+    nodes_to_quantize: tuple[str, ...]
+    per_channel: bool
+    weight_type: str  # onnxruntime.quantization.QuantType member name
+    activation_type: str
+    calibrate_method: str  # CalibrationMethod member name (static only)
+    extra_options: dict[str, Any]
+    layer_nodes: dict[str, list[str]]  # layer id -> the ONNX nodes that carry it
+    cannot_express: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> str:
+        return json.dumps({"tool": "onnxruntime.quantization", "function": f"quantize_{self.mode}", **asdict(self)}, indent=2)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``quantize_static`` / ``quantize_dynamic`` (with ORT's enums)."""
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+        kw: dict[str, Any] = {"nodes_to_quantize": list(self.nodes_to_quantize), "per_channel": self.per_channel,
+                              "weight_type": QuantType[self.weight_type], "extra_options": dict(self.extra_options)}
+        if self.mode == "static":
+            kw |= {"quant_format": QuantFormat.QDQ, "activation_type": QuantType[self.activation_type],
+                   "calibrate_method": CalibrationMethod[self.calibrate_method]}
+        return kw
+
+
+def ort_quant_config(resolved: Sequence[ResolvedSpec], graph: LayerGraph, node_layers: dict[str, tuple[str, str]]) -> OrtQuantConfig:
+    """``node_layers``: ONNX node name -> (op type, layer id) for the nodes LayerScope mapped."""
+    cannot: list[str] = []
+    int8 = {}
+    for r in resolved:
+        if r.technique == "quantize" and r.params.get("bits", 8) == 8 and r.params.get("granularity", "per_channel") != "group":
+            int8[r.layer_id] = r
+        elif r.technique == "prune_channels":
+            cannot.append(f"{_describe(r)} — a structural change: LayerScope applies it in torch before the ONNX export")
+        else:
+            cannot.append(f"{_describe(r)} — these arguments quantise to 8 bits only (no int2–7, group-wise, "
+                          f"palettization, sparsity or float16)")
+    layer_nodes: dict[str, list[str]] = {}
+    for node, (op, lid) in node_layers.items():
+        if lid in int8 and op in QUANTIZABLE_ONNX_OPS:
+            layer_nodes.setdefault(lid, []).append(node)
+    for lid in int8:
+        if lid not in layer_nodes:
+            cannot.append(f"{lid}: no ONNX {'/'.join(QUANTIZABLE_ONNX_OPS)} node maps to this layer")
+    specs = [int8[lid] for lid in layer_nodes]
+    with_acts = [r for r in specs if r.params.get("activations")]
+    mode = "static" if with_acts else "dynamic"
+    if with_acts and len(with_acts) != len(specs):
+        cannot.append("some int8 layers quantise activations and some do not; ORT applies one mode to all "
+                      f"nodes, so all {len(specs)} are quantised statically")
+    grans = {r.params.get("granularity", "per_channel") for r in specs}
+    if len(grans) > 1:
+        cannot.append("per-channel and per-tensor layers are mixed; ORT's per_channel is one flag, set to per-channel for all")
+    syms = {r.params.get("symmetric", True) for r in specs}
+    if len(syms) > 1:
+        cannot.append("symmetric and asymmetric layers are mixed; ORT's WeightSymmetric is one flag, set to symmetric for all")
+    cals = {r.params.get("act_calibration", "minmax") for r in with_acts}
+    calib, extra = "MinMax", {"WeightSymmetric": all(syms) if syms else True, "ActivationSymmetric": False}
+    if "mse" in cals:
+        cannot.append("act_calibration=mse has no ORT calibrator; MinMax is used (ORT also offers Entropy)")
+    if cals == {"percentile"}:
+        calib = "Percentile"
+        extra["CalibPercentile"] = float(with_acts[0].params.get("act_percentile", 99.99))
+    elif "percentile" in cals:
+        cannot.append("percentile and other calibrations are mixed; ORT calibrates all nodes one way (MinMax)")
+    nodes = tuple(n for lid in layer_nodes for n in layer_nodes[lid])
+    return OrtQuantConfig(mode, nodes, "per_channel" in grans, "QInt8" if all(syms) else "QUInt8", "QInt8", calib, extra,
+                          layer_nodes, tuple(cannot))
+
+
+# --------------------------------------------------------------------------- coremltools
+def coreml_configs(resolved: Sequence[ResolvedSpec]) -> dict[str, Any]:
+    """coremltools.optimize.torch configs in their ``from_dict`` form, one per technique family."""
+    quant, palette, prune, cannot = {}, {}, {}, []
+    for r in resolved:
+        p = r.params
+        if r.technique == "quantize" and p.get("bits", 8) in (4, 8):
+            gran = {"per_tensor": "per_tensor", "per_channel": "per_channel", "group": "per_block"}[p.get("granularity", "per_channel")]
+            cfg = {"weight_dtype": f"int{p.get('bits', 8)}" if p.get("symmetric", True) else f"uint{p.get('bits', 8)}",
+                   "granularity": gran, "quantization_scheme": "symmetric" if p.get("symmetric", True) else "affine"}
+            if gran == "per_block":
+                cfg["block_size"] = p.get("group_size", 32)
+            quant[r.layer_id] = cfg
+            if p.get("activations"):
+                cannot.append(f"{r.layer_id}: activation quantisation — post-training quantisation in coremltools is "
+                              f"weight-only; use coremltools.optimize.torch.quantization.LinearQuantizer (QAT) or "
+                              f"coremltools.optimize.coreml.linear_quantize_activations")
+        elif r.technique == "palettize":
+            cfg = {"n_bits": p.get("bits", 4), "granularity": "per_tensor"}
+            if p.get("channels_per_lut"):
+                cfg |= {"granularity": "per_grouped_channel", "group_size": p["channels_per_lut"]}
+            palette[r.layer_id] = cfg
+        elif r.technique == "prune":
+            prune[r.layer_id] = {"target_sparsity": p.get("sparsity", 0.5), "granularity": "per_scalar"}
+        elif r.technique == "prune_channels":
+            prune[r.layer_id] = {"target_sparsity": p.get("amount", 0.25), "granularity": "per_channel"}
+            cannot.append(f"{r.layer_id}: prune_channels — Core ML's per_channel pruning zeros whole channels "
+                          f"(training-time MagnitudePruner) but does not remove them or repair the next layer")
+        else:
+            cannot.append(f"{_describe(r)} — coremltools has 4/8-bit linear quantisation; float16 is the whole-model "
+                          f"compute_precision option of ct.convert, not a per-layer config")
+    out: dict[str, Any] = {"tool": "coremltools.optimize.torch", "module_names_are": "torch module paths (LayerScope layer ids)"}
+    if quant:
+        out["PostTrainingQuantizerConfig"] = {"module_name_configs": quant}
+    if palette:
+        out["PostTrainingPalettizerConfig"] = {"module_name_configs": palette}
+    if prune:
+        out["MagnitudePrunerConfig"] = {"module_name_configs": prune}
+    out["cannot_express"] = cannot
+    return out
+
+
+# --------------------------------------------------------------------------- torch.ao
+def _ao_entry(r: ResolvedSpec, kind: str) -> dict[str, str] | None:
+    p = r.params
+    if r.technique != "quantize" or p.get("bits", 8) != 8 or p.get("granularity", "per_channel") == "group":
+        return None
+    if kind == "embedding":
+        return {"qconfig": "float_qparams_weight_only_qconfig"}
+    per_channel = p.get("granularity", "per_channel") == "per_channel"
+    weight = "default_per_channel_weight_observer" if per_channel else "default_weight_observer"
+    if p.get("activations"):
+        act = {"minmax": "MinMaxObserver", "percentile": "HistogramObserver", "mse": "HistogramObserver"}[p.get("act_calibration", "minmax")]
+        return {"activation": f"{act}(dtype=quint8, reduce_range=False)", "weight": weight, "mode": "static"}
+    return {"activation": "PlaceholderObserver(dtype=quint8, is_dynamic=True)",
+            "weight": weight, "mode": "dynamic (weights int8, activations quantised at run time)"}
+
+
+def torchao_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph) -> dict[str, Any]:
+    """JSON description of the QConfigMapping ``build_qconfig_mapping`` builds."""
+    names, cannot = {}, []
+    for r in resolved:
+        entry = _ao_entry(r, graph[r.layer_id].op_kind)
+        if entry is None:
+            cannot.append(f"{_describe(r)} — torch.ao's QConfig has int8 kernels only (no int2–7 or group-wise "
+                          f"weights, palettization, sparsity or float16 casts)")
+        else:
+            if r.params.get("act_calibration") in ("percentile", "mse"):
+                cannot.append(f"{r.layer_id}: act_calibration={r.params['act_calibration']} — torch.ao's HistogramObserver "
+                              f"minimises L2 error over its histogram; it has no percentile setting")
+            names[r.layer_id] = entry
+    return {"tool": "torch.ao.quantization.QConfigMapping", "global": None, "module_name": names, "cannot_express": cannot}
+
+
+def build_qconfig_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph):
+    """The real ``torch.ao.quantization.QConfigMapping`` (global None: only the plan's layers)."""
+    import torch
+    from torch.ao.quantization import (
+        HistogramObserver, MinMaxObserver, PlaceholderObserver, QConfig, QConfigMapping,
+        default_per_channel_weight_observer, default_weight_observer, float_qparams_weight_only_qconfig,
+    )
+
+    mapping = QConfigMapping()
+    for r in resolved:
+        entry = _ao_entry(r, graph[r.layer_id].op_kind)
+        if entry is None:
+            continue
+        if "qconfig" in entry:
+            mapping.set_module_name(r.layer_id, float_qparams_weight_only_qconfig)
+            continue
+        weight = default_per_channel_weight_observer if "per_channel" in entry["weight"] else default_weight_observer
+        if entry["mode"] == "static":
+            obs = MinMaxObserver if entry["activation"].startswith("MinMax") else HistogramObserver
+            act = obs.with_args(dtype=torch.quint8, reduce_range=False)
+        else:
+            act = PlaceholderObserver.with_args(dtype=torch.quint8, is_dynamic=True)
+        mapping.set_module_name(r.layer_id, QConfig(activation=act, weight=weight))
+    return mapping

@@ -1,0 +1,160 @@
+"""Apply a resolved plan to a copy of the model (the original is never modified) and report the
+effect: storage per layer and in total, and the change in the model's output (and accuracy when
+the samples are labelled).
+
+Order: structural channel pruning (Torch-Pruning), then weight techniques on the pruned weights,
+then activation calibration on the weight-compressed model (so each range sees what the layer will
+really receive). Any error raises PlanError before the caller sees a model: nothing half-applied.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data import SampleSet
+from ..errors import PlanError
+from ..graph import LayerGraph
+from ..progress import Progress, Work
+from .activations import ActivationQuant, calibrate_activations
+from .plan import STRUCTURAL, ResolvedSpec
+from .structured import ChannelPruneReport, prune_channels
+from .techniques import WeightReport, cast_weight, palettize_weight, prune_weight, quantize_weight, sqnr_db
+
+__all__ = ["LayerCompression", "CompressionResult", "OutputChange", "apply_plan", "compare_outputs", "model_bytes"]
+
+_WEIGHT_TECHNIQUES = {"quantize": quantize_weight, "cast": cast_weight, "palettize": palettize_weight, "prune": prune_weight}
+_WEIGHT_PARAMS = {"quantize": ("bits", "symmetric", "granularity", "group_size"), "cast": ("dtype",),
+                  "palettize": ("bits", "channels_per_lut"), "prune": ("sparsity",)}
+
+
+@dataclass(frozen=True)
+class LayerCompression:
+    layer_id: str
+    spec_index: int
+    weight: WeightReport
+
+
+@dataclass(frozen=True)
+class OutputChange:
+    """Model output, reference (original) vs candidate (compressed), over every sample."""
+    samples: int
+    data_source: str
+    sqnr_db: float  # inf when identical
+    cosine: float
+    max_abs_error: float
+    accuracy_reference: float | None  # top-1, when the samples are labelled
+    accuracy_candidate: float | None
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    layers: tuple[LayerCompression, ...]  # weight techniques
+    channels: tuple[ChannelPruneReport, ...]  # structural pruning
+    activations: tuple[ActivationQuant, ...]  # int8 activation fake-quant
+    model_bytes_before: int  # all distinct parameters and buffers, as stored
+    model_bytes_after: int  # same, with compressed weights at their real storage size
+    output: OutputChange
+    warnings: tuple[str, ...]
+    # True when weights/activations are fake-quantised: storage sizes are real, but the kernels
+    # still run in float, so measured latency does not show the int8 speed-up (see the ORT check).
+    simulated: bool
+
+    @property
+    def size_ratio(self) -> float:
+        return self.model_bytes_after / self.model_bytes_before if self.model_bytes_before else float("nan")
+
+
+def model_bytes(model: nn.Module) -> int:
+    seen: dict[int, int] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        seen[t.untyped_storage().data_ptr()] = t.numel() * t.element_size()
+    return sum(seen.values())
+
+
+def _flat_output(out: object) -> torch.Tensor:
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+    return out.detach().float()
+
+
+@torch.no_grad()
+def compare_outputs(reference: nn.Module, candidate: nn.Module, samples: SampleSet) -> OutputChange:
+    refs, cands, hits_r, hits_c = [], [], 0, 0
+    for k, batch in enumerate(samples.batches):
+        r, c = _flat_output(reference(*batch)), _flat_output(candidate(*batch))
+        if samples.labels is not None:
+            y = samples.labels[k]
+            hits_r += int((r.reshape(len(y), -1).argmax(1) == y).sum())
+            hits_c += int((c.reshape(len(y), -1).argmax(1) == y).sum())
+        refs.append(r.reshape(-1))
+        cands.append(c.reshape(-1))
+    ref, cand = torch.cat(refs).double(), torch.cat(cands).double()
+    cos = torch.nn.functional.cosine_similarity(ref, cand, dim=0).item()
+    n = samples.n_samples
+    labelled = samples.labels is not None
+    return OutputChange(n, samples.source, sqnr_db(ref, cand), cos if math.isfinite(cos) else float("nan"),
+                        (ref - cand).abs().max().item(), hits_r / n if labelled else None, hits_c / n if labelled else None)
+
+
+def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec], samples: SampleSet,
+               warnings: tuple[str, ...] | list[str] = ()) -> Work[tuple[nn.Module, nn.Module | None, CompressionResult]]:
+    """Compress a deep copy of ``model``. Returns (candidate, structurally-pruned copy or None, result).
+
+    The pruned copy (channels removed, weights still float) is what an ONNX Runtime int8 export
+    starts from; it is None when the plan prunes no channels (then the original is that model).
+    """
+    total = len(resolved) + 2
+    yield Progress("compress", 0, total, "copying the model")
+    candidate = copy.deepcopy(model).eval()
+    inputs = samples.batches[0]
+    structural = [r for r in resolved if r.technique in STRUCTURAL]
+    targets = [(r.layer_id, graph[r.layer_id].module_path or "", r.spec_index, float(r.params.get("amount", 0.25)),
+                r.params.get("norm", "l1")) for r in structural]
+    channels = prune_channels(candidate, inputs, targets) if targets else []
+    pruned = copy.deepcopy(candidate) if channels else None
+    done: list[LayerCompression] = []
+    act_layers: list[tuple[str, str, str, float]] = []
+    step = len(structural)
+    for r in resolved:
+        if r.technique in STRUCTURAL:
+            continue
+        step += 1
+        yield Progress("compress", step, total, r.layer_id)
+        layer = graph[r.layer_id]
+        module = candidate.get_submodule(layer.module_path or "")
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r} has no weight tensor to compress.")
+        params = {k: v for k, v in r.params.items() if k in _WEIGHT_PARAMS[r.technique]}
+        try:
+            w_hat, rep = _WEIGHT_TECHNIQUES[r.technique](weight.data, **params, name=f"{layer.module_path}.weight")
+        except ValueError as exc:
+            raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}: {exc}.") from None
+        with torch.no_grad():
+            weight.copy_(w_hat)
+        done.append(LayerCompression(r.layer_id, r.spec_index, rep))
+        if r.params.get("activations"):
+            act_layers.append((r.layer_id, layer.module_path or "", r.params.get("act_calibration", "minmax"),
+                               float(r.params.get("act_percentile", 99.99))))
+    acts: list[ActivationQuant] = []
+    if act_layers:
+        yield Progress("compress", total - 1, total, f"calibrating {len(act_layers)} activation range(s) on {samples.n_samples} samples")
+        try:
+            acts = calibrate_activations(candidate, act_layers, samples.batches)
+        except ValueError as exc:
+            raise PlanError(f"activation calibration: {exc}.") from None
+    yield Progress("compress", total, total, "comparing outputs")
+    before = model_bytes(model)
+    per_weight = {c.weight.name: c.weight for c in done}  # a shared module is stored once
+    after = model_bytes(candidate) - sum(w.numel * w.bits_before // 8 for w in per_weight.values()) + sum(w.bytes_after for w in per_weight.values())
+    output = compare_outputs(model, candidate, samples)
+    simulated = bool(done or acts)  # zeros and fake-quant run on dense float kernels
+    return candidate, pruned, CompressionResult(tuple(done), tuple(channels), tuple(acts), before, int(after), output,
+                                                tuple(warnings), simulated)

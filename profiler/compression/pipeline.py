@@ -1,0 +1,123 @@
+"""The whole compress job: validate the plan, apply it to a copy, profile the copy, time reference
+and candidate end to end (interleaved), and optionally measure real int8 speed through ORT.
+
+    outcome = drive(compress(loaded, profile, plan, samples, hardware))
+    outcome.report.result.size_ratio, outcome.report.latency_ratio, outcome.profile  # candidate profile
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import SampleSet
+from ..hardware import HardwareProfile
+from ..progress import Progress, Work
+from ..report import Profile, profile_model
+from ..serde import to_jsonable
+from ..source import LoadedModel
+from .apply import CompressionResult, apply_plan
+from .ort_int8 import OrtInt8Result, quantize_with_ort
+from .plan import CompressionPlan, ResolvedSpec, resolve_plan
+
+__all__ = ["LayerDelta", "CompressionReport", "CompressionOutcome", "compress", "time_pair"]
+
+
+@dataclass(frozen=True)
+class LayerDelta:
+    layer_id: str
+    technique: str  # "" when the plan did not touch the layer (it may still change: coupled pruning)
+    latency_ms_before: float
+    latency_ms_after: float | None  # None when the layer is gone from the candidate
+    flops_before: int | None
+    flops_after: int | None
+    weight_bytes_before: int
+    weight_bytes_after: int
+
+
+@dataclass(frozen=True)
+class CompressionReport:
+    model: str
+    plan: dict  # the plan as given (JSON form)
+    resolved: tuple[ResolvedSpec, ...]
+    result: CompressionResult
+    latency_ms_before: float  # end-to-end eager median, reference and candidate interleaved
+    latency_ms_after: float
+    latency_runs: int
+    flops_before: int
+    flops_after: int
+    layers: tuple[LayerDelta, ...]
+    ort: OrtInt8Result | None
+
+    @property
+    def latency_ratio(self) -> float:
+        return self.latency_ms_after / self.latency_ms_before if self.latency_ms_before else float("nan")
+
+    def to_json(self) -> str:
+        return json.dumps(to_jsonable(self), indent=1)
+
+
+@dataclass
+class CompressionOutcome:
+    candidate: nn.Module
+    profile: Profile  # of the candidate
+    report: CompressionReport
+
+
+@torch.inference_mode()
+def time_pair(a: nn.Module, b: nn.Module, inputs: Sequence[torch.Tensor], runs: int = 20, warmup: int = 3) -> tuple[float, float]:
+    """Median eager latency (ms) of two models, interleaved run by run on the same inputs."""
+    for _ in range(warmup):
+        a(*inputs)
+        b(*inputs)
+    ta, tb = [], []
+    for _ in range(runs):
+        for m, out in ((a, ta), (b, tb)):
+            t0 = time.perf_counter_ns()
+            m(*inputs)
+            out.append((time.perf_counter_ns() - t0) / 1e6)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def _weight_bytes(profile: Profile) -> dict[str, int]:
+    return {lid: m.weight_bytes for lid, m in profile.metrics.items()}
+
+
+def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, samples: SampleSet, hardware: HardwareProfile,
+             runs: int = 20, ort_int8: bool = False, workdir: Path | None = None) -> Work[CompressionOutcome]:
+    resolved, warnings = resolve_plan(plan, profile)
+    candidate, pruned, result = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
+    cand_loaded = LoadedModel(f"{loaded.name} (compressed)", loaded.spec, loaded.kind, candidate, loaded.inputs)
+    after = yield from profile_model(cand_loaded, hardware, runs=runs, warmup=3)
+    yield Progress("latency", 0, 1, "timing reference vs candidate, interleaved")
+    before_ms, after_ms = time_pair(loaded.module, candidate, loaded.inputs, runs=runs)
+    yield Progress("latency", 1, 1, "done")
+    techniques: dict[str, list[str]] = {}
+    for r in resolved:
+        techniques.setdefault(r.layer_id, []).append(r.technique)
+    stored = {c.layer_id: c.weight.bytes_after for c in result.layers}
+    wb_before, wb_after = _weight_bytes(profile), _weight_bytes(after)
+    deltas = []
+    for lid in profile.graph.ids():
+        t_after = after.timings.get(lid)
+        deltas.append(LayerDelta(
+            lid, "+".join(techniques.get(lid, [])), profile.timings[lid].latency_ms, t_after.latency_ms if t_after else None,
+            profile.metrics[lid].flops, after.metrics[lid].flops if lid in after.metrics else None,
+            wb_before.get(lid, 0), stored.get(lid, wb_after.get(lid, 0)),
+        ))
+    ort = None
+    if ort_int8:
+        with tempfile.TemporaryDirectory(prefix="layerscope-ort-") as tmp:
+            base = pruned if pruned is not None else loaded.module
+            ort = yield from quantize_with_ort(base, profile.graph, resolved, samples, workdir or Path(tmp), runs=runs)
+    report = CompressionReport(profile.model.name, json.loads(plan.to_json()), tuple(resolved), result, before_ms, after_ms, runs,
+                               profile.total_flops, after.total_flops, tuple(deltas), ort)
+    return CompressionOutcome(candidate, after, report)

@@ -1,0 +1,204 @@
+"""CompressionPlan: an ordered list of per-layer specs (selector -> technique + parameters).
+
+JSON, schema version 1::
+
+    {"version": 1, "model": "resnet18",            # optional: refuses a plan for another model
+     "specs": [{"select": "type:Conv2d", "technique": "quantize", "params": {"bits": 8}},
+               {"select": "memory-bound", "technique": "palettize", "params": {"bits": 4}},
+               {"select": "fc", "technique": "cast", "params": {"dtype": "float16"}}]}
+
+Selectors: an exact layer id; ``glob:layer1.*``; ``re:^layer[12]\\.``; ``type:Linear`` (module
+class); ``memory-bound`` / ``compute-bound``; ``top:10`` (the 10 slowest compressible layers by
+measured latency); ``all``. A selector picks only layers with a weight to compress (conv, linear,
+embedding); naming any other layer exactly is an error.
+
+Techniques: ``quantize`` (weights int2–8, optional int8 activations), ``cast`` (float16/bfloat16),
+``palettize`` (k-means LUT), ``prune`` (unstructured magnitude), ``prune_channels`` (structured,
+really removes channels). A layer keeps one weight technique (a later spec replaces an earlier one)
+plus, separately, ``prune_channels``, which is applied first. Validation names the spec, the field
+and the layer, and nothing is applied unless the whole plan is valid.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import PlanError
+from ..report import Profile
+from ..roofline import Bound
+
+__all__ = ["PLAN_VERSION", "LayerSpec", "CompressionPlan", "ResolvedSpec", "resolve_plan", "COMPRESSIBLE_KINDS",
+           "TECHNIQUES", "STRUCTURAL", "CALIBRATIONS", "select_layers"]
+
+PLAN_VERSION = 1
+COMPRESSIBLE_KINDS = frozenset({"conv", "conv_transpose", "linear", "embedding"})
+CALIBRATIONS = ("minmax", "percentile", "mse")
+
+# technique -> {param: (type, check, description)}
+_PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], Any, str]]] = {
+    "quantize": {
+        "bits": (int, lambda v: 2 <= v <= 8, "an integer from 2 to 8"),
+        "symmetric": (bool, lambda v: True, "true or false"),
+        "granularity": (str, lambda v: v in ("per_tensor", "per_channel", "group"), "per_tensor, per_channel or group"),
+        "group_size": (int, lambda v: v >= 1, "a positive integer"),
+        "activations": (bool, lambda v: True, "true or false (also fake-quantise the layer's input to int8)"),
+        "act_calibration": (str, lambda v: v in CALIBRATIONS, "minmax, percentile or mse"),
+        "act_percentile": ((int, float), lambda v: 90 <= v <= 100, "a percentile from 90 to 100"),
+    },
+    "cast": {"dtype": (str, lambda v: v in ("float16", "bfloat16"), "float16 or bfloat16")},
+    "palettize": {
+        "bits": (int, lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
+        "channels_per_lut": (int, lambda v: v >= 1, "a positive integer"),
+    },
+    "prune": {"sparsity": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)")},
+    "prune_channels": {
+        "amount": ((int, float), lambda v: 0 < v < 1, "a fraction in (0, 1) of the output channels to remove"),
+        "norm": (str, lambda v: v in ("l1", "l2"), "l1 or l2"),
+    },
+}
+TECHNIQUES = tuple(_PARAMS)
+# A layer takes one weight technique and, separately, one structural change (channel pruning first).
+STRUCTURAL = frozenset({"prune_channels"})
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    select: str
+    technique: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompressionPlan:
+    specs: tuple[LayerSpec, ...]
+    version: int = PLAN_VERSION
+    model: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"version": self.version, "model": self.model,
+                           "specs": [{"select": s.select, "technique": s.technique, "params": s.params} for s in self.specs]}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, origin: str = "plan") -> CompressionPlan:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+        if not isinstance(data, dict):
+            raise PlanError(f"{origin}: the top level must be an object with 'version' and 'specs'.")
+        if data.get("version") != PLAN_VERSION:
+            raise PlanError(f"{origin}: field 'version' is {data.get('version')!r}; this LayerScope reads version {PLAN_VERSION}.")
+        raw = data.get("specs")
+        if not isinstance(raw, list) or not raw:
+            raise PlanError(f"{origin}: field 'specs' must be a non-empty list.")
+        specs = []
+        for i, s in enumerate(raw):
+            if not isinstance(s, dict):
+                raise PlanError(f"{origin}: spec {i} must be an object with 'select', 'technique' and 'params'.")
+            for key in ("select", "technique"):
+                if not isinstance(s.get(key), str) or not s[key]:
+                    raise PlanError(f"{origin}: spec {i}: field '{key}' is missing or not a string.")
+            params = s.get("params", {})
+            if not isinstance(params, dict):
+                raise PlanError(f"{origin}: spec {i}: field 'params' must be an object.")
+            unknown = set(s) - {"select", "technique", "params"}
+            if unknown:
+                raise PlanError(f"{origin}: spec {i}: unknown field(s) {', '.join(sorted(unknown))}.")
+            specs.append(LayerSpec(s["select"], s["technique"], params))
+        model = data.get("model")
+        if model is not None and not isinstance(model, str):
+            raise PlanError(f"{origin}: field 'model' must be a string.")
+        return cls(tuple(specs), PLAN_VERSION, model)
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    layer_id: str
+    spec_index: int
+    technique: str
+    params: dict[str, Any]
+
+
+def _select(selector: str, profile: Profile) -> list[str]:
+    g = profile.graph
+    if selector.startswith("glob:"):
+        return [i for i in g.ids() if fnmatch.fnmatchcase(i, selector[5:])]
+    if selector.startswith("re:"):
+        try:
+            rx = re.compile(selector[3:])
+        except re.error as exc:
+            raise ValueError(f"bad regular expression: {exc}") from None
+        return [i for i in g.ids() if rx.search(i)]
+    if selector.startswith("type:"):
+        want = selector[5:]
+        return [layer.id for layer in g if layer.type_name == want]
+    if selector in ("memory-bound", "compute-bound"):
+        bound = Bound.MEMORY if selector == "memory-bound" else Bound.COMPUTE
+        return [lid for lid in g.ids() if profile.roofline[lid].bound is bound]
+    if selector.startswith("top:"):
+        try:
+            n = int(selector[4:])
+        except ValueError:
+            raise ValueError("top:N needs an integer N") from None
+        return [r.layer.id for r in profile.ranked() if r.layer.id in g and g[r.layer.id].op_kind in COMPRESSIBLE_KINDS][:n]
+    if selector == "all":
+        return [layer.id for layer in g if layer.op_kind in COMPRESSIBLE_KINDS]
+    return [selector] if selector in g else []
+
+
+def select_layers(selector: str, profile: Profile) -> list[str]:
+    """Compressible layers a selector picks (for 'select memory-bound' / 'top-k' in the app)."""
+    g = profile.graph
+    return [lid for lid in _select(selector, profile) if g[lid].op_kind in COMPRESSIBLE_KINDS and g[lid].module_path]
+
+
+def resolve_plan(plan: CompressionPlan, profile: Profile) -> tuple[list[ResolvedSpec], list[str]]:
+    """Layers each spec applies to (later specs win) and warnings; raises PlanError on any problem."""
+    if plan.model and plan.model != profile.model.name:
+        raise PlanError(f"This plan is for model {plan.model!r}, not {profile.model.name!r}.")
+    chosen: dict[tuple[str, bool], ResolvedSpec] = {}
+    g = profile.graph
+    for i, spec in enumerate(plan.specs):
+        where = f"spec {i} (select {spec.select!r})"
+        allowed = _PARAMS.get(spec.technique)
+        if allowed is None:
+            raise PlanError(f"{where}: field 'technique' is {spec.technique!r}; choose one of {', '.join(_PARAMS)}.")
+        for key, value in spec.params.items():
+            if key not in allowed:
+                raise PlanError(f"{where}: field 'params.{key}' is not a {spec.technique} parameter ({', '.join(allowed)}).")
+            typ, ok, text = allowed[key]
+            if isinstance(value, bool) and typ is not bool or not isinstance(value, typ) or not ok(value):
+                raise PlanError(f"{where}: field 'params.{key}' is {value!r}; it must be {text}.")
+        try:
+            ids = _select(spec.select, profile)
+        except ValueError as exc:
+            raise PlanError(f"{where}: {exc}.") from None
+        if not ids:
+            raise PlanError(f"{where}: matches no layer. Use a layer id, glob:…, re:…, type:…, memory-bound, compute-bound or top:N.")
+        usable = [lid for lid in ids if g[lid].op_kind in COMPRESSIBLE_KINDS and g[lid].module_path]
+        if not usable:
+            bad = g[ids[0]]
+            raise PlanError(f"{where}: technique {spec.technique!r} does not apply to layer {bad.id!r} ({bad.type_name}): "
+                            f"only conv, linear and embedding weights can be compressed.")
+        if spec.select in g and spec.select not in usable:
+            raise PlanError(f"{where}: technique {spec.technique!r} does not apply to layer {spec.select!r} ({g[spec.select].type_name}).")
+        structural = spec.technique in STRUCTURAL
+        if structural:
+            outputs = [lid for lid in usable if lid in g.output_layers]
+            if outputs and spec.select == outputs[0]:
+                raise PlanError(f"{where}: prune_channels would change the shape of the model's output ({outputs[0]!r}); "
+                                f"prune its input channels by pruning the layer before it instead.")
+            usable = [lid for lid in usable if lid not in g.output_layers]
+        for lid in usable:
+            chosen[(lid, structural)] = ResolvedSpec(lid, i, spec.technique, dict(spec.params))
+    warnings = [
+        f"{r.layer_id}: this is the model's output layer. If the output is fine-grained (a regression or continuous head), "
+        f"quantising it can show up as artifacts; 'if the output is fine grain, don't quantize' (paper 5.6.4)."
+        for r in chosen.values() if r.layer_id in g.output_layers and r.technique in ("quantize", "palettize")
+    ]
+    order = {lid: k for k, lid in enumerate(g.ids())}
+    return sorted(chosen.values(), key=lambda r: (r.technique not in STRUCTURAL, order[r.layer_id])), warnings

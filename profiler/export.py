@@ -1,0 +1,23 @@
+"""Save a (compressed) model as a torch.export program (.pt2) that ``layerscope`` can load again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .capture import quiet_torch_logs
+from .errors import LayerScopeError
+
+__all__ = ["save_pt2"]
+
+
+def save_pt2(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: str | Path) -> None:
+    try:
+        with quiet_torch_logs():
+            ep = torch.export.export(model, tuple(inputs), strict=False)
+            torch.export.save(ep, str(path))
+    except Exception as exc:  # noqa: BLE001 - name the failure, keep the user's run
+        raise LayerScopeError(f"Could not save {path} as a torch.export program: {type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
