@@ -103,3 +103,51 @@ def test_onnx_command_errors(capsys, tmp_path):
     assert rc == 2 and "not a valid ONNX model (corrupt or truncated?)" in err
     rc, _, err = run(capsys, "onnx", "tiny_cnn", "--provider", "NopeExecutionProvider")
     assert rc == 2 and "provider 'NopeExecutionProvider' is not available" in err
+
+
+def test_compress_estimate_int8_on_digits_reports_accuracy_and_exports(capsys, tmp_path):
+    rep, ort_cfg, ao = tmp_path / "r.json", tmp_path / "ort.json", tmp_path / "ao.json"
+    rc, out, _ = run(capsys, "compress", "digits_cnn", "--estimate", "int8", "--runs", "2", "--json", str(rep),
+                     "--export-ort", str(ort_cfg), "--export-torchao", str(ao), "--out", str(tmp_path / "c.pt2"))
+    assert rc == 0
+    assert "Top-1 accuracy: 99.4% →" in out and "ONNX Runtime int8 (real kernels, quantize_static, 5 node(s)" in out
+    assert "fc2: this is the model's output layer" in out  # warn, not forbid (paper 5.6.4)
+    data = json.loads(rep.read_text())
+    assert data["result"]["output"]["samples"] == 360 and data["ort"]["config"]["mode"] == "static"
+    assert len(json.loads(ort_cfg.read_text())["nodes_to_quantize"]) == 5
+    assert set(json.loads(ao.read_text())["module_name"]) == {"conv1", "conv2", "conv3", "fc1", "fc2"}
+    rc, out, _ = run(capsys, "profile", str(tmp_path / "c.pt2"), "--runs", "1", "--top", "1")
+    assert rc == 0  # the compressed model loads again
+
+
+def test_compress_plan_file_with_data_folder(capsys, tmp_path):
+    import numpy as np
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "specs": [
+        {"select": "type:Conv2d", "technique": "palettize", "params": {"bits": 4}},
+        {"select": "conv2", "technique": "prune_channels", "params": {"amount": 0.25}}]}))
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "b0.npz", x=np.random.rand(4, 3, 32, 32).astype(np.float32), y=np.array([0, 1, 2, 3]))
+    rc, out, _ = run(capsys, "compress", "tiny_cnn", "--plan", str(plan), "--data", str(tmp_path / "data"), "--runs", "2")
+    assert rc == 0 and "pruned conv2: 32 → 24 channels" in out and "palettize 4-bit per tensor" in out
+    assert "Top-1 accuracy" in out and "(simulated" in out
+
+
+@pytest.mark.parametrize("plan,expected", [
+    ('{"version": 1, "specs": [{"select": "nope", "technique": "quantize"}]}', "spec 0 (select 'nope'): matches no layer"),
+    ('{"version": 1, "specs": [{"select": "conv1", "technique": "quantize", "params": {"bits": 12}}]}', "it must be an integer from 2 to 8"),
+    ('{"version": 1', "is not valid JSON"),
+])
+def test_compress_bad_plan_exits_2_naming_the_spec(capsys, tmp_path, plan, expected):
+    f = tmp_path / "p.json"
+    f.write_text(plan)
+    rc, _, err = run(capsys, "compress", "tiny_cnn", "--plan", str(f), "--runs", "1")
+    assert rc == 2 and expected in err
+
+
+def test_compress_needs_exactly_one_plan_source(capsys, tmp_path):
+    rc, _, err = run(capsys, "compress", "tiny_cnn", "--runs", "1")
+    assert rc == 2 and "exactly one of --plan" in err
+    rc, _, err = run(capsys, "compress", "tiny_cnn", "--estimate", "fp16", "--data", str(tmp_path))
+    assert rc == 2 and "has no .npz or .pt files" in err

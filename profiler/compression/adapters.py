@@ -22,6 +22,7 @@ from .plan import ResolvedSpec
 __all__ = ["OrtQuantConfig", "ort_quant_config", "coreml_configs", "torchao_mapping", "build_qconfig_mapping", "QUANTIZABLE_ONNX_OPS"]
 
 QUANTIZABLE_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
+_DYNAMIC_OPS = ("Conv", "MatMul", "Gather")
 
 
 def _describe(r: ResolvedSpec) -> str:
@@ -79,6 +80,18 @@ def ort_quant_config(resolved: Sequence[ResolvedSpec], graph: LayerGraph, node_l
     specs = [int8[lid] for lid in layer_nodes]
     with_acts = [r for r in specs if r.params.get("activations")]
     mode = "static" if with_acts else "dynamic"
+    if mode == "dynamic":  # quantize_dynamic has integer kernels for these ops only (no Gemm)
+        for lid in list(layer_nodes):
+            ops = {n: node_layers[n][0] for n in layer_nodes[lid]}
+            keep = [n for n, op in ops.items() if op in _DYNAMIC_OPS]
+            if len(keep) < len(ops):
+                cannot.append(f"{lid}: ONNX {', '.join(sorted(set(ops.values()) - set(_DYNAMIC_OPS)))} has no ORT dynamic "
+                              f"int8 kernel; quantise this layer's activations too (static) to quantise it")
+            if keep:
+                layer_nodes[lid] = keep
+            else:
+                del layer_nodes[lid]
+        specs = [int8[lid] for lid in layer_nodes]
     if with_acts and len(with_acts) != len(specs):
         cannot.append("some int8 layers quantise activations and some do not; ORT applies one mode to all "
                       f"nodes, so all {len(specs)} are quantised statically")
