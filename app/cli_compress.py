@@ -11,15 +11,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from layerscope.profiler import LayerScopeError, ZOO, load_model, profile_model, resolve_hardware
+from layerscope.profiler import load_model, profile_model, resolve_hardware
 from layerscope.profiler.compression import CompressionPlan, CompressionReport, LayerSpec, coreml_configs, torchao_mapping
 from layerscope.profiler.compression.pipeline import compress
-from layerscope.profiler.data import SampleSet, builtin_samples, load_data_folder, random_samples
-from layerscope.profiler.errors import InputSpecError, PlanError
+from layerscope.profiler.data import samples_for
+from layerscope.profiler.errors import PlanError
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
-from layerscope.profiler.source import LoadedModel, parse_dtype, parse_input_shapes
+from layerscope.profiler.source import parse_dtype, parse_input_shapes
 
-__all__ = ["add_compress_parser", "estimate_plan", "ESTIMATES", "print_report", "samples_for"]
+__all__ = ["add_compress_parser", "estimate_plan", "ESTIMATES", "print_report"]
 
 ESTIMATES = {
     "int8": (LayerSpec("all", "quantize", {"bits": 8, "granularity": "per_channel", "activations": True}),),
@@ -32,18 +32,6 @@ ESTIMATES = {
 
 def estimate_plan(kind: str, model: str | None = None) -> CompressionPlan:
     return CompressionPlan(ESTIMATES[kind], model=model)
-
-
-def samples_for(loaded: LoadedModel, data: str | None, n: int) -> SampleSet:
-    """--data folder, else the model's own labelled set (digits_cnn), else n random batches."""
-    if data:
-        return load_data_folder(data, loaded.inputs)
-    entry = ZOO.get(loaded.spec)
-    if entry is not None and entry.dataset:
-        return builtin_samples(entry.dataset)
-    if n < 1:
-        raise InputSpecError("--samples must be >= 1.")
-    return random_samples(loaded.inputs, n, high=entry.input_high if entry else None)
 
 
 def _db(v: float) -> str:

@@ -51,9 +51,22 @@ def onnx_job(profile: Profile | None, onnx_path: str | None, level: str, runs: i
     return (yield from map_onnx(loaded.module, loaded.inputs, profile.graph, opt_level=level, runs=runs, name=m.name))
 
 
+def compress_job(profile: Profile, plan, ort_int8: bool, data: str | None, runs: int = 10):
+    """Reload the profiled model, apply ``plan`` to a copy, profile the copy (and time ORT int8)."""
+    from layerscope.profiler.compression import compress
+    from layerscope.profiler.data import samples_for
+
+    m = profile.model
+    yield Progress("load", 0, 1, m.spec)
+    loaded = load_model(m.spec, [tuple(s) for s in m.input_shapes], parse_dtype(m.compute_dtype) if m.compute_dtype != "float32" else None)
+    samples = samples_for(loaded, data)
+    return (yield from compress(loaded, profile, plan, samples, profile.hardware, runs=runs, ort_int8=ort_int8))
+
+
 class ProfileController(QObject):
     finished = Signal(object)  # Profile
     onnxFinished = Signal(object)  # OnnxProfile
+    compressFinished = Signal(object, object)  # CompressionPlan, CompressionOutcome
     failed = Signal(str)
     cancelled = Signal()
 
@@ -74,6 +87,17 @@ class ProfileController(QObject):
         self._run(onnx_job, (self.state.profile, onnx_path, level, runs),
                   f"Exporting and profiling in ONNX Runtime ({level})…", self._on_onnx)
 
+    def compress(self, plan, ort_int8: bool = False, data: str | None = None, runs: int = 10) -> None:
+        if self.state.profile is None:
+            self._on_error(LayerScopeError("Profile a model first (File → Open model)."))
+            return
+        self._run(compress_job, (self.state.profile, plan, ort_int8, data, runs), "Applying the compression plan…",
+                  lambda outcome: self._on_compressed(plan, outcome))
+
+    def _on_compressed(self, plan, outcome) -> None:
+        self.state.set_compression(plan, outcome)
+        self.compressFinished.emit(plan, outcome)
+
     def _run(self, job, args: tuple, title: str, on_result) -> None:
         if self.worker is not None:
             return  # one job at a time; the progress dialog is modal
@@ -85,7 +109,7 @@ class ProfileController(QObject):
         self.worker.finished.connect(self._on_finished)
         if self.show_dialogs:
             self.dialog = QProgressDialog(title, "Cancel", 0, 1000, self.parent_widget)
-            self.dialog.setWindowTitle("LayerScope — profiling")
+            self.dialog.setWindowTitle("LayerScope — working")
             self.dialog.setWindowModality(Qt.WindowModality.WindowModal)
             self.dialog.setMinimumDuration(0)
             self.dialog.setMinimumWidth(420)

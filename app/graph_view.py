@@ -180,7 +180,7 @@ class LayerGraphView(QWidget):
         if p is None:
             return
         if n in p.graph:
-            self.state.select(n)
+            self.state.select_click(n)
         else:  # a module: select its slowest layer so the other views follow
             members = [lid for lid, v in self.mapping.items() if v == n]
             self.state.select(max(members, key=lambda lid: p.timings[lid].latency_ms))

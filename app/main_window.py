@@ -10,6 +10,7 @@ from layerscope.profiler import LayerScopeError, Profile
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
 
 from .compiled_view import CompiledOpsView
+from .compress_panel import CompressionPanel
 from .controller import ProfileController, ProfileRequest
 from .details import LayerDetails
 from .graph_view import LayerGraphView
@@ -47,11 +48,16 @@ class MainWindow(QMainWindow):
         layers_dock.raise_()
         self.compiled_dock = compiled_dock
         self._dock("Roofline", self.roofline, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._dock("Layer details", self.details, Qt.DockWidgetArea.RightDockWidgetArea)
+        details_dock = self._dock("Layer details", self.details, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.compression = CompressionPanel(self.state, self.controller)
+        compress_dock = self._dock("Compress", self.compression, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(details_dock, compress_dock)
+        compress_dock.raise_()
         self.totals = QLabel("Open a model (File → Open model…)")
         self.statusBar().addWidget(self.totals, 1)
         self._menus()
         self.state.profileChanged.connect(self._on_profile)
+        self.state.compressionChanged.connect(lambda _o: self._on_profile(self.state.profile))
         self.controller.cancelled.connect(lambda: self.statusBar().showMessage("Profiling cancelled; the previous profile is kept.", 8000))
 
     def _dock(self, title: str, widget, area) -> QDockWidget:
@@ -136,4 +142,13 @@ class MainWindow(QMainWindow):
             f"(per-layer sum {fmt_pct(s.fidelity)}) · {m.total_params:,} params · {fmt_count(p.total_macs)} MACs · "
             f"peak memory {fmt_bytes(s.peak_memory_bytes)} · roof: {p.hardware.name}"
             + (f" · <span style='color:#b58900'>{'; '.join(m.capture_notes)}</span>" if m.capture_notes else "")
+            + self._compression_totals()
         )
+
+    def _compression_totals(self) -> str:
+        out = self.state.compression
+        if out is None:
+            return ""
+        rep = out.report
+        return (f" · <b>compressed</b>: size {rep.result.size_ratio:.2f}×, latency {rep.latency_ratio:.2f}×"
+                f"{' (simulated)' if rep.result.simulated else ''}, output SQNR {rep.result.output.sqnr_db:.1f} dB")

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from layerscope.profiler import Profile
@@ -31,7 +32,12 @@ class RooflineView(QWidget):
         self.ridge_label = pg.TextItem(color=(30, 30, 30), anchor=(1.05, -0.1))
         self.scatter = pg.ScatterPlotItem(size=9, pen=pg.mkPen((60, 60, 60), width=0.6), hoverable=True, tip=self._tip)
         self.selected = pg.ScatterPlotItem(size=20, brush=None, pen=pg.mkPen(SELECTED_COLOR, width=3))
-        for item in (self.roof, self.ridge, self.ridge_label, self.scatter, self.selected):
+        # after a plan is applied: where each changed layer moved (hollow triangle) and the move itself
+        self.moves = pg.PlotCurveItem(pen=pg.mkPen((120, 120, 120), width=1.2, style=Qt.PenStyle.DashLine), connect="pairs")
+        self.after = pg.ScatterPlotItem(size=11, symbol="t", brush=None, pen=pg.mkPen((20, 150, 70), width=2), hoverable=True, tip=self._tip_after)
+        self.after_ids: list[str] = []
+        self.after_xy: dict[str, tuple[float, float]] = {}
+        for item in (self.roof, self.ridge, self.ridge_label, self.moves, self.scatter, self.after, self.selected):
             self.plot.addItem(item)
         self.scatter.sigClicked.connect(self._on_click)
         self.caption = QLabel()
@@ -40,8 +46,10 @@ class RooflineView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot)
         layout.addWidget(self.caption)
+        self.after.sigClicked.connect(lambda _i, pts, ev=None: len(pts) and self.state.select_click(self.after_ids[pts[0].data()]))
         state.profileChanged.connect(self._on_profile)
         state.selectionChanged.connect(self._on_selection)
+        state.compressionChanged.connect(self._on_compression)
 
     def _on_profile(self, p: Profile | None) -> None:
         self.ids, self.xy = [], {}
@@ -84,6 +92,37 @@ class RooflineView(QWidget):
         )
         self.plot.getViewBox().autoRange()
 
+    def _on_compression(self, outcome) -> None:
+        """Plot the compressed candidate's point for every layer the plan touched or changed."""
+        self.after_ids, self.after_xy = [], {}
+        if outcome is None or self.state.profile is None:
+            self.after.setData([])
+            self.moves.setData([], [])
+            return
+        changed = {d.layer_id for d in outcome.report.layers if d.technique or d.flops_after != d.flops_before}
+        spots, seg_x, seg_y = [], [], []
+        for lid in changed:
+            pt = outcome.profile.roofline.get(lid)
+            if pt is None or not pt.intensity or not pt.attained_gflops or lid not in self.xy:
+                continue
+            x, y = np.log10(pt.intensity), np.log10(pt.attained_gflops)
+            self.after_xy[lid] = (pt.intensity, pt.attained_gflops)
+            spots.append({"pos": (x, y), "data": len(self.after_ids)})
+            self.after_ids.append(lid)
+            x0, y0 = self.xy[lid]
+            seg_x += [np.log10(x0), x]
+            seg_y += [np.log10(y0), y]
+        self.after.setData(spots)
+        self.moves.setData(np.array(seg_x), np.array(seg_y))
+
+    def _tip_after(self, x: float, y: float, data: Any) -> str:
+        if data is None or data >= len(self.after_ids):
+            return ""
+        lid = self.after_ids[data]
+        i, g = self.after_xy[lid]
+        i0, g0 = self.xy[lid]
+        return f"{lid} after compression\n{i0:.2f} → {i:.2f} FLOP/B, {g0:.2f} → {g:.2f} GFLOP/s"
+
     def _tip(self, x: float, y: float, data: Any) -> str:
         if data is None or data >= len(self.ids):
             return ""
@@ -93,7 +132,7 @@ class RooflineView(QWidget):
 
     def _on_click(self, _item: Any, points: Any, ev: Any = None) -> None:
         if len(points):
-            self.state.select(self.ids[points[0].data()])
+            self.state.select_click(self.ids[points[0].data()])
 
     def _on_selection(self, _layer_id: str) -> None:
         ids = [i for i in self.state.selected_set if i in self.xy]

@@ -13,6 +13,9 @@ class AppState(QObject):
     onnxChanged = Signal(object)  # OnnxProfile | None
     selectionChanged = Signal(str)  # primary layer id, "" for none; ``selected_set`` holds all
     busyChanged = Signal(bool)
+    # (CompressionOutcome | None): the compressed candidate of the current plan, shown next to the profile
+    compressionChanged = Signal(object)
+    planChanged = Signal(object)  # CompressionPlan | None
 
     def __init__(self) -> None:
         super().__init__()
@@ -21,13 +24,35 @@ class AppState(QObject):
         self.selected: str = ""
         self.selected_set: tuple[str, ...] = ()
         self.busy = False
+        self.plan = None  # CompressionPlan being built in the compression panel
+        self.compression = None  # CompressionOutcome of ``plan``
+        self._history: list[tuple[object, object]] = []  # (plan, outcome) before each Apply, for Undo
 
     def set_profile(self, profile: Profile | None) -> None:
         self.profile = profile
         self.selected, self.selected_set = "", ()
         self.onnx = None
+        self.plan, self.compression, self._history = None, None, []
         self.profileChanged.emit(profile)
         self.onnxChanged.emit(None)
+        self.planChanged.emit(None)
+        self.compressionChanged.emit(None)
+
+    def set_compression(self, plan, outcome) -> None:
+        """A newly applied plan and its outcome; the previous pair goes on the Undo stack."""
+        self._history.append((self.plan, self.compression))
+        self.plan, self.compression = plan, outcome
+        self.planChanged.emit(plan)
+        self.compressionChanged.emit(outcome)
+
+    def can_undo(self) -> bool:
+        return bool(self._history)
+
+    def undo(self) -> None:
+        if self._history:
+            self.plan, self.compression = self._history.pop()
+            self.planChanged.emit(self.plan)
+            self.compressionChanged.emit(self.compression)
 
     def set_onnx(self, onnx) -> None:
         self.onnx = onnx
@@ -36,6 +61,26 @@ class AppState(QObject):
     def select(self, layer_id: str) -> None:
         """Select one layer (clicked in any view)."""
         self.select_many((layer_id,) if layer_id else ())
+
+    def select_toggle(self, layer_id: str) -> None:
+        """Ctrl+click: add the layer to the selection, or take it out."""
+        ids = list(self.selected_set)
+        if layer_id in ids:
+            ids.remove(layer_id)
+        else:
+            ids.append(layer_id)
+        self.select_many(ids)
+
+    def select_click(self, layer_id: str) -> None:
+        """A click in any view: Ctrl/Shift held adds to the selection, otherwise it replaces it."""
+        from PySide6.QtCore import Qt
+        from PySide6.QtWidgets import QApplication
+
+        mods = QApplication.keyboardModifiers()
+        if mods & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier):
+            self.select_toggle(layer_id)
+        else:
+            self.select(layer_id)
 
     def select_many(self, layer_ids) -> None:
         """Select several layers at once (e.g. the layers one fused compiled op came from)."""

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTableView, QVBoxLayout, QWidget
 
 from layerscope.profiler import LayerRow, Profile
@@ -45,31 +46,58 @@ COLUMNS: list[Column] = [
 BOUND_COLUMN = [c[0] for c in COLUMNS].index("Bound")
 
 
+# Shown after a plan is applied: (header, raw, text) over the core's LayerDelta (None = not compressed).
+def _delta_ms(d) -> float | None:
+    return None if d is None or d.latency_ms_after is None else d.latency_ms_after - d.latency_ms_before
+
+
+DELTA_COLUMNS = [
+    ("Compression", lambda d: d.technique if d else "", lambda d: d.technique if d else ""),
+    ("Latency after", lambda d: d.latency_ms_after if d and d.latency_ms_after is not None else -1,
+     lambda d: fmt_ms(d.latency_ms_after) if d and d.latency_ms_after is not None else "-"),
+    ("Δ latency ms", lambda d: _delta_ms(d) if _delta_ms(d) is not None else 0.0,
+     lambda d: "-" if _delta_ms(d) is None else f"{_delta_ms(d):+.3f}"),
+    ("FLOPs after", lambda d: d.flops_after if d and d.flops_after is not None else -1,
+     lambda d: fmt_count(d.flops_after) if d else "-"),
+    ("Weights before", lambda d: d.weight_bytes_before if d else -1, lambda d: fmt_bytes(d.weight_bytes_before) if d else "-"),
+    ("Weights after", lambda d: d.weight_bytes_after if d else -1, lambda d: fmt_bytes(d.weight_bytes_after) if d else "-"),
+]
+
+
 class LayerTableModel(QAbstractTableModel):
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[LayerRow] = []
+        self.deltas: dict[str, Any] | None = None  # layer id -> LayerDelta, when a plan is applied
 
     def set_profile(self, profile: Profile | None) -> None:
         self.beginResetModel()
         self.rows = profile.rows() if profile else []
+        self.deltas = None
+        self.endResetModel()
+
+    def set_compression(self, outcome) -> None:
+        self.beginResetModel()
+        self.deltas = {d.layer_id: d for d in outcome.report.layers} if outcome is not None else None
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
         return 0 if parent.isValid() else len(self.rows)
 
     def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return 0 if parent.isValid() else len(COLUMNS)
+        return 0 if parent.isValid() else len(COLUMNS) + (len(DELTA_COLUMNS) if self.deltas is not None else 0)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section][0]
+            return COLUMNS[section][0] if section < len(COLUMNS) else DELTA_COLUMNS[section - len(COLUMNS)][0]
         return None
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         row = self.rows[index.row()]
+        if index.column() >= len(COLUMNS):
+            return self._delta_data(row, index.column() - len(COLUMNS), role)
         _, raw, text = COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
             return text(row)
@@ -83,6 +111,21 @@ class LayerTableModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole and index.column() == 0:
             return str(row.layer.source or "")
+        return None
+
+    def _delta_data(self, row: LayerRow, col: int, role: int) -> Any:
+        d = (self.deltas or {}).get(row.layer.id)
+        _, raw, text = DELTA_COLUMNS[col]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return text(d)
+        if role == SORT_ROLE:
+            return raw(d)
+        if role == Qt.ItemDataRole.UserRole:
+            return row.layer.id
+        if role == Qt.ItemDataRole.ForegroundRole and DELTA_COLUMNS[col][0] == "Δ latency ms" and _delta_ms(d):
+            return QColor(0, 140, 60) if _delta_ms(d) < 0 else QColor(190, 40, 40)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col > 0:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     def row_of(self, layer_id: str) -> int:
@@ -105,7 +148,7 @@ class LayerTable(QWidget):
         self.view.setModel(self.proxy)
         self.view.setSortingEnabled(True)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)  # Ctrl/Shift: several layers
         self._syncing = False
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.view.setAlternatingRowColors(True)
@@ -118,18 +161,30 @@ class LayerTable(QWidget):
         layout.addWidget(self.view)
         state.profileChanged.connect(self._on_profile)
         state.selectionChanged.connect(self._on_state_selection)
+        state.compressionChanged.connect(self._on_compression)
 
     def _on_profile(self, profile: Profile | None) -> None:
         self.model.set_profile(profile)
         self.view.sortByColumn(2, Qt.SortOrder.DescendingOrder)  # slowest first
         self.view.resizeColumnsToContents()
 
+    def _on_compression(self, outcome) -> None:
+        self.model.set_compression(outcome)
+        self._on_state_selection(self.state.selected)
+        if outcome is not None:
+            self.view.resizeColumnsToContents()
+
     def _on_selection(self, *_: Any) -> None:
         if self._syncing:
             return
         idx = self.view.selectionModel().selectedRows()
-        if idx:
-            self.state.select(self.proxy.data(idx[0], Qt.ItemDataRole.UserRole))
+        current = self.view.currentIndex()
+        ids = [self.proxy.data(i, Qt.ItemDataRole.UserRole) for i in idx]
+        if current.isValid() and current.row() in [i.row() for i in idx]:  # the clicked row leads
+            lead = self.proxy.data(current.siblingAtColumn(0), Qt.ItemDataRole.UserRole)
+            ids = [lead] + [i for i in ids if i != lead]
+        if ids:
+            self.state.select_many(ids)
 
     def _on_state_selection(self, _layer_id: str) -> None:
         sel = self.view.selectionModel()

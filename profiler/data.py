@@ -22,7 +22,7 @@ import torch
 
 from .errors import InputSpecError
 
-__all__ = ["SampleSet", "load_data_folder", "random_samples", "digits_split", "builtin_samples", "DIGITS_FILE"]
+__all__ = ["SampleSet", "load_data_folder", "random_samples", "digits_split", "builtin_samples", "samples_for", "DIGITS_FILE"]
 
 DIGITS_FILE = "digits.npz"
 
@@ -125,3 +125,17 @@ def builtin_samples(name: str, batch_size: int = 60) -> SampleSet:
     x, y = digits_split("test")
     return SampleSet(tuple((b,) for b in x.split(batch_size)), tuple(y.split(batch_size)),
                      "built-in digits test split (360 images)")
+
+
+def samples_for(loaded, data: str | Path | None = None, n: int = 8) -> SampleSet:
+    """A data folder if given, else the zoo model's own labelled set (digits_cnn), else ``n`` random batches."""
+    from .zoo import ZOO
+
+    if data:
+        return load_data_folder(data, loaded.inputs)
+    entry = ZOO.get(loaded.spec)
+    if entry is not None and entry.dataset:
+        return builtin_samples(entry.dataset)
+    if n < 1:
+        raise InputSpecError("--samples must be >= 1.")
+    return random_samples(loaded.inputs, n, high=entry.input_high if entry else None)

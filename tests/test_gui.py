@@ -101,3 +101,57 @@ def test_compiled_ops_view_links_ops_and_layers(qtbot, window):
     window.state.select("conv2")  # a layer lists its compiled ops
     assert window.compiled.ops_for_selected_layer() and "conv2" in window.compiled.layer_ops.text()
     assert window.compiled.cmp_model.rowCount() == len(window.state.profile.graph)  # eager vs ORT per layer
+
+
+def _apply(qtbot, win):
+    with qtbot.waitSignal(win.controller.compressFinished, timeout=120_000) as blocker:
+        win.compression.apply_btn.click()
+    qtbot.waitUntil(lambda: win.controller.worker is None)
+    return blocker.args[1]
+
+
+def test_compress_selection_shows_before_after_and_undo(qtbot, window, tmp_path):
+    p = profile(qtbot, window, model="digits_cnn")
+    panel = window.compression
+    assert not panel.apply_btn.isEnabled()  # nothing selected yet
+    panel.topk.setValue(2)
+    panel.pick_top.click()  # the 2 slowest compressible layers
+    assert len(window.state.selected_set) == 2 and window.roofline.selected_layers()
+    panel.technique.setCurrentText("Quantize weights (int)")
+    panel.strength.setValue(8)
+    panel.activations.setChecked(True)
+    out = _apply(qtbot, window)
+    assert window.state.compression is out and len(out.report.result.layers) == 2
+    headers = [window.table.model.headerData(c, Qt.Orientation.Horizontal) for c in range(window.table.model.columnCount())]
+    assert "Δ latency ms" in headers and "Weights after" in headers
+    assert len(window.roofline.after_ids) == 2  # both dots have a compressed twin
+    assert "Top-1" in panel.summary.text() and "compressed" in window.totals.text()
+    # second step: structured pruning of conv2 on top of the plan, then Undo returns the first outcome
+    window.state.select("conv2")
+    panel.technique.setCurrentText("Prune channels (structured)")
+    panel.strength.setValue(50)
+    out2 = _apply(qtbot, window)
+    assert out2.report.flops_after < p.total_flops and panel.plan_list.count() == 3
+    assert "conv2 → prune_channels(amount=0.5)" in panel.plan_list.item(2).text()
+    panel.undo_btn.click()
+    assert window.state.compression is out and panel.plan_list.count() == 2
+    assert '"module_name_configs"' in panel.export_text("coreml") and "conv" in panel.export_text("torchao")
+    plan_file = tmp_path / "p.json"
+    plan_file.write_text(window.state.plan.to_json())
+    panel.undo_btn.click()
+    assert window.state.compression is None and window.table.model.columnCount() < len(headers)
+    with qtbot.waitSignal(window.controller.compressFinished, timeout=120_000):
+        panel.load_plan_file(str(plan_file))  # load plan = apply it
+    qtbot.waitUntil(lambda: window.controller.worker is None)
+    assert len(window.state.plan.specs) == 2 and window.state.compression is not out
+
+
+def test_compress_bad_plan_file_shows_error_and_keeps_work(qtbot, window, tmp_path):
+    profile(qtbot, window, model="tiny_cnn")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 1, "specs": [{"select": "bn1", "technique": "quantize"}]}')
+    with qtbot.waitSignal(window.controller.failed, timeout=120_000) as blocker:
+        window.compression.load_plan_file(str(bad))
+    qtbot.waitUntil(lambda: window.controller.worker is None)
+    assert "'bn1' (BatchNorm2d)" in blocker.args[0]
+    assert window.state.profile is not None and window.state.compression is None

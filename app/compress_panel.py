@@ -1,0 +1,292 @@
+"""Compression panel: pick layers (or let a selector pick them), a technique and a strength, Apply.
+
+Every Apply re-runs the whole plan on a fresh copy of the model in the worker thread, so the
+before/after numbers always describe exactly the plan in the list. Undo steps back to the previous
+plan and its outcome (kept, not recomputed). No compression logic lives here: the panel only
+builds LayerSpecs and shows the core's CompressionReport.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QListWidget, QMenu, QMessageBox, QPushButton,
+    QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget,
+)
+
+from layerscope.profiler import LayerScopeError
+from layerscope.profiler.compression import CompressionPlan, LayerSpec, coreml_configs, select_layers, torchao_mapping
+from layerscope.profiler.format import fmt_bytes, fmt_ms, fmt_pct
+
+from .controller import ProfileController
+from .state import AppState
+
+# label -> (technique, slider param, slider range, fixed params, how the slider value reads)
+TECHNIQUES = {
+    "Quantize weights (int)": ("quantize", "bits", (2, 8, 8), {}, lambda v: f"{v} bits"),
+    "Palettize (k-means LUT)": ("palettize", "bits", (1, 8, 4), {}, lambda v: f"{v} bits ({2 ** v} centroids)"),
+    "Prune (unstructured)": ("prune", "sparsity", (5, 95, 50), {}, lambda v: f"{v}% zeros"),
+    "Prune channels (structured)": ("prune_channels", "amount", (5, 90, 25), {}, lambda v: f"remove {v}% of channels"),
+    "Cast to float16": ("cast", None, (0, 0, 0), {"dtype": "float16"}, lambda v: "16 bits"),
+}
+
+
+def _db(v: float) -> str:
+    return "exact" if math.isinf(v) and v > 0 else f"{v:.1f} dB"
+
+
+class CompressionPanel(QWidget):
+    def __init__(self, state: AppState, controller: ProfileController) -> None:
+        super().__init__()
+        self.state = state
+        self.controller = controller
+        self.selection_label = QLabel()
+        self.selection_label.setWordWrap(True)
+        pick = QHBoxLayout()
+        self.pick_memory = QPushButton("Memory-bound")
+        self.pick_compute = QPushButton("Compute-bound")
+        self.topk = QSpinBox(minimum=1, maximum=999, value=5, prefix="top ")
+        self.pick_top = QPushButton("Slowest")
+        for w in (QLabel("Select:"), self.pick_memory, self.pick_compute, self.pick_top, self.topk):
+            pick.addWidget(w)
+        pick.addStretch(1)
+        self.pick_memory.clicked.connect(lambda: self._select("memory-bound"))
+        self.pick_compute.clicked.connect(lambda: self._select("compute-bound"))
+        self.pick_top.clicked.connect(lambda: self._select(f"top:{self.topk.value()}"))
+
+        self.technique = QComboBox()
+        self.technique.addItems(list(TECHNIQUES))
+        self.strength = QSlider(Qt.Orientation.Horizontal)
+        self.strength_label = QLabel()
+        self.granularity = QComboBox()
+        self.granularity.addItems(["per_channel", "per_tensor"])
+        self.activations = QCheckBox("int8 activations, calibrated with")
+        self.calibration = QComboBox()
+        self.calibration.addItems(["minmax", "percentile", "mse"])
+        act_row = QHBoxLayout()
+        act_row.addWidget(self.activations)
+        act_row.addWidget(self.calibration)
+        act_row.addStretch(1)
+        form = QFormLayout()
+        form.addRow("Technique", self.technique)
+        strength_row = QHBoxLayout()
+        strength_row.addWidget(self.strength, 1)
+        strength_row.addWidget(self.strength_label)
+        form.addRow("Strength", strength_row)
+        form.addRow("Granularity", self.granularity)
+        form.addRow("", act_row)
+        self.technique.currentTextChanged.connect(self._on_technique)
+        self.strength.valueChanged.connect(self._on_strength)
+
+        buttons = QHBoxLayout()
+        self.apply_btn = QPushButton("Apply to selection")
+        self.apply_btn.setDefault(True)
+        self.ort = QCheckBox("measure int8 in ONNX Runtime")
+        self.undo_btn = QPushButton("Undo")
+        self.clear_btn = QPushButton("Clear plan")
+        for w in (self.apply_btn, self.ort, self.undo_btn, self.clear_btn):
+            buttons.addWidget(w)
+        buttons.addStretch(1)
+        self.apply_btn.clicked.connect(self.apply_to_selection)
+        self.undo_btn.clicked.connect(self.state.undo)
+        self.clear_btn.clicked.connect(self.clear_plan)
+
+        self.plan_list = QListWidget()
+        self.plan_list.setMaximumHeight(110)
+        files = QHBoxLayout()
+        self.save_btn = QPushButton("Save plan…")
+        self.load_btn = QPushButton("Load plan…")
+        self.export_btn = QToolButton(text="Export config ▾")
+        self.export_btn.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.export_btn)
+        menu.addAction("ONNX Runtime quantize args…", lambda: self.export("ort"))
+        menu.addAction("coremltools.optimize.torch configs…", lambda: self.export("coreml"))
+        menu.addAction("torch.ao QConfigMapping…", lambda: self.export("torchao"))
+        self.export_btn.setMenu(menu)
+        for w in (self.save_btn, self.load_btn, self.export_btn):
+            files.addWidget(w)
+        files.addStretch(1)
+        self.save_btn.clicked.connect(self.save_plan)
+        self.load_btn.clicked.connect(self.load_plan)
+
+        self.summary = QLabel("Select layers, pick a technique and a strength, then Apply.")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.selection_label)
+        layout.addLayout(pick)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(QLabel("Plan (later specs win for the same layer):"))
+        layout.addWidget(self.plan_list)
+        layout.addLayout(files)
+        layout.addWidget(self.summary)
+        layout.addStretch(1)
+        state.selectionChanged.connect(self._on_selection)
+        state.planChanged.connect(self._on_plan)
+        state.compressionChanged.connect(self._on_compression)
+        state.profileChanged.connect(lambda _p: self._on_selection(""))
+        state.busyChanged.connect(self._on_busy)
+        self._on_technique(self.technique.currentText())
+        self._on_selection("")
+        self._on_plan(None)
+
+    # ------------------------------------------------------------------ controls
+    def _on_technique(self, label: str) -> None:
+        tech, param, (lo, hi, default), _, _ = TECHNIQUES[label]
+        self.strength.setEnabled(param is not None)
+        self.strength.setRange(lo, hi)
+        self.strength.setValue(default)
+        self.granularity.setEnabled(tech == "quantize")
+        self._on_strength(self.strength.value())
+
+    def _on_strength(self, value: int) -> None:
+        label = self.technique.currentText()
+        tech, _, _, _, text = TECHNIQUES[label]
+        self.strength_label.setText(text(value))
+        can_act = tech == "quantize" and value == 8
+        self.activations.setEnabled(can_act)
+        self.calibration.setEnabled(can_act)
+
+    def current_spec_params(self) -> tuple[str, dict]:
+        tech, param, _, fixed, _ = TECHNIQUES[self.technique.currentText()]
+        params = dict(fixed)
+        v = self.strength.value()
+        if param == "bits":
+            params["bits"] = v
+        elif param is not None:
+            params[param] = round(v / 100, 4)
+        if tech == "quantize":
+            params["granularity"] = self.granularity.currentText()
+            if v == 8 and self.activations.isChecked():
+                params |= {"activations": True, "act_calibration": self.calibration.currentText()}
+        return tech, params
+
+    def _select(self, selector: str) -> None:
+        if self.state.profile is not None:
+            self.state.select_many(select_layers(selector, self.state.profile))
+
+    def _on_selection(self, _lid: str) -> None:
+        p = self.state.profile
+        ids = self.state.selected_set
+        usable = select_layers("all", p) if p is not None else []
+        n_ok = len([i for i in ids if i in usable])
+        shown = ", ".join(ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
+        self.selection_label.setText(
+            "No layer selected (click the table, graph or roofline; Ctrl+click adds)." if not ids else
+            f"<b>{len(ids)} selected</b>: {shown}" + ("" if n_ok == len(ids) else
+                                                     f" — {len(ids) - n_ok} without a weight to compress will be skipped"))
+        self.apply_btn.setEnabled(bool(n_ok) and not self.state.busy)
+
+    def _on_busy(self, busy: bool) -> None:
+        self._on_selection(self.state.selected)
+        for w in (self.undo_btn, self.clear_btn, self.load_btn):
+            w.setEnabled(not busy)
+        self.undo_btn.setEnabled(not busy and self.state.can_undo())
+
+    # ------------------------------------------------------------------ plan
+    def apply_to_selection(self) -> None:
+        p = self.state.profile
+        if p is None:
+            return
+        usable = set(select_layers("all", p))
+        ids = [i for i in self.state.selected_set if i in usable]
+        if not ids:
+            return
+        tech, params = self.current_spec_params()
+        old = list(self.state.plan.specs) if self.state.plan is not None else []
+        plan = CompressionPlan(tuple(old + [LayerSpec(i, tech, params) for i in ids]), model=p.model.name)
+        self.controller.compress(plan, ort_int8=self.ort.isChecked())
+
+    def apply_plan(self, plan: CompressionPlan) -> None:
+        self.controller.compress(plan, ort_int8=self.ort.isChecked())
+
+    def clear_plan(self) -> None:
+        if self.state.plan is not None:
+            self.state.set_compression(None, None)
+
+    def save_plan(self) -> None:
+        if self.state.plan is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save plan", f"{self.state.plan.model or 'plan'}.plan.json", "JSON (*.json)")
+        if path:
+            Path(path).write_text(self.state.plan.to_json())
+
+    def load_plan(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load plan", "", "JSON (*.json)")
+        if path:
+            self.load_plan_file(path)
+
+    def load_plan_file(self, path: str) -> None:
+        try:
+            plan = CompressionPlan.from_json(Path(path).read_text(), origin=path)
+        except (OSError, LayerScopeError) as exc:
+            self._error(str(exc))
+            return
+        self.apply_plan(plan)
+
+    def export(self, kind: str) -> None:
+        text = self.export_text(kind)
+        if text is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export config", f"{kind}-config.json", "JSON (*.json)")
+        if path:
+            Path(path).write_text(text)
+
+    def export_text(self, kind: str) -> str | None:
+        out = self.state.compression
+        if out is None:
+            self._error("Apply a plan first.")
+            return None
+        rep = out.report
+        if kind == "ort":
+            if rep.ort is None:
+                self._error("The ONNX Runtime arguments are proven by running ORT's quantizer: tick 'measure int8 in "
+                            "ONNX Runtime' and Apply again (the plan needs 8-bit quantised layers).")
+                return None
+            return rep.ort.config.to_json()
+        if kind == "coreml":
+            return json.dumps(coreml_configs(rep.resolved), indent=2)
+        return json.dumps(torchao_mapping(rep.resolved, self.state.profile.graph), indent=2)
+
+    def _error(self, msg: str) -> None:
+        if self.controller.show_dialogs:
+            QMessageBox.warning(self, "LayerScope", msg)
+        self.controller.failed.emit(msg)
+
+    # ------------------------------------------------------------------ results
+    def _on_plan(self, plan) -> None:
+        self.plan_list.clear()
+        for k, s in enumerate(plan.specs if plan is not None else ()):
+            params = ", ".join(f"{a}={b}" for a, b in s.params.items())
+            self.plan_list.addItem(f"{k}. {s.select} → {s.technique}({params})")
+        for w in (self.save_btn, self.export_btn, self.clear_btn):
+            w.setEnabled(plan is not None)
+        self.undo_btn.setEnabled(self.state.can_undo() and not self.state.busy)
+
+    def _on_compression(self, outcome) -> None:
+        if outcome is None:
+            self.summary.setText("No plan applied: every view shows the original model.")
+            return
+        rep = outcome.report
+        res, o = rep.result, rep.result.output
+        lines = [
+            f"<b>Size</b> {fmt_bytes(res.model_bytes_before)} → {fmt_bytes(res.model_bytes_after)} (<b>{res.size_ratio:.3f}×</b>)",
+            f"<b>Latency</b> {fmt_ms(rep.latency_ms_before)} → {fmt_ms(rep.latency_ms_after)} ms ({rep.latency_ratio:.2f}× of before)"
+            + (" <i>simulated: float kernels</i>" if res.simulated else ""),
+            f"<b>Output</b> SQNR {_db(o.sqnr_db)}, cosine {o.cosine:.5f} on {o.samples} samples",
+        ]
+        if o.accuracy_reference is not None:
+            lines.append(f"<b>Top-1</b> {fmt_pct(o.accuracy_reference)} → {fmt_pct(o.accuracy_candidate)} "
+                         f"({(o.accuracy_candidate - o.accuracy_reference) * 100:+.2f} points)")
+        if rep.ort is not None:
+            lines.append(f"<b>ORT int8</b> {fmt_ms(rep.ort.float_ms)} → {fmt_ms(rep.ort.int8_ms)} ms "
+                         f"({rep.ort.speedup:.2f}× faster, real kernels)")
+        lines += [f"<span style='color:#b58900'>⚠ {w}</span>" for w in res.warnings]
+        self.summary.setText("<br>".join(lines))
