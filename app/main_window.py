@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QIcon, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea
 
 from layerscope.profiler import LayerScopeError, Profile
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
@@ -47,12 +47,19 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(layers_dock, compiled_dock)
         layers_dock.raise_()
         self.compiled_dock = compiled_dock
-        self._dock("Roofline", self.roofline, Qt.DockWidgetArea.RightDockWidgetArea)
+        # the right column (roofline, compress/details) runs the full height; the layer table sits under the graph
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        roofline_dock = self._dock("Roofline", self.roofline, Qt.DockWidgetArea.RightDockWidgetArea)
         details_dock = self._dock("Layer details", self.details, Qt.DockWidgetArea.RightDockWidgetArea)
         self.compression = CompressionPanel(self.state, self.controller)
-        compress_dock = self._dock("Compress", self.compression, Qt.DockWidgetArea.RightDockWidgetArea)
+        scroll = QScrollArea()
+        scroll.setWidget(self.compression)
+        scroll.setWidgetResizable(True)
+        compress_dock = self._dock("Compress", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(details_dock, compress_dock)
         compress_dock.raise_()
+        self.resizeDocks([roofline_dock, compress_dock], [480, 470], Qt.Orientation.Vertical)
+        self.resizeDocks([roofline_dock], [620], Qt.Orientation.Horizontal)
         self.totals = QLabel("Open a model (File → Open model…)")
         self.statusBar().addWidget(self.totals, 1)
         self._menus()

@@ -44,6 +44,7 @@ COLUMNS: list[Column] = [
     ("Activation mem", lambda r: r.timing.output_bytes if r.timing else -1, lambda r: fmt_bytes(r.timing.output_bytes) if r.timing else "-"),
 ]
 BOUND_COLUMN = [c[0] for c in COLUMNS].index("Bound")
+SHARE_COLUMN = [c[0] for c in COLUMNS].index("Share")
 
 
 # Shown after a plan is applied: (header, raw, text) over the core's LayerDelta (None = not compressed).
@@ -85,33 +86,42 @@ class LayerTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self.rows)
 
     def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return 0 if parent.isValid() else len(COLUMNS) + (len(DELTA_COLUMNS) if self.deltas is not None else 0)
+        return 0 if parent.isValid() else len(self._order())
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section][0] if section < len(COLUMNS) else DELTA_COLUMNS[section - len(COLUMNS)][0]
+            kind, k = self._order()[section]
+            return (COLUMNS if kind == "p" else DELTA_COLUMNS)[k][0]
         return None
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         row = self.rows[index.row()]
-        if index.column() >= len(COLUMNS):
-            return self._delta_data(row, index.column() - len(COLUMNS), role)
-        _, raw, text = COLUMNS[index.column()]
+        kind, col = self._order()[index.column()]
+        if kind == "d":
+            return self._delta_data(row, col, role)
+        _, raw, text = COLUMNS[col]
         if role == Qt.ItemDataRole.DisplayRole:
             return text(row)
         if role == SORT_ROLE:
             return raw(row)
         if role == Qt.ItemDataRole.UserRole:
             return row.layer.id
-        if role == Qt.ItemDataRole.ForegroundRole and index.column() == BOUND_COLUMN:
+        if role == Qt.ItemDataRole.ForegroundRole and col == BOUND_COLUMN:
             return bound_color(row.bound)
-        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() >= 2 and index.column() != BOUND_COLUMN:
+        if role == Qt.ItemDataRole.TextAlignmentRole and col >= 2 and col != BOUND_COLUMN:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole and index.column() == 0:
             return str(row.layer.source or "")
         return None
+
+    def _order(self) -> list[tuple[str, int]]:
+        """Visible columns: the profile's, with the before/after columns after "Share" once a plan is applied."""
+        base = [("p", k) for k in range(len(COLUMNS))]
+        if self.deltas is None:
+            return base
+        return base[:SHARE_COLUMN + 1] + [("d", k) for k in range(len(DELTA_COLUMNS))] + base[SHARE_COLUMN + 1:]
 
     def _delta_data(self, row: LayerRow, col: int, role: int) -> Any:
         d = (self.deltas or {}).get(row.layer.id)
