@@ -12,27 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from layerscope.profiler import load_model, profile_model, resolve_hardware
-from layerscope.profiler.compression import CompressionPlan, CompressionReport, LayerSpec, coreml_configs, torchao_mapping
+from layerscope.profiler.compression import ESTIMATES, CompressionPlan, CompressionReport, coreml_configs, estimate_plan, torchao_mapping
 from layerscope.profiler.compression.pipeline import compress
 from layerscope.profiler.data import samples_for
 from layerscope.profiler.errors import PlanError
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
 from layerscope.profiler.source import parse_dtype, parse_input_shapes
 
-__all__ = ["add_compress_parser", "estimate_plan", "ESTIMATES", "print_report"]
-
-ESTIMATES = {
-    "int8": (LayerSpec("all", "quantize", {"bits": 8, "granularity": "per_channel", "activations": True}),),
-    "int8-weights": (LayerSpec("all", "quantize", {"bits": 8, "granularity": "per_channel"}),),
-    "int4": (LayerSpec("all", "quantize", {"bits": 4, "granularity": "per_channel"}),),
-    "fp16": (LayerSpec("all", "cast", {"dtype": "float16"}),),
-    "palettize4": (LayerSpec("all", "palettize", {"bits": 4}),),
-}
-
-
-def estimate_plan(kind: str, model: str | None = None) -> CompressionPlan:
-    return CompressionPlan(ESTIMATES[kind], model=model)
-
+__all__ = ["add_compress_parser", "print_report"]
 
 def _db(v: float) -> str:
     return "exact" if math.isinf(v) and v > 0 else f"{v:.1f} dB"
@@ -81,7 +68,7 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
     if rep.ort is not None:
         o = rep.ort
         console.print(f"ONNX Runtime int8 (real kernels, quantize_{o.config.mode}, {len(o.config.nodes_to_quantize)} node(s), batch {o.batch_size}): "
-                      f"{fmt_ms(o.float_ms)} → {fmt_ms(o.int8_ms)} ms ([bold]{o.speedup:.2f}× faster[/]), file "
+                      f"{fmt_ms(o.float_ms)} → {fmt_ms(o.int8_ms)} ms (speed-up [bold]{o.speedup:.2f}×[/]), file "
                       f"{fmt_bytes(o.float_file_bytes)} → {fmt_bytes(o.int8_file_bytes)}, output SQNR vs float ORT {_db(o.output_sqnr_db)}"
                       + (f", top-1 {fmt_pct(o.accuracy_float)} → {fmt_pct(o.accuracy_int8)}" if o.accuracy_float is not None else ""))
         for c in o.config.cannot_express:

@@ -287,6 +287,6 @@ class CompressionPanel(QWidget):
                          f"({(o.accuracy_candidate - o.accuracy_reference) * 100:+.2f} points)")
         if rep.ort is not None:
             lines.append(f"<b>ORT int8</b> {fmt_ms(rep.ort.float_ms)} → {fmt_ms(rep.ort.int8_ms)} ms "
-                         f"({rep.ort.speedup:.2f}× faster, real kernels)")
+                         f"(speed-up {rep.ort.speedup:.2f}×, real kernels)")
         lines += [f"<span style='color:#b58900'>⚠ {w}</span>" for w in res.warnings]
         self.summary.setText("<br>".join(lines))

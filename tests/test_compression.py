@@ -69,7 +69,7 @@ def test_sqnr_of_identical_is_infinite_and_of_known_noise_is_exact():
 
 # --------------------------------------------------------------------------- plans
 @pytest.fixture(scope="module")
-def tiny(request):
+def tiny():
     from layerscope.profiler import load_device_profile
 
     hw = load_device_profile("raspberry-pi-5")
@@ -196,14 +196,11 @@ def test_torchao_mapping_is_a_working_qconfig_mapping():
 
     from layerscope.profiler.capture import capture
 
-    model = load_model("digits_cnn").module
-    x, _ = builtin_samples("digits").batches[0][0], None
-    graph = capture(model, (x[:1],)).graph
-
-    class P:  # resolve_plan needs a Profile only for selectors; exact ids do not
-        pass
-
     from layerscope.profiler.compression.plan import ResolvedSpec
+
+    model = load_model("digits_cnn").module
+    x = builtin_samples("digits").batches[0][0]
+    graph = capture(model, (x[:1],)).graph
 
     resolved = [ResolvedSpec("conv2", 0, "quantize", {"bits": 8, "activations": True}),
                 ResolvedSpec("fc1", 0, "quantize", {"bits": 8, "granularity": "per_tensor", "activations": True}),
@@ -216,8 +213,7 @@ def test_torchao_mapping_is_a_working_qconfig_mapping():
     prepared = prepare_fx(copy.deepcopy(model), mapping, (x[:1],))
     prepared(x)
     converted = convert_fx(prepared)
-    kinds = {n: type(m).__name__ for n, m in converted.named_modules()}
-    assert kinds["conv2"].endswith("Conv2d") and "quantized" in type(converted.conv2).__module__
+    assert "quantized" in type(converted.conv2).__module__
     assert "quantized" in type(converted.fc1).__module__ and type(converted.fc2) is torch.nn.Linear
     assert torch.nn.functional.cosine_similarity(converted(x).reshape(-1), model(x).reshape(-1), dim=0) > 0.99
 
@@ -238,7 +234,7 @@ def test_coreml_configs_by_technique():
 
 
 def test_digits_accuracy_before_and_after_int8():
-    from layerscope.app.cli_compress import estimate_plan
+    from layerscope.profiler.compression import estimate_plan
     from layerscope.profiler import load_device_profile
 
     hw = load_device_profile("raspberry-pi-5")

@@ -5,7 +5,7 @@ from .adapters import OrtQuantConfig, build_qconfig_mapping, coreml_configs, ort
 from .apply import CompressionResult, LayerCompression, OutputChange, apply_plan, compare_outputs, model_bytes
 from .ort_int8 import OrtInt8Result, onnx_node_layers, quantize_with_ort
 from .pipeline import CompressionOutcome, CompressionReport, LayerDelta, compress, time_pair
-from .plan import CALIBRATIONS, COMPRESSIBLE_KINDS, PLAN_VERSION, TECHNIQUES, CompressionPlan, LayerSpec, ResolvedSpec, resolve_plan, select_layers
+from .plan import CALIBRATIONS, COMPRESSIBLE_KINDS, ESTIMATES, PLAN_VERSION, TECHNIQUES, CompressionPlan, estimate_plan, LayerSpec, ResolvedSpec, resolve_plan, select_layers
 from .structured import ChannelPruneReport, prune_channels
 from .techniques import WeightReport, cast_weight, palettize_weight, prune_weight, quantize_weight, sqnr_db
 
@@ -13,7 +13,7 @@ __all__ = [
     "ActivationQuant", "calibrate_activations", "OrtQuantConfig", "build_qconfig_mapping", "coreml_configs", "ort_quant_config",
     "torchao_mapping", "CompressionResult", "LayerCompression", "OutputChange", "apply_plan", "compare_outputs", "model_bytes",
     "OrtInt8Result", "onnx_node_layers", "quantize_with_ort", "CompressionOutcome", "CompressionReport", "LayerDelta", "compress",
-    "time_pair", "CALIBRATIONS", "COMPRESSIBLE_KINDS", "PLAN_VERSION", "TECHNIQUES", "CompressionPlan", "LayerSpec", "ResolvedSpec",
+    "time_pair", "ESTIMATES", "estimate_plan", "CALIBRATIONS", "COMPRESSIBLE_KINDS", "PLAN_VERSION", "TECHNIQUES", "CompressionPlan", "LayerSpec", "ResolvedSpec",
     "resolve_plan", "select_layers", "ChannelPruneReport", "prune_channels", "WeightReport", "cast_weight", "palettize_weight",
     "prune_weight", "quantize_weight", "sqnr_db",
 ]

@@ -32,7 +32,7 @@ from ..report import Profile
 from ..roofline import Bound
 
 __all__ = ["PLAN_VERSION", "LayerSpec", "CompressionPlan", "ResolvedSpec", "resolve_plan", "COMPRESSIBLE_KINDS",
-           "TECHNIQUES", "STRUCTURAL", "CALIBRATIONS", "select_layers"]
+           "TECHNIQUES", "STRUCTURAL", "CALIBRATIONS", "select_layers", "ESTIMATES", "estimate_plan"]
 
 PLAN_VERSION = 1
 COMPRESSIBLE_KINDS = frozenset({"conv", "conv_transpose", "linear", "embedding"})
@@ -202,3 +202,17 @@ def resolve_plan(plan: CompressionPlan, profile: Profile) -> tuple[list[Resolved
     ]
     order = {lid: k for k, lid in enumerate(g.ids())}
     return sorted(chosen.values(), key=lambda r: (r.technique not in STRUCTURAL, order[r.layer_id])), warnings
+
+
+# One-word plans for a quick estimate (paper Strategy #5): every conv/linear/embedding layer.
+ESTIMATES: dict[str, tuple[LayerSpec, ...]] = {
+    "int8": (LayerSpec("all", "quantize", {"bits": 8, "granularity": "per_channel", "activations": True}),),
+    "int8-weights": (LayerSpec("all", "quantize", {"bits": 8, "granularity": "per_channel"}),),
+    "int4": (LayerSpec("all", "quantize", {"bits": 4, "granularity": "per_channel"}),),
+    "fp16": (LayerSpec("all", "cast", {"dtype": "float16"}),),
+    "palettize4": (LayerSpec("all", "palettize", {"bits": 4}),),
+}
+
+
+def estimate_plan(kind: str, model: str | None = None) -> CompressionPlan:
+    return CompressionPlan(ESTIMATES[kind], model=model)
