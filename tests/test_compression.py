@@ -262,3 +262,24 @@ def test_data_folder_loading_and_errors(tmp_path):
     np.savez(tmp_path / "d" / "b9.npz", x=np.zeros((2, 3, 8, 8), np.float32))
     with pytest.raises(InputSpecError, match=r"b9.npz: input of shape \(2, 3, 8, 8\) does not fit"):
         load_data_folder(tmp_path / "d", like)
+
+
+def test_int8_activations_skip_an_embeddings_token_ids():
+    from layerscope.profiler.capture import capture
+    from layerscope.profiler.compression.plan import ResolvedSpec
+
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 4)).eval()
+    tokens = torch.randint(0, 50, (2, 6))
+    graph = capture(model, (tokens,)).graph
+    resolved = [ResolvedSpec(lid, 0, "quantize", {"bits": 8, "activations": True}) for lid in ("0", "1")]
+    _, _, res = drive(apply_plan(model, graph, resolved, random_samples((tokens,), 2, high=50)))
+    assert [c.layer_id for c in res.layers] == ["0", "1"] and [a.layer_id for a in res.activations] == ["1"]
+
+
+def test_adapter_groups_what_it_cannot_express(tiny):
+    _, profile, _ = tiny
+    resolved, _ = resolve_plan(_plan(("all", "palettize", {"bits": 4})), profile)
+    cfg = coreml_configs(resolved)
+    assert cfg["cannot_express"] == [] and len(cfg["PostTrainingPalettizerConfig"]["module_name_configs"]) == 3
+    ao = torchao_mapping(resolved, profile.graph)
+    assert len(ao["cannot_express"]) == 1 and ao["cannot_express"][0].startswith("3 layers (conv1, conv2, fc): palettize(bits=4)")

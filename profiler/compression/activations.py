@@ -131,7 +131,7 @@ def calibrate_activations(model: nn.Module, layers: Sequence[tuple[str, str, str
     out = []
     for (layer_id, path, method, percentile), (obs, _) in zip(layers, observers, strict=True):
         if not obs.samples:
-            raise ValueError(f"layer {layer_id!r} never ran on the calibration data")
+            raise ValueError(f"layer {layer_id!r} never received a floating-point input on the calibration data")
         values = torch.cat(obs.samples)
         lo, hi = _range(values, obs.lo, obs.hi, method, percentile)
         scale, zp = _qparams(lo, hi)

@@ -25,6 +25,26 @@ QUANTIZABLE_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
 _DYNAMIC_OPS = ("Conv", "MatMul", "Gather")
 
 
+def _grouped(lines: list[str]) -> tuple[str, ...]:
+    """'a: X', 'b: X' -> '2 layers (a, b): X' so fifty palettized layers make one line, not fifty."""
+    groups: dict[str, list[str]] = {}
+    for line in lines:
+        head, sep, rest = line.partition(": ")
+        key, who = (rest, head) if sep and " " not in head else (line, "")
+        groups.setdefault(key, []).append(who)
+    out = []
+    for rest, who in groups.items():
+        who = [w for w in who if w]
+        if not who:
+            out.append(rest)
+        elif len(who) == 1:
+            out.append(f"{who[0]}: {rest}")
+        else:
+            shown = ", ".join(who[:6]) + (f", … ({len(who) - 6} more)" if len(who) > 6 else "")
+            out.append(f"{len(who)} layers ({shown}): {rest}")
+    return tuple(out)
+
+
 def _describe(r: ResolvedSpec) -> str:
     params = ", ".join(f"{k}={v}" for k, v in r.params.items())
     return f"{r.layer_id}: {r.technique}({params})"
@@ -112,7 +132,7 @@ def ort_quant_config(resolved: Sequence[ResolvedSpec], graph: LayerGraph, node_l
         cannot.append("percentile and other calibrations are mixed; ORT calibrates all nodes one way (MinMax)")
     nodes = tuple(n for lid in layer_nodes for n in layer_nodes[lid])
     return OrtQuantConfig(mode, nodes, "per_channel" in grans, "QInt8" if all(syms) else "QUInt8", "QInt8", calib, extra,
-                          layer_nodes, tuple(cannot))
+                          layer_nodes, _grouped(cannot))
 
 
 # --------------------------------------------------------------------------- coremltools
@@ -153,7 +173,7 @@ def coreml_configs(resolved: Sequence[ResolvedSpec]) -> dict[str, Any]:
         out["PostTrainingPalettizerConfig"] = {"module_name_configs": palette}
     if prune:
         out["MagnitudePrunerConfig"] = {"module_name_configs": prune}
-    out["cannot_express"] = cannot
+    out["cannot_express"] = list(_grouped(cannot))
     return out
 
 
@@ -186,7 +206,7 @@ def torchao_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph) -> dict
                 cannot.append(f"{r.layer_id}: act_calibration={r.params['act_calibration']} — torch.ao's HistogramObserver "
                               f"minimises L2 error over its histogram; it has no percentile setting")
             names[r.layer_id] = entry
-    return {"tool": "torch.ao.quantization.QConfigMapping", "global": None, "module_name": names, "cannot_express": cannot}
+    return {"tool": "torch.ao.quantization.QConfigMapping", "global": None, "module_name": names, "cannot_express": list(_grouped(cannot))}
 
 
 def build_qconfig_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph):

@@ -140,7 +140,7 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
         with torch.no_grad():
             weight.copy_(w_hat)
         done.append(LayerCompression(r.layer_id, r.spec_index, rep))
-        if r.params.get("activations"):
+        if r.params.get("activations") and layer.op_kind != "embedding":  # an embedding's input is token ids
             act_layers.append((r.layer_id, layer.module_path or "", r.params.get("act_calibration", "minmax"),
                                float(r.params.get("act_percentile", 99.99))))
     acts: list[ActivationQuant] = []
