@@ -1,0 +1,491 @@
+"""Activation ranges, layer by layer, of a reference and a candidate model on the same inputs.
+
+Both models are captured (same layer ids as everywhere) and run node by node in an fx
+Interpreter; each layer's output is folded into streaming statistics and dropped, so memory does
+not grow with the number of samples:
+
+* ``StreamingHistogram``: fixed number of bins over a range that doubles (merging bin pairs
+  exactly) whenever new values fall outside; percentiles come from it, to one bin's resolution.
+* ``TensorStats``: count, min/max, mean/std (float64 sums), zero and non-finite counts, per-channel
+  min/max (channel = dim 1, or the last dim of a 3-D [batch, tokens, features] tensor).
+* ``PairStats``: reference vs candidate of the same tensor: SQNR, MSE, cosine, max |error|.
+
+For merge layers (add, sub, concat) the range of each operand is kept too, and for layers whose
+input the candidate fake-quantises (int8 activations) the clipping rate of that quantizer on the
+data. Diagnostics live in ``diagnose.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from .capture import CaptureResult, capture
+from .data import SampleSet
+from .errors import LayerScopeError
+from .progress import Progress, Work
+
+__all__ = [
+    "StreamingHistogram", "TensorStats", "PairStats", "ActivationStats", "OperandRange", "LayerComparison",
+    "ActivationComparison", "ComparisonError", "compare_models", "shared_histograms", "COMPARE_VERSION", "MERGE_KINDS",
+]
+
+COMPARE_VERSION = 1
+MERGE_KINDS = frozenset({"add", "sub", "concat"})
+PERCENTILES = (0.01, 0.1, 1.0, 50.0, 99.0, 99.9, 99.99)
+
+
+class ComparisonError(LayerScopeError):
+    """The two models cannot be compared on these inputs (NaN/Inf, mismatched inputs, no common layers)."""
+
+
+# --------------------------------------------------------------------------- streaming statistics
+class StreamingHistogram:
+    """Histogram with a fixed number of bins whose range grows by doubling (exact pairwise merges)."""
+
+    def __init__(self, bins: int = 1024) -> None:
+        if bins % 2:
+            raise ValueError("bins must be even")
+        self.bins = bins
+        self.lo = 0.0
+        self.width = 0.0
+        self.counts = np.zeros(bins, dtype=np.int64)
+
+    @property
+    def hi(self) -> float:
+        return self.lo + self.bins * self.width
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def edges(self) -> np.ndarray:
+        return self.lo + self.width * np.arange(self.bins + 1)
+
+    def _grow(self, lo: float, hi: float) -> None:
+        half = self.bins // 2
+        while lo < self.lo:
+            merged = self.counts.reshape(half, 2).sum(1)
+            self.counts = np.zeros_like(self.counts)
+            self.counts[half:] = merged
+            self.lo -= self.bins * self.width
+            self.width *= 2
+        while hi > self.hi:
+            merged = self.counts.reshape(half, 2).sum(1)
+            self.counts = np.zeros_like(self.counts)
+            self.counts[:half] = merged
+            self.width *= 2
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1).double()
+        x = x[torch.isfinite(x)]
+        if not x.numel():
+            return
+        lo, hi = x.min().item(), x.max().item()
+        if self.width == 0.0:
+            span = hi - lo
+            self.lo = lo
+            self.width = span / self.bins if span > 0 else max(abs(lo), 1.0) * 1e-6
+        self._grow(lo, hi)
+        idx = ((x - self.lo) / self.width).floor().clamp_(0, self.bins - 1).long()
+        self.counts += np.bincount(idx.numpy(), minlength=self.bins)
+
+    def percentile(self, q: float) -> float:
+        """Value below which ``q`` % of the values lie (linear within a bin)."""
+        total = self.total
+        if not total:
+            return float("nan")
+        cdf = np.cumsum(self.counts)
+        target = q / 100 * total
+        k = int(np.searchsorted(cdf, target, side="left"))
+        k = min(k, self.bins - 1)
+        before = cdf[k - 1] if k else 0
+        inside = self.counts[k]
+        frac = (target - before) / inside if inside else 0.0
+        return self.lo + (k + frac) * self.width
+
+    def rebinned(self, edges: np.ndarray) -> np.ndarray:
+        """Counts on other ``edges`` (the CDF interpolated linearly within bins): for shared-bin overlays."""
+        if not self.total:
+            return np.zeros(len(edges) - 1)
+        cdf = np.concatenate([[0.0], np.cumsum(self.counts)])
+        at = np.interp(edges, self.edges(), cdf)
+        return np.diff(at)
+
+
+class TensorStats:
+    def __init__(self, bins: int = 1024) -> None:
+        self.count = 0
+        self.min = math.inf
+        self.max = -math.inf
+        self.sum = 0.0
+        self.sumsq = 0.0
+        self.zeros = 0
+        self.nonfinite = 0
+        self.hist = StreamingHistogram(bins)
+        self.ch_min: torch.Tensor | None = None
+        self.ch_max: torch.Tensor | None = None
+        self.shape: tuple[int, ...] = ()
+
+    @staticmethod
+    def channel_axis(t: torch.Tensor) -> int | None:
+        if t.dim() <= 1:
+            return None
+        return t.dim() - 1 if t.dim() == 3 else 1
+
+    def add(self, t: torch.Tensor) -> None:
+        t = t.detach()
+        self.shape = tuple(t.shape)
+        finite = torch.isfinite(t)
+        self.nonfinite += int((~finite).sum())
+        x = t.double()
+        if not bool(finite.all()):
+            x = torch.where(finite, x, torch.zeros_like(x))
+        self.count += x.numel()
+        if x.numel():
+            self.min = min(self.min, x.min().item())
+            self.max = max(self.max, x.max().item())
+        self.sum += x.sum().item()
+        self.sumsq += x.pow(2).sum().item()
+        self.zeros += int((x == 0).sum())
+        self.hist.add(x)
+        ax = self.channel_axis(t)
+        if ax is not None and x.numel():
+            moved = x.movedim(ax, 0).reshape(x.shape[ax], -1)
+            lo, hi = moved.amin(1), moved.amax(1)
+            if self.ch_min is None or self.ch_min.shape != lo.shape:
+                self.ch_min, self.ch_max = lo, hi
+            else:
+                self.ch_min, self.ch_max = torch.minimum(self.ch_min, lo), torch.maximum(self.ch_max, hi)
+
+    def freeze(self) -> ActivationStats:
+        n = max(self.count, 1)
+        mean = self.sum / n
+        var = max(self.sumsq / n - mean * mean, 0.0)
+        return ActivationStats(
+            self.count, self.shape, self.min, self.max, mean, math.sqrt(var),
+            {str(q): self.hist.percentile(q) for q in PERCENTILES}, self.zeros / n, self.nonfinite,
+            self.hist.lo, self.hist.width, tuple(int(c) for c in self.hist.counts),
+            tuple(self.ch_min.tolist()) if self.ch_min is not None else (),
+            tuple(self.ch_max.tolist()) if self.ch_max is not None else (),
+        )
+
+
+class PairStats:
+    def __init__(self) -> None:
+        self.n = 0
+        self.err2 = 0.0
+        self.ref2 = 0.0
+        self.cand2 = 0.0
+        self.dot = 0.0
+        self.max_abs = 0.0
+
+    def add(self, ref: torch.Tensor, cand: torch.Tensor) -> None:
+        r, c = ref.detach().double().reshape(-1), cand.detach().double().reshape(-1)
+        d = r - c
+        self.n += r.numel()
+        self.err2 += d.pow(2).sum().item()
+        self.ref2 += r.pow(2).sum().item()
+        self.cand2 += c.pow(2).sum().item()
+        self.dot += (r * c).sum().item()
+        if r.numel():
+            self.max_abs = max(self.max_abs, d.abs().max().item())
+
+    @property
+    def sqnr_db(self) -> float:
+        if self.err2 == 0:
+            return math.inf
+        return 10 * math.log10(self.ref2 / self.err2) if self.ref2 > 0 else -math.inf
+
+    @property
+    def mse(self) -> float:
+        return self.err2 / self.n if self.n else float("nan")
+
+    @property
+    def cosine(self) -> float:
+        den = math.sqrt(self.ref2 * self.cand2)
+        return self.dot / den if den > 0 else (1.0 if self.err2 == 0 else float("nan"))
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class ActivationStats:
+    count: int
+    shape: tuple[int, ...]  # of the last batch
+    min: float
+    max: float
+    mean: float
+    std: float
+    percentiles: dict[str, float]  # "0.01" … "99.99" -> value (histogram resolution)
+    zero_fraction: float
+    nonfinite: int
+    hist_lo: float
+    hist_width: float
+    hist_counts: tuple[int, ...]
+    channel_min: tuple[float, ...]
+    channel_max: tuple[float, ...]
+
+    @property
+    def absmax(self) -> float:
+        return max(abs(self.min), abs(self.max)) if self.count else 0.0
+
+    @property
+    def range(self) -> float:
+        return self.max - self.min if self.count else 0.0
+
+    def histogram(self) -> StreamingHistogram:
+        h = StreamingHistogram(len(self.hist_counts))
+        h.lo, h.width, h.counts = self.hist_lo, self.hist_width, np.array(self.hist_counts, dtype=np.int64)
+        return h
+
+
+@dataclass(frozen=True)
+class OperandRange:
+    source: str  # the layer that produced this operand, or the graph input's name
+    min: float
+    max: float
+
+    @property
+    def absmax(self) -> float:
+        return max(abs(self.min), abs(self.max))
+
+
+@dataclass(frozen=True)
+class LayerComparison:
+    layer_id: str
+    position: int  # execution order (depth axis of the error-vs-depth curve)
+    op_kind: str
+    type_name: str
+    reference: ActivationStats
+    candidate: ActivationStats | None  # None: the candidate has no such layer
+    sqnr_db: float | None  # None: shapes differ (e.g. channels pruned) or no candidate layer
+    mse: float | None
+    cosine: float | None
+    max_abs_error: float | None
+    operands: tuple[OperandRange, ...] = ()  # merge layers: each input's range (reference)
+    input_quantizer: tuple[float, int] | None = None  # candidate's int8 input (scale, zero point)
+    input_clip_rate: float | None = None  # share of the candidate's inputs outside that quantizer's range
+    input_channel_absmax: tuple[float, ...] = ()  # reference input, per channel (quantised-input layers)
+
+    @property
+    def range_ratio(self) -> float | None:
+        if self.candidate is None or not self.reference.range:
+            return None
+        return self.candidate.range / self.reference.range
+
+
+@dataclass(frozen=True)
+class ActivationComparison:
+    version: int
+    reference: str
+    candidate: str
+    samples: int
+    data_source: str
+    layers: tuple[LayerComparison, ...]
+    output_layers: tuple[str, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def layer(self, layer_id: str) -> LayerComparison:
+        return next(lc for lc in self.layers if lc.layer_id == layer_id)
+
+    def first_below(self, threshold_db: float = 20.0) -> LayerComparison | None:
+        """The first layer, in execution order, whose output SQNR falls under ``threshold_db``."""
+        return next((lc for lc in self.layers if lc.sqnr_db is not None and lc.sqnr_db < threshold_db), None)
+
+    def sqnr_curve(self) -> list[tuple[int, str, float]]:
+        """(position, layer id, SQNR dB) along depth, for the layers both models have with equal shapes."""
+        return [(lc.position, lc.layer_id, lc.sqnr_db) for lc in self.layers if lc.sqnr_db is not None]
+
+
+# --------------------------------------------------------------------------- running both models
+def _first_tensor(out: object) -> torch.Tensor | None:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    return None
+
+
+def _input_quantizers(model: nn.Module) -> dict[str, tuple[float, int]]:
+    from .compression.activations import FakeQuantInput
+
+    out = {}
+    for name, m in model.named_modules():
+        for hook in m._forward_pre_hooks.values():
+            if isinstance(hook, FakeQuantInput):
+                out[name] = (hook.scale, hook.zero_point)
+    return out
+
+
+class _Recorder(fx.Interpreter):
+    """Runs a captured model and hands each layer's output (and chosen inputs) to callbacks."""
+
+    def __init__(self, cap: CaptureResult, input_layers: set[str]) -> None:
+        super().__init__(cap.graph_module)
+        self.node_layer = cap.node_layer
+        last: dict[str, str] = {}
+        first: dict[str, str] = {}
+        for n in cap.graph_module.graph.nodes:
+            lid = cap.node_layer.get(n.name)
+            if lid is not None:
+                last[lid] = n.name
+                first.setdefault(lid, n.name)
+        self.last_node = {v: k for k, v in last.items()}  # node name -> layer id whose output it is
+        self.first_node = {v: k for k, v in first.items() if k in input_layers}
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.inputs: dict[str, list[tuple[str, torch.Tensor]]] = {}
+        self.order: list[str] = []
+
+    def run_node(self, n: fx.Node):
+        lid = self.first_node.get(n.name)
+        if lid is not None:
+            ops = []
+            for arg in n.args:
+                for node in arg if isinstance(arg, (list, tuple)) else [arg]:
+                    v = self.env.get(node) if isinstance(node, fx.Node) else None
+                    if isinstance(v, torch.Tensor) and v.is_floating_point():
+                        ops.append((self._source(node), v))
+            self.inputs[lid] = ops
+        out = super().run_node(n)
+        lid = self.last_node.get(n.name)
+        if lid is not None:
+            t = _first_tensor(out)
+            if t is not None and t.is_floating_point():
+                self.outputs[lid] = t
+                self.order.append(lid)
+        return out
+
+    def _source(self, node: fx.Node) -> str:
+        """The layer that produced ``node`` (walking back through glue such as views), or the input's name."""
+        seen = 0
+        while seen < 50:
+            lid = self.node_layer.get(node.name)
+            if lid is not None:
+                return lid
+            if node.op == "placeholder":
+                return f"input:{node.name}"
+            parents = [a for a in node.all_input_nodes if a.op != "get_attr"]
+            if len(parents) != 1:
+                return node.name
+            node, seen = parents[0], seen + 1
+        return node.name
+
+
+def _check_finite(rec: _Recorder, side: str, batch: int, graph) -> None:
+    for lid in rec.order:
+        t = rec.outputs[lid]
+        if not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ComparisonError(f"NaN/Inf first appear in the {side} model at layer {lid!r} ({graph[lid].type_name}) "
+                                  f"on batch {batch}: {bad} of {t.numel()} values. Check that layer's weights and inputs "
+                                  f"(an overflow in float16, a division by zero, a log of a negative?).")
+
+
+@torch.inference_mode()
+def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSet, reference_name: str = "reference",
+                   candidate_name: str = "candidate", bins: int = 1024) -> Work[ActivationComparison]:
+    """Stream ``samples`` through both models and compare every layer they share."""
+    if not samples.batches:
+        raise ComparisonError("No samples to compare on.")
+    first = samples.batches[0]
+    yield Progress("compare", 0, len(samples.batches) + 1, "capturing both models")
+    try:
+        ref_cap = capture(reference, first)
+        cand_cap = capture(candidate, first)
+    except LayerScopeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - inputs that do not fit the model
+        raise ComparisonError(f"The data do not fit the model's input ({type(exc).__name__}: {exc}).") from None
+    graph = ref_cap.graph
+    common = [lid for lid in graph.ids() if lid in cand_cap.graph]
+    if not common:
+        raise ComparisonError(f"{reference_name} and {candidate_name} share no layer ids; compare models built from the same code.")
+    quantizers = {lid: q for lid, q in ((lid, _input_quantizers(candidate).get(graph[lid].module_path or "")) for lid in common) if q}
+    merge = {lid for lid in common if graph[lid].op_kind in MERGE_KINDS}
+    ref_stats = {lid: TensorStats(bins) for lid in common}
+    cand_stats = {lid: TensorStats(bins) for lid in common}
+    pairs = {lid: PairStats() for lid in common}
+    operand_stats: dict[str, list[tuple[str, TensorStats]]] = {}
+    in_ch: dict[str, torch.Tensor] = {}
+    clip = {lid: [0, 0] for lid in quantizers}
+    for k, batch in enumerate(samples.batches):
+        ref = _Recorder(ref_cap, merge | set(quantizers))
+        cand = _Recorder(cand_cap, set(quantizers))
+        try:
+            ref.run(*batch)
+            cand.run(*batch)
+        except Exception as exc:  # noqa: BLE001 - a batch the models cannot take
+            raise ComparisonError(f"Batch {k} does not fit the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None
+        _check_finite(ref, reference_name, k, graph)
+        _check_finite(cand, candidate_name, k, cand_cap.graph)
+        for lid in common:
+            r, c = ref.outputs.get(lid), cand.outputs.get(lid)
+            if r is None:
+                continue
+            ref_stats[lid].add(r)
+            if c is not None:
+                cand_stats[lid].add(c)
+                if c.shape == r.shape:
+                    pairs[lid].add(r, c)
+                else:
+                    pairs[lid].n = -1  # shapes differ: no elementwise comparison
+        for lid in merge:
+            ops = ref.inputs.get(lid, [])
+            slots = operand_stats.setdefault(lid, [(src, TensorStats(64)) for src, _ in ops])
+            for (_, st), (_, t) in zip(slots, ops, strict=False):
+                st.add(t)
+        for lid, (scale, zp) in quantizers.items():
+            ins = cand.inputs.get(lid, [])
+            if ins:
+                x = ins[0][1].double()
+                lo, hi = (-128 - zp) * scale, (127 - zp) * scale
+                clip[lid][0] += int(((x < lo - scale / 2) | (x > hi + scale / 2)).sum())
+                clip[lid][1] += x.numel()
+            rins = ref.inputs.get(lid, [])
+            if rins:
+                t = rins[0][1]
+                ax = TensorStats.channel_axis(t)
+                if ax is not None:
+                    m = t.detach().abs().movedim(ax, 0).reshape(t.shape[ax], -1).amax(1).double()
+                    in_ch[lid] = m if lid not in in_ch or in_ch[lid].shape != m.shape else torch.maximum(in_ch[lid], m)
+        yield Progress("compare", k + 1, len(samples.batches) + 1, f"batch {k + 1}/{len(samples.batches)}")
+    position = {lid: i for i, lid in enumerate(ref.order)}
+    layers = []
+    for lid in sorted((lid for lid in common if ref_stats[lid].count), key=lambda i: position.get(i, 1 << 30)):
+        p = pairs[lid]
+        same = p.n > 0
+        cand_ok = cand_stats[lid].count > 0
+        layers.append(LayerComparison(
+            lid, position.get(lid, -1), graph[lid].op_kind, graph[lid].type_name, ref_stats[lid].freeze(),
+            cand_stats[lid].freeze() if cand_ok else None,
+            p.sqnr_db if same else None, p.mse if same else None, p.cosine if same else None, p.max_abs if same else None,
+            tuple(OperandRange(src, st.min, st.max) for src, st in operand_stats.get(lid, []) if st.count),
+            quantizers.get(lid), clip[lid][0] / clip[lid][1] if lid in clip and clip[lid][1] else None,
+            tuple(in_ch[lid].tolist()) if lid in in_ch else (),
+        ))
+    yield Progress("compare", len(samples.batches) + 1, len(samples.batches) + 1, "done")
+    notes = []
+    if ref_cap.method != cand_cap.method:
+        notes.append(f"captured with {ref_cap.method.value} and {cand_cap.method.value}")
+    return ActivationComparison(COMPARE_VERSION, reference_name, candidate_name, samples.n_samples, samples.source,
+                                tuple(layers), tuple(graph.output_layers), tuple(notes))
+
+
+def shared_histograms(a: ActivationStats, b: ActivationStats | None, bins: int = 120) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both histograms on one set of edges spanning both ranges (for an overlay plot)."""
+    lo = min(a.min, b.min) if b is not None else a.min
+    hi = max(a.max, b.max) if b is not None else a.max
+    if not hi > lo:
+        hi = lo + 1e-6
+    edges = np.linspace(lo, hi, bins + 1)
+    ca = a.histogram().rebinned(edges)
+    cb = b.histogram().rebinned(edges) if b is not None else np.zeros(bins)
+    return edges, ca, cb
+
