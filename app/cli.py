@@ -1,4 +1,4 @@
-"""``layerscope`` command line: profile, onnx, compress, calibrate, gui, zoo, devices.
+"""``layerscope`` command line: profile, onnx, compress, compare, calibrate, gui, zoo, devices.
 
 Headless commands never import Qt; ``gui`` imports the desktop app only when asked.
 """
@@ -250,9 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--profile", dest="profile_json", help="open a saved profile JSON instead of profiling")
     g.add_argument("--screenshot", help=argparse.SUPPRESS)  # used by docs/tests: save a PNG and quit
     g.set_defaults(func=cmd_gui)
+    from .cli_compare import add_compare_parser
     from .cli_compress import add_compress_parser
 
     add_compress_parser(sub, _model_args)
+    add_compare_parser(sub, _model_args)
     sub.add_parser("zoo", help="list built-in models").set_defaults(func=cmd_zoo)
     sub.add_parser("devices", help="list shipped target-device profiles").set_defaults(func=cmd_devices)
     return parser

@@ -151,3 +151,24 @@ def test_compress_needs_exactly_one_plan_source(capsys, tmp_path):
     assert rc == 2 and "exactly one of --plan" in err
     rc, _, err = run(capsys, "compress", "tiny_cnn", "--estimate", "fp16", "--data", str(tmp_path))
     assert rc == 2 and "has no .npz or .pt files" in err
+
+
+def test_compare_float_vs_plan_and_two_plans(capsys, tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"version": 1, "specs": [{"select": "all", "technique": "quantize", "params": {"bits": 8}}]}))
+    b.write_text(json.dumps({"version": 1, "specs": [{"select": "all", "technique": "quantize", "params": {"bits": 4}}]}))
+    rc, out, _ = run(capsys, "compare", "digits_cnn", "--plan", str(a), "--json", str(tmp_path / "c.json"))
+    assert rc == 0 and "SQNR along depth:" in out and "First layer under 20 dB:" in out
+    assert "quantized-output The output layer 'fc2'" in out
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["comparison"]["samples"] == 360 and data["diagnostics"][0]["kind"] == "quantized-output"
+    rc, out, _ = run(capsys, "compare", "digits_cnn", "--plan", str(a), "--plan-b", str(b), "--threshold", "30")
+    assert rc == 0 and "digits_cnn + a.json vs digits_cnn + b.json" in out
+
+
+def test_compare_errors(capsys, tmp_path):
+    rc, _, err = run(capsys, "compare", "tiny_cnn")
+    assert rc == 2 and "Give --plan" in err
+    (tmp_path / "empty").mkdir()
+    rc, _, err = run(capsys, "compare", "tiny_cnn", "--plan", str(tmp_path / "none.json"), "--data", str(tmp_path / "empty"))
+    assert rc == 2 and "has no .npz or .pt files" in err

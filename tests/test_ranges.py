@@ -154,3 +154,21 @@ def test_pruned_unstructured_dead_channels_and_structured_shape_change(tmp_path)
     _, diags, _ = _run(model, [ResolvedSpec("0", 0, "prune", {"sparsity": 0.375})], random_samples((torch.zeros(1, 3, 8, 8),), 3))
     dead = [d for d in diags if d.kind is DiagnosticKind.DEAD_CHANNELS]
     assert len(dead) == 1 and dead[0].layer_ids == ("0",) and "3 of 8" in dead[0].message
+
+
+def test_sqnr_agrees_with_ort_qdq_loss_debug_on_the_same_tensors(tmp_path):
+    from layerscope.profiler import load_device_profile, load_model, profile_model
+    from layerscope.profiler.compression import CompressionPlan, LayerSpec, quantize_with_ort, resolve_plan
+    from layerscope.profiler.data import builtin_samples
+    from layerscope.profiler.ranges_ort import ort_sqnr_check
+
+    loaded = load_model("digits_cnn")
+    profile = drive(profile_model(loaded, load_device_profile("raspberry-pi-5"), runs=1, warmup=0))
+    samples = builtin_samples("digits", batch_size=120)
+    resolved, _ = resolve_plan(CompressionPlan((LayerSpec("all", "quantize", {"bits": 8, "activations": True}),)), profile)
+    res = drive(quantize_with_ort(loaded.module, profile.graph, resolved, samples, tmp_path, runs=1))
+    checks = ort_sqnr_check(res.float_onnx, res.int8_onnx, samples, profile.graph)
+    by_layer = {c.layer_id: c for c in checks if c.layer_id}
+    assert {"fc1", "fc2", "pool", "relu"} <= set(by_layer)  # tensors named by the layers that made them
+    for c in checks:
+        assert abs(c.layerscope_db - c.ort_db) < 0.5, c

@@ -1,0 +1,134 @@
+"""``layerscope compare``: activation ranges and error, layer by layer, and ranked diagnostics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from layerscope.profiler import load_model, profile_model, resolve_hardware
+from layerscope.profiler.compression import CompressionPlan, apply_plan, resolve_plan
+from layerscope.profiler.data import samples_for
+from layerscope.profiler.diagnose import Diagnostic, diagnose
+from layerscope.profiler.errors import PlanError
+from layerscope.profiler.ranges import ActivationComparison, compare_models
+from layerscope.profiler.serde import to_jsonable
+from layerscope.profiler.source import parse_dtype, parse_input_shapes
+
+__all__ = ["add_compare_parser", "print_comparison"]
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def _db(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return "exact" if math.isinf(v) and v > 0 else f"{v:.1f}"
+
+
+def sparkline(values: list[float]) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return "exact everywhere"
+    lo, hi = min(finite), max(finite)
+    out = []
+    for v in values:
+        if not math.isfinite(v):
+            out.append(_BARS[-1])
+        else:
+            out.append(_BARS[1 + int((len(_BARS) - 2) * ((v - lo) / (hi - lo) if hi > lo else 1.0))])
+    return "".join(out) + f"  ({lo:.1f}–{hi:.1f} dB)"
+
+
+def print_comparison(cmp: ActivationComparison, diags: list[Diagnostic], top: int, threshold: float, console: Console) -> None:
+    console.print(f"[bold]{cmp.reference}[/] vs [bold]{cmp.candidate}[/] on {cmp.samples} sample(s) ({cmp.data_source}); "
+                  f"{len(cmp.layers)} layers compared")
+    curve = cmp.sqnr_curve()
+    console.print(f"SQNR along depth: {sparkline([c[2] for c in curve])}")
+    first = cmp.first_below(threshold)
+    console.print(f"First layer under {threshold:g} dB: " + (f"[bold]{first.layer_id}[/] ({first.type_name}, {_db(first.sqnr_db)} dB, "
+                                                             f"position {first.position})" if first else "none"))
+    table = Table(title=f"{min(top, len(cmp.layers))} layers with the lowest SQNR (execution order)", title_justify="left")
+    for col in ("#", "layer", "type", "reference range", "p0.01 … p99.99", "candidate range", "SQNR dB", "cosine",
+                "max |err|", "range ratio", "clipped"):
+        table.add_column(col, justify="left" if col in ("layer", "type") else "right", overflow="fold")
+    worst = sorted((lc for lc in cmp.layers if lc.sqnr_db is not None), key=lambda lc: lc.sqnr_db)[:top]
+    for lc in sorted(worst, key=lambda lc: lc.position):
+        r, c = lc.reference, lc.candidate
+        table.add_row(str(lc.position), lc.layer_id, lc.type_name, f"[{r.min:.3g}, {r.max:.3g}]",
+                      f"{r.percentiles['0.01']:.3g} … {r.percentiles['99.99']:.3g}",
+                      f"[{c.min:.3g}, {c.max:.3g}]" if c else "-", _db(lc.sqnr_db),
+                      "-" if lc.cosine is None else f"{lc.cosine:.4f}", "-" if lc.max_abs_error is None else f"{lc.max_abs_error:.3g}",
+                      "-" if lc.range_ratio is None else f"{lc.range_ratio:.3f}",
+                      "-" if lc.input_clip_rate is None else f"{lc.input_clip_rate:.2%}")
+    console.print(table)
+    changed = [lc.layer_id for lc in cmp.layers if lc.sqnr_db is None and lc.candidate is not None]
+    if changed:
+        console.print(f"Shape changed (channels pruned), no element-wise error: {', '.join(changed[:8])}{' …' if len(changed) > 8 else ''}")
+    if not diags:
+        console.print("[green]No range diagnostics.[/]")
+    for k, d in enumerate(diags, 1):
+        console.print(f"[bold yellow]{k}. {d.kind.value}[/] {d.message}\n   evidence: {d.evidence}\n   fix: {d.fix}")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .cli import _run
+
+    if not args.plan and not args.against:
+        raise PlanError("Give --plan plan.json (float vs compressed), and optionally --plan-b, or --against OTHER_MODEL.")
+    loaded = load_model(args.model, parse_input_shapes(args.input_shape), parse_dtype(args.dtype))
+    samples = samples_for(loaded, args.data, args.samples)
+
+    def read(path: str) -> CompressionPlan:
+        p = Path(path)
+        if not p.is_file():
+            raise PlanError(f"Plan file not found: {p}.")
+        return CompressionPlan.from_json(p.read_text(), origin=str(p))
+
+    def work():
+        hw = yield from resolve_hardware(args.hardware)
+        profile = yield from profile_model(loaded, hw, runs=args.runs, warmup=1)  # selectors need bound/latency
+        ref, ref_name, resolved = loaded.module, f"{loaded.name} (float)", []
+        if args.plan_b:
+            ra, wa = resolve_plan(read(args.plan), profile)
+            ref, _, _ = yield from apply_plan(loaded.module, profile.graph, ra, samples, wa)
+            ref_name = f"{loaded.name} + {Path(args.plan).name}"
+        if args.against:
+            other = load_model(args.against, [tuple(t.shape) for t in loaded.inputs])
+            cand, cand_name = other.module, other.name
+        else:
+            path = args.plan_b or args.plan
+            resolved, warnings = resolve_plan(read(path), profile)
+            cand, _, _ = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
+            cand_name = f"{loaded.name} + {Path(path).name}"
+        cmp = yield from compare_models(ref, cand, samples, ref_name, cand_name)
+        return cmp, diagnose(cmp, profile.graph, resolved, loaded.module, range_factor=args.range_factor,
+                             sqnr_threshold_db=args.threshold)
+
+    cmp, diags = _run(work(), args.quiet)
+    console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
+    print_comparison(cmp, diags, args.top, args.threshold, console)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"comparison": to_jsonable(cmp), "diagnostics": to_jsonable(diags)}, indent=1))
+        console.print(f"Wrote {args.json}")
+    return 0
+
+
+def add_compare_parser(sub, model_args) -> None:
+    c = sub.add_parser("compare", help="compare activation ranges of the float and compressed model layer by layer; diagnose")
+    model_args(c)
+    c.add_argument("--plan", help="CompressionPlan JSON: the candidate (or, with --plan-b, the reference)")
+    c.add_argument("--plan-b", help="a second plan: compare plan A (reference) against plan B (candidate)")
+    c.add_argument("--against", help="compare MODEL against another model with the same layer ids (zoo name or file.py:factory)")
+    c.add_argument("--data", help="folder of .npz/.pt batches; default: the model's own set (digits_cnn) or --samples random batches")
+    c.add_argument("--samples", type=int, default=8, help="random batches when no --data (default 8)")
+    c.add_argument("--threshold", type=float, default=20.0, help="SQNR (dB) under which a layer counts as broken (default 20)")
+    c.add_argument("--range-factor", type=float, default=10.0, help="flag merges whose inputs' ranges differ by more (default 10)")
+    c.add_argument("--top", type=int, default=15, help="rows in the layer table (default 15)")
+    c.add_argument("--json", help="write the comparison and diagnostics as JSON")
+    c.set_defaults(func=cmd_compare, runs=3)
