@@ -52,15 +52,20 @@ def onnx_job(profile: Profile | None, onnx_path: str | None, level: str, runs: i
 
 
 def compress_job(profile: Profile, plan, ort_int8: bool, data: str | None, runs: int = 10):
-    """Reload the profiled model, apply ``plan`` to a copy, profile the copy (and time ORT int8)."""
+    """Reload the profiled model, apply ``plan`` to a copy, profile the copy (and time ORT int8), then
+    compare activation ranges layer by layer and diagnose."""
     from layerscope.profiler.compression import compress
     from layerscope.profiler.data import samples_for
+    from layerscope.profiler.diagnose import diagnose
+    from layerscope.profiler.ranges import compare_models
 
     m = profile.model
     yield Progress("load", 0, 1, m.spec)
     loaded = load_model(m.spec, [tuple(s) for s in m.input_shapes], parse_dtype(m.compute_dtype) if m.compute_dtype != "float32" else None)
     samples = samples_for(loaded, data)
-    return (yield from compress(loaded, profile, plan, samples, profile.hardware, runs=runs, ort_int8=ort_int8))
+    outcome = yield from compress(loaded, profile, plan, samples, profile.hardware, runs=runs, ort_int8=ort_int8)
+    cmp = yield from compare_models(loaded.module, outcome.candidate, samples, f"{m.name} (float)", f"{m.name} (compressed)")
+    return outcome, (cmp, diagnose(cmp, profile.graph, outcome.report.resolved, loaded.module))
 
 
 class ProfileController(QObject):
@@ -92,10 +97,10 @@ class ProfileController(QObject):
             self._on_error(LayerScopeError("Profile a model first (File → Open model)."))
             return
         self._run(compress_job, (self.state.profile, plan, ort_int8, data, runs), "Applying the compression plan…",
-                  lambda outcome: self._on_compressed(plan, outcome))
+                  lambda result: self._on_compressed(plan, *result))
 
-    def _on_compressed(self, plan, outcome) -> None:
-        self.state.set_compression(plan, outcome)
+    def _on_compressed(self, plan, outcome, analysis) -> None:
+        self.state.set_compression(plan, outcome, analysis)
         self.compressFinished.emit(plan, outcome)
 
     def _run(self, job, args: tuple, title: str, on_result) -> None:

@@ -15,6 +15,7 @@ from .controller import ProfileController, ProfileRequest
 from .details import LayerDetails
 from .graph_view import LayerGraphView
 from .open_dialog import OpenModelDialog
+from .ranges_view import RangesView
 from .roofline_view import RooflineView
 from .state import AppState
 from .table import LayerTable
@@ -45,6 +46,10 @@ class MainWindow(QMainWindow):
         layers_dock = self._dock("Layers", self.table, Qt.DockWidgetArea.BottomDockWidgetArea)
         compiled_dock = self._dock("Compiled ops (ONNX Runtime)", self.compiled, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(layers_dock, compiled_dock)
+        self.ranges = RangesView(self.state)
+        ranges_dock = self._dock("Activation ranges", self.ranges, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(layers_dock, ranges_dock)
+        self.ranges_dock = ranges_dock
         layers_dock.raise_()
         self.compiled_dock = compiled_dock
         # the right column (roofline, compress/details) runs the full height; the layer table sits under the graph

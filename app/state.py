@@ -16,6 +16,7 @@ class AppState(QObject):
     # (CompressionOutcome | None): the compressed candidate of the current plan, shown next to the profile
     compressionChanged = Signal(object)
     planChanged = Signal(object)  # CompressionPlan | None
+    analysisChanged = Signal(object)  # (ActivationComparison, [Diagnostic]) | None, for the current candidate
 
     def __init__(self) -> None:
         super().__init__()
@@ -26,33 +27,36 @@ class AppState(QObject):
         self.busy = False
         self.plan = None  # CompressionPlan being built in the compression panel
         self.compression = None  # CompressionOutcome of ``plan``
-        self._history: list[tuple[object, object]] = []  # (plan, outcome) before each Apply, for Undo
+        self.analysis = None  # (ActivationComparison, diagnostics) of reference vs ``compression``
+        self._history: list[tuple[object, object, object]] = []  # (plan, outcome, analysis) before each Apply, for Undo
 
     def set_profile(self, profile: Profile | None) -> None:
         self.profile = profile
         self.selected, self.selected_set = "", ()
         self.onnx = None
-        self.plan, self.compression, self._history = None, None, []
+        self.plan, self.compression, self.analysis, self._history = None, None, None, []
         self.profileChanged.emit(profile)
         self.onnxChanged.emit(None)
-        self.planChanged.emit(None)
-        self.compressionChanged.emit(None)
+        self._emit_compression()
 
-    def set_compression(self, plan, outcome) -> None:
-        """A newly applied plan and its outcome; the previous pair goes on the Undo stack."""
-        self._history.append((self.plan, self.compression))
-        self.plan, self.compression = plan, outcome
-        self.planChanged.emit(plan)
-        self.compressionChanged.emit(outcome)
+    def _emit_compression(self) -> None:
+        self.planChanged.emit(self.plan)
+        self.compressionChanged.emit(self.compression)
+        self.analysisChanged.emit(self.analysis)
+
+    def set_compression(self, plan, outcome, analysis=None) -> None:
+        """A newly applied plan, its outcome and range analysis; the previous ones go on the Undo stack."""
+        self._history.append((self.plan, self.compression, self.analysis))
+        self.plan, self.compression, self.analysis = plan, outcome, analysis
+        self._emit_compression()
 
     def can_undo(self) -> bool:
         return bool(self._history)
 
     def undo(self) -> None:
         if self._history:
-            self.plan, self.compression = self._history.pop()
-            self.planChanged.emit(self.plan)
-            self.compressionChanged.emit(self.compression)
+            self.plan, self.compression, self.analysis = self._history.pop()
+            self._emit_compression()
 
     def set_onnx(self, onnx) -> None:
         self.onnx = onnx

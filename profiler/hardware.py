@@ -96,8 +96,8 @@ def calibrate(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 256,
     dtypes = ["float32", "bfloat16"] + (["float16"] if dev.type == "cuda" else [])
     steps = len(dtypes) + 1
     peaks: dict[str, float] = {}
-    with torch.inference_mode():
-        for i, name in enumerate(dtypes):
+    for i, name in enumerate(dtypes):  # inference mode never held across a yield (see timing.measure)
+        with torch.inference_mode():
             dt = getattr(torch, name)
             n = matmul_size
             a = torch.randn(n, n, device=dev).to(dt)
@@ -105,14 +105,15 @@ def calibrate(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 256,
             torch.mm(a, b)  # warm-up
             secs = _best_seconds(lambda a=a, b=b: torch.mm(a, b), reps, sync)
             peaks[name] = 2 * n**3 / secs / 1e9
-            yield Progress("calibrate", i + 1, steps, f"{name} matmul {n}x{n}: {peaks[name]:.1f} GFLOP/s")
+        yield Progress("calibrate", i + 1, steps, f"{name} matmul {n}x{n}: {peaks[name]:.1f} GFLOP/s")
+    with torch.inference_mode():
         numel = copy_mib * 2**20 // 4
         src = torch.rand(numel, device=dev)
         dst = torch.empty_like(src)
         dst.copy_(src)
         secs = _best_seconds(lambda: dst.copy_(src), reps, sync)
         bandwidth = 2 * src.nbytes / secs / 1e9  # read + write
-        yield Progress("calibrate", steps, steps, f"copy {copy_mib} MiB: {bandwidth:.1f} GB/s")
+    yield Progress("calibrate", steps, steps, f"copy {copy_mib} MiB: {bandwidth:.1f} GB/s")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
     return HardwareProfile(
         name=f"{name} (this machine)",

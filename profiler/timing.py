@@ -181,8 +181,10 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
     glue: list[float] = []
     e2e: list[float] = []
     total = warmup + runs
-    with torch.inference_mode():
-        for i in range(total):
+    # Inference mode is entered per run, never held across a yield: a generator suspended (or
+    # cancelled) inside it would leave it on for whatever runs next on this thread.
+    for i in range(total):
+        with torch.inference_mode():
             timed = i >= warmup
             args = [t.clone() for t in inputs]
             sync()
@@ -206,8 +208,9 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
                 for lid in per_layer:
                     per_layer[lid].append(sums.get(lid, 0.0))
                 glue.append(glue_ms)
-            yield Progress("timing" if timed else "warm-up", i + 1, total, f"run {i + 1 - warmup if timed else i + 1}")
+        yield Progress("timing" if timed else "warm-up", i + 1, total, f"run {i + 1 - warmup if timed else i + 1}")
 
+    with torch.inference_mode():
         tracker = _MemoryTracker(gm, weight_ptrs)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)

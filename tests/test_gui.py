@@ -104,10 +104,14 @@ def test_compiled_ops_view_links_ops_and_layers(qtbot, window):
 
 
 def _apply(qtbot, win):
-    with qtbot.waitSignal(win.controller.compressFinished, timeout=120_000) as blocker:
-        win.compression.apply_btn.click()
-    qtbot.waitUntil(lambda: win.controller.worker is None)
-    return blocker.args[1]
+    assert win.compression.apply_btn.isEnabled() and win.controller.worker is None
+    done, failed = [], []
+    win.controller.compressFinished.connect(lambda plan, out: done.append(out))
+    win.controller.failed.connect(failed.append)
+    win.compression.apply_btn.click()
+    qtbot.waitUntil(lambda: bool(done or failed) and win.controller.worker is None, timeout=120_000)
+    assert not failed, failed
+    return done[0]
 
 
 def test_compress_selection_shows_before_after_and_undo(qtbot, window, tmp_path):
@@ -155,3 +159,49 @@ def test_compress_bad_plan_file_shows_error_and_keeps_work(qtbot, window, tmp_pa
     qtbot.waitUntil(lambda: window.controller.worker is None)
     assert "'bn1' (BatchNorm2d)" in blocker.args[0]
     assert window.state.profile is not None and window.state.compression is None
+
+
+RESIDUAL = '''
+import torch
+from torch import nn
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.branch = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Conv2d(16, 8, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.branch(x) * 100
+        return self.head(torch.relu(y + x))
+
+def build():
+    torch.manual_seed(0)
+    return Residual(), (torch.randn(2, 3, 16, 16),)
+'''
+
+
+def test_ranges_view_flags_the_add_and_follows_selection(qtbot, window, tmp_path):
+    f = tmp_path / "residual.py"
+    f.write_text(RESIDUAL)
+    profile(qtbot, window, model=f"{f}:build")
+    window.state.select_many(["stem", "branch"])
+    window.compression.technique.setCurrentText("Quantize weights (int)")
+    window.compression.strength.setValue(8)
+    window.compression.activations.setChecked(True)
+    _apply(qtbot, window)
+    view = window.ranges
+    cmp, diags = window.state.analysis
+    assert diags[0].kind.value == "range-mismatch" and view.diag_list.count() == len(diags)
+    add = diags[0].layer_ids[0]
+    view._on_diag(view.diag_list.item(0))
+    assert window.state.selected == add and set(window.state.selected_set) == set(diags[0].layer_ids)
+    xs, ys = view.ref_curve.getData()
+    assert len(xs) == len(ys) + 1 and ys.sum() > 0  # the add's histogram is drawn
+    assert "input <b>" in view.caption.text() and view.cand_curve.getData()[1].sum() > 0
+    view.select_bar(0)  # clicking a bar of the SQNR-vs-depth chart selects that layer everywhere
+    assert window.state.selected == view.positions[0] == "stem" and window.roofline.selected_layer() == "stem"
+    window.compression.undo_btn.click()
+    assert window.state.analysis is None and view.diag_list.count() == 0

@@ -74,3 +74,17 @@ def test_cuda_timing_uses_events():
 
     p = drive(profile_model(load_model("tiny_cnn"), load_device_profile("raspberry-pi-5"), runs=2, device="cuda"))
     assert p.summary.timer == "CUDA events" and "cuda" in p.summary.device
+
+
+def test_a_suspended_or_cancelled_profile_leaves_no_inference_mode_behind(pi5):
+    # A generator suspended inside `with torch.inference_mode()` leaves it on for its thread; a GUI
+    # worker thread reused after Cancel then broke Torch-Pruning ("module not in the dependency graph").
+    from layerscope.profiler import load_model, profile_model
+
+    work = profile_model(load_model("tiny_cnn"), pi5, runs=3, warmup=1)
+    for p in work:
+        assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled(), p
+        if p.stage == "timing":
+            break
+    work.close()  # what Cancel does
+    assert not torch.is_inference_mode_enabled()

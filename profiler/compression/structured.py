@@ -58,7 +58,7 @@ def prune_channels(model: nn.Module, inputs: Sequence[torch.Tensor],
         return []
     ref_shape = _output_shape(model, inputs)
     try:
-        with torch.enable_grad():  # the dependency graph is traced through autograd
+        with torch.inference_mode(False), torch.enable_grad():  # the dependency graph is traced through autograd
             dg = tp.DependencyGraph().build_dependency(model, example_inputs=tuple(inputs))
     except Exception as exc:  # noqa: BLE001 - Torch-Pruning could not trace the model
         raise PlanError(f"prune_channels: Torch-Pruning could not build the model's dependency graph: {type(exc).__name__}: {exc}") from None
