@@ -50,6 +50,7 @@ class MainWindow(QMainWindow):
         ranges_dock = self._dock("Activation ranges", self.ranges, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(layers_dock, ranges_dock)
         self.ranges_dock = ranges_dock
+        self.resizeDocks([layers_dock], [420], Qt.Orientation.Vertical)
         layers_dock.raise_()
         self.compiled_dock = compiled_dock
         # the right column (roofline, compress/details) runs the full height; the layer table sits under the graph

@@ -44,7 +44,7 @@ class RangesView(QWidget):
         self.exact_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(200, 220, 200))
         self.sel_bar = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(30, 160, 60))
         self.threshold = pg.InfiniteLine(angle=0, pos=20, pen=pg.mkPen((200, 40, 40), width=1.5, style=Qt.PenStyle.DashLine),
-                                         label="20 dB", labelOpts={"position": 0.02, "color": (200, 40, 40)})
+                                         label="20 dB", labelOpts={"position": 0.9, "color": (200, 40, 40), "anchors": [(0, 1), (0, 1)]})
         for item in (self.exact_bars, self.bars, self.sel_bar, self.threshold):
             self.depth.addItem(item)
         self.depth.scene().sigMouseClicked.connect(self._on_depth_click)
@@ -80,6 +80,7 @@ class RangesView(QWidget):
         rv.setContentsMargins(0, 0, 0, 0)
         top = QHBoxLayout()
         self.title = QLabel("Apply a plan in the Compress panel to compare activation ranges.")
+        self.title.setWordWrap(True)
         top.addWidget(self.title, 1)
         top.addWidget(self.log_y)
         rv.addLayout(top)
@@ -87,11 +88,12 @@ class RangesView(QWidget):
         rv.addWidget(self.channels, 2)
         rv.addWidget(self.caption)
 
-        split = QSplitter()
+        self.split = split = QSplitter()
         split.addWidget(left)
         split.addWidget(self.depth)
         split.addWidget(right)
-        split.setSizes([320, 420, 520])
+        for k, stretch in enumerate((2, 3, 4)):
+            split.setStretchFactor(k, stretch)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(split)
@@ -128,6 +130,8 @@ class RangesView(QWidget):
         if not analysis[1]:
             self.diag_list.addItem("No range diagnostics.")
         self.depth.getViewBox().autoRange()
+        w = max(self.split.width(), 900)
+        self.split.setSizes([w * 2 // 9, w * 3 // 9, w * 4 // 9])
         self._on_selection(self.state.selected)
 
     def _on_diag(self, item: QListWidgetItem) -> None:
