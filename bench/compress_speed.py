@@ -6,7 +6,9 @@ For each model, in this one run on this machine:
 * real int8 speed: ONNX Runtime float vs int8 (quantize_static, the plan's ORT adapter), interleaved;
 * structured pruning speed: eager reference vs channel-pruned candidate (50% of every conv that is
   not an output layer), interleaved;
-* the cost of each weight technique over every conv/linear weight (apply time, relative to int8).
+* the cost of each weight technique over every conv/linear weight (apply time, relative to int8);
+* the cost of `compare` (both models, node by node, streaming stats for every layer) relative to
+  plain eager forwards of both models over the same samples.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import argparse
 import time
 import warnings
 
+import torch
+
 from layerscope.profiler import drive, load_model, profile_model, resolve_hardware
 from layerscope.profiler.compression import CompressionPlan, LayerSpec, apply_plan, compress, resolve_plan
 from layerscope.profiler.data import samples_for
+from layerscope.profiler.ranges import compare_models
 
 TECHNIQUES = {
     "int8 per-channel": ("quantize", {"bits": 8}),
@@ -42,7 +47,7 @@ def main() -> None:
         print(f"\n== {name} ({samples.source})")
         int8 = CompressionPlan((LayerSpec("all", "quantize", {"bits": 8, "activations": True}),))
         t0 = time.perf_counter()
-        out = drive(compress(loaded, profile, int8, samples, hw, runs=args.runs, ort_int8=True))
+        out = out_int8 = drive(compress(loaded, profile, int8, samples, hw, runs=args.runs, ort_int8=True))
         r = out.report
         o = r.ort
         acc = (f", top-1 {r.result.output.accuracy_reference:.4f} -> {r.result.output.accuracy_candidate:.4f} (torch fake-quant), "
@@ -59,6 +64,17 @@ def main() -> None:
                   f"x{r.result.size_ratio:.3f}, eager {r.latency_ms_before:.3f} -> {r.latency_ms_after:.3f} ms = "
                   f"x{r.latency_ratio:.2f} (interleaved, {r.latency_runs} runs); output cosine {r.result.output.cosine:.3f} "
                   f"(no fine-tuning)")
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for batch in samples.batches:
+                loaded.module(*batch)
+                out_int8.candidate(*batch)
+        plain = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cmp = drive(compare_models(loaded.module, out_int8.candidate, samples))
+        dt = time.perf_counter() - t0
+        print(f"compare {len(cmp.layers)} layers on {samples.n_samples} samples: {dt:.2f} s = x{dt / plain:.1f} of plain forwards "
+              f"of both models ({plain:.3f} s)")
         base = None
         for label, (tech, params) in TECHNIQUES.items():
             resolved, w = resolve_plan(CompressionPlan((LayerSpec("all", tech, params),)), profile)
