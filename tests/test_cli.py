@@ -172,3 +172,14 @@ def test_compare_errors(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     rc, _, err = run(capsys, "compare", "tiny_cnn", "--plan", str(tmp_path / "none.json"), "--data", str(tmp_path / "empty"))
     assert rc == 2 and "has no .npz or .pt files" in err
+
+
+def test_compare_two_models_and_an_export_captured_model(capsys, models_py, tmp_path):
+    rc, out, _ = run(capsys, "compare", f"{models_py}:mlp", "--against", f"{models_py}:mlp", "--samples", "2")
+    assert rc == 0 and "exact everywhere" in out and "No range diagnostics." in out
+    plan = tmp_path / "p.json"
+    plan.write_text(json.dumps({"version": 1, "specs": [{"select": "type:Linear", "technique": "quantize", "params": {"bits": 8}}]}))
+    rc, out, _ = run(capsys, "compare", "gpt_mini", "--plan", str(plan), "--samples", "1", "--json", str(tmp_path / "g.json"))
+    assert rc == 0  # gpt_mini is captured with torch.export: same layer ids, activations still compared
+    layers = {lc["layer_id"] for lc in json.loads((tmp_path / "g.json").read_text())["comparison"]["layers"]}
+    assert {"blocks.0.attn.proj", "lm_head"} <= layers
