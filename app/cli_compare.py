@@ -16,6 +16,7 @@ from layerscope.profiler.compression import CompressionPlan, apply_plan, resolve
 from layerscope.profiler.data import samples_for
 from layerscope.profiler.diagnose import Diagnostic, diagnose
 from layerscope.profiler.errors import PlanError
+from layerscope.profiler.format import fmt_db
 from layerscope.profiler.ranges import ActivationComparison, compare_models
 from layerscope.profiler.serde import to_jsonable
 from layerscope.profiler.source import parse_dtype, parse_input_shapes
@@ -23,12 +24,6 @@ from layerscope.profiler.source import parse_dtype, parse_input_shapes
 __all__ = ["add_compare_parser", "print_comparison"]
 
 _BARS = " ▁▂▃▄▅▆▇█"
-
-
-def _db(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return "exact" if math.isinf(v) and v > 0 else f"{v:.1f}"
 
 
 def sparkline(values: list[float]) -> str:
@@ -51,7 +46,7 @@ def print_comparison(cmp: ActivationComparison, diags: list[Diagnostic], top: in
     curve = cmp.sqnr_curve()
     console.print(f"SQNR along depth: {sparkline([c[2] for c in curve])}")
     first = cmp.first_below(threshold)
-    console.print(f"First layer under {threshold:g} dB: " + (f"[bold]{first.layer_id}[/] ({first.type_name}, {_db(first.sqnr_db)} dB, "
+    console.print(f"First layer under {threshold:g} dB: " + (f"[bold]{first.layer_id}[/] ({first.type_name}, {fmt_db(first.sqnr_db)}, "
                                                              f"position {first.position})" if first else "none"))
     table = Table(title=f"{min(top, len(cmp.layers))} layers with the lowest SQNR (execution order)", title_justify="left")
     for col in ("#", "layer", "type", "reference range", "p0.01 … p99.99", "candidate range", "SQNR dB", "cosine",
@@ -62,7 +57,7 @@ def print_comparison(cmp: ActivationComparison, diags: list[Diagnostic], top: in
         r, c = lc.reference, lc.candidate
         table.add_row(str(lc.position), lc.layer_id, lc.type_name, f"[{r.min:.3g}, {r.max:.3g}]",
                       f"{r.percentiles['0.01']:.3g} … {r.percentiles['99.99']:.3g}",
-                      f"[{c.min:.3g}, {c.max:.3g}]" if c else "-", _db(lc.sqnr_db),
+                      f"[{c.min:.3g}, {c.max:.3g}]" if c else "-", fmt_db(lc.sqnr_db, '', '-'),
                       "-" if lc.cosine is None else f"{lc.cosine:.4f}", "-" if lc.max_abs_error is None else f"{lc.max_abs_error:.3g}",
                       "-" if lc.range_ratio is None else f"{lc.range_ratio:.3f}",
                       "-" if lc.input_clip_rate is None else f"{lc.input_clip_rate:.2%}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -16,14 +15,10 @@ from layerscope.profiler.compression import ESTIMATES, CompressionPlan, Compress
 from layerscope.profiler.compression.pipeline import compress
 from layerscope.profiler.data import samples_for
 from layerscope.profiler.errors import PlanError
-from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
+from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
 from layerscope.profiler.source import parse_dtype, parse_input_shapes
 
 __all__ = ["add_compress_parser", "print_report"]
-
-def _db(v: float) -> str:
-    return "exact" if math.isinf(v) and v > 0 else f"{v:.1f} dB"
-
 
 def print_report(rep: CompressionReport, top: int, console: Console) -> None:
     res = rep.result
@@ -39,7 +34,7 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
     for c in res.layers[:top]:
         d = deltas[c.layer_id]
         table.add_row(c.layer_id, c.weight.technique, f"{c.weight.bits_per_weight:.2f}", fmt_bytes(c.weight.bytes_before),
-                      fmt_bytes(c.weight.bytes_after), _db(c.weight.sqnr_db), fmt_ms(d.latency_ms_before),
+                      fmt_bytes(c.weight.bytes_after), fmt_db(c.weight.sqnr_db), fmt_ms(d.latency_ms_before),
                       "-" if d.latency_ms_after is None else fmt_ms(d.latency_ms_after))
     if len(res.layers) > top:
         table.add_row(f"… {len(res.layers) - top} more (--top, or --json for all)", "", "", "", "", "", "", "")
@@ -53,14 +48,14 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
                          if ch.coupled_layers else ""))
     for a in res.activations[:top]:
         console.print(f"  activations {a.layer_id}: {a.calibration} range [{a.range_min:.3g}, {a.range_max:.3g}] of observed "
-                      f"[{a.observed_min:.3g}, {a.observed_max:.3g}], clipped {fmt_pct(a.clip_rate)}, SQNR {_db(a.sqnr_db)}")
+                      f"[{a.observed_min:.3g}, {a.observed_max:.3g}], clipped {fmt_pct(a.clip_rate)}, SQNR {fmt_db(a.sqnr_db)}")
     console.print(f"Size: {fmt_bytes(res.model_bytes_before)} → {fmt_bytes(res.model_bytes_after)} "
                   f"([bold]{res.size_ratio:.3f}×[/]), real storage incl. scales, zero points, LUTs and masks")
     sim = " [yellow](simulated: weights are decoded to float and activations fake-quantised, so eager kernels are unchanged)[/]" if res.simulated else ""
     console.print(f"Latency (eager, interleaved, median of {rep.latency_runs}): {fmt_ms(rep.latency_ms_before)} → "
                   f"{fmt_ms(rep.latency_ms_after)} ms ([bold]{rep.latency_ratio:.2f}× of before[/]){sim}")
     console.print(f"FLOPs: {fmt_count(rep.flops_before)} → {fmt_count(rep.flops_after)}")
-    console.print(f"Output on {out.samples} sample(s) ({out.data_source}): SQNR {_db(out.sqnr_db)}, cosine {out.cosine:.5f}, "
+    console.print(f"Output on {out.samples} sample(s) ({out.data_source}): SQNR {fmt_db(out.sqnr_db)}, cosine {out.cosine:.5f}, "
                   f"max |error| {out.max_abs_error:.3g}")
     if out.accuracy_reference is not None:
         console.print(f"Top-1 accuracy: {fmt_pct(out.accuracy_reference)} → [bold]{fmt_pct(out.accuracy_candidate)}[/] "
@@ -69,7 +64,7 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
         o = rep.ort
         console.print(f"ONNX Runtime int8 (real kernels, quantize_{o.config.mode}, {len(o.config.nodes_to_quantize)} node(s), batch {o.batch_size}): "
                       f"{fmt_ms(o.float_ms)} → {fmt_ms(o.int8_ms)} ms (speed-up [bold]{o.speedup:.2f}×[/]), file "
-                      f"{fmt_bytes(o.float_file_bytes)} → {fmt_bytes(o.int8_file_bytes)}, output SQNR vs float ORT {_db(o.output_sqnr_db)}"
+                      f"{fmt_bytes(o.float_file_bytes)} → {fmt_bytes(o.int8_file_bytes)}, output SQNR vs float ORT {fmt_db(o.output_sqnr_db)}"
                       + (f", top-1 {fmt_pct(o.accuracy_float)} → {fmt_pct(o.accuracy_int8)}" if o.accuracy_float is not None else ""))
         for c in o.config.cannot_express:
             console.print(f"  [dim]ORT adapter cannot express:[/] {c}")

@@ -9,7 +9,6 @@ builds LayerSpecs and shows the core's CompressionReport.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -20,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from layerscope.profiler import LayerScopeError
 from layerscope.profiler.compression import CompressionPlan, LayerSpec, coreml_configs, select_layers, torchao_mapping
-from layerscope.profiler.format import fmt_bytes, fmt_ms, fmt_pct
+from layerscope.profiler.format import fmt_bytes, fmt_db, fmt_ms, fmt_pct
 
 from .controller import ProfileController
 from .state import AppState
@@ -33,10 +32,6 @@ TECHNIQUES = {
     "Prune channels (structured)": ("prune_channels", "amount", (5, 90, 25), {}, lambda v: f"remove {v}% of channels"),
     "Cast to float16": ("cast", None, (0, 0, 0), {"dtype": "float16"}, lambda v: "16 bits"),
 }
-
-
-def _db(v: float) -> str:
-    return "exact" if math.isinf(v) and v > 0 else f"{v:.1f} dB"
 
 
 class CompressionPanel(QWidget):
@@ -280,7 +275,7 @@ class CompressionPanel(QWidget):
             f"<b>Size</b> {fmt_bytes(res.model_bytes_before)} → {fmt_bytes(res.model_bytes_after)} (<b>{res.size_ratio:.3f}×</b>)",
             f"<b>Latency</b> {fmt_ms(rep.latency_ms_before)} → {fmt_ms(rep.latency_ms_after)} ms ({rep.latency_ratio:.2f}× of before)"
             + (" <i>simulated: float kernels</i>" if res.simulated else ""),
-            f"<b>Output</b> SQNR {_db(o.sqnr_db)}, cosine {o.cosine:.5f} on {o.samples} samples",
+            f"<b>Output</b> SQNR {fmt_db(o.sqnr_db)}, cosine {o.cosine:.5f} on {o.samples} samples",
         ]
         if o.accuracy_reference is not None:
             lines.append(f"<b>Top-1</b> {fmt_pct(o.accuracy_reference)} → {fmt_pct(o.accuracy_candidate)} "

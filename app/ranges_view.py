@@ -12,6 +12,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QSplitter, QVBoxLayout, QWidget
 
+from layerscope.profiler.compression.activations import quant_range
+from layerscope.profiler.format import fmt_db
 from layerscope.profiler.ranges import ActivationComparison, shared_histograms
 
 from .state import AppState
@@ -154,9 +156,9 @@ class RangesView(QWidget):
     def _on_selection(self, layer_id: str) -> None:
         if layer_id in self.positions:
             k = self.positions.index(layer_id)
-            lc = self.cmp.layer(layer_id)
-            h = lc.sqnr_db if lc.sqnr_db is not None and math.isfinite(lc.sqnr_db) else self.exact_bars.opts["height"][0] if len(self.exact_bars.opts["height"]) else 0
-            self.sel_bar.setOpts(x=[k], height=[h])
+            sq = self.cmp.layer(layer_id).sqnr_db
+            exact = self.exact_bars.opts["height"]
+            self.sel_bar.setOpts(x=[k], height=[sq if math.isfinite(sq) else (exact[0] if len(exact) else 0)])
         else:
             self.sel_bar.setOpts(x=[], height=[])
         self._show_layer(layer_id)
@@ -182,10 +184,10 @@ class RangesView(QWidget):
         ops = "".join(f"<br>input <b>{o.source}</b>: [{o.min:.3g}, {o.max:.3g}] (|max| {o.absmax:.3g})" for o in lc.operands)
         quant = ""
         if lc.input_quantizer is not None:
-            scale, zp = lc.input_quantizer
-            quant = (f"<br>int8 input range [{(-128 - zp) * scale:.3g}, {(127 - zp) * scale:.3g}], clipped "
+            lo, hi = quant_range(*lc.input_quantizer)
+            quant = (f"<br>int8 input range [{lo:.3g}, {hi:.3g}], clipped "
                      f"{(lc.input_clip_rate or 0):.3%}")
-        sq = "exact" if lc.sqnr_db is not None and math.isinf(lc.sqnr_db) else (f"{lc.sqnr_db:.1f} dB" if lc.sqnr_db is not None else "n/a (shape changed)")
+        sq = fmt_db(lc.sqnr_db, none="n/a (shape changed)")
         self.caption.setText(
             f"<b>{lc.layer_id}</b> ({lc.type_name}) · SQNR {sq} · reference [{r.min:.3g}, {r.max:.3g}], mean {r.mean:.3g}, "
             f"std {r.std:.3g}, p0.01…p99.99 {r.percentiles['0.01']:.3g} … {r.percentiles['99.99']:.3g}"

@@ -99,18 +99,25 @@ class LayerTableModel(QAbstractTableModel):
             return None
         row = self.rows[index.row()]
         kind, col = self._order()[index.column()]
-        if kind == "d":
-            return self._delta_data(row, col, role)
-        _, raw, text = COLUMNS[col]
+        if kind == "p":
+            subject, (name, raw, text) = row, COLUMNS[col]
+            right_aligned = col >= 2 and col != BOUND_COLUMN
+        else:
+            subject, (name, raw, text) = (self.deltas or {}).get(row.layer.id), DELTA_COLUMNS[col]
+            right_aligned = col > 0
         if role == Qt.ItemDataRole.DisplayRole:
-            return text(row)
+            return text(subject)
         if role == SORT_ROLE:
-            return raw(row)
+            return raw(subject)
         if role == Qt.ItemDataRole.UserRole:
             return row.layer.id
-        if role == Qt.ItemDataRole.ForegroundRole and col == BOUND_COLUMN:
-            return bound_color(row.bound)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col >= 2 and col != BOUND_COLUMN:
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if kind == "p" and col == BOUND_COLUMN:
+                return bound_color(row.bound)
+            delta = _delta_ms(subject) if name == "Δ latency ms" else None
+            if delta:
+                return QColor(0, 140, 60) if delta < 0 else QColor(190, 40, 40)
+        if role == Qt.ItemDataRole.TextAlignmentRole and right_aligned:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole and index.column() == 0:
             return str(row.layer.source or "")
@@ -122,21 +129,6 @@ class LayerTableModel(QAbstractTableModel):
         if self.deltas is None:
             return base
         return base[:SHARE_COLUMN + 1] + [("d", k) for k in range(len(DELTA_COLUMNS))] + base[SHARE_COLUMN + 1:]
-
-    def _delta_data(self, row: LayerRow, col: int, role: int) -> Any:
-        d = (self.deltas or {}).get(row.layer.id)
-        _, raw, text = DELTA_COLUMNS[col]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return text(d)
-        if role == SORT_ROLE:
-            return raw(d)
-        if role == Qt.ItemDataRole.UserRole:
-            return row.layer.id
-        if role == Qt.ItemDataRole.ForegroundRole and DELTA_COLUMNS[col][0] == "Δ latency ms" and _delta_ms(d):
-            return QColor(0, 140, 60) if _delta_ms(d) < 0 else QColor(190, 40, 40)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col > 0:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
 
     def row_of(self, layer_id: str) -> int:
         return next((i for i, r in enumerate(self.rows) if r.layer.id == layer_id), -1)

@@ -23,6 +23,8 @@ from enum import StrEnum
 
 from torch import nn
 
+from .compression.activations import quant_range
+from .format import fmt_db
 from .graph import LayerGraph
 from .ranges import ActivationComparison
 
@@ -48,12 +50,6 @@ class Diagnostic:
     message: str
     evidence: str
     fix: str
-
-
-def _db(v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    return "exact" if math.isinf(v) and v > 0 else f"{v:.1f} dB"
 
 
 def _outlier(values: Sequence[float]) -> tuple[int, float] | None:
@@ -85,7 +81,7 @@ def diagnose(cmp: ActivationComparison, graph: LayerGraph, resolved: Sequence = 
                     f"{lc.type_name} {lc.layer_id!r}: input {big.source!r} spans {ratio:.0f}× the range of input {small.source!r}",
                     f"{big.source}: [{big.min:.3g}, {big.max:.3g}]; {small.source}: [{small.min:.3g}, {small.max:.3g}]. With one int8 "
                     f"scale for the {lc.op_kind} output, {small.source!r} is left about {levels:.1f} of 256 levels"
-                    + (f"; this layer's output SQNR is {_db(lc.sqnr_db)}" if lc.sqnr_db is not None else ""),
+                    + (f"; this layer's output SQNR is {fmt_db(lc.sqnr_db)}" if lc.sqnr_db is not None else ""),
                     f"Rescale the dominant branch (fold its scale into the layer before it, or add a norm), keep {lc.layer_id!r} "
                     f"and its inputs in float16/int16, or quantise each branch with its own scale before the {lc.op_kind}.",
                 ))
@@ -97,7 +93,7 @@ def diagnose(cmp: ActivationComparison, graph: LayerGraph, resolved: Sequence = 
             out.append(Diagnostic(
                 DiagnosticKind.QUANTIZED_OUTPUT, 3.0 if sq is not None and sq < 30 else 1.5, (lid,),
                 f"The output layer {lid!r} is {r.technique}d ({', '.join(f'{k}={v}' for k, v in r.params.items())})",
-                f"model output SQNR {_db(sq)}" + (f", max |error| {lc.max_abs_error:.3g} on outputs in [{lc.reference.min:.3g}, "
+                f"model output SQNR {fmt_db(sq)}" + (f", max |error| {lc.max_abs_error:.3g} on outputs in [{lc.reference.min:.3g}, "
                                                   f"{lc.reference.max:.3g}]" if lc and lc.max_abs_error is not None else ""),
                 "If this head is a regression or any fine-grained continuous output, keep it in float (or float16): "
                 "'if the output is fine grain, don't quantize' (paper 5.6.4). A classifier's argmax usually tolerates it.",
@@ -119,7 +115,7 @@ def diagnose(cmp: ActivationComparison, graph: LayerGraph, resolved: Sequence = 
                 DiagnosticKind.OUTLIER_CHANNELS, math.log10(ratio) + 0.5, (lid,),
                 f"{lid!r}: weight channel {k} is {ratio:.0f}× the median channel range, under one per-tensor scale",
                 f"per-tensor int{r.params.get('bits', 8)} gives every channel the step of channel {k}: the median channel keeps "
-                f"about {2 ** r.params.get('bits', 8) / ratio:.0f} of {2 ** r.params.get('bits', 8)} levels; output SQNR {_db(lc.sqnr_db if lc else None)}",
+                f"about {2 ** r.params.get('bits', 8) / ratio:.0f} of {2 ** r.params.get('bits', 8)} levels; output SQNR {fmt_db(lc.sqnr_db if lc else None)}",
                 "Quantise this layer per channel (granularity: per_channel): each output channel gets its own scale.",
             ))
 
@@ -137,11 +133,11 @@ def diagnose(cmp: ActivationComparison, graph: LayerGraph, resolved: Sequence = 
                 "smoothing) before quantising the activation per tensor.",
             ))
         if lc.input_clip_rate is not None and lc.input_clip_rate > clip_rate:
-            scale, zp = lc.input_quantizer
+            lo, hi = quant_range(*lc.input_quantizer)
             out.append(Diagnostic(
                 DiagnosticKind.CLIPPING, lc.input_clip_rate * 100, (lc.layer_id,),
                 f"{lc.layer_id!r}: {lc.input_clip_rate:.2%} of its int8 input values are clipped",
-                f"calibrated range [{(-128 - zp) * scale:.3g}, {(127 - zp) * scale:.3g}]; output SQNR {_db(lc.sqnr_db)}",
+                f"calibrated range [{lo:.3g}, {hi:.3g}]; output SQNR {fmt_db(lc.sqnr_db)}",
                 "Calibrate on data like these; choose the calibration deliberately: percentile or MSE trade a little clipping "
                 "for resolution, min/max clips nothing it has seen.",
             ))
@@ -174,8 +170,8 @@ def diagnose(cmp: ActivationComparison, graph: LayerGraph, resolved: Sequence = 
             first = cmp.first_below(sqnr_threshold_db)
             out.append(Diagnostic(
                 DiagnosticKind.COMPOUNDING, drop / 10, tuple(lid for _, lid in worst) or (end[1],),
-                f"Error compounds with depth: SQNR falls {drop:.1f} dB from {start[1]!r} ({_db(start[2])}) to the output "
-                f"{end[1]!r} ({_db(end[2])})",
+                f"Error compounds with depth: SQNR falls {drop:.1f} dB from {start[1]!r} ({fmt_db(start[2])}) to the output "
+                f"{end[1]!r} ({fmt_db(end[2])})",
                 "largest single-layer drops: " + ", ".join(f"{lid} (−{d:.1f} dB)" for d, lid in worst)
                 + (f"; first layer under {sqnr_threshold_db:.0f} dB: {first.layer_id!r}" if first else ""),
                 "Keep the layers with the largest drops (or the first under the threshold) in higher precision, or use "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["fmt_count", "fmt_bytes", "fmt_ms", "fmt_pct"]
+__all__ = ["fmt_count", "fmt_bytes", "fmt_ms", "fmt_pct", "fmt_db"]
 
 
 def fmt_count(n: float | None) -> str:
@@ -33,3 +33,10 @@ def fmt_ms(ms: float | None) -> str:
 
 def fmt_pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def fmt_db(v: float | None, unit: str = " dB", none: str = "n/a") -> str:
+    """An SQNR: "exact" when there is no error at all (+inf)."""
+    if v is None:
+        return none
+    return "exact" if math.isinf(v) and v > 0 else f"{v:.1f}{unit}"

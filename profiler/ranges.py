@@ -8,7 +8,7 @@ not grow with the number of samples:
   exactly) whenever new values fall outside; percentiles come from it, to one bin's resolution.
 * ``TensorStats``: count, min/max, mean/std (float64 sums), zero and non-finite counts, per-channel
   min/max (channel = dim 1, or the last dim of a 3-D [batch, tokens, features] tensor).
-* ``PairStats``: reference vs candidate of the same tensor: SQNR, MSE, cosine, max |error|.
+* ``PairStats`` (errorstats.py): reference vs candidate of the same tensor: SQNR, MSE, cosine, max |error|.
 
 For merge layers (add, sub, concat) the range of each operand is kept too, and for layers whose
 input the candidate fake-quantises (int8 activations) the clipping rate of that quantizer on the
@@ -25,7 +25,9 @@ import torch
 from torch import fx, nn
 
 from .capture import CaptureResult, capture
+from .compression.activations import FakeQuantInput, clipped
 from .data import SampleSet
+from .errorstats import PairStats
 from .errors import LayerScopeError
 from .progress import Progress, Work
 
@@ -175,42 +177,6 @@ class TensorStats:
         )
 
 
-class PairStats:
-    def __init__(self) -> None:
-        self.n = 0
-        self.err2 = 0.0
-        self.ref2 = 0.0
-        self.cand2 = 0.0
-        self.dot = 0.0
-        self.max_abs = 0.0
-
-    def add(self, ref: torch.Tensor, cand: torch.Tensor) -> None:
-        r, c = ref.detach().double().reshape(-1), cand.detach().double().reshape(-1)
-        d = r - c
-        self.n += r.numel()
-        self.err2 += d.pow(2).sum().item()
-        self.ref2 += r.pow(2).sum().item()
-        self.cand2 += c.pow(2).sum().item()
-        self.dot += (r * c).sum().item()
-        if r.numel():
-            self.max_abs = max(self.max_abs, d.abs().max().item())
-
-    @property
-    def sqnr_db(self) -> float:
-        if self.err2 == 0:
-            return math.inf
-        return 10 * math.log10(self.ref2 / self.err2) if self.ref2 > 0 else -math.inf
-
-    @property
-    def mse(self) -> float:
-        return self.err2 / self.n if self.n else float("nan")
-
-    @property
-    def cosine(self) -> float:
-        den = math.sqrt(self.ref2 * self.cand2)
-        return self.dot / den if den > 0 else (1.0 if self.err2 == 0 else float("nan"))
-
-
 # --------------------------------------------------------------------------- results
 @dataclass(frozen=True)
 class ActivationStats:
@@ -314,8 +280,7 @@ def _first_tensor(out: object) -> torch.Tensor | None:
 
 
 def _input_quantizers(model: nn.Module) -> dict[str, tuple[float, int]]:
-    from .compression.activations import FakeQuantInput
-
+    """Module path -> (scale, zero point) of each int8 input fake-quant hook."""
     out = {}
     for name, m in model.named_modules():
         for hook in m._forward_pre_hooks.values():
@@ -407,7 +372,8 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
     common = [lid for lid in graph.ids() if lid in cand_cap.graph]
     if not common:
         raise ComparisonError(f"{reference_name} and {candidate_name} share no layer ids; compare models built from the same code.")
-    quantizers = {lid: q for lid, q in ((lid, _input_quantizers(candidate).get(graph[lid].module_path or "")) for lid in common) if q}
+    by_path = _input_quantizers(candidate)
+    quantizers = {lid: by_path[graph[lid].module_path] for lid in common if graph[lid].module_path in by_path}
     merge = {lid for lid in common if graph[lid].op_kind in MERGE_KINDS}
     ref_stats = {lid: TensorStats(bins) for lid in common}
     cand_stats = {lid: TensorStats(bins) for lid in common}
@@ -445,8 +411,7 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
             ins = cand.inputs.get(lid, [])
             if ins:
                 x = ins[0][1].double()
-                lo, hi = (-128 - zp) * scale, (127 - zp) * scale
-                clip[lid][0] += int(((x < lo - scale / 2) | (x > hi + scale / 2)).sum())
+                clip[lid][0] += int(clipped(x, scale, zp).sum())
                 clip[lid][1] += x.numel()
             rins = ref.inputs.get(lid, [])
             if rins:

@@ -17,7 +17,7 @@ from .compression.ort_int8 import _quiet_root_logger, _Reader
 from .data import SampleSet
 from .graph import LayerGraph
 from .onnx_map import load_onnx, source_map
-from .ranges import PairStats
+from .errorstats import PairStats
 
 __all__ = ["OrtSqnrCheck", "ort_sqnr_check"]
 

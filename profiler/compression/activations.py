@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["ActivationQuant", "FakeQuantInput", "calibrate_activations", "fake_quant"]
+__all__ = ["ActivationQuant", "FakeQuantInput", "calibrate_activations", "fake_quant", "quant_range", "clipped"]
 
 QMIN, QMAX = -128, 127
 _MAX_SAMPLES = 1 << 20
@@ -62,6 +62,17 @@ class FakeQuantInput:
 def fake_quant(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     q = torch.clamp(torch.round(x / scale) + zero_point, QMIN, QMAX)
     return ((q - zero_point) * scale).to(x.dtype)
+
+
+def quant_range(scale: float, zero_point: int) -> tuple[float, float]:
+    """The real-valued range an int8 (scale, zero point) represents."""
+    return (QMIN - zero_point) * scale, (QMAX - zero_point) * scale
+
+
+def clipped(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """Which values of ``x`` fall outside that range by more than half a step (they would saturate)."""
+    lo, hi = quant_range(scale, zero_point)
+    return (x < lo - scale / 2) | (x > hi + scale / 2)
 
 
 def _qparams(lo: float, hi: float) -> tuple[float, int]:
@@ -116,7 +127,7 @@ def calibrate_activations(model: nn.Module, layers: Sequence[tuple[str, str, str
                           batches: Iterable[Sequence[torch.Tensor]]) -> list[ActivationQuant]:
     """Observe the inputs of ``layers`` (layer id, module path, method, percentile) over ``batches``,
     then attach a FakeQuantInput hook to each. ``model`` is changed in place."""
-    from .techniques import sqnr_db
+    from ..errorstats import sqnr_db
 
     observers = []
     for k, (_, path, _, _) in enumerate(layers):
@@ -135,8 +146,8 @@ def calibrate_activations(model: nn.Module, layers: Sequence[tuple[str, str, str
         values = torch.cat(obs.samples)
         lo, hi = _range(values, obs.lo, obs.hi, method, percentile)
         scale, zp = _qparams(lo, hi)
-        lo_q, hi_q = (QMIN - zp) * scale, (QMAX - zp) * scale
-        clip = ((values < lo_q - scale / 2) | (values > hi_q + scale / 2)).double().mean().item()
+        lo_q, hi_q = quant_range(scale, zp)
+        clip = clipped(values, scale, zp).double().mean().item()
         model.get_submodule(path).register_forward_pre_hook(FakeQuantInput(scale, zp))
         out.append(ActivationQuant(layer_id, method, obs.lo, obs.hi, lo_q, hi_q, scale, zp, clip,
                                    sqnr_db(values, fake_quant(values, scale, zp))))

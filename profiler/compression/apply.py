@@ -23,7 +23,8 @@ from ..progress import Progress, Work
 from .activations import ActivationQuant, calibrate_activations
 from .plan import STRUCTURAL, ResolvedSpec
 from .structured import ChannelPruneReport, prune_channels
-from .techniques import WeightReport, cast_weight, palettize_weight, prune_weight, quantize_weight, sqnr_db
+from ..errorstats import PairStats
+from .techniques import WeightReport, cast_weight, palettize_weight, prune_weight, quantize_weight
 
 __all__ = ["LayerCompression", "CompressionResult", "OutputChange", "apply_plan", "compare_outputs", "model_bytes"]
 
@@ -86,21 +87,19 @@ def _flat_output(out: object) -> torch.Tensor:
 
 @torch.no_grad()
 def compare_outputs(reference: nn.Module, candidate: nn.Module, samples: SampleSet) -> OutputChange:
-    refs, cands, hits_r, hits_c = [], [], 0, 0
+    err, hits_r, hits_c = PairStats(), 0, 0
     for k, batch in enumerate(samples.batches):
         r, c = _flat_output(reference(*batch)), _flat_output(candidate(*batch))
         if samples.labels is not None:
             y = samples.labels[k]
             hits_r += int((r.reshape(len(y), -1).argmax(1) == y).sum())
             hits_c += int((c.reshape(len(y), -1).argmax(1) == y).sum())
-        refs.append(r.reshape(-1))
-        cands.append(c.reshape(-1))
-    ref, cand = torch.cat(refs).double(), torch.cat(cands).double()
-    cos = torch.nn.functional.cosine_similarity(ref, cand, dim=0).item()
+        err.add(r, c)
     n = samples.n_samples
     labelled = samples.labels is not None
-    return OutputChange(n, samples.source, sqnr_db(ref, cand), cos if math.isfinite(cos) else float("nan"),
-                        (ref - cand).abs().max().item(), hits_r / n if labelled else None, hits_c / n if labelled else None)
+    cos = err.cosine
+    return OutputChange(n, samples.source, err.sqnr_db, cos if math.isfinite(cos) else float("nan"), err.max_abs,
+                        hits_r / n if labelled else None, hits_c / n if labelled else None)
 
 
 def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec], samples: SampleSet,

@@ -23,7 +23,7 @@ from ..onnx_map import export_onnx, load_onnx, source_map
 from ..progress import Progress, Work
 from .adapters import OrtQuantConfig, ort_quant_config
 from .plan import COMPRESSIBLE_KINDS, ResolvedSpec
-from .techniques import sqnr_db
+from ..errorstats import sqnr_db
 
 __all__ = ["OrtInt8Result", "onnx_node_layers", "quantize_with_ort"]
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errorstats import sqnr_db
+
 __all__ = ["WeightReport", "quantize_weight", "cast_weight", "palettize_weight", "prune_weight", "sqnr_db"]
 
 
@@ -48,15 +50,6 @@ class WeightReport:
     @property
     def bytes_after(self) -> int:
         return math.ceil(self.storage_bits / 8)
-
-
-def sqnr_db(reference: torch.Tensor, candidate: torch.Tensor) -> float:
-    ref = reference.detach().double()
-    noise = (ref - candidate.detach().double()).pow(2).sum().item()
-    signal = ref.pow(2).sum().item()
-    if noise == 0:
-        return float("inf")
-    return 10 * math.log10(signal / noise) if signal > 0 else float("-inf")
 
 
 def _report(name: str, w: torch.Tensor, w_hat: torch.Tensor, technique: str, storage_bits: int) -> WeightReport:
