@@ -6,6 +6,7 @@ Headless commands never import Qt; ``gui`` imports the desktop app only when ask
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -19,8 +20,12 @@ from layerscope.profiler import (
     profile_model, resolve_hardware,
 )
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
-from layerscope.profiler.hardware import save_cached
+from layerscope.profiler.capture import run_and_locate_failure
+from layerscope.profiler.hardware import save_cached, trusted
 from layerscope.profiler.progress import Work
+from layerscope.profiler.resources import parse_device
+from layerscope.profiler.safeio import atomic_write_text, check_output_path
+from layerscope.profiler.workspace import Terminated, install_signal_handlers
 
 if TYPE_CHECKING:
     from layerscope.profiler.onnx_map import OnnxProfile
@@ -46,9 +51,38 @@ def _run(work: Work, quiet: bool):
         return drive(work, update)
 
 
+MODEL_HELP = (f"zoo name ({', '.join(ZOO)}), path/to/file.py:factory, or a .pt2 file (default: resnet18). "
+              "A file.py:factory is Python code and runs: use only files you trust. A .pt2 is opened without running "
+              "code from it (see --trust-file).")
+
+
+def check_outputs(args: argparse.Namespace, flags: dict[str, str]) -> None:
+    """Every output path the user gave, checked before any work starts."""
+    for attr, flag in flags.items():
+        value = getattr(args, attr, None)
+        if value:
+            check_output_path(value, flag)
+
+
+def load_for(args: argparse.Namespace, spec: str | None = None):
+    """The model of a command's MODEL argument with its shared flags (shape, dtype, trust, memory)."""
+    parse_device(getattr(args, "device", "cpu"))
+    max_gib = getattr(args, "max_memory", None)
+    if max_gib is not None and (max_gib < 0 or not math.isfinite(max_gib)):
+        raise LayerScopeError("--max-memory must be a number of GiB >= 0 (0 turns the memory check off).")
+    return load_model(spec if spec is not None else args.model, parse_input_shapes(args.input_shape), parse_dtype(args.dtype),
+                      trust_file=getattr(args, "trust_file", False),
+                      max_memory_bytes=None if max_gib is None else int(max_gib * 2**30))
+
+
 def _model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("model", nargs=None if required else "?", default=None,
-                   help=f"zoo name ({', '.join(ZOO)}), path/to/file.py:factory, or a .pt2 file (default: resnet18)")
+    p.add_argument("model", nargs=None if required else "?", default=None, help=MODEL_HELP)
+    p.add_argument("--trust-file", action="store_true",
+                   help="load a .pt2 even if it asks to run code (pickled objects, compiled libraries, guards); only for "
+                        "files from a source you trust, like trust_remote_code")
+    p.add_argument("--max-memory", type=float, metavar="GIB",
+                   help="refuse to run when a forward on --input-shape is estimated to need more activation memory "
+                        "(default: the memory available now; 0 turns the check off)")
     p.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224; several inputs separated by ';'")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], help="cast weights and float inputs")
     p.add_argument("--runs", type=int, default=20, help="timed runs per layer (default 20)")
@@ -62,7 +96,7 @@ def _model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
 def _profile(args: argparse.Namespace) -> Profile:
     if args.runs < 1 or args.warmup < 0:
         raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
-    loaded = load_model(args.model, parse_input_shapes(args.input_shape), parse_dtype(args.dtype))
+    loaded = load_for(args)
     method = {"fx": CaptureMethod.FX, "export": CaptureMethod.EXPORT}.get(args.capture or "")
 
     def work():
@@ -82,6 +116,8 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
         console.print(f"  [yellow]note:[/] {note}")
     console.print(f"Roofline: {hw.name} ({hw.kind}): {peak:.1f} GFLOP/s {peak_dtype}, {hw.bandwidth_gbs:.1f} GB/s, "
                   f"ridge {hw.ridge_point(dtype):.1f} FLOP/byte")
+    for note in hw.notes:
+        console.print(f"  [yellow]note:[/] {note}")
     if hw.kind != "measured":
         console.print("  [yellow]note:[/] bound classes use this target's ridge point; latencies were measured on this "
                       "machine, so '% roof' is not computed against the target.")
@@ -117,6 +153,7 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    check_outputs(args, {"json": "--json", "csv": "--csv"})
     profile = _profile(args)
     out = Console(width=max(Console().width, 140) if not sys.stdout.isatty() else None)
     print_profile(profile, args.top, out)
@@ -124,8 +161,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         profile.save(args.json)
         out.print(f"Wrote {args.json}")
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            f.write(profile.to_csv())
+        atomic_write_text(args.csv, profile.to_csv(), "--csv")
         out.print(f"Wrote {args.csv}")
     return 0
 
@@ -151,8 +187,9 @@ def print_onnx(op: OnnxProfile, top: int, console: Console) -> None:
         console.print(f"[yellow]Unmapped ops:[/] {', '.join(op.unmapped)}")
     console.print(f"ORT end-to-end {fmt_ms(op.end_to_end_ms)} ms (IQR {fmt_ms(op.end_to_end_p25_ms)}–{fmt_ms(op.end_to_end_p75_ms)}), "
                   f"median of {op.runs} runs after {op.warmup} warm-up; sum of op medians {fmt_ms(op.total_op_ms)} ms")
-    console.print(f"Export {op.export_seconds:.1f} s, session {op.session_seconds:.1f} s, profiling {op.profile_seconds:.1f} s; "
-                  f"optimised graph saved to {op.optimized_path}")
+    kept = (f"optimised graph kept in {op.optimized_path}" if op.optimized_path
+            else "work files removed (--workdir DIR keeps the exported and optimised graphs)")
+    console.print(f"Export {op.export_seconds:.1f} s, session {op.session_seconds:.1f} s, profiling {op.profile_seconds:.1f} s; {kept}")
 
 
 def cmd_onnx(args: argparse.Namespace) -> int:
@@ -161,12 +198,14 @@ def cmd_onnx(args: argparse.Namespace) -> int:
 
     if args.runs < 1 or args.warmup < 0:
         raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
+    check_outputs(args, {"json": "--json"})
     spec = args.model or "resnet18"
     if spec.endswith(".onnx"):
         work = map_onnx(onnx_path=spec, opt_level=args.opt_level, provider=args.provider, runs=args.runs,
                         warmup=args.warmup, name=spec.rsplit("/", 1)[-1], workdir=args.workdir)
     else:
-        loaded = load_model(spec, parse_input_shapes(args.input_shape), parse_dtype(args.dtype))
+        loaded = load_for(args, spec)
+        run_and_locate_failure(loaded.module, loaded.inputs)  # a forward that raises is named as such, not as a capture failure
         if loaded.exported is not None:
             graph = capture_exported(loaded.exported, None, loaded.inputs).graph
         else:
@@ -177,20 +216,24 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     out = Console(width=max(Console().width, 160) if not sys.stdout.isatty() else None)
     print_onnx(result, args.top, out)
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(result.to_json())
+        atomic_write_text(args.json, result.to_json(), "--json")
         out.print(f"Wrote {args.json}")
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    hw = _run(calibrate(args.device, matmul_size=args.size), args.quiet)
-    path = save_cached(hw)
+    device = parse_device(args.device)
+    hw = _run(calibrate(device.type, matmul_size=args.size), args.quiet)
     console = Console()
     for dt, g in hw.peak_gflops.items():
         console.print(f"peak {dt:<9} {g:10.1f} GFLOP/s")
     console.print(f"bandwidth {hw.bandwidth_gbs:10.1f} GB/s   ridge (float32) {hw.ridge_point():.1f} FLOP/byte")
-    console.print(f"{hw.name}; cached in {path}")
+    for note in hw.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if trusted(hw):
+        console.print(f"{hw.name}; cached in {save_cached(hw)}")
+    else:
+        console.print(f"{hw.name}; [yellow]not cached[/] (the cached roof, if any, is unchanged)")
     return 0
 
 
@@ -229,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write one row per layer as CSV")
     p.set_defaults(func=cmd_profile)
     o = sub.add_parser("onnx", help="export to ONNX, profile in ONNX Runtime, map compiled ops to source layers")
-    o.add_argument("model", nargs="?", default=None, help="zoo name, file.py:factory, .pt2, or a plain .onnx file")
+    o.add_argument("model", nargs="?", default=None, help=MODEL_HELP + " Or a plain .onnx file.")
+    o.add_argument("--trust-file", action="store_true", help="load a .pt2 even if it asks to run code (see profile --help)")
+    o.add_argument("--max-memory", type=float, metavar="GIB", help="activation memory limit for --input-shape (see profile --help)")
     o.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224")
     o.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"])
     o.add_argument("--opt-level", choices=["disabled", "basic", "extended", "all"], default="all",
@@ -239,11 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--warmup", type=int, default=3)
     o.add_argument("--top", type=int, default=20)
     o.add_argument("--json", help="write the op mapping as JSON")
-    o.add_argument("--workdir", help="where to keep the .onnx, optimised .onnx and ORT trace (default: a temp dir)")
+    o.add_argument("--workdir", help="keep the exported .onnx, the optimised .onnx and the ORT trace in this folder "
+                                    "(default: a scratch folder in LayerScope's cache, removed afterwards)")
     o.set_defaults(func=cmd_onnx)
     c = sub.add_parser("calibrate", help="measure this machine's peak FLOP/s and bandwidth (cached)")
     c.add_argument("--device", default="cpu")
-    c.add_argument("--size", type=int, default=2048, help="matmul size (default 2048)")
+    c.add_argument("--size", type=int, default=2048, help="largest matmul size, 64 to 16384 (default 2048)")
     c.set_defaults(func=cmd_calibrate)
     g = sub.add_parser("gui", help="open the desktop app")
     _model_args(g)
@@ -264,11 +310,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for flag in ("quiet",):
         setattr(args, flag, getattr(args, flag, False))
+    install_signal_handlers()  # SIGTERM unwinds like Ctrl+C: work folders and half-written outputs are removed
     try:
         return args.func(args)
     except LayerScopeError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
+    except OSError as exc:  # a file the user named could not be read or written
+        where = f" {exc.filename}" if exc.filename else ""
+        err.print(f"[bold red]error:[/]{where}: {exc.strerror or exc}", highlight=False)
+        return 2
+    except MemoryError:
+        err.print("[bold red]error:[/] out of memory; try a smaller --input-shape or fewer --samples", highlight=False)
+        return 2
+    except Terminated:
+        err.print("terminated")
+        return 143
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from layerscope.profiler import load_model, profile_model, resolve_hardware
+from layerscope.profiler import profile_model, resolve_hardware
 from layerscope.profiler.compression import CompressionPlan, apply_plan, resolve_plan
 from layerscope.profiler.data import samples_for
 from layerscope.profiler.diagnose import Diagnostic, diagnose
@@ -19,7 +19,8 @@ from layerscope.profiler.errors import PlanError
 from layerscope.profiler.format import fmt_db
 from layerscope.profiler.ranges import ActivationComparison, compare_models
 from layerscope.profiler.serde import to_jsonable
-from layerscope.profiler.source import parse_dtype, parse_input_shapes
+from layerscope.profiler.safeio import atomic_write_text
+from layerscope.profiler.source import load_model
 
 __all__ = ["add_compare_parser", "print_comparison"]
 
@@ -72,33 +73,32 @@ def print_comparison(cmp: ActivationComparison, diags: list[Diagnostic], top: in
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .cli import _run
+    from .cli import _run, check_outputs, load_for
 
     if not args.plan and not args.against:
         raise PlanError("Give --plan plan.json (float vs compressed), and optionally --plan-b, or --against OTHER_MODEL.")
-    loaded = load_model(args.model, parse_input_shapes(args.input_shape), parse_dtype(args.dtype))
+    if args.runs < 1:
+        raise PlanError("--runs must be >= 1.")
+    check_outputs(args, {"json": "--json"})
+    plans = {p: CompressionPlan.load(p) for p in (args.plan, args.plan_b) if p}  # bad plans fail before any work
+    loaded = load_for(args)
     samples = samples_for(loaded, args.data, args.samples)
-
-    def read(path: str) -> CompressionPlan:
-        p = Path(path)
-        if not p.is_file():
-            raise PlanError(f"Plan file not found: {p}.")
-        return CompressionPlan.from_json(p.read_text(), origin=str(p))
 
     def work():
         hw = yield from resolve_hardware(args.hardware)
         profile = yield from profile_model(loaded, hw, runs=args.runs, warmup=1)  # selectors need bound/latency
         ref, ref_name, resolved = loaded.module, f"{loaded.name} (float)", []
         if args.plan_b:
-            ra, wa = resolve_plan(read(args.plan), profile)
+            ra, wa = resolve_plan(plans[args.plan], profile)
             ref, _, _ = yield from apply_plan(loaded.module, profile.graph, ra, samples, wa)
             ref_name = f"{loaded.name} + {Path(args.plan).name}"
         if args.against:
-            other = load_model(args.against, [tuple(t.shape) for t in loaded.inputs])
+            other = load_model(args.against, [tuple(t.shape) for t in loaded.inputs], trust_file=args.trust_file,
+                               max_memory_bytes=0)
             cand, cand_name = other.module, other.name
         else:
             path = args.plan_b or args.plan
-            resolved, warnings = resolve_plan(read(path), profile)
+            resolved, warnings = resolve_plan(plans[path], profile)
             cand, _, _ = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
             cand_name = f"{loaded.name} + {Path(path).name}"
         cmp = yield from compare_models(ref, cand, samples, ref_name, cand_name)
@@ -109,7 +109,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
     print_comparison(cmp, diags, args.top, args.threshold, console)
     if args.json:
-        Path(args.json).write_text(json.dumps({"comparison": to_jsonable(cmp), "diagnostics": to_jsonable(diags)}, indent=1))
+        atomic_write_text(args.json, json.dumps({"comparison": to_jsonable(cmp), "diagnostics": to_jsonable(diags)}, indent=1), "--json")
         console.print(f"Wrote {args.json}")
     return 0
 

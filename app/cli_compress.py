@@ -10,13 +10,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from layerscope.profiler import load_model, profile_model, resolve_hardware
+from layerscope.profiler import profile_model, resolve_hardware
 from layerscope.profiler.compression import ESTIMATES, CompressionPlan, CompressionReport, coreml_configs, estimate_plan, torchao_mapping
 from layerscope.profiler.compression.pipeline import compress
 from layerscope.profiler.data import samples_for
 from layerscope.profiler.errors import PlanError
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
-from layerscope.profiler.source import parse_dtype, parse_input_shapes
+from layerscope.profiler.compression.apply import model_bytes
+from layerscope.profiler.safeio import atomic_path, atomic_write_text, check_output_path
 
 __all__ = ["add_compress_parser", "print_report"]
 
@@ -70,23 +71,29 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
             console.print(f"  [dim]ORT adapter cannot express:[/] {c}")
 
 
-def _write(path: str, text: str, console: Console) -> None:
-    Path(path).write_text(text)
+OUTPUTS = {"json": "--json", "save_plan": "--save-plan", "export_ort": "--export-ort", "export_coreml": "--export-coreml",
+           "export_torchao": "--export-torchao", "out": "--out", "onnx": "--onnx"}
+
+
+def _write(path: str, text: str, console: Console, what: str) -> None:
+    atomic_write_text(path, text, what)
     console.print(f"Wrote {path}")
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .cli import _run
+    from .cli import _run, check_outputs, load_for
 
     if (args.plan is None) == (args.estimate is None):
         raise PlanError("Give exactly one of --plan plan.json or --estimate {" + ",".join(ESTIMATES) + "}.")
-    loaded = load_model(args.model, parse_input_shapes(args.input_shape), parse_dtype(args.dtype))
-    if args.plan:
-        path = Path(args.plan)
-        if not path.is_file():
-            raise PlanError(f"Plan file not found: {path}.")
-        plan = CompressionPlan.from_json(path.read_text(), origin=str(path))
-    else:
+    if args.runs < 1:
+        raise PlanError("--runs must be >= 1.")
+    check_outputs(args, OUTPUTS)
+    plan = CompressionPlan.load(args.plan) if args.plan else None  # a bad plan fails before the model loads
+    loaded = load_for(args)
+    for attr in ("out", "onnx"):  # model-sized artifacts: is there room for them?
+        if getattr(args, attr):
+            check_output_path(getattr(args, attr), OUTPUTS[attr], size_bytes=model_bytes(loaded.module))
+    if plan is None:
         plan = estimate_plan(args.estimate, loaded.name)
     samples = samples_for(loaded, args.data, args.samples)
     ort_int8 = args.ort_int8 or bool(args.export_ort) or args.estimate in ("int8", "int8-weights")
@@ -103,17 +110,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
     console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
     print_report(rep, args.top, console)
     if args.save_plan:
-        _write(args.save_plan, plan.to_json(), console)
+        _write(args.save_plan, plan.to_json(), console, "--save-plan")
     if args.json:
-        _write(args.json, rep.to_json(), console)
+        _write(args.json, rep.to_json(), console, "--json")
     if args.export_ort:
         if rep.ort is None:
             raise PlanError("--export-ort: the plan has no int8 layer that ONNX Runtime's quantizer can take.")
-        _write(args.export_ort, rep.ort.config.to_json(), console)
+        _write(args.export_ort, rep.ort.config.to_json(), console, "--export-ort")
     if args.export_coreml:
-        _write(args.export_coreml, json.dumps(coreml_configs(rep.resolved), indent=2), console)
+        _write(args.export_coreml, json.dumps(coreml_configs(rep.resolved), indent=2), console, "--export-coreml")
     if args.export_torchao:
-        _write(args.export_torchao, json.dumps(torchao_mapping(rep.resolved, profile.graph), indent=2), console)
+        _write(args.export_torchao, json.dumps(torchao_mapping(rep.resolved, profile.graph), indent=2), console, "--export-torchao")
     if args.out:
         from layerscope.profiler.export import save_pt2
 
@@ -122,7 +129,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.onnx:
         from layerscope.profiler.onnx_map import export_onnx
 
-        export_onnx(outcome.candidate, loaded.inputs, Path(args.onnx))
+        with atomic_path(args.onnx, "--onnx") as tmp:
+            export_onnx(outcome.candidate, loaded.inputs, tmp)
         console.print(f"Wrote {args.onnx} (the compressed model as the torch copy computes it)")
     return 0
 
@@ -146,7 +154,8 @@ def add_compress_parser(sub, model_args) -> None:
     c.add_argument("--export-ort", help="write ONNX Runtime quantize_static/dynamic arguments (proven by running ORT's quantizer)")
     c.add_argument("--export-coreml", help="write coremltools.optimize.torch configs (module_name_configs)")
     c.add_argument("--export-torchao", help="write the torch.ao QConfigMapping (set_module_name entries)")
-    c.add_argument("--workdir", help="keep the ORT float/int8 .onnx files here")
+    c.add_argument("--workdir", help="keep the ORT float/int8 .onnx files in this folder (default: a scratch folder in "
+                                    "LayerScope's cache, removed afterwards)")
     c.add_argument("--top", type=int, default=20, help="rows per table (default 20)")
     c.set_defaults(func=cmd_compress, runs=10)
 

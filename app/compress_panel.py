@@ -9,7 +9,6 @@ builds LayerSpecs and shows the core's CompressionReport.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -22,6 +21,7 @@ from layerscope.profiler.compression import CompressionPlan, LayerSpec, coreml_c
 from layerscope.profiler.format import fmt_bytes, fmt_db, fmt_ms, fmt_pct
 
 from .controller import ProfileController
+from .files import save_text
 from .state import AppState
 
 # label -> (technique, slider param, slider range, fixed params, how the slider value reads)
@@ -211,7 +211,7 @@ class CompressionPanel(QWidget):
             return
         path, _ = QFileDialog.getSaveFileName(self, "Save plan", f"{self.state.plan.model or 'plan'}.plan.json", "JSON (*.json)")
         if path:
-            Path(path).write_text(self.state.plan.to_json())
+            save_text(self, path, self.state.plan.to_json(), "plan", self.controller.show_dialogs)
 
     def load_plan(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load plan", "", "JSON (*.json)")
@@ -220,8 +220,8 @@ class CompressionPanel(QWidget):
 
     def load_plan_file(self, path: str) -> None:
         try:
-            plan = CompressionPlan.from_json(Path(path).read_text(), origin=path)
-        except (OSError, LayerScopeError) as exc:
+            plan = CompressionPlan.load(path)
+        except LayerScopeError as exc:
             self._error(str(exc))
             return
         self.apply_plan(plan)
@@ -232,7 +232,7 @@ class CompressionPanel(QWidget):
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export config", f"{kind}-config.json", "JSON (*.json)")
         if path:
-            Path(path).write_text(text)
+            save_text(self, path, text, "config", self.controller.show_dialogs)
 
     def export_text(self, kind: str) -> str | None:
         out = self.state.compression

@@ -36,7 +36,7 @@ def run_gui(args: argparse.Namespace) -> int:
         req = ProfileRequest(model=getattr(args, "model", None), input_shape=getattr(args, "input_shape", None),
                              dtype=getattr(args, "dtype", None), runs=getattr(args, "runs", 20),
                              warmup=getattr(args, "warmup", 3), hardware=getattr(args, "hardware", "this"),
-                             device=getattr(args, "device", "cpu"))
+                             device=getattr(args, "device", "cpu"), trust_file=getattr(args, "trust_file", False))
         if shot:
             win.controller.finished.connect(screenshot_and_quit)
             win.controller.failed.connect(lambda _m: app.exit(1))

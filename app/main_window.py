@@ -13,6 +13,7 @@ from .compiled_view import CompiledOpsView
 from .compress_panel import CompressionPanel
 from .controller import ProfileController, ProfileRequest
 from .details import LayerDetails
+from .files import save_text
 from .graph_view import LayerGraphView
 from .open_dialog import OpenModelDialog
 from .ranges_view import RangesView
@@ -36,6 +37,7 @@ class MainWindow(QMainWindow):
         self.resize(1500, 950)
         self.controller = ProfileController(self.state, self, show_dialogs=show_dialogs)
         self.show_dialogs = show_dialogs
+        self.last_error = ""  # the last error a dialog showed (or would have, without dialogs)
 
         self.graph = LayerGraphView(self.state)
         self.table = LayerTable(self.state)
@@ -123,26 +125,32 @@ class MainWindow(QMainWindow):
         if path:
             self.load_profile(path)
 
-    def load_profile(self, path: str) -> None:
+    def load_profile(self, path: str) -> bool:
+        """Open a saved profile; a bad file opens one dialog and keeps the current profile."""
         try:
-            self.state.set_profile(Profile.load(path))
+            profile = Profile.load(path)
         except LayerScopeError as exc:
-            QMessageBox.critical(self, "Could not open the profile", str(exc))
+            self.last_error = str(exc)
+            if self.show_dialogs:
+                QMessageBox.critical(self, "Could not open the profile", str(exc))
+            self.statusBar().showMessage(f"Could not open {path}; the current profile is kept.", 8000)
+            return False
+        self.state.set_profile(profile)
+        return True
 
     def save_profile(self) -> None:
         if self.state.profile is None:
             return
         path, _ = QFileDialog.getSaveFileName(self, "Save profile", f"{self.state.profile.model.name}.json", "JSON (*.json)")
         if path:
-            self.state.profile.save(path)
+            save_text(self, path, self.state.profile.to_json(), "profile", self.show_dialogs)
 
     def export_csv(self) -> None:
         if self.state.profile is None:
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export CSV", f"{self.state.profile.model.name}.csv", "CSV (*.csv)")
         if path:
-            with open(path, "w", newline="") as f:
-                f.write(self.state.profile.to_csv())
+            save_text(self, path, self.state.profile.to_csv(), "CSV", self.show_dialogs)
 
     def _on_profile(self, p: Profile | None) -> None:
         if p is None:

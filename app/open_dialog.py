@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtWidgets import (
-    QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget,
+    QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QSpinBox,
+    QWidget,
 )
 
 from layerscope.profiler import ZOO, device_profile_names
@@ -37,6 +38,10 @@ class OpenModelDialog(QDialog):
         self.hardware.addItem("This machine (calibrated)", "this")
         for name in device_profile_names():
             self.hardware.addItem(name, name)
+        self.trust = QCheckBox("Trust this file (a .pt2 may then run code it carries while loading)")
+        self.trust.setChecked(cur.trust_file)
+        self.trust.setToolTip("LayerScope opens .pt2 files without running code from them and refuses files that ask to. "
+                              "Tick only for files from a source you trust. A .py factory always runs: it is code.")
         form = QFormLayout(self)
         form.addRow("Model", row)
         form.addRow("Factory", self.factory)
@@ -44,6 +49,7 @@ class OpenModelDialog(QDialog):
         form.addRow("dtype", self.dtype)
         form.addRow("Timed runs", self.runs)
         form.addRow("Roofline target", self.hardware)
+        form.addRow("", self.trust)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -65,4 +71,5 @@ class OpenModelDialog(QDialog):
             dtype=None if dtype.startswith("(") else dtype,
             runs=self.runs.value(),
             hardware=self.hardware.currentData(),
+            trust_file=self.trust.isChecked(),
         )

@@ -190,16 +190,18 @@ def _module_stack(node: fx.Node) -> list[tuple[str, str, str]]:
 class _NodeRecord:
     node: fx.Node
     in_shapes: list[tuple[str, TensorMeta]]  # (producer node name, meta) per tensor arg, before the op ran
-    outputs: list[torch.Tensor]
-    value: Any
+    outputs: list[TensorMeta]
+    is_tensor: bool  # the node's value is one tensor (not a tuple/list/dict of them)
     aliases_input: bool
 
 
 class _Recorder(fx.Interpreter):
-    """Runs the graph once and keeps what each node consumed and produced."""
+    """Runs the graph once and keeps the shapes of what each node consumed and produced; values
+    are freed after their last use, as in an eager run, so capture needs the peak of live
+    activations, not their sum."""
 
     def __init__(self, gm: fx.GraphModule) -> None:
-        super().__init__(gm, garbage_collect_values=False)
+        super().__init__(gm, garbage_collect_values=True)
         self.records: dict[str, _NodeRecord] = {}
 
     def run_node(self, n: fx.Node) -> Any:
@@ -219,7 +221,7 @@ class _Recorder(fx.Interpreter):
             raise _NodeFailure(n, exc) from exc
         outs = _tensors(value)
         aliases = bool(outs) and all(_storage_ptr(t) in in_ptrs for t in outs)
-        self.records[n.name] = _NodeRecord(n, in_shapes, outs, value, aliases)
+        self.records[n.name] = _NodeRecord(n, in_shapes, [_meta(t) for t in outs], isinstance(value, torch.Tensor), aliases)
         return value
 
 
@@ -366,7 +368,7 @@ def _assemble(
                 continue
             used_outside = n.name in graph_outputs or any(u.name not in names for u in n.users)
             if used_outside or len(nodes) == 1:
-                outputs += [_meta(t) for t in rec.outputs]
+                outputs += rec.outputs
         for n in nodes:
             if n.name in graph_outputs or any(_reaches_output(u, node_layer) for u in n.users):
                 output_layers.setdefault(layer_id, None)
@@ -408,7 +410,7 @@ def _is_tuple_getitem(n: fx.Node, records: dict[str, _NodeRecord]) -> bool:
     if n.op != "call_function" or n.target is not operator.getitem:
         return False
     src = n.args[0]
-    return isinstance(src, fx.Node) and src.name in records and not isinstance(records[src.name].value, torch.Tensor)
+    return isinstance(src, fx.Node) and src.name in records and not records[src.name].is_tensor
 
 
 # --------------------------------------------------------------------------- fx path

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputSpecError
+from .errors import InputSpecError, ResourceError
+from .resources import available_memory_bytes
+from .safeio import fmt_size
 
 __all__ = ["SampleSet", "load_data_folder", "random_samples", "digits_split", "builtin_samples", "samples_for", "DIGITS_FILE"]
 
@@ -79,10 +81,18 @@ def load_data_folder(folder: str | Path, like: Sequence[torch.Tensor]) -> Sample
             raise InputSpecError(f"{f}: holds {len(keys)} input array(s) ({', '.join(keys) or 'none'}) but the model takes {len(like)}; "
                                  f"name them x, or x0, x1, ….")
         xs = tuple(_cast_like(arrays[k], ref) for k, ref in zip(keys, like, strict=True))
-        for x, ref in zip(xs, like, strict=True):
-            if x.shape[1:] != ref.shape[1:]:
+        for k, x, ref in zip(keys, xs, like, strict=True):
+            if x.dim() != ref.dim() or x.shape[1:] != ref.shape[1:]:
                 raise InputSpecError(f"{f}: input of shape {tuple(x.shape)} does not fit the model's input {tuple(ref.shape)} "
                                      f"(every dimension but the batch must match).")
+            if x.shape[0] == 0:
+                raise InputSpecError(f"{f}: array {k} holds no samples (batch dimension 0).")
+            if x.is_floating_point() and not torch.isfinite(x).all():
+                bad = int((~torch.isfinite(x)).sum())
+                raise InputSpecError(f"{f}: array {k} holds {bad:,} NaN/Inf value(s); every output comparison would be "
+                                     f"meaningless. Clean the data first.")
+        if len({int(x.shape[0]) for x in xs}) != 1:
+            raise InputSpecError(f"{f}: the input arrays have different batch sizes {[int(x.shape[0]) for x in xs]}.")
         batches.append(xs)
         y = arrays.get("y")
         if y is not None and (y.dtype.is_floating_point or y.shape != (xs[0].shape[0],)):
@@ -138,4 +148,9 @@ def samples_for(loaded, data: str | Path | None = None, n: int = 8) -> SampleSet
         return builtin_samples(entry.dataset)
     if n < 1:
         raise InputSpecError("--samples must be >= 1.")
+    need = n * sum(t.nbytes for t in loaded.inputs)
+    avail = available_memory_bytes()
+    if avail and need > avail // 2:
+        raise ResourceError(f"--samples {n} random batches would take {fmt_size(need)}; {fmt_size(avail)} of memory is "
+                            f"available. Use fewer samples.")
     return random_samples(loaded.inputs, n, high=entry.input_high if entry else None)

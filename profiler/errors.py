@@ -12,6 +12,9 @@ __all__ = [
     "ProfileFormatError",
     "OnnxMappingError",
     "PlanError",
+    "OutputError",
+    "UnsafeFileError",
+    "ResourceError",
     "Cancelled",
 ]
 
@@ -22,6 +25,10 @@ class LayerScopeError(Exception):
 
 class ModelLoadError(LayerScopeError):
     """The model source (file, factory, .pt2, zoo name) could not be turned into a module."""
+
+
+class UnsafeFileError(ModelLoadError):
+    """Loading the file would run code it carries; refused unless the user says they trust it."""
 
 
 class InputSpecError(LayerScopeError):
@@ -50,6 +57,14 @@ class OnnxMappingError(LayerScopeError):
 
 class PlanError(LayerScopeError):
     """A compression plan is malformed, names nothing, or does not fit the model."""
+
+
+class OutputError(LayerScopeError):
+    """An output file cannot be written (checked before work) or its write failed (old file intact)."""
+
+
+class ResourceError(LayerScopeError):
+    """The work would exceed this machine's memory or a size limit; the message gives the estimate."""
 
 
 class Cancelled(LayerScopeError):

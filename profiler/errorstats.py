@@ -32,6 +32,8 @@ class PairStats:
 
     @property
     def sqnr_db(self) -> float:
+        if self.n == 0 or math.isnan(self.err2):
+            return math.nan  # nothing compared, or NaN in the data: no number is honest
         if self.err2 == 0:
             return math.inf
         return 10 * math.log10(self.ref2 / self.err2) if self.ref2 > 0 else -math.inf
@@ -42,6 +44,8 @@ class PairStats:
 
     @property
     def cosine(self) -> float:
+        if self.n == 0:
+            return math.nan
         den = math.sqrt(self.ref2 * self.cand2)
         return self.dot / den if den > 0 else (1.0 if self.err2 == 0 else float("nan"))
 

@@ -9,15 +9,22 @@ import torch
 
 from .capture import quiet_torch_logs
 from .errors import LayerScopeError
+from .safeio import atomic_path
 
 __all__ = ["save_pt2"]
 
 
 def save_pt2(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: str | Path) -> None:
+    """Export and write ``path`` atomically: a failure (or Ctrl+C) never leaves a truncated file
+    in place of a good one."""
     try:
         with quiet_torch_logs():
             ep = torch.export.export(model, tuple(inputs), strict=False)
-            torch.export.save(ep, str(path))
     except Exception as exc:  # noqa: BLE001 - name the failure, keep the user's run
         raise LayerScopeError(f"Could not save {path} as a torch.export program: {type(exc).__name__}: "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+    with atomic_path(path, "--out") as tmp:
+        try:
+            torch.export.save(ep, str(tmp))
+        except RuntimeError as exc:  # torch's zip writer reports a full disk as RuntimeError
+            raise OSError(str(exc).strip().splitlines()[0] if str(exc).strip() else "write failed") from exc

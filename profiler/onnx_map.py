@@ -28,7 +28,6 @@ import io
 import json
 import re
 import statistics
-import tempfile
 import time
 import types
 from collections.abc import Sequence
@@ -40,11 +39,14 @@ import numpy as np
 import torch
 
 from .capture import quiet_torch_logs
-from .errors import OnnxMappingError
+from .errors import LayerScopeError, OnnxMappingError, OutputError
 from .graph import LayerGraph
 from .opkinds import aten_kind
 from .progress import Progress, Work
+from .resources import check_input_bytes
+from .safeio import parse_json
 from .serde import from_jsonable, to_jsonable
+from .workspace import work_dir
 
 __all__ = [
     "OptLevel", "ExporterKind", "MatchHow", "OnnxNodeSource", "OpMapping", "OnnxProfile",
@@ -181,8 +183,12 @@ class OnnxProfile:
         return json.dumps(to_jsonable(self), indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> OnnxProfile:
-        return from_jsonable(cls, json.loads(text))
+    def from_json(cls, text: str | bytes, origin: str = "ONNX mapping") -> OnnxProfile:
+        data = parse_json(text, origin, OnnxMappingError)
+        try:
+            return from_jsonable(cls, data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise OnnxMappingError(f"{origin} is not a valid LayerScope ONNX mapping: {exc}") from None
 
 
 # --------------------------------------------------------------------------- export / load
@@ -193,19 +199,27 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
     """Export with the dynamo exporter (own optimiser off), TorchScript exporter as fallback."""
     notes: list[str] = []
     args = tuple(inputs)
+    if not path.parent.is_dir():
+        raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     try:
         with quiet_torch_logs(), contextlib.redirect_stdout(io.StringIO()):
             prog = torch.onnx.export(model, args, dynamo=True, external_data=False, verbose=False)
-            prog.save(str(path))
-        return ExporterKind.DYNAMO, notes
     except Exception as exc:  # noqa: BLE001 - fall back, then report both
         dynamo_text = f"{exc} {exc.__cause__ or ''}"
         dynamo_err = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    else:
+        try:
+            prog.save(str(path))
+        except OSError as exc:
+            raise OutputError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
+        return ExporterKind.DYNAMO, notes
     try:
         with quiet_torch_logs(), contextlib.redirect_stdout(io.StringIO()):
             torch.onnx.export(model, args, str(path), dynamo=False)
         notes.append(f"the dynamo exporter failed ({dynamo_err}); used the TorchScript exporter (no node metadata)")
         return ExporterKind.TORCHSCRIPT, notes
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
     except Exception as exc:  # noqa: BLE001 - neither exporter: name the op if we can
         text = f"{exc} {dynamo_text}"
         ops = [m.group(0) for r in _OP_RES for m in r.finditer(text) if not m.group(0).startswith(("prim::", "aten::add"))]
@@ -484,8 +498,15 @@ def _feed(session, inputs: Sequence[torch.Tensor] | None) -> dict[str, np.ndarra
     if inputs is not None and len(inputs) == len(metas):
         return {m.name: t.detach().cpu().numpy() for m, t in zip(metas, inputs, strict=True)}
     rng = np.random.default_rng(0)
-    for m in metas:
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in m.shape]
+    shapes = [[d if isinstance(d, int) and d > 0 else 1 for d in m.shape] for m in metas]
+    itemsizes = [8 if "int64" in m.type or "double" in m.type else 2 if "16" in m.type else 1 if "bool" in m.type else 4
+                 for m in metas]
+    try:
+        check_input_bytes(shapes, itemsizes)
+    except LayerScopeError as exc:
+        raise OnnxMappingError(f"The ONNX file declares inputs {', '.join(f'{m.name} {tuple(sh)}' for m, sh in zip(metas, shapes))}: "
+                               f"{exc}") from None
+    for m, shape in zip(metas, shapes, strict=True):
         if "float" in m.type:
             dtype = np.float16 if "float16" in m.type else np.float32
             feed[m.name] = rng.standard_normal(shape).astype(dtype)
@@ -519,23 +540,45 @@ def map_onnx(
     """Export (or open) an ONNX model, profile it in ONNX Runtime, map every op to its source.
 
     Give ``model`` + ``inputs`` (+ the model's ``graph`` to map onto its layers), or ``onnx_path``
-    of a plain .onnx file (ops then map to that file's own nodes)."""
-    import onnx
+    of a plain .onnx file (ops then map to that file's own nodes). The exported and optimised
+    graphs and the ORT trace are written to ``workdir`` and kept there, or to a scratch folder
+    that is removed afterwards (the result's paths are then empty)."""
     import onnxruntime as ort
 
     level = OptLevel(opt_level)
     if provider not in ort.get_available_providers():
         raise OnnxMappingError(f"ONNX Runtime provider {provider!r} is not available here; available: {', '.join(ort.get_available_providers())}.")
-    if runs < 1:
-        raise OnnxMappingError("runs must be >= 1.")
-    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="layerscope-onnx-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if runs < 1 or warmup < 0:
+        raise OnnxMappingError("runs must be >= 1 and warmup >= 0.")
+    if onnx_path is not None:
+        src = Path(onnx_path).expanduser()
+        if not src.is_file():
+            raise OnnxMappingError(f"ONNX file not found: {src}.")
+        needed = 2 * src.stat().st_size
+    else:
+        if model is None or inputs is None:
+            raise OnnxMappingError("map_onnx needs a model with inputs, or an .onnx path.")
+        needed = 3 * _weight_bytes(model)
+    with work_dir("onnx", keep=workdir, needed_bytes=needed) as work:
+        result = yield from _map_onnx(work, model, inputs, graph, onnx_path, level, provider, runs, warmup, name)
+    if not workdir:  # the scratch folder is gone: do not point at files that no longer exist
+        result = dataclasses.replace(result, onnx_path="" if onnx_path is None else str(onnx_path), optimized_path="")
+    return result
+
+
+def _weight_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
+
+
+def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, provider: str, runs: int, warmup: int,
+              name: str) -> Work[OnnxProfile]:
+    import onnx
+    import onnxruntime as ort
+
     steps = 4 + warmup + runs
     t0 = time.perf_counter()
     notes: list[str] = []
     if onnx_path is None:
-        if model is None or inputs is None:
-            raise OnnxMappingError("map_onnx needs a model with inputs, or an .onnx path.")
         yield Progress("onnx", 0, steps, "exporting to ONNX")
         path = work / f"{name.replace(':', '_').replace('/', '_')}.onnx"
         exporter, notes = export_onnx(model, inputs, path)

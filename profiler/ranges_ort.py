@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from .data import SampleSet
 from .graph import LayerGraph
 from .onnx_map import load_onnx, source_map
 from .errorstats import PairStats
+from .workspace import work_dir
 
 __all__ = ["OrtSqnrCheck", "ort_sqnr_check"]
 
@@ -41,8 +41,8 @@ def ort_sqnr_check(float_onnx: str | Path, qdq_onnx: str | Path, samples: Sample
     producer = {out: n.name for n in fmodel.graph.node for out in n.output}
     layers = {k: v.layer_ids for k, v in source_map(fmodel, graph).items()} if graph is not None else {}
     reader_cls = type("Reader", (_Reader, CalibrationDataReader), {})
-    with tempfile.TemporaryDirectory(prefix="layerscope-qdqdbg-") as tmp, contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
-        aug_f, aug_q = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
+    with work_dir("qdqdbg") as tmp, contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+        aug_f, aug_q = tmp / "f.onnx", tmp / "q.onnx"
         modify_model_output_intermediate_tensors(str(float_onnx), str(aug_f))
         modify_model_output_intermediate_tensors(str(qdq_onnx), str(aug_q))
         f_acts = collect_activations(str(aug_f), reader_cls(names, samples))

@@ -11,19 +11,22 @@ import csv
 import datetime as _dt
 import io
 import json
+import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+import networkx as nx
 import torch
 
 from .capture import capture, capture_exported, run_and_locate_failure
-from .errors import ProfileFormatError, ProfilingError
+from .errors import LayerScopeError, ProfileFormatError, ProfilingError
 from .graph import CaptureMethod, Layer, LayerGraph
 from .hardware import HardwareProfile, _cpu_name
 from .metrics import LayerMetrics, layer_metrics
 from .progress import Progress, Work
 from .roofline import Bound, RooflinePoint, classify
+from .safeio import atomic_write_text, parse_json, read_json
 from .serde import from_jsonable, to_jsonable
 from .source import LoadedModel
 from .timing import LayerTiming, TimingSummary, measure
@@ -108,6 +111,8 @@ class Profile:
         return out
 
     def row(self, layer_id: str) -> LayerRow:
+        if layer_id not in self.graph:
+            raise KeyError(f"no layer {layer_id!r} in this profile")
         return next(r for r in self.rows() if r.layer.id == layer_id)
 
     def ranked(self, top: int | None = None) -> list[LayerRow]:
@@ -145,28 +150,35 @@ class Profile:
         return json.dumps(to_jsonable(self), indent=1)
 
     @classmethod
-    def from_json(cls, text: str, origin: str = "profile") -> Profile:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ProfileFormatError(f"{origin} is not JSON: {exc}") from None
+    def from_json(cls, text: str | bytes, origin: str = "profile") -> Profile:
+        return cls.from_data(parse_json(text, origin, ProfileFormatError), origin)
+
+    @classmethod
+    def from_data(cls, data: object, origin: str = "profile") -> Profile:
+        """From parsed JSON: the schema, then every cross-field fact the views rely on (every
+        overlay keyed by a layer of the graph, finite non-negative measurements, latency shares
+        that add up, an acyclic graph), so a loaded profile cannot fail later in a view."""
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
             got = data.get("schema_version") if isinstance(data, dict) else None
             raise ProfileFormatError(f"{origin}: schema_version {got!r} is not {SCHEMA_VERSION}; re-run `layerscope profile`.")
         try:
-            return from_jsonable(cls, data)
-        except (KeyError, TypeError, ValueError) as exc:
+            profile = from_jsonable(cls, data)
+        except LayerScopeError as exc:
+            raise ProfileFormatError(f"{origin}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProfileFormatError(f"{origin} is not a valid LayerScope profile: {exc}") from None
+        problem = _inconsistency(profile)
+        if problem:
+            raise ProfileFormatError(f"{origin} is not a consistent LayerScope profile: {problem}. Re-run `layerscope profile`.")
+        return profile
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+        atomic_write_text(path, self.to_json(), "profile")
 
     @classmethod
     def load(cls, path: str | Path) -> Profile:
-        p = Path(path)
-        if not p.is_file():
-            raise ProfileFormatError(f"Profile file not found: {p}.")
-        return cls.from_json(p.read_text(), str(p))
+        p = Path(path).expanduser()
+        return cls.from_data(read_json(p, "profile", ProfileFormatError), f"profile {p}")
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -191,6 +203,66 @@ CSV_COLUMNS = [
     "bytes_read", "bytes_written", "arithmetic_intensity", "latency_ms", "latency_p25_ms", "latency_p75_ms",
     "latency_share", "bound", "attained_gflops", "roof_fraction", "activation_bytes", "source",
 ]
+
+
+def _bad_number(v: float | int | None, optional: bool = False, allow_inf: bool = False) -> bool:
+    if v is None:
+        return not optional
+    return math.isnan(v) or v < 0 or (math.isinf(v) and not allow_inf)
+
+
+def _inconsistency(p: Profile) -> str:
+    """The first fact a loaded profile breaks, or ''."""
+    g = p.graph
+    ids = set(g.ids())
+    if not ids:
+        return "it has no layers"
+    for name, overlay in (("metrics", p.metrics), ("roofline", p.roofline)):
+        missing, extra = ids - set(overlay), set(overlay) - ids
+        if missing or extra:
+            bad = sorted(missing)[:1] or sorted(extra)[:1]
+            return f"'{name}' {'lacks layer' if missing else 'names unknown layer'} {bad[0]!r}"
+    extra = set(p.timings) - ids
+    if extra:
+        return f"'timings' names unknown layer {sorted(extra)[0]!r}"
+    for a, b in g.edges:
+        if a not in ids or b not in ids:
+            return f"edge {a!r} -> {b!r} names a layer that is not in the graph"
+    for name, group in (("input_layers", g.input_layers), ("output_layers", g.output_layers)):
+        unknown = [i for i in group if i not in ids]
+        if unknown:
+            return f"'graph.{name}' names unknown layer {unknown[0]!r}"
+    if not nx.is_directed_acyclic_graph(g.nx):
+        return "the layer graph has a cycle"
+    for layer in g:
+        for t in (*layer.operands, *layer.outputs):
+            if any(d < 0 for d in t.shape):
+                return f"layer {layer.id!r} has a negative tensor dimension {t.shape}"
+    for lid, m in p.metrics.items():
+        if any(_bad_number(v) for v in (m.params, m.weight_bytes, m.bytes_read, m.bytes_written)) or \
+                any(_bad_number(v, optional=True) for v in (m.flops, m.macs)):
+            return f"metrics of layer {lid!r} hold a negative or missing count"
+    for lid, t in p.timings.items():
+        if any(_bad_number(v) for v in (t.latency_ms, t.p25_ms, t.p75_ms, t.min_ms, t.output_bytes, t.live_bytes_after)):
+            return f"timing of layer {lid!r} is negative, NaN or infinite"
+    for lid, pt in p.roofline.items():
+        if any(_bad_number(v, optional=True, allow_inf=True) for v in
+               (pt.intensity, pt.attained_gflops, pt.attained_gbs, pt.roof_gflops, pt.roof_fraction)):
+            return f"roofline point of layer {lid!r} is negative or NaN"
+    s = p.summary
+    if any(_bad_number(v) for v in (s.end_to_end_ms, s.end_to_end_p25_ms, s.end_to_end_p75_ms, s.sum_of_layer_medians_ms,
+                                    s.glue_ms, s.weight_bytes, s.peak_activation_bytes, s.peak_memory_bytes)):
+        return "the timing summary holds a negative, NaN or infinite number"
+    if s.runs < 1 or s.warmup < 0 or s.threads < 1:
+        return "the timing summary's runs/warmup/threads are out of range"
+    total = sum(t.latency_ms for t in p.timings.values())
+    if not math.isclose(total, s.sum_of_layer_medians_ms, rel_tol=1e-3, abs_tol=1e-6):
+        return (f"per-layer latencies add up to {total:.4g} ms but the summary says {s.sum_of_layer_medians_ms:.4g} ms, "
+                f"so the latency shares would not sum to 100 %")
+    m = p.model
+    if m.total_params < 0 or m.total_weight_bytes < 0 or len(m.input_shapes) != len(m.input_dtypes):
+        return "the model section is inconsistent (negative totals or input shapes without dtypes)"
+    return ""
 
 
 def _blank(v: object) -> object:

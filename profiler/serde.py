@@ -65,6 +65,10 @@ def from_jsonable(tp: Any, data: Any) -> Any:
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise KeyError(f"{tp.__name__}.{f.name} is missing")
         return tp(**kwargs)
+    if origin in (tuple, list) and not isinstance(data, list):
+        raise TypeError(f"expected a list, got {type(data).__name__}")
+    if origin is dict and not isinstance(data, dict):
+        raise TypeError(f"expected an object, got {type(data).__name__}")
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(from_jsonable(args[0], v) for v in data)
@@ -78,9 +82,14 @@ def from_jsonable(tp: Any, data: Any) -> Any:
     if tp is float:
         if data is None:
             return math.nan
-        if isinstance(data, str):
-            return float(data)  # "inf" / "-inf"
-        return float(data)
+        if isinstance(data, str) and data in ("inf", "-inf", "nan"):
+            return float(data)
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            raise TypeError(f"expected a number, got {data!r}")
+        try:
+            return float(data)
+        except OverflowError:
+            raise ValueError(f"number {str(data)[:20]}… is too large") from None
     if tp is int:
         if isinstance(data, bool) or not isinstance(data, int):
             raise TypeError(f"expected an integer, got {data!r}")
@@ -90,7 +99,9 @@ def from_jsonable(tp: Any, data: Any) -> Any:
             raise TypeError(f"expected a string, got {data!r}")
         return data
     if tp is bool:
-        return bool(data)
+        if not isinstance(data, bool):
+            raise TypeError(f"expected true or false, got {data!r}")
+        return data
     if tp is Any:
         return data
     raise TypeError(f"cannot read {tp!r}")

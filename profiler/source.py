@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import InputSpecError, ModelLoadError
+from .resources import MAX_DIMS, check_input_bytes, check_memory
 from .zoo import DEFAULT_MODEL, ZOO, build_zoo_model
 
 __all__ = ["LoadedModel", "load_model", "parse_input_shapes", "parse_dtype", "DTYPES"]
@@ -55,6 +56,8 @@ def parse_input_shapes(text: str | None) -> list[tuple[int, ...]] | None:
     """``"1,3,224,224"`` or several inputs separated by ``;``: ``"1,128;1,128"``."""
     if text is None or not text.strip():
         return None
+    if len(text) > 1000:
+        raise InputSpecError(f"--input-shape is {len(text)} characters long; give one shape per input, e.g. 1,3,224,224.")
     shapes = []
     for part in text.split(";"):
         try:
@@ -63,13 +66,13 @@ def parse_input_shapes(text: str | None) -> list[tuple[int, ...]] | None:
             raise InputSpecError(f"--input-shape {text!r}: {part!r} is not a comma-separated list of integers, e.g. 1,3,224,224.") from None
         if not dims or any(d <= 0 for d in dims):
             raise InputSpecError(f"--input-shape {text!r}: every dimension must be a positive integer.")
+        if len(dims) > MAX_DIMS or any(d >= 2**31 for d in dims):
+            raise InputSpecError(f"--input-shape {text!r}: at most {MAX_DIMS} dimensions, each below 2^31.")
         shapes.append(dims)
     return shapes
 
 
 def _make_inputs(like: Sequence[torch.Tensor], shapes: Sequence[tuple[int, ...]], seed: int, high: int | None = None) -> tuple[torch.Tensor, ...]:
-    if len(shapes) != len(like):
-        raise InputSpecError(f"--input-shape gives {len(shapes)} input(s) but the model takes {len(like)}; separate inputs with ';'.")
     g = torch.Generator().manual_seed(seed)
     out = []
     for ref, shape in zip(like, shapes, strict=True):
@@ -134,20 +137,17 @@ def _load_factory(spec: str, seed: int) -> LoadedModel:
     return LoadedModel(f"{path.stem}:{factory}", spec, "factory", result.eval(), inputs)
 
 
-def _load_pt2(path: Path) -> LoadedModel:
-    if not path.is_file():
-        raise ModelLoadError(f"Exported program not found: {path}.")
-    from .capture import quiet_torch_logs
+def _load_pt2(path: Path, trust: bool) -> LoadedModel:
+    from .safeload import load_exported_program
 
-    try:
-        with quiet_torch_logs():
-            ep = torch.export.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - not a readable .pt2
-        raise ModelLoadError(f"{path} is not a readable torch.export program (.pt2): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    ep, module = load_exported_program(path, trust=trust)
     args, kwargs = ep.example_inputs if ep.example_inputs is not None else ((), {})
     if kwargs:
         raise ModelLoadError(f"{path}: keyword example inputs are not supported; export with positional inputs.")
-    return LoadedModel(path.stem, str(path), "pt2", ep.module(), tuple(args), exported=ep)
+    if not all(isinstance(a, torch.Tensor) for a in args):
+        raise ModelLoadError(f"{path}: its example inputs are not all tensors; export with tensor inputs.")
+    return LoadedModel(path.stem, str(path), "pt2", module, tuple(args), exported=ep,
+                       notes=["loaded with --trust-file: checks for code in the file were skipped"] if trust else [])
 
 
 def check_finite(module: nn.Module) -> None:
@@ -158,13 +158,19 @@ def check_finite(module: nn.Module) -> None:
 
 
 def load_model(spec: str | None = None, input_shapes: Sequence[tuple[int, ...]] | None = None,
-               dtype: torch.dtype | None = None, seed: int = 0) -> LoadedModel:
-    """Load a model by zoo name, ``file.py:factory`` or ``.pt2`` path; None means the default."""
+               dtype: torch.dtype | None = None, seed: int = 0, trust_file: bool = False,
+               max_memory_bytes: int | None = None) -> LoadedModel:
+    """Load a model by zoo name, ``file.py:factory`` or ``.pt2`` path; None means the default.
+
+    A ``.pt2`` is opened without running code carried by the file unless ``trust_file`` (see
+    ``safeload``); a ``file.py:factory`` *is* code and runs. Before inputs of ``input_shapes`` are
+    allocated, their size and the activation memory of one forward (estimated on fake tensors) are
+    checked against ``max_memory_bytes`` (None: the memory available now; 0: no check)."""
     spec = spec or DEFAULT_MODEL
     if spec in ZOO:
         loaded = _load_zoo(spec, seed)
     elif spec.endswith(".pt2"):
-        loaded = _load_pt2(Path(spec).expanduser())
+        loaded = _load_pt2(Path(spec).expanduser(), trust_file)
     elif ":" in spec and spec.rpartition(":")[0].endswith(".py"):
         loaded = _load_factory(spec, seed)
     elif spec.endswith(".py"):
@@ -176,15 +182,25 @@ def load_model(spec: str | None = None, input_shapes: Sequence[tuple[int, ...]] 
             + f" Built-in models: {', '.join(ZOO)}; or pass path/to/file.py:factory or a .pt2 file."
         )
     check_finite(loaded.module)
-    if input_shapes:
-        if not loaded.inputs:
-            loaded.inputs = tuple(torch.zeros(s) for s in input_shapes)
-        loaded.inputs = _make_inputs(loaded.inputs, input_shapes, seed, ZOO[spec].input_high if spec in ZOO else None)
-    if not loaded.inputs:
-        raise InputSpecError(f"{loaded.spec}: no example inputs; pass --input-shape (e.g. 1,3,224,224) or return (module, inputs) from the factory.")
     if dtype is not None:
         if loaded.exported is not None:
             raise InputSpecError(f"{loaded.spec}: --dtype cannot change an exported program; export it in the dtype you want.")
         loaded.module = loaded.module.to(dtype)
         loaded.inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in loaded.inputs)
+    if input_shapes:
+        like = loaded.inputs or tuple(torch.zeros(0, dtype=dtype or torch.float32) for _ in input_shapes)
+        if len(input_shapes) != len(like):
+            raise InputSpecError(f"--input-shape gives {len(input_shapes)} input(s) but the model takes {len(like)}; "
+                                 f"separate inputs with ';'.")
+        specs = [(tuple(sh), t.dtype) for sh, t in zip(input_shapes, like, strict=True)]
+        if max_memory_bytes != 0:  # before a byte is allocated: the inputs, then one forward's activations
+            check_input_bytes([sh for sh, _ in specs], [dt.itemsize for _, dt in specs], max_memory_bytes)
+            check_memory(loaded.module, specs, max_memory_bytes, loaded.name)
+        loaded.inputs = _make_inputs(like, input_shapes, seed, ZOO[spec].input_high if spec in ZOO else None)
+    elif loaded.inputs and max_memory_bytes != 0 and sum(t.nbytes for t in loaded.inputs) > 64 * 2**20:
+        # The model's own example inputs were chosen by its author; only large ones are worth the
+        # ~2 s a first fake-tensor run costs. Shapes typed on the command line are always checked.
+        check_memory(loaded.module, [(tuple(t.shape), t.dtype) for t in loaded.inputs], max_memory_bytes, loaded.name)
+    if not loaded.inputs:
+        raise InputSpecError(f"{loaded.spec}: no example inputs; pass --input-shape (e.g. 1,3,224,224) or return (module, inputs) from the factory.")
     return loaded

@@ -169,8 +169,12 @@ def test_compare_float_vs_plan_and_two_plans(capsys, tmp_path):
 def test_compare_errors(capsys, tmp_path):
     rc, _, err = run(capsys, "compare", "tiny_cnn")
     assert rc == 2 and "Give --plan" in err
+    rc, _, err = run(capsys, "compare", "tiny_cnn", "--plan", str(tmp_path / "none.json"))
+    assert rc == 2 and "plan file not found" in err  # a bad plan fails before the model loads
     (tmp_path / "empty").mkdir()
-    rc, _, err = run(capsys, "compare", "tiny_cnn", "--plan", str(tmp_path / "none.json"), "--data", str(tmp_path / "empty"))
+    plan = tmp_path / "p.json"
+    plan.write_text(json.dumps({"version": 1, "specs": [{"select": "all", "technique": "quantize", "params": {"bits": 8}}]}))
+    rc, _, err = run(capsys, "compare", "tiny_cnn", "--plan", str(plan), "--data", str(tmp_path / "empty"))
     assert rc == 2 and "has no .npz or .pt files" in err
 
 

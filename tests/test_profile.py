@@ -43,7 +43,7 @@ def test_json_round_trip_is_exact(tiny_profile, tmp_path):
 
 
 def test_bad_profile_files(tmp_path):
-    with pytest.raises(ProfileFormatError, match="not JSON"):
+    with pytest.raises(ProfileFormatError, match="not valid JSON"):
         Profile.from_json("{", "x.json")
     with pytest.raises(ProfileFormatError, match="schema_version"):
         Profile.from_json('{"schema_version": 99}', "x.json")

@@ -53,13 +53,18 @@ def test_bad_profiles_are_clear_errors(tmp_path):
         load_device_profile("pi9")
     bad = tmp_path / "bad.json"
     bad.write_text('{"name": "x", "peak_gflops": {"float32": -1}, "bandwidth_gbs": 1, "source": "s"}')
-    with pytest.raises(HardwareProfileError, match="positive"):
+    with pytest.raises(HardwareProfileError, match="greater than zero"):
         load_device_profile(str(bad))
 
 
-def test_calibrate_measures_and_caches():
+def test_calibrate_measures_and_caches(monkeypatch):
     from layerscope.profiler import drive, resolve_hardware
+    from layerscope.profiler import hardware
     from layerscope.profiler.hardware import cache_path
+
+    # A busy or noisy CI machine must not make this test flaky: what is tested here is the cache.
+    monkeypatch.setattr(hardware, "MAX_OTHER_LOAD", 1.0)
+    monkeypatch.setattr(hardware, "MAX_SPREAD", float("inf"))
 
     hw = drive(resolve_hardware(None))  # XDG cache is a temp dir (conftest)
     assert hw.kind == "measured" and hw.peak_gflops["float32"] > 0 and hw.bandwidth_gbs > 0

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data import SampleSet
-from ..errors import PlanError
+from ..errors import InputSpecError, PlanError
 from ..graph import LayerGraph
 from ..progress import Progress, Work
 from .activations import ActivationQuant, calibrate_activations
@@ -87,9 +87,14 @@ def _flat_output(out: object) -> torch.Tensor:
 
 @torch.no_grad()
 def compare_outputs(reference: nn.Module, candidate: nn.Module, samples: SampleSet) -> OutputChange:
+    if samples.n_samples == 0:
+        raise InputSpecError(f"{samples.source}: no samples to compare the outputs on.")
     err, hits_r, hits_c = PairStats(), 0, 0
     for k, batch in enumerate(samples.batches):
         r, c = _flat_output(reference(*batch)), _flat_output(candidate(*batch))
+        if not torch.isfinite(r).all():
+            raise InputSpecError(f"The original model's output holds NaN/Inf on batch {k} of {samples.source}; "
+                                 f"no comparison is meaningful. Check the data and the model.")
         if samples.labels is not None:
             y = samples.labels[k]
             hits_r += int((r.reshape(len(y), -1).argmax(1) == y).sum())

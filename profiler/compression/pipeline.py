@@ -7,9 +7,9 @@ and candidate end to end (interleaved), and optionally measure real int8 speed t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +24,8 @@ from ..progress import Progress, Work
 from ..report import Profile, profile_model
 from ..serde import to_jsonable
 from ..source import LoadedModel
-from .apply import CompressionResult, apply_plan
+from ..workspace import work_dir
+from .apply import CompressionResult, apply_plan, model_bytes
 from .ort_int8 import OrtInt8Result, quantize_with_ort
 from .plan import CompressionPlan, ResolvedSpec, resolve_plan
 
@@ -115,9 +116,11 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
         ))
     ort = None
     if ort_int8:
-        with tempfile.TemporaryDirectory(prefix="layerscope-ort-") as tmp:
-            base = pruned if pruned is not None else loaded.module
-            ort = yield from quantize_with_ort(base, profile.graph, resolved, samples, workdir or Path(tmp), runs=runs)
+        base = pruned if pruned is not None else loaded.module
+        with work_dir("ort-int8", keep=workdir, needed_bytes=2 * model_bytes(base)) as folder:
+            ort = yield from quantize_with_ort(base, profile.graph, resolved, samples, folder, runs=runs)
+        if not workdir:  # the scratch files are gone: report no paths to them
+            ort = dataclasses.replace(ort, float_onnx="", int8_onnx="") if ort is not None else None
     report = CompressionReport(profile.model.name, json.loads(plan.to_json()), tuple(resolved), result, before_ms, after_ms, runs,
                                profile.total_flops, after.total_flops, tuple(deltas), ort)
     return CompressionOutcome(candidate, after, report)

@@ -23,18 +23,26 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import re2
 
 from ..errors import PlanError
 from ..report import Profile
 from ..roofline import Bound
+from ..safeio import parse_json, read_json
 
 __all__ = ["PLAN_VERSION", "LayerSpec", "CompressionPlan", "ResolvedSpec", "resolve_plan", "COMPRESSIBLE_KINDS",
            "TECHNIQUES", "STRUCTURAL", "CALIBRATIONS", "select_layers", "ESTIMATES", "estimate_plan"]
 
 PLAN_VERSION = 1
+MAX_PLAN_BYTES = 16 * 2**20
+# Selector regexes run on RE2 (linear time in the id length, whatever the pattern): a plan from
+# somewhere else cannot hang LayerScope with catastrophic backtracking such as ``re:^(.|.|.)*!$``.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
 COMPRESSIBLE_KINDS = frozenset({"conv", "conv_transpose", "linear", "embedding"})
 CALIBRATIONS = ("minmax", "percentile", "mse")
 
@@ -83,11 +91,16 @@ class CompressionPlan:
                            "specs": [{"select": s.select, "technique": s.technique, "params": s.params} for s in self.specs]}, indent=2)
 
     @classmethod
-    def from_json(cls, text: str, origin: str = "plan") -> CompressionPlan:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PlanError(f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+    def load(cls, path: str | Path) -> CompressionPlan:
+        p = Path(path).expanduser()
+        return cls.from_data(read_json(p, "plan", PlanError, max_bytes=MAX_PLAN_BYTES), f"plan {p}")
+
+    @classmethod
+    def from_json(cls, text: str | bytes, origin: str = "plan") -> CompressionPlan:
+        return cls.from_data(parse_json(text, origin, PlanError, max_bytes=MAX_PLAN_BYTES), origin)
+
+    @classmethod
+    def from_data(cls, data: object, origin: str = "plan") -> CompressionPlan:
         if not isinstance(data, dict):
             raise PlanError(f"{origin}: the top level must be an object with 'version' and 'specs'.")
         if data.get("version") != PLAN_VERSION:
@@ -129,9 +142,10 @@ def _select(selector: str, profile: Profile) -> list[str]:
         return [i for i in g.ids() if fnmatch.fnmatchcase(i, selector[5:])]
     if selector.startswith("re:"):
         try:
-            rx = re.compile(selector[3:])
-        except re.error as exc:
-            raise ValueError(f"bad regular expression: {exc}") from None
+            rx = re2.compile(selector[3:], _RE2_OPTIONS)
+        except re2.error as exc:
+            why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            raise ValueError(f"bad regular expression (RE2 syntax: no backreferences or look-arounds): {why}") from None
         return [i for i in g.ids() if rx.search(i)]
     if selector.startswith("type:"):
         want = selector[5:]
@@ -144,6 +158,8 @@ def _select(selector: str, profile: Profile) -> list[str]:
             n = int(selector[4:])
         except ValueError:
             raise ValueError("top:N needs an integer N") from None
+        if n < 1:
+            raise ValueError(f"top:N needs N >= 1, got {n}")
         return [r.layer.id for r in profile.ranked() if r.layer.id in g and g[r.layer.id].op_kind in COMPRESSIBLE_KINDS][:n]
     if selector == "all":
         return [layer.id for layer in g if layer.op_kind in COMPRESSIBLE_KINDS]

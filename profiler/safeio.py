@@ -1,0 +1,202 @@
+"""Files in and out, one discipline for all of them.
+
+Out: every file LayerScope writes (JSON, CSV, plans, configs, ``.pt2``, ``.onnx``, caches) goes
+through ``atomic_path``: the writer fills a hidden temporary file in the same folder, it is
+fsynced and renamed over the target in one step. A failure or an interrupt at any moment leaves
+the previous file byte-identical; the message says so. ``check_output_path`` is called before any
+work starts, so a missing or read-only folder, a folder where a file should go, or a disk too
+small for an artifact of known size is reported in a second, not after minutes of profiling.
+
+In: every JSON LayerScope reads (plans, hardware profiles, the calibration cache, saved profiles,
+ONNX mappings) goes through ``read_json``/``parse_json``: size and nesting limits, strict UTF-8,
+no ``NaN``/``Infinity`` literals, and every failure — including the ones ``json`` lets escape
+(``RecursionError``, ``ValueError`` for integers over 4,300 digits, ``UnicodeDecodeError``) — is
+the caller's ``LayerScopeError`` subclass naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import LayerScopeError, OutputError
+
+__all__ = [
+    "atomic_path", "atomic_write_text", "check_output_path", "read_json", "parse_json", "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH", "finite", "positive", "fmt_size",
+]
+
+MAX_JSON_BYTES = 512 * 2**20  # a saved profile of a 10,000-layer model is ~40 MiB
+MAX_JSON_DEPTH = 64  # LayerScope's own files nest at most ~10 deep
+_FREE_SPACE_MARGIN = 16 * 2**20  # bytes kept free beyond an artifact's estimated size
+
+
+def fmt_size(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+# --------------------------------------------------------------------------- output
+def check_output_path(path: str | os.PathLike[str], what: str = "output", size_bytes: int = 0) -> Path:
+    """Fail now, before any work, if ``path`` cannot be written (optionally: ``size_bytes`` of it).
+
+    Checks: not a folder, its folder exists and is a folder, a file can really be created there
+    (permissions, read-only mounts — asking ``os.access`` is not enough as root), and the disk has
+    room for an artifact of known size."""
+    p = Path(path).expanduser()
+    if str(path).strip() == "":
+        raise OutputError(f"{what}: the file name is empty.")
+    if p.is_dir():
+        raise OutputError(f"{what} {p} is a folder; give a file name inside it.")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise OutputError(f"{what} {p}: the folder {parent} does not exist; create it first.")
+    if not parent.is_dir():
+        raise OutputError(f"{what} {p}: {parent} is not a folder.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{what} {p}: cannot write in {parent}: {exc.strerror or exc}.") from exc
+    if size_bytes > 0:
+        free = shutil.disk_usage(parent).free
+        if free < size_bytes + _FREE_SPACE_MARGIN:
+            raise OutputError(f"{what} {p}: about {fmt_size(size_bytes)} is needed but {parent} has {fmt_size(free)} free; "
+                              f"free some space or write elsewhere.")
+    return p
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform/filesystem can open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], what: str = "output") -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` for a writer to fill; on success it replaces
+    ``path`` atomically, on any failure (an exception, Ctrl+C) it is removed and ``path`` is left
+    as it was. ``OSError`` becomes ``OutputError`` naming the file and saying the old one is intact.
+
+    The temporary name keeps the suffix (``.model.<id>.tmp.pt2``), for writers that check it."""
+    p = Path(path).expanduser()
+    tmp = p.with_name(f".{p.stem}.{uuid.uuid4().hex[:8]}.tmp{p.suffix}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise OutputError(f"{what} {p}: the writer produced no file.")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+        _fsync_dir(p.parent if str(p.parent) else Path("."))
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            kept = "the existing file is unchanged" if p.exists() else "nothing was written"
+            raise OutputError(f"Could not write {what} {p}: {exc.strerror or exc}; {kept}.") from exc
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, what: str = "output") -> Path:
+    with atomic_path(path, what) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    return Path(path).expanduser()
+
+
+# --------------------------------------------------------------------------- input
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _check_depth(data: Any, max_depth: int) -> None:
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > max_depth:
+            raise RecursionError
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+
+
+def parse_json(raw: str | bytes, origin: str, error: type[LayerScopeError], max_bytes: int = MAX_JSON_BYTES,
+               max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse JSON text; every failure is ``error`` naming ``origin``."""
+    if len(raw) > max_bytes:
+        raise error(f"{origin} is {fmt_size(len(raw))}; LayerScope reads JSON files up to {fmt_size(max_bytes)}.")
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise error(f"{origin} is not UTF-8 text (invalid byte at offset {exc.start}); is it the right file?") from None
+    else:
+        text = raw
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+        _check_depth(data, max_depth)
+    except json.JSONDecodeError as exc:
+        raise error(f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+    except RecursionError:
+        raise error(f"{origin} nests objects or lists more than {max_depth} deep; it is not a LayerScope file.") from None
+    except ValueError as exc:  # NaN/Infinity literals; integers too long to convert
+        raise error(f"{origin} is not valid JSON here: {exc}.") from None
+    return data
+
+
+def read_json(path: str | os.PathLike[str], what: str, error: type[LayerScopeError], max_bytes: int = MAX_JSON_BYTES,
+              max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Read and parse a JSON file named by the user; ``what`` says what it should be ("plan")."""
+    p = Path(path).expanduser()
+    try:
+        if not p.exists():
+            raise error(f"{what} file not found: {p}.")
+        if not p.is_file():
+            raise error(f"{what} {p} is not a file.")
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise error(f"{what} {p} is {fmt_size(size)}; LayerScope reads JSON files up to {fmt_size(max_bytes)}.")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise error(f"Cannot read {what} {p}: {exc.strerror or exc}.") from None
+    return parse_json(raw, f"{what} {p}", error, max_bytes, max_depth)
+
+
+# --------------------------------------------------------------------------- numbers
+def finite(value: Any, field: str, origin: str, error: type[LayerScopeError]) -> float:
+    """``value`` as a finite float, else ``error`` naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise error(f"{origin}: field '{field}' is {value!r}; it must be a number.")
+    try:
+        v = float(value)
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v):
+        raise error(f"{origin}: field '{field}' is {value!r}; it must be a finite number.")
+    return v
+
+
+def positive(value: Any, field: str, origin: str, error: type[LayerScopeError]) -> float:
+    v = finite(value, field, origin, error)
+    if v <= 0:
+        raise error(f"{origin}: field '{field}' is {value!r}; it must be greater than zero.")
+    return v
