@@ -161,10 +161,12 @@ class ProfileController(QObject):
                               QMessageBox.StandardButton.Cancel, self.parent_widget)
             trust = box.addButton("Trust this file and load it", QMessageBox.ButtonRole.AcceptRole)
             box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-            box.exec()
+            box.exec()  # a nested event loop: the worker may finish meanwhile
             self.failed.emit(msg)
             if box.clickedButton() is trust:
                 self._retry = dataclasses.replace(req, trust_file=True)
+                if self.worker is None:
+                    self._start_retry()
             return
         if self.show_dialogs:
             QMessageBox.critical(self.parent_widget, "LayerScope could not finish", msg)
@@ -180,6 +182,9 @@ class ProfileController(QObject):
             self.dialog = None
         self.worker = None
         self.state.set_busy(False)
+        self._start_retry()
+
+    def _start_retry(self) -> None:
         retry, self._retry = self._retry, None
         if retry is not None:
             self.start(retry)

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ _TARGET_RE = re.compile(rf"^(torch\.ops\.{_NAME}\.{_NAME}(\.{_NAME})?|_operator\
 _SYMBOL_RE = re.compile(r"^[a-z]{1,4}[0-9]{1,9}$")  # s0, u12, zuf3: export's shape symbols
 _SYMPY_NAMES = frozenset({
     "Max", "Min", "Abs", "floor", "ceiling", "sqrt", "Piecewise", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not",
-    "Integer", "Rational", "Float", "Mul", "Add", "Pow", "Mod", "oo", "zoo", "nan", "pi", "E", "true", "false", "True",
+    "Integer", "Rational", "Float", "Mul", "Add", "Pow", "Mod", "Symbol", "oo", "zoo", "nan", "pi", "E", "true", "false", "True",
     "False", "ITE", "Xor", "StrictLessThan", "StrictGreaterThan", "LessThan", "GreaterThan", "Equality", "Unequality",
 })
 
@@ -120,10 +121,15 @@ def _safe_ast(node: ast.AST, names: frozenset[str], guard: bool) -> str:
             if not (_SYMBOL_RE.match(n.id) or n.id in names or (guard and n.id in ("L", "inf"))):
                 return f"the name {n.id!r}"
         elif isinstance(n, ast.Call):
-            if n.keywords or len(n.args) > 16:
-                return "a call with keywords or many arguments"
+            if len(n.args) > 16 or any(not k.arg or "__" in k.arg or not isinstance(k.value, ast.Constant)
+                                       or type(k.value.value) not in (bool, int) for k in n.keywords):
+                return "a call with many arguments or non-constant keywords"
             f = n.func
-            if isinstance(f, ast.Name) and f.id in names:
+            if isinstance(f, ast.Name) and f.id == "Symbol":  # srepr form: Symbol('s0', positive=True, integer=True)
+                if len(n.args) != 1 or not isinstance(n.args[0], ast.Constant) or not isinstance(n.args[0].value, str) \
+                        or not _SYMBOL_RE.match(n.args[0].value):
+                    return "a Symbol that is not a shape symbol"
+            elif isinstance(f, ast.Name) and f.id in names:
                 stack += n.args
             elif guard and isinstance(f, ast.Attribute) and f.attr in _GUARD_METHODS and len(n.args) <= 1:
                 stack += [f.value, *n.args]
@@ -191,6 +197,11 @@ def _walk_program(data: Any, path: Path, entry: str) -> None:
                 why = check_expression(value)
                 if why:
                     raise _refuse(path, f"holds a symbolic shape with {why} ({str(value)[:80]!r} in {entry})")
+            elif key == "range_constraints" and isinstance(value, dict):
+                for expr in value:
+                    why = check_expression(expr)
+                    if why:
+                        raise _refuse(path, f"holds a range constraint with {why} ({str(expr)[:80]!r} in {entry})")
             elif key == "guards_code":
                 for g in value if isinstance(value, list) else [value]:
                     why = check_expression(g, guard=True)
@@ -361,44 +372,74 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_exported_program(path: Path, trust: bool = False) -> tuple[torch.export.ExportedProgram, torch.nn.Module]:
-    """(ExportedProgram, runnable module). Refuses (``UnsafeFileError``) anything that would run
-    code from the file unless ``trust``; any other failure is a ``ModelLoadError`` naming the file."""
+class _Collect(logging.Filter):
+    """A logger filter that keeps torch's warnings as text and stops every record there, so none
+    reaches a handler mid-load (torch formats some of its own warnings wrongly; with TORCH_LOGS
+    set, its handlers then raise out of torch.export.load)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            try:
+                text = record.getMessage()
+            except Exception:  # noqa: BLE001 - a malformed torch format string
+                text = str(record.msg)
+            self.lines.append(" ".join(text.split())[:300])
+        return False
+
+
+@contextlib.contextmanager
+def _torch_warnings() -> Iterator[_Collect]:
+    """torch's warnings during a load are collected, not printed: the caller refuses on a
+    security-relevant one (safe mode) or shows them all as notes (--trust-file)."""
+    import torch._export.serde.serialize  # noqa: F401 - the loaders' loggers must exist to be filtered
+    import torch.export.pt2_archive._package  # noqa: F401
+
+    collect = _Collect()
+    loggers = [logging.getLogger("torch")] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+                                              if n.startswith("torch.")]
+    for lg in loggers:
+        lg.addFilter(collect)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield collect
+    finally:
+        for lg in loggers:
+            lg.removeFilter(collect)
+
+
+def load_exported_program(path: Path, trust: bool = False) -> tuple[torch.export.ExportedProgram, torch.nn.Module, list[str]]:
+    """(ExportedProgram, runnable module, torch's warnings). Refuses (``UnsafeFileError``) anything
+    that would run code from the file unless ``trust``; any other failure is a ``ModelLoadError``."""
     if not path.is_file():
         raise ModelLoadError(f"Exported program not found: {path}.")
     if trust:
-        try:
-            ep = torch.export.load(str(path))
-            return ep, ep.module()
-        except Exception as exc:  # noqa: BLE001 - not a readable .pt2
-            raise ModelLoadError(f"{path} is not a readable torch.export program (.pt2): {type(exc).__name__}: "
-                                 f"{_first_line(exc)}") from exc
-    scan_pt2(path)
-    logs = io.StringIO()
-    handler = logging.StreamHandler(logs)
-    torch_log = logging.getLogger("torch")
-    torch_log.addHandler(handler)
-    old_propagate = torch_log.propagate
-    torch_log.propagate = False  # torch's own load warnings are read below, not printed mid-progress-bar
-    try:
-        with _guarded() as guard, contextlib.redirect_stderr(logs):
+        with _torch_warnings() as warned:
             try:
                 ep = torch.export.load(str(path))
-                module = ep.module()  # builds the input-guard function from the (scanned) guards code
-            except UnsafeFileError as exc:
-                raise _refuse(path, str(exc)) from None
-            except Exception as exc:  # noqa: BLE001 - a corrupt or incompatible file
-                if guard.blocked:
-                    raise _refuse(path, guard.blocked[0]) from None
+                module = ep.module()
+            except Exception as exc:  # noqa: BLE001 - not a readable .pt2
                 raise ModelLoadError(f"{path} is not a readable torch.export program (.pt2): {type(exc).__name__}: "
                                      f"{_first_line(exc)}") from exc
-        if guard.blocked:  # a library swallowed our refusal: still refuse
-            raise _refuse(path, guard.blocked[0])
-    finally:
-        torch_log.removeHandler(handler)
-        torch_log.propagate = old_propagate
-    if "weights_only=False" in logs.getvalue():
+        return ep, module, [f"torch warned while loading: {line}" for line in warned.lines]
+    scan_pt2(path)
+    with _torch_warnings() as warned, _guarded() as guard:
+        try:
+            ep = torch.export.load(str(path))
+            module = ep.module()  # builds the input-guard function from the (scanned) guards code
+        except UnsafeFileError as exc:
+            raise _refuse(path, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a corrupt or incompatible file
+            if guard.blocked:
+                raise _refuse(path, guard.blocked[0]) from None
+            raise ModelLoadError(f"{path} is not a readable torch.export program (.pt2): {type(exc).__name__}: "
+                                 f"{_first_line(exc)}") from exc
+    if guard.blocked:  # a library swallowed our refusal: still refuse
+        raise _refuse(path, guard.blocked[0])
+    if any("weights_only=False" in line for line in warned.lines):
         raise _refuse(path, "needed an unrestricted unpickler (torch fell back to weights_only=False)")
     _verify_graphs(ep, path)
-    return ep, module
-
+    return ep, module, []

@@ -140,14 +140,14 @@ def _load_factory(spec: str, seed: int) -> LoadedModel:
 def _load_pt2(path: Path, trust: bool) -> LoadedModel:
     from .safeload import load_exported_program
 
-    ep, module = load_exported_program(path, trust=trust)
+    ep, module, warnings = load_exported_program(path, trust=trust)
     args, kwargs = ep.example_inputs if ep.example_inputs is not None else ((), {})
     if kwargs:
         raise ModelLoadError(f"{path}: keyword example inputs are not supported; export with positional inputs.")
     if not all(isinstance(a, torch.Tensor) for a in args):
         raise ModelLoadError(f"{path}: its example inputs are not all tensors; export with tensor inputs.")
-    return LoadedModel(path.stem, str(path), "pt2", module, tuple(args), exported=ep,
-                       notes=["loaded with --trust-file: checks for code in the file were skipped"] if trust else [])
+    notes = ["loaded with --trust-file: checks for code in the file were skipped", *warnings] if trust else []
+    return LoadedModel(path.stem, str(path), "pt2", module, tuple(args), exported=ep, notes=notes)
 
 
 def check_finite(module: nn.Module) -> None:

@@ -20,3 +20,11 @@ def pi5():
     from layerscope.profiler import load_device_profile
 
     return load_device_profile("raspberry-pi-5")
+
+
+@pytest.fixture(scope="session")
+def tiny_profile():
+    """tiny_cnn profiled against a datasheet roof (no calibration): 3 runs after 1 warm-up."""
+    from layerscope.profiler import drive, load_device_profile, load_model, profile_model
+
+    return drive(profile_model(load_model("tiny_cnn"), load_device_profile("raspberry-pi-5"), runs=3, warmup=1))

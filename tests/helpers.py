@@ -11,3 +11,13 @@ def metrics_of(module: nn.Module, *inputs: torch.Tensor, layer_id: str | None = 
     layers = list(cap.graph)
     layer = cap.graph[layer_id] if layer_id else layers[0]
     return layer, layer_metrics(layer)
+
+
+def run(capsys, *argv):
+    """Run the CLI in-process; no traceback may reach the user. Returns (rc, stdout, stderr unwrapped)."""
+    from layerscope.app.cli import main
+
+    rc = main(["-q", *argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, " ".join(err.split())  # undo rich's wrapping

@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from layerscope.app.cli import main
+from helpers import run
 
 
 @pytest.fixture
@@ -38,13 +38,6 @@ def models_py(tmp_path):
             return m, (torch.randn(1, 4),)
     """))
     return f
-
-
-def run(capsys, *argv):
-    rc = main(["-q", *argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return rc, out, " ".join(err.split())  # undo rich's wrapping
 
 
 def test_profile_factory_file_with_json_and_csv(capsys, models_py, tmp_path):

@@ -1,3 +1,4 @@
+import json
 import pytest
 from PySide6.QtCore import Qt
 
@@ -205,3 +206,42 @@ def test_ranges_view_flags_the_add_and_follows_selection(qtbot, window, tmp_path
     assert window.state.selected == view.positions[0] == "stem" and window.roofline.selected_layer() == "stem"
     window.compression.undo_btn.click()
     assert window.state.analysis is None and view.diag_list.count() == 0
+
+
+def test_a_bad_saved_profile_keeps_the_current_one(qtbot, window, tmp_path):
+    p = profile(qtbot, window, model="tiny_cnn")
+    good = json.loads(p.to_json())
+    bad_files = {"not_utf8.json": b"\xff\xfe{", "deep.json": b"[" * 50_000 + b"]" * 50_000}
+    good["timings"][good["graph"]["layers"][0]["id"]]["latency_ms"] = float("1e308") * 10  # inf: shares would break
+    bad_files["inconsistent.json"] = json.dumps(good).replace("Infinity", "1e999").encode()
+    for name, data in bad_files.items():
+        (tmp_path / name).write_bytes(data)
+        assert window.load_profile(str(tmp_path / name)) is False
+        assert name in window.last_error and window.state.profile is p
+
+
+def test_refused_model_file_can_be_trusted_from_the_dialog(qtbot, tmp_path):
+    import crafted
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    marker = tmp_path / "marker"
+    evil = crafted.pickled_inputs(crafted.base_program(tmp_path / "base.pt2"), tmp_path / "sent_to_me.pt2", marker)
+    win = MainWindow(show_dialogs=True)
+    qtbot.addWidget(win)
+    clicked = []
+
+    def answer() -> None:  # the user reads the warning and decides to trust the file
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(50, answer)
+            return
+        clicked.append(box.text())
+        next(b for b in box.buttons() if b.text().startswith("Trust this file")).click()
+
+    QTimer.singleShot(50, answer)
+    with qtbot.waitSignal(win.controller.finished, timeout=120_000):
+        win.profile(ProfileRequest(model=str(evil), **FAST))
+    assert "refused to load" in clicked[0] and marker.exists()
+    assert win.state.profile.model.spec == str(evil) and any("--trust-file" in n for n in win.state.profile.model.capture_notes)
+    qtbot.waitUntil(lambda: win.controller.worker is None)

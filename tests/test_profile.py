@@ -9,13 +9,6 @@ from layerscope.profiler import Bound, Profile, ProfileFormatError, drive, load_
 from layerscope.profiler.report import CSV_COLUMNS
 
 
-@pytest.fixture(scope="module")
-def tiny_profile():
-    from layerscope.profiler import load_device_profile
-
-    return drive(profile_model(load_model("tiny_cnn"), load_device_profile("raspberry-pi-5"), runs=3, warmup=1))
-
-
 def test_profile_has_measured_numbers(tiny_profile):
     p = tiny_profile
     assert len(p.graph) == 9 and p.model.capture_method.value == "torch.fx"
