@@ -90,7 +90,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ref, ref_name, resolved = loaded.module, f"{loaded.name} (float)", []
         if args.plan_b:
             ra, wa = resolve_plan(plans[args.plan], profile)
-            ref, _, _ = yield from apply_plan(loaded.module, profile.graph, ra, samples, wa)
+            ref, _ = yield from apply_plan(loaded.module, profile.graph, ra, samples, wa)
             ref_name = f"{loaded.name} + {Path(args.plan).name}"
         if args.against:
             other = load_model(args.against, [tuple(t.shape) for t in loaded.inputs], trust_file=args.trust_file,
@@ -99,7 +99,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         else:
             path = args.plan_b or args.plan
             resolved, warnings = resolve_plan(plans[path], profile)
-            cand, _, _ = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
+            cand, _ = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
             cand_name = f"{loaded.name} + {Path(path).name}"
         cmp = yield from compare_models(ref, cand, samples, ref_name, cand_name)
         return cmp, diagnose(cmp, profile.graph, resolved, loaded.module, range_factor=args.range_factor,

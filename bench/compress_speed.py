@@ -79,7 +79,7 @@ def main() -> None:
         for label, (tech, params) in TECHNIQUES.items():
             resolved, w = resolve_plan(CompressionPlan((LayerSpec("all", tech, params),)), profile)
             t0 = time.perf_counter()
-            _, _, res = drive(apply_plan(loaded.module, profile.graph, resolved, samples, w))
+            _, res = drive(apply_plan(loaded.module, profile.graph, resolved, samples, w))
             dt = time.perf_counter() - t0
             base = base or dt
             print(f"  {label:<17} apply {dt:6.2f} s (x{dt / base:5.2f} of int8)  size x{res.size_ratio:.3f}  "

@@ -8,6 +8,10 @@ Each workflow runs in a fresh process (so peaks do not mix) and reports its peak
   was loaded (Python, torch, ONNX Runtime imported) — the multiple of the weights the workflow
   itself holds. The target is ~2x: the original and one compressed copy.
 
+``ort-alone`` is the peer for ``ort-int8``: ONNX Runtime's own ``quantize_static`` on the same
+exported model (external data), in a process that holds nothing else. LayerScope's ORT int8
+path cannot need less than that; the difference is what LayerScope adds (the torch model).
+
 Models: resnet50 (25.6M parameters) and a GPT-style decoder of ~320M parameters (dim 1024, 24
 blocks) built in code with random weights. Nothing is downloaded.
 
@@ -26,7 +30,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-WORKFLOWS = ["load", "profile", "compress", "compare", "ort-int8"]
+WORKFLOWS = ["load", "profile", "compress", "compare", "ort-int8", "ort-alone"]
 BIG = textwrap.dedent("""
     import torch
     from layerscope.profiler.zoo import GPTDecoder
@@ -51,6 +55,38 @@ CHILD = textwrap.dedent("""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     spec, workflow = sys.argv[1], sys.argv[2]
+    if workflow == "ort-alone":  # the peer: ORT's quantizer on the same model, exported by a previous process
+        import numpy as np
+        from pathlib import Path
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        folder = Path(sys.argv[3])
+        x = np.load(folder / "x.npy")
+        base = rss()
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.it = iter([{sys.argv[4]: x}] * 2)
+
+            def get_next(self):
+                return next(self.it, None)
+
+        quantize_static(str(folder / "float.onnx"), str(folder / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                        use_external_data_format=True)
+        weights = sum(p.stat().st_size for p in folder.glob("float.onnx*"))
+        print(json.dumps({"base": base, "peak": rss(), "weights": weights}))
+        sys.exit(0)
+    if workflow == "export":  # set-up for ort-alone, not measured
+        from pathlib import Path
+        import numpy as np
+        from layerscope.profiler.onnx_map import export_onnx
+        loaded = load_model(spec)
+        folder = Path(sys.argv[3])
+        export_onnx(loaded.module, loaded.inputs, folder / "float.onnx", external_data=True)
+        np.save(folder / "x.npy", loaded.inputs[0].numpy())
+        import onnx
+        print(json.dumps({"input": onnx.load(str(folder / "float.onnx"), load_external_data=False).graph.input[0].name}))
+        sys.exit(0)
     base = rss()
     loaded = load_model(spec)
     weights = model_bytes(loaded.module)
@@ -63,18 +99,26 @@ CHILD = textwrap.dedent("""
             outcome = drive(compress(loaded, profile, plan, samples, hw, runs=2, ort_int8=workflow == "ort-int8"))
         elif workflow == "compare":
             resolved, warnings = resolve_plan(plan, profile)
-            cand, _, _ = drive(apply_plan(loaded.module, profile.graph, resolved, samples, warnings))
+            cand, _ = drive(apply_plan(loaded.module, profile.graph, resolved, samples, warnings))
             drive(compare_models(loaded.module, cand, samples))
     print(json.dumps({"base": base, "peak": rss(), "weights": weights}))
 """)
 
 
-def measure(spec: str, workflow: str) -> dict:
+def _child(*argv: str) -> dict:
     env = {**os.environ, "XDG_CACHE_HOME": tempfile.mkdtemp(prefix="layerscope-bench-cache-")}
-    out = subprocess.run([sys.executable, "-c", CHILD, spec, workflow], capture_output=True, text=True, env=env, check=False)
+    out = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
-        raise SystemExit(f"{spec} {workflow} failed:\n{out.stderr[-2000:]}")
+        raise SystemExit(f"{' '.join(argv)} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(spec: str, workflow: str) -> dict:
+    if workflow != "ort-alone":
+        return _child(spec, workflow)
+    with tempfile.TemporaryDirectory(prefix="layerscope-bench-ort-") as folder:
+        name = _child(spec, "export", folder)["input"]
+        return _child(spec, "ort-alone", folder, name)
 
 
 def main() -> None:

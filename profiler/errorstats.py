@@ -19,15 +19,18 @@ class PairStats:
         self.dot = 0.0
         self.max_abs = 0.0
 
+    CHUNK = 1 << 20  # elements per float64 pass: temporaries stay ~8 MiB each, whatever the tensor size
+
     def add(self, ref: torch.Tensor, cand: torch.Tensor) -> None:
-        r, c = ref.detach().double().reshape(-1), cand.detach().double().reshape(-1)
-        d = r - c
-        self.n += r.numel()
-        self.err2 += d.pow(2).sum().item()
-        self.ref2 += r.pow(2).sum().item()
-        self.cand2 += c.pow(2).sum().item()
-        self.dot += (r * c).sum().item()
-        if r.numel():
+        rf, cf = ref.detach().reshape(-1), cand.detach().reshape(-1)
+        self.n += rf.numel()
+        for i in range(0, rf.numel(), self.CHUNK):
+            r, c = rf[i:i + self.CHUNK].double(), cf[i:i + self.CHUNK].double()
+            d = r - c
+            self.err2 += d.pow(2).sum().item()
+            self.ref2 += r.pow(2).sum().item()
+            self.cand2 += c.pow(2).sum().item()
+            self.dot += (r * c).sum().item()
             self.max_abs = max(self.max_abs, d.abs().max().item())
 
     @property

@@ -195,8 +195,12 @@ class OnnxProfile:
 _OP_RES = (re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*::[A-Za-z_][A-Za-z_0-9]*"), re.compile(r"\baten\.[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?"))
 
 
-def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Path) -> tuple[ExporterKind, list[str]]:
-    """Export with the dynamo exporter (own optimiser off), TorchScript exporter as fallback."""
+def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Path,
+                external_data: bool | None = None) -> tuple[ExporterKind, list[str]]:
+    """Export with the dynamo exporter (own optimiser off), TorchScript exporter as fallback.
+
+    ``external_data`` True writes the weights to ``<path>.data`` as they stream out of the model
+    (work files: nothing weight-sized is built in memory); None: one file unless it is over 2 GB."""
     notes: list[str] = []
     args = tuple(inputs)
     if not path.parent.is_dir():
@@ -209,7 +213,7 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
         dynamo_err = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     else:
         try:
-            prog.save(str(path))
+            prog.save(str(path), external_data=external_data)
         except OSError as exc:
             raise OutputError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
         return ExporterKind.DYNAMO, notes
@@ -230,15 +234,17 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
         ) from None
 
 
-def load_onnx(path: str | Path):
+def load_onnx(path: str | Path, weights: bool = False):
+    """The ONNX model at ``path``, checked. Without ``weights``, initializers stored in external
+    data files stay on disk: the node graph is all the mapping needs."""
     import onnx
 
     p = Path(path)
     if not p.is_file():
         raise OnnxMappingError(f"ONNX file not found: {p}.")
     try:
-        model = onnx.load(str(p))
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(p))  # from the file: external data is checked where it lies
+        model = onnx.load(str(p), load_external_data=weights)
     except Exception as exc:  # noqa: BLE001 - any parse/check failure is the file's fault
         raise OnnxMappingError(f"{p} is not a valid ONNX model (corrupt or truncated?): {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
     if not model.graph.node:
@@ -581,7 +587,7 @@ def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, prov
     if onnx_path is None:
         yield Progress("onnx", 0, steps, "exporting to ONNX")
         path = work / f"{name.replace(':', '_').replace('/', '_')}.onnx"
-        exporter, notes = export_onnx(model, inputs, path)
+        exporter, notes = export_onnx(model, inputs, path, external_data=True)
     else:
         path, exporter = Path(onnx_path), ExporterKind.FILE
         graph = None
@@ -594,6 +600,9 @@ def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, prov
     so = ort.SessionOptions()
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level.value])
     so.optimized_model_filepath = str(opt_path)
+    # the optimised graph's weights go to a side file, so reading its nodes back loads no weights
+    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", f"{opt_path.name}.data")
+    so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     so.enable_profiling = True
     so.profile_file_prefix = str(work / "ort_profile")
     so.log_severity_level = 3
@@ -623,7 +632,7 @@ def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, prov
             runs_ms.append(e["dur"] / 1e3)
     runs_ms = runs_ms[warmup:]
 
-    optimized = onnx.load(str(opt_path)) if opt_path.is_file() else original
+    optimized = onnx.load(str(opt_path), load_external_data=False) if opt_path.is_file() else original
     absorbed = absorbed_nodes(original, optimized)
     sources = source_map(original, graph)
     order = {lid: i for i, lid in enumerate(graph.ids())} if graph is not None else {}

@@ -30,6 +30,7 @@ from .data import SampleSet
 from .errorstats import PairStats
 from .errors import LayerScopeError
 from .progress import Progress, Work
+from .resources import release_memory
 
 __all__ = [
     "StreamingHistogram", "TensorStats", "PairStats", "ActivationStats", "OperandRange", "LayerComparison",
@@ -290,10 +291,13 @@ def _input_quantizers(model: nn.Module) -> dict[str, tuple[float, int]]:
 
 
 class _Recorder(fx.Interpreter):
-    """Runs a captured model and hands each layer's output (and chosen inputs) to callbacks."""
+    """Runs a captured model and hands each layer's output (and chosen inputs) to callbacks; the
+    default callbacks keep them (``outputs``, ``inputs``)."""
 
-    def __init__(self, cap: CaptureResult, input_layers: set[str]) -> None:
+    def __init__(self, cap: CaptureResult, input_layers: set[str], on_output=None, on_inputs=None) -> None:
         super().__init__(cap.graph_module)
+        self.on_output = on_output or self.outputs_setitem
+        self.on_inputs = on_inputs or self.inputs_setitem
         self.node_layer = cap.node_layer
         last: dict[str, str] = {}
         first: dict[str, str] = {}
@@ -317,15 +321,21 @@ class _Recorder(fx.Interpreter):
                     v = self.env.get(node) if isinstance(node, fx.Node) else None
                     if isinstance(v, torch.Tensor) and v.is_floating_point():
                         ops.append((self._source(node), v))
-            self.inputs[lid] = ops
+            self.on_inputs(lid, ops)
         out = super().run_node(n)
         lid = self.last_node.get(n.name)
         if lid is not None:
             t = _first_tensor(out)
             if t is not None and t.is_floating_point():
-                self.outputs[lid] = t
                 self.order.append(lid)
+                self.on_output(lid, t)
         return out
+
+    def outputs_setitem(self, lid: str, t: torch.Tensor) -> None:
+        self.outputs[lid] = t
+
+    def inputs_setitem(self, lid: str, ops: list[tuple[str, torch.Tensor]]) -> None:
+        self.inputs[lid] = ops
 
     def _source(self, node: fx.Node) -> str:
         """The layer that produced ``node`` (walking back through glue such as views), or the input's name."""
@@ -343,14 +353,12 @@ class _Recorder(fx.Interpreter):
         return node.name
 
 
-def _check_finite(rec: _Recorder, side: str, batch: int, graph) -> None:
-    for lid in rec.order:
-        t = rec.outputs[lid]
-        if not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).sum())
-            raise ComparisonError(f"NaN/Inf first appear in the {side} model at layer {lid!r} ({graph[lid].type_name}) "
-                                  f"on batch {batch}: {bad} of {t.numel()} values. Check that layer's weights and inputs "
-                                  f"(an overflow in float16, a division by zero, a log of a negative?).")
+def _check_finite(lid: str, t: torch.Tensor, side: str, batch: int, graph) -> None:
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ComparisonError(f"NaN/Inf first appear in the {side} model at layer {lid!r} ({graph[lid].type_name}) "
+                              f"on batch {batch}: {bad} of {t.numel()} values. Check that layer's weights and inputs "
+                              f"(an overflow in float16, a division by zero, a log of a negative?).")
 
 
 @torch.inference_mode()
@@ -381,45 +389,63 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
     operand_stats: dict[str, list[tuple[str, TensorStats]]] = {}
     in_ch: dict[str, torch.Tensor] = {}
     clip = {lid: [0, 0] for lid in quantizers}
+    folded = [0]  # layers compared so far: the heap is trimmed every 32 (see release_memory)
     for k, batch in enumerate(samples.batches):
-        ref = _Recorder(ref_cap, merge | set(quantizers))
-        cand = _Recorder(cand_cap, set(quantizers))
-        try:
-            ref.run(*batch)
-            cand.run(*batch)
-        except Exception as exc:  # noqa: BLE001 - a batch the models cannot take
-            raise ComparisonError(f"Batch {k} does not fit the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None
-        _check_finite(ref, reference_name, k, graph)
-        _check_finite(cand, candidate_name, k, cand_cap.graph)
-        for lid in common:
-            r, c = ref.outputs.get(lid), cand.outputs.get(lid)
-            if r is None:
-                continue
-            ref_stats[lid].add(r)
-            if c is not None:
-                cand_stats[lid].add(c)
-                if c.shape == r.shape:
-                    pairs[lid].add(r, c)
-                else:
-                    pairs[lid].n = -1  # shapes differ: no elementwise comparison
-        for lid in merge:
-            ops = ref.inputs.get(lid, [])
-            slots = operand_stats.setdefault(lid, [(src, TensorStats(64)) for src, _ in ops])
-            for (_, st), (_, t) in zip(slots, ops, strict=False):
-                st.add(t)
-        for lid, (scale, zp) in quantizers.items():
-            ins = cand.inputs.get(lid, [])
-            if ins:
-                x = ins[0][1].double()
-                clip[lid][0] += int(clipped(x, scale, zp).sum())
-                clip[lid][1] += x.numel()
-            rins = ref.inputs.get(lid, [])
-            if rins:
-                t = rins[0][1]
+        # Memory: the reference's layer outputs of one batch are kept until the candidate produces the
+        # same layer; each candidate output is folded into the statistics and dropped at once, and so
+        # are the inputs the statistics need. Peak: one model's activations of one batch.
+        def ref_inputs(lid: str, ops: list[tuple[str, torch.Tensor]], k: int = k) -> None:
+            if lid in merge:
+                slots = operand_stats.setdefault(lid, [(src, TensorStats(64)) for src, _ in ops])
+                for (_, st), (_, t) in zip(slots, ops, strict=False):
+                    st.add(t)
+            if lid in quantizers and ops:
+                t = ops[0][1]
                 ax = TensorStats.channel_axis(t)
                 if ax is not None:
                     m = t.detach().abs().movedim(ax, 0).reshape(t.shape[ax], -1).amax(1).double()
                     in_ch[lid] = m if lid not in in_ch or in_ch[lid].shape != m.shape else torch.maximum(in_ch[lid], m)
+
+        def cand_inputs(lid: str, ops: list[tuple[str, torch.Tensor]]) -> None:
+            if lid in quantizers and ops:
+                scale, zp = quantizers[lid]
+                x = ops[0][1].double()
+                clip[lid][0] += int(clipped(x, scale, zp).sum())
+                clip[lid][1] += x.numel()
+
+        def ref_output(lid: str, t: torch.Tensor, k: int = k) -> None:
+            _check_finite(lid, t, reference_name, k, graph)
+            if lid in ref_stats:
+                ref.outputs[lid] = t
+
+        def cand_output(lid: str, c: torch.Tensor, k: int = k) -> None:
+            _check_finite(lid, c, candidate_name, k, cand_cap.graph)
+            r = ref.outputs.pop(lid, None)
+            if r is None:
+                return
+            folded[0] += 1
+            if folded[0] % 32 == 0:
+                release_memory()
+            ref_stats[lid].add(r)
+            cand_stats[lid].add(c)
+            if c.shape == r.shape:
+                pairs[lid].add(r, c)
+            else:
+                pairs[lid].n = -1  # shapes differ: no elementwise comparison
+
+        ref = _Recorder(ref_cap, merge | set(quantizers), ref_output, ref_inputs)
+        cand = _Recorder(cand_cap, set(quantizers), cand_output, cand_inputs)
+        for side in (ref, cand):
+            try:
+                side.run(*batch)
+            except ComparisonError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a batch the models cannot take
+                raise ComparisonError(f"Batch {k} does not fit the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None
+        for lid, r in ref.outputs.items():  # layers the candidate did not produce
+            ref_stats[lid].add(r)
+        ref.outputs.clear()
+        release_memory()
         yield Progress("compare", k + 1, len(samples.batches) + 1, f"batch {k + 1}/{len(samples.batches)}")
     position = {lid: i for i, lid in enumerate(ref.order)}
     layers = []

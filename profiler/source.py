@@ -166,6 +166,8 @@ def load_model(spec: str | None = None, input_shapes: Sequence[tuple[int, ...]] 
     ``safeload``); a ``file.py:factory`` *is* code and runs. Before inputs of ``input_shapes`` are
     allocated, their size and the activation memory of one forward (estimated on fake tensors) are
     checked against ``max_memory_bytes`` (None: the memory available now; 0: no check)."""
+    if spec is not None and not spec.strip():
+        raise ModelLoadError("The model name is empty; give a zoo name, path/to/file.py:factory or a .pt2 file.")
     spec = spec or DEFAULT_MODEL
     if spec in ZOO:
         loaded = _load_zoo(spec, seed)

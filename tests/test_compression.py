@@ -131,7 +131,7 @@ def test_apply_never_changes_the_original(tiny):
     loaded, profile, _ = tiny
     before = {k: v.clone() for k, v in loaded.module.state_dict().items()}
     resolved, w = resolve_plan(_plan(("all", "palettize", {"bits": 2})), profile)
-    cand, _, res = drive(apply_plan(loaded.module, profile.graph, resolved, random_samples(loaded.inputs, 2), w))
+    cand, res = drive(apply_plan(loaded.module, profile.graph, resolved, random_samples(loaded.inputs, 2), w))
     assert all(torch.equal(before[k], v) for k, v in loaded.module.state_dict().items())
     assert all(torch.unique(m.weight).numel() <= 4 for m in cand.modules() if isinstance(m, torch.nn.Conv2d))
     assert res.model_bytes_after < res.model_bytes_before and res.simulated
@@ -272,7 +272,7 @@ def test_int8_activations_skip_an_embeddings_token_ids():
     tokens = torch.randint(0, 50, (2, 6))
     graph = capture(model, (tokens,)).graph
     resolved = [ResolvedSpec(lid, 0, "quantize", {"bits": 8, "activations": True}) for lid in ("0", "1")]
-    _, _, res = drive(apply_plan(model, graph, resolved, random_samples((tokens,), 2, high=50)))
+    _, res = drive(apply_plan(model, graph, resolved, random_samples((tokens,), 2, high=50)))
     assert [c.layer_id for c in res.layers] == ["0", "1"] and [a.layer_id for a in res.activations] == ["1"]
 
 

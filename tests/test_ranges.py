@@ -21,7 +21,7 @@ def _samples(shape, n=4, seed=0):
 
 def _run(model, resolved, samples):
     graph = capture(model, samples.batches[0]).graph
-    cand, _, _ = drive(apply_plan(model, graph, resolved, samples))
+    cand, _ = drive(apply_plan(model, graph, resolved, samples))
     cmp = drive(compare_models(model, cand, samples))
     return cmp, diagnose(cmp, graph, resolved, model), graph
 

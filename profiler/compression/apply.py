@@ -20,13 +20,14 @@ from ..data import SampleSet
 from ..errors import InputSpecError, PlanError
 from ..graph import LayerGraph
 from ..progress import Progress, Work
+from ..resources import release_memory
 from .activations import ActivationQuant, calibrate_activations
 from .plan import STRUCTURAL, ResolvedSpec
 from .structured import ChannelPruneReport, prune_channels
 from ..errorstats import PairStats
 from .techniques import WeightReport, cast_weight, palettize_weight, prune_weight, quantize_weight
 
-__all__ = ["LayerCompression", "CompressionResult", "OutputChange", "apply_plan", "compare_outputs", "model_bytes"]
+__all__ = ["LayerCompression", "CompressionResult", "OutputChange", "apply_plan", "pruned_copy", "compare_outputs", "model_bytes"]
 
 _WEIGHT_TECHNIQUES = {"quantize": quantize_weight, "cast": cast_weight, "palettize": palettize_weight, "prune": prune_weight}
 _WEIGHT_PARAMS = {"quantize": ("bits", "symmetric", "granularity", "group_size"), "cast": ("dtype",),
@@ -107,22 +108,25 @@ def compare_outputs(reference: nn.Module, candidate: nn.Module, samples: SampleS
                         hits_r / n if labelled else None, hits_c / n if labelled else None)
 
 
-def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec], samples: SampleSet,
-               warnings: tuple[str, ...] | list[str] = ()) -> Work[tuple[nn.Module, nn.Module | None, CompressionResult]]:
-    """Compress a deep copy of ``model``. Returns (candidate, structurally-pruned copy or None, result).
+def pruned_copy(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec],
+                inputs: tuple[torch.Tensor, ...]) -> tuple[nn.Module, list[ChannelPruneReport]]:
+    """A deep copy of ``model`` with the plan's structural specs (channel pruning) applied, weights
+    still float: the model an ONNX Runtime int8 export starts from, and the first step of
+    ``apply_plan``. Without structural specs it is a plain copy."""
+    candidate = copy.deepcopy(model).eval()
+    targets = [(r.layer_id, graph[r.layer_id].module_path or "", r.spec_index, float(r.params.get("amount", 0.25)),
+                r.params.get("norm", "l1")) for r in resolved if r.technique in STRUCTURAL]
+    return candidate, prune_channels(candidate, inputs, targets) if targets else []
 
-    The pruned copy (channels removed, weights still float) is what an ONNX Runtime int8 export
-    starts from; it is None when the plan prunes no channels (then the original is that model).
-    """
+
+def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec], samples: SampleSet,
+               warnings: tuple[str, ...] | list[str] = ()) -> Work[tuple[nn.Module, CompressionResult]]:
+    """Compress a deep copy of ``model``; returns (candidate, result). Memory: the original and one
+    copy (weights are compressed in place in the copy, layer by layer)."""
     total = len(resolved) + 2
     yield Progress("compress", 0, total, "copying the model")
-    candidate = copy.deepcopy(model).eval()
-    inputs = samples.batches[0]
+    candidate, channels = pruned_copy(model, graph, resolved, samples.batches[0])
     structural = [r for r in resolved if r.technique in STRUCTURAL]
-    targets = [(r.layer_id, graph[r.layer_id].module_path or "", r.spec_index, float(r.params.get("amount", 0.25)),
-                r.params.get("norm", "l1")) for r in structural]
-    channels = prune_channels(candidate, inputs, targets) if targets else []
-    pruned = copy.deepcopy(candidate) if channels else None
     done: list[LayerCompression] = []
     act_layers: list[tuple[str, str, str, float]] = []
     step = len(structural)
@@ -154,11 +158,12 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
             acts = calibrate_activations(candidate, act_layers, samples.batches)
         except ValueError as exc:
             raise PlanError(f"activation calibration: {exc}.") from None
+    release_memory()  # the per-layer temporaries of the techniques are gone: give their heap pages back
     yield Progress("compress", total, total, "comparing outputs")
     before = model_bytes(model)
     per_weight = {c.weight.name: c.weight for c in done}  # a shared module is stored once
     after = model_bytes(candidate) - sum(w.numel * w.bits_before // 8 for w in per_weight.values()) + sum(w.bytes_after for w in per_weight.values())
     output = compare_outputs(model, candidate, samples)
     simulated = bool(done or acts)  # zeros and fake-quant run on dense float kernels
-    return candidate, pruned, CompressionResult(tuple(done), tuple(channels), tuple(acts), before, int(after), output,
-                                                tuple(warnings), simulated)
+    return candidate, CompressionResult(tuple(done), tuple(channels), tuple(acts), before, int(after), output,
+                                        tuple(warnings), simulated)

@@ -8,6 +8,7 @@ import contextlib
 import io
 import logging
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ..errors import OnnxMappingError
 from ..graph import LayerGraph
 from ..onnx_map import export_onnx, load_onnx, source_map
 from ..progress import Progress, Work
+from ..resources import release_memory
 from .adapters import OrtQuantConfig, ort_quant_config
 from .plan import COMPRESSIBLE_KINDS, ResolvedSpec
 from ..errorstats import sqnr_db
@@ -70,6 +72,16 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
+@contextlib.contextmanager
+def _tempdir(folder: Path):
+    old = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = old
+
+
 class _Reader:
     """onnxruntime.quantization.CalibrationDataReader over our samples (duck-typed: get_next)."""
 
@@ -98,7 +110,9 @@ def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Seque
     workdir.mkdir(parents=True, exist_ok=True)
     fp32, int8 = workdir / "float.onnx", workdir / "int8.onnx"
     yield Progress("ort int8", 0, 4, "exporting the float model to ONNX")
-    export_onnx(model, samples.batches[0], fp32)
+    # Weights stream to <file>.data and stay there: the node graph is read without them, ORT's
+    # quantizer and sessions read the files. Peak memory: ORT's own copies, never a Python one too.
+    export_onnx(model, samples.batches[0], fp32, external_data=True)
     onnx_model = load_onnx(fp32)
     cfg = ort_quant_config(resolved, graph, onnx_node_layers(onnx_model, graph))
     if not cfg.nodes_to_quantize:
@@ -106,14 +120,17 @@ def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Seque
     yield Progress("ort int8", 1, 4, f"ORT quantize_{cfg.mode} on {len(cfg.nodes_to_quantize)} node(s)")
     names = [i.name for i in onnx_model.graph.input]
     try:
-        with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():  # ORT prints calibration chatter
+        # ORT prints calibration chatter; its own temporary models go into our work folder, so a kill
+        # leaves nothing outside it (the next start sweeps it)
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger(), _tempdir(workdir):
             if cfg.mode == "static":
                 reader = type("Reader", (_Reader, CalibrationDataReader), {})(names, samples)
-                quantize_static(str(fp32), str(int8), reader, **cfg.kwargs())
+                quantize_static(str(fp32), str(int8), reader, use_external_data_format=True, **cfg.kwargs())
             else:
-                quantize_dynamic(str(fp32), str(int8), **cfg.kwargs())
+                quantize_dynamic(str(fp32), str(int8), use_external_data_format=True, **cfg.kwargs())
     except Exception as exc:  # noqa: BLE001 - ORT's quantizer refused: say so with its words
         raise OnnxMappingError(f"ONNX Runtime's quantize_{cfg.mode} failed on {fp32}: {type(exc).__name__}: {exc}") from None
+    release_memory()  # ORT's quantizer freed a few model-sized copies
     q = load_onnx(int8)
     done = sum(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in q.graph.node)
     done = len({n.name for n in q.graph.node if n.op_type in ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul")}) or done
@@ -144,4 +161,9 @@ def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Seque
     yield Progress("ort int8", 4, 4, "done")
     return OrtInt8Result(cfg, str(fp32), str(int8), done, statistics.median(times[0]), statistics.median(times[1]), runs,
                          int(samples.batches[0][0].shape[0]) if samples.batches[0][0].dim() else 1,
-                         fp32.stat().st_size, int8.stat().st_size, sqnr_db(ref, cand), acc[0], acc[1])
+                         _onnx_bytes(fp32), _onnx_bytes(int8), sqnr_db(ref, cand), acc[0], acc[1])
+
+
+def _onnx_bytes(path: Path) -> int:
+    """An ONNX model's size on disk, its external data files included."""
+    return sum(p.stat().st_size for p in path.parent.iterdir() if p.name == path.name or p.name.startswith(f"{path.name}."))

@@ -25,9 +25,9 @@ from ..report import Profile, profile_model
 from ..serde import to_jsonable
 from ..source import LoadedModel
 from ..workspace import work_dir
-from .apply import CompressionResult, apply_plan, model_bytes
+from .apply import CompressionResult, apply_plan, model_bytes, pruned_copy
 from .ort_int8 import OrtInt8Result, quantize_with_ort
-from .plan import CompressionPlan, ResolvedSpec, resolve_plan
+from .plan import STRUCTURAL, CompressionPlan, ResolvedSpec, resolve_plan
 
 __all__ = ["LayerDelta", "CompressionReport", "CompressionOutcome", "compress", "time_pair"]
 
@@ -95,7 +95,17 @@ def _weight_bytes(profile: Profile) -> dict[str, int]:
 def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, samples: SampleSet, hardware: HardwareProfile,
              runs: int = 20, ort_int8: bool = False, workdir: Path | None = None) -> Work[CompressionOutcome]:
     resolved, warnings = resolve_plan(plan, profile)
-    candidate, pruned, result = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
+    ort = None
+    if ort_int8:  # first, while only the original (and, with channel pruning, its pruned copy) is in memory
+        yield Progress("ort int8", 0, 4, "preparing the float model")
+        has_structure = any(r.technique in STRUCTURAL for r in resolved)
+        base = pruned_copy(loaded.module, profile.graph, resolved, samples.batches[0])[0] if has_structure else loaded.module
+        with work_dir("ort-int8", keep=workdir, needed_bytes=2 * model_bytes(base)) as folder:
+            ort = yield from quantize_with_ort(base, profile.graph, resolved, samples, folder, runs=runs)
+        del base
+        if not workdir and ort is not None:  # the scratch files are gone: report no paths to them
+            ort = dataclasses.replace(ort, float_onnx="", int8_onnx="")
+    candidate, result = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
     cand_loaded = LoadedModel(f"{loaded.name} (compressed)", loaded.spec, loaded.kind, candidate, loaded.inputs)
     after = yield from profile_model(cand_loaded, hardware, runs=runs, warmup=3)
     yield Progress("latency", 0, 1, "timing reference vs candidate, interleaved")
@@ -114,13 +124,6 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
             profile.metrics[lid].flops, after.metrics[lid].flops if lid in after.metrics else None,
             wb_before.get(lid, 0), stored.get(lid, wb_after.get(lid, 0)),
         ))
-    ort = None
-    if ort_int8:
-        base = pruned if pruned is not None else loaded.module
-        with work_dir("ort-int8", keep=workdir, needed_bytes=2 * model_bytes(base)) as folder:
-            ort = yield from quantize_with_ort(base, profile.graph, resolved, samples, folder, runs=runs)
-        if not workdir:  # the scratch files are gone: report no paths to them
-            ort = dataclasses.replace(ort, float_onnx="", int8_onnx="") if ort is not None else None
     report = CompressionReport(profile.model.name, json.loads(plan.to_json()), tuple(resolved), result, before_ms, after_ms, runs,
                                profile.total_flops, after.total_flops, tuple(deltas), ort)
     return CompressionOutcome(candidate, after, report)

@@ -52,9 +52,18 @@ class WeightReport:
         return math.ceil(self.storage_bits / 8)
 
 
+def _unique_count(t: torch.Tensor, chunk: int = 1 << 22) -> int:
+    """Exact number of distinct values, sorting one chunk at a time (a compressed weight has few)."""
+    flat = t.reshape(-1)
+    if flat.numel() <= chunk:
+        return int(torch.unique(flat).numel())
+    seen = torch.unique(torch.cat([torch.unique(flat[i:i + chunk]) for i in range(0, flat.numel(), chunk)]))
+    return int(seen.numel())
+
+
 def _report(name: str, w: torch.Tensor, w_hat: torch.Tensor, technique: str, storage_bits: int) -> WeightReport:
     return WeightReport(name, tuple(w.shape), technique, w.element_size() * 8, int(storage_bits),
-                        int(torch.unique(w_hat).numel()), int(torch.count_nonzero(w_hat).item()), sqnr_db(w, w_hat))
+                        _unique_count(w_hat), int(torch.count_nonzero(w_hat).item()), sqnr_db(w, w_hat))
 
 
 def _groups(w: torch.Tensor, granularity: str, group_size: int) -> torch.Tensor:
@@ -81,16 +90,14 @@ def quantize_weight(w: torch.Tensor, bits: int = 8, symmetric: bool = True, gran
     if symmetric:
         qmax = 2 ** (bits - 1) - 1
         scale = (g.abs().amax(dim=1, keepdim=True) / qmax).clamp_min(torch.finfo(torch.float32).tiny)
-        q = torch.clamp(torch.round(g / scale), -qmax, qmax)
-        g_hat = q * scale
+        g_hat = (g / scale).round_().clamp_(-qmax, qmax).mul_(scale)  # in place: one weight-sized temporary
         meta_bits = g.shape[0] * 32
     else:
         qmax = 2**bits - 1
         lo, hi = g.amin(dim=1, keepdim=True), g.amax(dim=1, keepdim=True)
         scale = ((hi - lo) / qmax).clamp_min(torch.finfo(torch.float32).tiny)
         zero = torch.round(-lo / scale)
-        q = torch.clamp(torch.round(g / scale) + zero, 0, qmax)
-        g_hat = (q - zero) * scale
+        g_hat = (g / scale).round_().add_(zero).clamp_(0, qmax).sub_(zero).mul_(scale)
         meta_bits = g.shape[0] * (32 + bits)
     w_hat = g_hat.reshape(w.shape).to(w.dtype)
     return w_hat, _report(name, w, w_hat, f"int{bits} {'sym' if symmetric else 'asym'} {granularity}", w.numel() * bits + meta_bits)
