@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import contextvars
+import functools
 import io
 import logging
 import math
@@ -208,7 +209,7 @@ def _walk_program(data: Any, path: Path, entry: str) -> None:
                     if why:
                         raise _refuse(path, f"holds an input guard with {why} ({str(g)[:80]!r} in {entry})")
             elif key == "target" and isinstance(value, str) and "inputs" in node and "outputs" in node:
-                if not _TARGET_RE.match(value) or "__" in value or value.startswith("torch.ops.load_library"):
+                if not _TARGET_RE.match(value) or not _safe_target(_resolve_target(value)):
                     raise _refuse(path, f"calls {value[:80]!r}, which is not a registered operator ({entry})")
             if isinstance(value, (dict, list)):
                 stack.append(value)
@@ -335,6 +336,33 @@ def _guarded():
 
 
 # --------------------------------------------------------------------------- 3. verify
+def _resolve_target(text: str) -> Any:
+    """What torch's deserializer turns a node target string into (attribute lookups only, no
+    calls): a path under ``torch``, ``_operator`` or ``math``; an extension op stays unresolved."""
+    roots = {"torch": torch, "_operator": operator, "math": math}
+    head, *rest = text.split(".")
+    obj = roots.get(head)
+    if obj is None:
+        return None
+    for i, name in enumerate(rest):
+        if name.startswith("__") and not (head == "torch" and rest[0] == "ops" and i == 2):
+            return None  # dunder attribute paths lead out of the operator registry (aten's __and__ etc. excepted)
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _safe_target(obj: Any) -> bool:
+    return isinstance(obj, _op_types()) or obj in _safe_callables()
+
+
+def _op_types() -> tuple[type, ...]:
+    return tuple(t for t in (getattr(torch._ops, "OpOverload", None), getattr(torch._ops, "OpOverloadPacket", None),
+                             getattr(torch._ops, "HigherOrderOperator", None)) if t is not None)
+
+
+@functools.cache
 def _safe_callables() -> frozenset[Any]:
     out: set[Any] = {operator.getitem}
     try:
@@ -351,9 +379,6 @@ def _safe_callables() -> frozenset[Any]:
 
 
 def _verify_graphs(ep: torch.export.ExportedProgram, path: Path) -> None:
-    safe = _safe_callables()
-    op_types = tuple(t for t in (getattr(torch._ops, "OpOverload", None), getattr(torch._ops, "OpOverloadPacket", None),
-                                 getattr(torch._ops, "HigherOrderOperator", None)) if t is not None)
     for gm in ep.graph_module.modules():
         graph = getattr(gm, "graph", None)
         if graph is None:
@@ -361,7 +386,7 @@ def _verify_graphs(ep: torch.export.ExportedProgram, path: Path) -> None:
         for n in graph.nodes:
             if n.op in ("call_method", "call_module"):
                 raise _refuse(path, f"has a {n.op} node {n.name!r} ({n.target}), which exported programs do not contain")
-            if n.op == "call_function" and not isinstance(n.target, op_types) and n.target not in safe:
+            if n.op == "call_function" and not _safe_target(n.target):
                 raise _refuse(path, f"calls {getattr(n.target, '__qualname__', n.target)!r} in node {n.name!r}, "
                                     f"which is not a registered operator")
 
