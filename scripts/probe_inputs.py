@@ -115,15 +115,19 @@ def build(root: Path) -> list[Probe]:
     full.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(full)], capture_output=True).returncode == 0
     if mounted:
-        (full / "p.json").write_text('{"good": true}')
+        for name in ("p.json", "p.csv", "o.json"):
+            (full / name).write_text('{"good": true}')
         (full / "m.pt2").write_bytes(base.read_bytes())
-        (full / "filler").write_bytes(b"\0" * (2**21 - 300_000))
+        free = os.statvfs(full).f_bavail * os.statvfs(full).f_frsize
+        (full / "filler").write_bytes(b"\0" * max(0, free - 4096))  # 4 KiB left: no real output fits
         probes.append(Probe("full-disk-profile-json", ["profile", "resnet18", *FAST, "--json", str(full / "p.json")],
                             keep=[str(full / "p.json")]))
+        probes.append(Probe("full-disk-profile-csv", ["profile", "resnet18", *FAST, "--csv", str(full / "p.csv")],
+                            keep=[str(full / "p.csv")]))
         probes.append(Probe("full-disk-compress-out", ["compress", "resnet18", "--estimate", "fp16", "--samples", "1", *FAST,
                                                         "--out", str(full / "m.pt2")], keep=[str(full / "m.pt2")]))
-        probes.append(Probe("full-disk-onnx-json", ["onnx", "resnet18", "--runs", "1", "--json", str(full / "p.json")],
-                            keep=[str(full / "p.json")]))
+        probes.append(Probe("full-disk-onnx-json", ["onnx", "resnet18", "--runs", "1", "--json", str(full / "o.json")],
+                            keep=[str(full / "o.json")]))
 
     # ---- JSON inputs: plans and hardware profiles
     plans = {
@@ -229,8 +233,8 @@ def run_probe(p: Probe, root: Path) -> tuple[str, str]:
     last = (out.stderr.strip().splitlines() or [""])[-1][:160]
     if p.marker and Path(p.marker).exists():
         return "executed", last
-    if any(Path(k).read_bytes() != v for k, v in before.items()):
-        return "destroyed", last
+    if out.returncode != 0 and any(Path(k).read_bytes() != v for k, v in before.items()):
+        return "destroyed", last  # a failed run must leave an existing output exactly as it was
     leftovers = list((work / "cache" / "layerscope" / "work").glob("*")) if (work / "cache" / "layerscope" / "work").is_dir() else []
     if leftovers:
         return "leftover", str(leftovers[0])
