@@ -225,7 +225,7 @@ def calibrate(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 256,
         src = torch.rand(numel, device=dev)
         dst = torch.empty_like(src)
         dst.copy_(src)
-        t = _time_reps(lambda: dst.copy_(src), reps, sync)
+        t = _time_reps(lambda s=src, d=dst: d.copy_(s), reps, sync)
         bandwidth = 2 * src.nbytes / t.best / 1e9  # read + write
         timings.append(("copy", t))
         del src, dst
