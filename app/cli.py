@@ -56,8 +56,10 @@ MODEL_HELP = (f"zoo name ({', '.join(ZOO)}), path/to/file.py:factory, or a .pt2 
               "code from it (see --trust-file).")
 
 
-def check_outputs(args: argparse.Namespace, flags: dict[str, str]) -> None:
-    """Every output path the user gave, checked before any work starts."""
+def check_before_work(args: argparse.Namespace, flags: dict[str, str]) -> None:
+    """The counts and every output path the user gave, checked before any work starts."""
+    if getattr(args, "runs", 1) < 1 or getattr(args, "warmup", 0) < 0:
+        raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
     for attr, flag in flags.items():
         value = getattr(args, attr, None)
         if value:
@@ -94,8 +96,6 @@ def _model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 
 def _profile(args: argparse.Namespace) -> Profile:
-    if args.runs < 1 or args.warmup < 0:
-        raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
     loaded = load_for(args)
     method = {"fx": CaptureMethod.FX, "export": CaptureMethod.EXPORT}.get(args.capture or "")
 
@@ -153,7 +153,7 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    check_outputs(args, {"json": "--json", "csv": "--csv"})
+    check_before_work(args, {"json": "--json", "csv": "--csv"})
     profile = _profile(args)
     out = Console(width=max(Console().width, 140) if not sys.stdout.isatty() else None)
     print_profile(profile, args.top, out)
@@ -196,9 +196,7 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     from layerscope.profiler.capture import capture, capture_exported
     from layerscope.profiler.onnx_map import map_onnx
 
-    if args.runs < 1 or args.warmup < 0:
-        raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
-    check_outputs(args, {"json": "--json"})
+    check_before_work(args, {"json": "--json"})
     spec = args.model or "resnet18"
     if spec.endswith(".onnx"):
         work = map_onnx(onnx_path=spec, opt_level=args.opt_level, provider=args.provider, runs=args.runs,

@@ -73,13 +73,11 @@ def print_comparison(cmp: ActivationComparison, diags: list[Diagnostic], top: in
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .cli import _run, check_outputs, load_for
+    from .cli import _run, check_before_work, load_for
 
     if not args.plan and not args.against:
         raise PlanError("Give --plan plan.json (float vs compressed), and optionally --plan-b, or --against OTHER_MODEL.")
-    if args.runs < 1:
-        raise PlanError("--runs must be >= 1.")
-    check_outputs(args, {"json": "--json"})
+    check_before_work(args, {"json": "--json"})
     plans = {p: CompressionPlan.load(p) for p in (args.plan, args.plan_b) if p}  # bad plans fail before any work
     loaded = load_for(args)
     samples = samples_for(loaded, args.data, args.samples)

@@ -81,13 +81,11 @@ def _write(path: str, text: str, console: Console, what: str) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .cli import _run, check_outputs, load_for
+    from .cli import _run, check_before_work, load_for
 
     if (args.plan is None) == (args.estimate is None):
         raise PlanError("Give exactly one of --plan plan.json or --estimate {" + ",".join(ESTIMATES) + "}.")
-    if args.runs < 1:
-        raise PlanError("--runs must be >= 1.")
-    check_outputs(args, OUTPUTS)
+    check_before_work(args, OUTPUTS)
     plan = CompressionPlan.load(args.plan) if args.plan else None  # a bad plan fails before the model loads
     loaded = load_for(args)
     for attr in ("out", "onnx"):  # model-sized artifacts: is there room for them?

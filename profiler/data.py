@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputSpecError, ResourceError
-from .resources import available_memory_bytes
-from .safeio import fmt_size
+from .errors import InputSpecError
+from .resources import check_input_bytes
 
 __all__ = ["SampleSet", "load_data_folder", "random_samples", "digits_split", "builtin_samples", "samples_for", "DIGITS_FILE"]
 
@@ -148,9 +147,6 @@ def samples_for(loaded, data: str | Path | None = None, n: int = 8) -> SampleSet
         return builtin_samples(entry.dataset)
     if n < 1:
         raise InputSpecError("--samples must be >= 1.")
-    need = n * sum(t.nbytes for t in loaded.inputs)
-    avail = available_memory_bytes()
-    if avail and need > avail // 2:
-        raise ResourceError(f"--samples {n} random batches would take {fmt_size(need)}; {fmt_size(avail)} of memory is "
-                            f"available. Use fewer samples.")
+    check_input_bytes([t.shape for t in loaded.inputs], [t.element_size() for t in loaded.inputs], copies=n,
+                      what=f"--samples {n} random batches", share=0.5, fix="use fewer samples")
     return random_samples(loaded.inputs, n, high=entry.input_high if entry else None)

@@ -45,6 +45,7 @@ from .opkinds import aten_kind
 from .progress import Progress, Work
 from .resources import check_input_bytes
 from .safeio import parse_json
+from .timing import _weight_bytes
 from .serde import from_jsonable, to_jsonable
 from .workspace import work_dir
 
@@ -564,16 +565,12 @@ def map_onnx(
     else:
         if model is None or inputs is None:
             raise OnnxMappingError("map_onnx needs a model with inputs, or an .onnx path.")
-        needed = 3 * _weight_bytes(model)
+        needed = 3 * _weight_bytes(model)[0]
     with work_dir("onnx", keep=workdir, needed_bytes=needed) as work:
         result = yield from _map_onnx(work, model, inputs, graph, onnx_path, level, provider, runs, warmup, name)
     if not workdir:  # the scratch folder is gone: do not point at files that no longer exist
         result = dataclasses.replace(result, onnx_path="" if onnx_path is None else str(onnx_path), optimized_path="")
     return result
-
-
-def _weight_bytes(model: torch.nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
 
 
 def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, provider: str, runs: int, warmup: int,

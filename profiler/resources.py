@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import InputSpecError, ResourceError
-from .safeio import fmt_size
+from .format import fmt_bytes
 
 __all__ = ["release_memory", "available_memory_bytes", "parse_device", "check_input_bytes", "estimate_activation_bytes", "check_memory",
            "MAX_DIMS", "MAX_ELEMENTS"]
@@ -104,8 +104,11 @@ def parse_device(text: str | None) -> torch.device:
     return dev
 
 
-def check_input_bytes(shapes: Sequence[Sequence[int]], itemsizes: Sequence[int], limit: int | None = None) -> int:
-    """Bytes the example inputs take; ResourceError before allocating when they cannot fit."""
+def check_input_bytes(shapes: Sequence[Sequence[int]], itemsizes: Sequence[int], limit: int | None = None,
+                      what: str = "The example inputs alone", share: float = _HEADROOM,
+                      fix: str = "use a smaller --input-shape", copies: int = 1) -> int:
+    """Bytes ``copies`` sets of these tensors take; ResourceError before allocating when they would
+    need more than ``share`` of ``limit`` (None: the memory available now)."""
     total = 0
     for shape, size in zip(shapes, itemsizes, strict=True):
         if len(shape) > MAX_DIMS:
@@ -114,10 +117,10 @@ def check_input_bytes(shapes: Sequence[Sequence[int]], itemsizes: Sequence[int],
         if n > MAX_ELEMENTS:
             raise InputSpecError(f"input shape {tuple(shape)} has {n:.3g} elements; that is not a model input.")
         total += n * size
+    total *= copies
     limit = available_memory_bytes() if limit is None else limit
-    if limit and total > _HEADROOM * limit:
-        raise ResourceError(f"The example inputs alone take {fmt_size(total)}, but only {fmt_size(limit)} of memory is "
-                            f"available; use a smaller --input-shape.")
+    if limit and total > share * limit:
+        raise ResourceError(f"{what} take {fmt_bytes(total)}, but only {fmt_bytes(limit)} of memory is available; {fix}.")
     return total
 
 
@@ -204,7 +207,7 @@ def check_memory(module: nn.Module, inputs: Sequence[InputSpec], limit_bytes: in
     limit = available_memory_bytes() if limit_bytes is None else limit_bytes
     if estimate is not None and limit and estimate > _HEADROOM * limit:
         shapes = ", ".join("x".join(map(str, shape)) for shape, _ in inputs)
-        raise ResourceError(f"Running {what} on inputs {shapes} needs about {fmt_size(estimate)} of activation memory "
-                            f"(estimated on fake tensors), but {fmt_size(limit)} is available. Use a smaller "
+        raise ResourceError(f"Running {what} on inputs {shapes} needs about {fmt_bytes(estimate)} of activation memory "
+                            f"(estimated on fake tensors), but {fmt_bytes(limit)} is available. Use a smaller "
                             f"--input-shape, or --max-memory GIB to set the limit yourself (0 turns the check off).")
     return estimate

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LayerScopeError, OutputError
+from .format import fmt_bytes
 
 __all__ = [
     "atomic_path", "atomic_write_text", "check_output_path", "read_json", "parse_json", "MAX_JSON_BYTES",
-    "MAX_JSON_DEPTH", "finite", "positive", "fmt_size",
+    "MAX_JSON_DEPTH", "finite", "positive", "check_free_space",
 ]
 
 MAX_JSON_BYTES = 512 * 2**20  # a saved profile of a 10,000-layer model is ~40 MiB
@@ -39,11 +40,12 @@ MAX_JSON_DEPTH = 64  # LayerScope's own files nest at most ~10 deep
 _FREE_SPACE_MARGIN = 16 * 2**20  # bytes kept free beyond an artifact's estimated size
 
 
-def fmt_size(n: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
+def check_free_space(folder: Path, needed_bytes: int, what: str, error: type[LayerScopeError] = OutputError) -> None:
+    """``error`` when ``folder``'s disk has less than ``needed_bytes`` (plus a margin) free."""
+    free = shutil.disk_usage(folder).free
+    if needed_bytes > 0 and free < needed_bytes + _FREE_SPACE_MARGIN:
+        raise error(f"{what} needs about {fmt_bytes(needed_bytes)} of disk in {folder}, which has {fmt_bytes(free)} free; "
+                    f"free some space or write elsewhere.")
 
 
 # --------------------------------------------------------------------------- output
@@ -69,11 +71,7 @@ def check_output_path(path: str | os.PathLike[str], what: str = "output", size_b
         os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"{what} {p}: cannot write in {parent}: {exc.strerror or exc}.") from exc
-    if size_bytes > 0:
-        free = shutil.disk_usage(parent).free
-        if free < size_bytes + _FREE_SPACE_MARGIN:
-            raise OutputError(f"{what} {p}: about {fmt_size(size_bytes)} is needed but {parent} has {fmt_size(free)} free; "
-                              f"free some space or write elsewhere.")
+    check_free_space(parent, size_bytes, f"{what} {p}")
     return p
 
 
@@ -143,7 +141,7 @@ def parse_json(raw: str | bytes, origin: str, error: type[LayerScopeError], max_
                max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Parse JSON text; every failure is ``error`` naming ``origin``."""
     if len(raw) > max_bytes:
-        raise error(f"{origin} is {fmt_size(len(raw))}; LayerScope reads JSON files up to {fmt_size(max_bytes)}.")
+        raise error(f"{origin} is {fmt_bytes(len(raw))}; LayerScope reads JSON files up to {fmt_bytes(max_bytes)}.")
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8-sig")
@@ -174,7 +172,7 @@ def read_json(path: str | os.PathLike[str], what: str, error: type[LayerScopeErr
             raise error(f"{what} {p} is not a file.")
         size = p.stat().st_size
         if size > max_bytes:
-            raise error(f"{what} {p} is {fmt_size(size)}; LayerScope reads JSON files up to {fmt_size(max_bytes)}.")
+            raise error(f"{what} {p} is {fmt_bytes(size)}; LayerScope reads JSON files up to {fmt_bytes(max_bytes)}.")
         raw = p.read_bytes()
     except OSError as exc:
         raise error(f"Cannot read {what} {p}: {exc.strerror or exc}.") from None

@@ -173,13 +173,6 @@ def check_expression(text: object, guard: bool = False) -> str:
 _NAMES = _sympy_function_names()
 
 
-@dataclass
-class ScanResult:
-    entries: int
-    uncompressed_bytes: int
-    programs: list[str] = field(default_factory=list)
-
-
 def _refuse(path: Path, what: str) -> UnsafeFileError:
     return UnsafeFileError(f"{path}: refused to load: it {what}, which would run code from the file. {TRUST_HINT}")
 
@@ -215,10 +208,11 @@ def _walk_program(data: Any, path: Path, entry: str) -> None:
                 stack.append(value)
 
 
-def scan_pt2(path: Path, max_bytes: int | None = None) -> ScanResult:
+def scan_pt2(path: Path, max_bytes: int | None = None) -> None:
     """Check a .pt2 archive before torch reads it (see the module docstring, layer 1)."""
     from .resources import available_memory_bytes
-    from .safeio import MAX_JSON_DEPTH, fmt_size, parse_json
+    from .format import fmt_bytes
+    from .safeio import MAX_JSON_DEPTH, parse_json
 
     try:
         zf = zipfile.ZipFile(path)
@@ -231,9 +225,8 @@ def scan_pt2(path: Path, max_bytes: int | None = None) -> ScanResult:
         total = sum(i.file_size for i in infos)
         limit = max_bytes if max_bytes is not None else available_memory_bytes()
         if limit and total > limit:
-            raise ModelLoadError(f"{path} unpacks to {fmt_size(total)}, more than the {fmt_size(limit)} of memory available; "
+            raise ModelLoadError(f"{path} unpacks to {fmt_bytes(total)}, more than the {fmt_bytes(limit)} of memory available; "
                                  f"it cannot be loaded here.")
-        result = ScanResult(len(infos), total)
         names = [i.filename for i in infos]
         for name in names:
             inner = name.split("/", 1)[1] if "/" in name else name
@@ -251,15 +244,13 @@ def scan_pt2(path: Path, max_bytes: int | None = None) -> ScanResult:
                         raise _refuse(path, f"holds a custom object constant {fqn!r} ({pname}) that is unpickled as code")
             elif inner.startswith("models/") and inner.endswith(".json"):
                 if info.file_size > _MAX_PROGRAM_JSON:
-                    raise ModelLoadError(f"{path}: {name} is {fmt_size(info.file_size)}; too large for a program description.")
+                    raise ModelLoadError(f"{path}: {name} is {fmt_bytes(info.file_size)}; too large for a program description.")
                 raw = zf.read(info)
                 if b"default_factory_module" in raw or b"__enum__" in raw:
                     raise _refuse(path, f"describes its inputs with a pytree spec that imports a module by name ({name})")
                 program = parse_json(raw, f"{path}:{name}", ModelLoadError, max_bytes=_MAX_PROGRAM_JSON,
                                      max_depth=4 * MAX_JSON_DEPTH)
                 _walk_program(program, path, name)
-                result.programs.append(name)
-    return result
 
 
 # --------------------------------------------------------------------------- 2. guard

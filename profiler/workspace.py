@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import OutputError, ResourceError
-from .safeio import fmt_size
+from .safeio import check_free_space
 
-__all__ = ["cache_root", "work_root", "work_dir", "sweep", "install_signal_handlers", "MAX_WORK_BYTES", "check_free_space"]
+__all__ = ["cache_root", "work_root", "work_dir", "sweep", "install_signal_handlers", "MAX_WORK_BYTES"]
 
 MAX_WORK_BYTES = 8 * 2**30
 _LIVE: set[Path] = set()
@@ -96,13 +96,6 @@ def sweep(max_bytes: int = MAX_WORK_BYTES) -> list[Path]:
     return removed
 
 
-def check_free_space(folder: Path, needed_bytes: int, what: str) -> None:
-    free = shutil.disk_usage(folder).free
-    if needed_bytes and free < needed_bytes:
-        raise ResourceError(f"{what} needs about {fmt_size(needed_bytes)} of disk in {folder}, which has {fmt_size(free)} free; "
-                            f"free some space or pass --workdir on another disk.")
-
-
 @contextlib.contextmanager
 def work_dir(prefix: str, keep: str | os.PathLike[str] | None = None, needed_bytes: int = 0) -> Iterator[Path]:
     """A scratch folder for one job, removed afterwards; ``keep``: the user's folder, kept."""
@@ -112,7 +105,7 @@ def work_dir(prefix: str, keep: str | os.PathLike[str] | None = None, needed_byt
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"--workdir {folder}: cannot create it: {exc.strerror or exc}.") from None
-        check_free_space(folder, needed_bytes, prefix)
+        check_free_space(folder, needed_bytes, f"{prefix} work files", ResourceError)
         yield folder
         return
     sweep()
@@ -122,7 +115,7 @@ def work_dir(prefix: str, keep: str | os.PathLike[str] | None = None, needed_byt
     except OSError as exc:
         raise OutputError(f"Cannot create LayerScope's work folder {root}: {exc.strerror or exc}; "
                           f"set XDG_CACHE_HOME or pass --workdir.") from None
-    check_free_space(root, needed_bytes, prefix)
+    check_free_space(root, needed_bytes, f"{prefix} work files (--workdir puts them elsewhere)", ResourceError)
     folder = root / f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     folder.mkdir()
     with _LOCK:
