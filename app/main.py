@@ -10,9 +10,11 @@ from PySide6.QtWidgets import QApplication
 
 from .controller import ProfileRequest
 from .main_window import MainWindow, app_icon
+from .qtcheck import check_qt_binding
 
 
 def run_gui(args: argparse.Namespace) -> int:
+    check_qt_binding()  # before any widget exists: a leaking binding would abort the process later
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("LayerScope")
     app.setWindowIcon(app_icon())
@@ -47,8 +49,14 @@ def run_gui(args: argparse.Namespace) -> int:
 def main() -> int:
     from .cli import build_parser
 
+    from layerscope.profiler import LayerScopeError
+
     args = build_parser().parse_args(["gui", *sys.argv[1:]])
-    return run_gui(args)
+    try:
+        return run_gui(args)
+    except LayerScopeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
