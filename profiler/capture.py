@@ -23,6 +23,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from .progress import checkpoint
 from .errors import CaptureError, InputSpecError
 from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta, TensorRole
 from .opkinds import LEAF_MODULES_WITH_CHILDREN, VIEW_KINDS, aten_kind, class_name_kind, function_kind, method_kind, module_kind, target_name
@@ -205,6 +206,7 @@ class _Recorder(fx.Interpreter):
         self.records: dict[str, _NodeRecord] = {}
 
     def run_node(self, n: fx.Node) -> Any:
+        checkpoint()
         inputs: list[tuple[str, torch.Tensor]] = []
 
         def grab(a: fx.Node) -> fx.Node:

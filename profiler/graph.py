@@ -16,7 +16,7 @@ from typing import Any
 
 import networkx as nx
 
-__all__ = ["TensorRole", "TensorMeta", "SourceLocation", "Layer", "LayerGraph", "CaptureMethod"]
+__all__ = ["TensorRole", "TensorMeta", "SourceLocation", "Layer", "LayerGraph", "GraphView", "CaptureMethod"]
 
 _DTYPE_BYTES = {
     "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2,
@@ -117,6 +117,16 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class GraphView:
+    """What a graph view draws: each layer's visible node, the nodes, edges between them, positions."""
+
+    mapping: dict[str, str]  # layer id -> visible node (itself, or the collapsed module standing for it)
+    nodes: list[str]
+    edges: list[tuple[str, str]]
+    pos: dict[str, tuple[float, float]]
+
+
+@dataclass(frozen=True)
 class LayerGraph:
     """Layers in execution order plus the data-flow edges between them."""
 
@@ -210,6 +220,24 @@ class LayerGraph:
             if va != vb:
                 edges.setdefault((va, vb), None)
         return mapping, list(edges)
+
+    def view(self, depth: int | None = None, expanded: Iterable[str] = (), collapsed: Iterable[str] = ()) -> GraphView:
+        """The collapsed graph and its layout, computed once per (depth, expanded, collapsed) and kept
+        (the last few), so a worker thread can prepare what a view will draw."""
+        key = (depth, frozenset(expanded), frozenset(collapsed))
+        cache = self.__dict__.get("_view_cache")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_view_cache", cache)
+        found = cache.get(key)
+        if found is None:
+            mapping, edges = self.collapsed(depth, key[1], key[2])
+            nodes = list(dict.fromkeys(mapping.values()))
+            found = GraphView(mapping, nodes, edges, self.dag_layout(nodes, edges))
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = found
+        return found
 
     def dag_layout(self, nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, tuple[float, float]]:
         """Layered top-to-bottom DAG layout: rank = longest path from a source, x by barycentre."""

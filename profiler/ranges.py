@@ -29,7 +29,7 @@ from .compression.activations import FakeQuantInput, clipped
 from .data import SampleSet
 from .errorstats import PairStats
 from .errors import LayerScopeError
-from .progress import Progress, Work
+from .progress import Progress, Work, checkpoint
 from .resources import release_memory
 
 __all__ = [
@@ -313,6 +313,7 @@ class _Recorder(fx.Interpreter):
         self.order: list[str] = []
 
     def run_node(self, n: fx.Node):
+        checkpoint()
         lid = self.first_node.get(n.name)
         if lid is not None:
             ops = []
@@ -438,7 +439,7 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
         for side in (ref, cand):
             try:
                 side.run(*batch)
-            except ComparisonError:
+            except LayerScopeError:  # ComparisonError, Cancelled
                 raise
             except Exception as exc:  # noqa: BLE001 - a batch the models cannot take
                 raise ComparisonError(f"Batch {k} does not fit the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None

@@ -102,30 +102,119 @@ class Profile:
     summary: TimingSummary
 
     # ------------------------------------------------------------------ views
+    def _cached(self, key: str, build):
+        """Views computed once per Profile (frozen: stored with object.__setattr__, never serialised)."""
+        value = self.__dict__.get(key)
+        if value is None:
+            value = build()
+            object.__setattr__(self, key, value)
+        return value
+
     def rows(self) -> list[LayerRow]:
-        total = self.summary.sum_of_layer_medians_ms or 1.0
-        out = []
-        for layer in self.graph:
-            t = self.timings.get(layer.id)
-            out.append(LayerRow(layer, self.metrics[layer.id], t, self.roofline.get(layer.id), (t.latency_ms / total) if t else 0.0))
-        return out
+        """Every layer joined with its overlays, in execution order (computed once; do not mutate)."""
+        def build() -> list[LayerRow]:
+            total = self.summary.sum_of_layer_medians_ms or 1.0
+            out = []
+            for layer in self.graph:
+                t = self.timings.get(layer.id)
+                out.append(LayerRow(layer, self.metrics[layer.id], t, self.roofline.get(layer.id), (t.latency_ms / total) if t else 0.0))
+            return out
+        return self._cached("_rows_cache", build)
+
+    def row_index(self) -> dict[str, int]:
+        """Layer id -> position in ``rows()``."""
+        return self._cached("_row_index_cache", lambda: {r.layer.id: i for i, r in enumerate(self.rows())})
 
     def row(self, layer_id: str) -> LayerRow:
-        if layer_id not in self.graph:
+        i = self.row_index().get(layer_id)
+        if i is None:
             raise KeyError(f"no layer {layer_id!r} in this profile")
-        return next(r for r in self.rows() if r.layer.id == layer_id)
+        return self.rows()[i]
 
     def ranked(self, top: int | None = None) -> list[LayerRow]:
         rows = sorted(self.rows(), key=lambda r: r.timing.latency_ms if r.timing else 0.0, reverse=True)
         return rows[:top] if top else rows
 
+    def module_table(self) -> dict[str, ModuleTotals]:
+        """Totals of every module path that encloses a layer, in one pass over the layers."""
+        def build() -> dict[str, ModuleTotals]:
+            acc: dict[str, list] = {}
+            for r in self.rows():
+                t, m = r.timing, r.metrics
+                for path in r.layer.parents:
+                    a = acc.setdefault(path, [0, 0.0, 0, 0, 0, 0])
+                    a[0] += 1
+                    a[1] += t.latency_ms if t else 0.0
+                    a[2] += m.flops or 0
+                    a[3] += 0 if m.known else 1
+                    a[4] += m.bytes_moved
+                    a[5] += m.params
+            total = self.summary.sum_of_layer_medians_ms or 1.0
+            return {path: ModuleTotals(path, n, lat, lat / total, fl, unk, by, pa) for path, (n, lat, fl, unk, by, pa) in acc.items()}
+        return self._cached("_module_table_cache", build)
+
     def module_totals(self, path: str) -> ModuleTotals:
-        members = [layer.id for layer in self.graph if path in layer.parents or layer.id == path]
-        lat = sum(self.timings[i].latency_ms for i in members if i in self.timings)
+        """Totals of a module path, or of one layer when ``path`` is a layer id."""
+        found = self.module_table().get(path)
+        if found is not None:
+            return found
+        if path in self.graph:
+            r = self.row(path)
+            m = r.metrics
+            return ModuleTotals(path, 1, r.timing.latency_ms if r.timing else 0.0, r.latency_share, m.flops or 0,
+                                0 if m.known else 1, m.bytes_moved, m.params)
+        return ModuleTotals(path, 0, 0.0, 0.0, 0, 0, 0, 0)
+
+    def groups(self, key: str = "type", depth: int = 1) -> dict[str, list[str]]:
+        """Layer ids grouped by layer type (``"type"``) or by module at nesting ``depth``
+        (``"module"``; top-level modules are depth 1, a layer above that depth is its own group)."""
+        if key not in ("type", "module"):
+            raise LayerScopeError(f"totals by {key!r}: use 'type' or 'module'")
+        if depth < 1:
+            raise LayerScopeError(f"module depth {depth}: top-level modules are depth 1")
+        cache = self._cached("_groups_cache", dict)
+        found = cache.get((key, depth))
+        if found is None:
+            found = {}
+            for layer in self.graph:
+                if key == "type":
+                    group = layer.type_name
+                else:
+                    group = layer.parents[depth - 1] if len(layer.parents) >= depth else layer.id
+                found.setdefault(group, []).append(layer.id)
+            cache[(key, depth)] = found
+        return found
+
+    def group_of(self, layer_id: str, key: str = "type", depth: int = 1) -> str:
+        layer = self.graph[layer_id]
+        if key == "type":
+            return layer.type_name
+        return layer.parents[depth - 1] if len(layer.parents) >= depth else layer.id
+
+    def totals_by(self, key: str = "type", depth: int = 1) -> list[ModuleTotals]:
+        """Time, FLOPs, bytes and params summed per group of ``groups(key, depth)`` (``path`` holds
+        the type name or module path), slowest first."""
+        cache = self._cached("_totals_by_cache", dict)
+        found = cache.get((key, depth))
+        if found is not None:
+            return found
         total = self.summary.sum_of_layer_medians_ms or 1.0
-        ms = [self.metrics[i] for i in members]
-        return ModuleTotals(path, len(members), lat, lat / total, sum(m.flops or 0 for m in ms),
-                            sum(1 for m in ms if not m.known), sum(m.bytes_moved for m in ms), sum(m.params for m in ms))
+        rows, index = self.rows(), self.row_index()
+        out = []
+        for group, ids in self.groups(key, depth).items():
+            lat = fl = unk = by = pa = 0
+            for lid in ids:
+                r = rows[index[lid]]
+                t, m = r.timing, r.metrics
+                lat += t.latency_ms if t else 0.0
+                fl += m.flops or 0
+                unk += 0 if m.known else 1
+                by += m.bytes_moved
+                pa += m.params
+            out.append(ModuleTotals(group, len(ids), float(lat), lat / total, fl, unk, by, pa))
+        out.sort(key=lambda x: -x.latency_ms)
+        cache[(key, depth)] = out
+        return out
 
     @property
     def total_flops(self) -> int:

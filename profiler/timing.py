@@ -23,9 +23,9 @@ import torch.fx as fx
 from torch import nn
 
 from .capture import CaptureResult, _tensors
-from .progress import Progress, Work
+from .progress import Progress, Work, checkpoint
 
-__all__ = ["LayerTiming", "TimingSummary", "TimingResult", "measure"]
+__all__ = ["LayerTiming", "TimingSummary", "TimingResult", "measure", "within_noise"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,14 @@ class TimingResult:
     summary: TimingSummary
 
 
+def within_noise(before: LayerTiming | None, after: LayerTiming | None) -> bool:
+    """A latency change smaller than the wider of the two inter-quartile ranges is not a change:
+    run-to-run spread alone moves a median that far."""
+    if before is None or after is None:
+        return False
+    return abs(after.latency_ms - before.latency_ms) <= max(before.spread_ms, after.spread_ms)
+
+
 def _quantiles(values: Sequence[float]) -> tuple[float, float, float, float]:
     vs = sorted(values)
     if len(vs) == 1:
@@ -94,6 +102,7 @@ class _NodeTimer(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         if n.op in _SKIP:
             return super().run_node(n)
+        checkpoint()
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         fn = getattr(self, n.op)
         if self.cuda:
@@ -129,6 +138,7 @@ class _MemoryTracker(fx.Interpreter):
         self.live_after: dict[str, int] = {}
 
     def run_node(self, n: fx.Node) -> Any:
+        checkpoint()
         out = super().run_node(n)
         if n.op not in ("get_attr", "output"):
             ptrs, new = [], 0
