@@ -17,8 +17,10 @@ from PySide6.QtWidgets import (
 )
 
 from layerscope.profiler import LayerScopeError
-from layerscope.profiler.compression import CompressionPlan, LayerSpec, coreml_configs, select_layers, torchao_mapping
-from layerscope.profiler.format import fmt_bytes, fmt_db, fmt_ms, fmt_pct
+from layerscope.profiler.compression import (
+    CompressionPlan, LayerSpec, coreml_configs, estimate_static, resolve_plan, select_layers, torchao_mapping,
+)
+from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
 
 from .controller import ProfileController
 from .files import save_text
@@ -39,6 +41,8 @@ class CompressionPanel(QWidget):
         super().__init__()
         self.state = state
         self.controller = controller
+        self._usable_ids: set[str] = set()
+        self._usable_for = None
         self.selection_label = QLabel()
         self.selection_label.setWordWrap(True)
         pick = QHBoxLayout()
@@ -76,6 +80,10 @@ class CompressionPanel(QWidget):
         form.addRow("", act_row)
         self.technique.currentTextChanged.connect(self._on_technique)
         self.strength.valueChanged.connect(self._on_strength)
+        for w in (self.technique, self.granularity):
+            w.currentIndexChanged.connect(lambda _i: self.update_estimate())
+        self.strength.valueChanged.connect(lambda _v: self.update_estimate())
+        self.activations.toggled.connect(lambda _on: self.update_estimate())
 
         buttons = QHBoxLayout()
         self.apply_btn = QPushButton("Apply to selection")
@@ -92,6 +100,8 @@ class CompressionPanel(QWidget):
 
         self.plan_list = QListWidget()
         self.plan_list.setMaximumHeight(110)
+        self.plan_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.plan_list.setUniformItemSizes(True)  # a plan over thousands of layers lists fast
         files = QHBoxLayout()
         self.save_btn = QPushButton("Save plan…")
         self.load_btn = QPushButton("Load plan…")
@@ -108,6 +118,11 @@ class CompressionPanel(QWidget):
         self.save_btn.clicked.connect(self.save_plan)
         self.load_btn.clicked.connect(self.load_plan)
 
+        self.estimate = QLabel()
+        self.estimate.setWordWrap(True)
+        self.estimate.setTextFormat(Qt.TextFormat.RichText)
+        self.estimate.setToolTip("Computed from shapes at once (no model run). Apply measures latency, output error "
+                                 "and the real sizes.")
         self.summary = QLabel("Select layers, pick a technique and a strength, then Apply.")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
@@ -118,12 +133,14 @@ class CompressionPanel(QWidget):
         layout.addLayout(pick)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addWidget(self.estimate)
         layout.addWidget(QLabel("Plan (later specs win for the same layer):"))
         layout.addWidget(self.plan_list)
         layout.addLayout(files)
         layout.addWidget(self.summary)
         layout.addStretch(1)
         state.selectionChanged.connect(self._on_selection)
+        state.selectionChanged.connect(lambda _lid: state.later(self.update_estimate))
         state.planChanged.connect(self._on_plan)
         state.compressionChanged.connect(self._on_compression)
         state.profileChanged.connect(lambda _p: self._on_selection(""))
@@ -167,11 +184,19 @@ class CompressionPanel(QWidget):
         if self.state.profile is not None:
             self.state.select_many(select_layers(selector, self.state.profile))
 
-    def _on_selection(self, _lid: str) -> None:
+    def _usable(self) -> set[str]:
+        """Layers with a weight to compress, once per profile."""
         p = self.state.profile
+        if p is None:
+            return set()
+        if self._usable_for is not p:
+            self._usable_ids, self._usable_for = set(select_layers("all", p)), p
+        return self._usable_ids
+
+    def _on_selection(self, _lid: str) -> None:
         ids = self.state.selected_set
-        usable = select_layers("all", p) if p is not None else []
-        n_ok = len([i for i in ids if i in usable])
+        usable = self._usable()
+        n_ok = sum(1 for i in ids if i in usable)
         shown = ", ".join(ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
         self.selection_label.setText(
             "No layer selected (click the table, graph or roofline; Ctrl+click adds)." if not ids else
@@ -185,19 +210,56 @@ class CompressionPanel(QWidget):
             w.setEnabled(not busy)
         self.undo_btn.setEnabled(not busy and self.state.can_undo())
 
-    # ------------------------------------------------------------------ plan
-    def apply_to_selection(self) -> None:
+    def prospective_plan(self) -> CompressionPlan | None:
+        """The plan Apply would run now: the current plan plus the selection with this technique."""
         p = self.state.profile
         if p is None:
-            return
-        usable = set(select_layers("all", p))
+            return None
+        usable = self._usable()
         ids = [i for i in self.state.selected_set if i in usable]
         if not ids:
-            return
+            return None
         tech, params = self.current_spec_params()
         old = list(self.state.plan.specs) if self.state.plan is not None else []
-        plan = CompressionPlan(tuple(old + [LayerSpec(i, tech, params) for i in ids]), model=p.model.name)
-        self.controller.compress(plan, ort_int8=self.ort.isChecked())
+        return CompressionPlan(tuple(old + [LayerSpec(i, tech, params) for i in ids]), model=p.model.name)
+
+    def update_estimate(self) -> None:
+        """Instant static estimate of Apply (size, FLOPs, roof bound) for the selection."""
+        p, plan = self.state.profile, self.prospective_plan()
+        if p is None or plan is None:
+            self.estimate.setText("")
+            return
+        try:
+            resolved, _warnings = resolve_plan(plan, p)
+        except LayerScopeError as exc:
+            self.estimate.setText(f"<span style='color:#b58900'>Estimate: {exc}</span>")
+            return
+        est = estimate_static(p, resolved)
+        chosen = set(self.state.selected_set)
+        sel = [e for e in est.layers if e.layer_id in chosen]
+        wb = sum(e.weight_bytes_before for e in sel)
+        wa = sum(e.weight_bytes_after for e in sel)
+        fb = sum(e.flops_before or 0 for e in sel)
+        fa = sum(e.flops_after or 0 for e in sel)
+        rb = sum(e.roof_ms_before or 0 for e in sel)
+        ra = sum(e.roof_ms_after or 0 for e in sel)
+        ib = [e.intensity_before for e in sel if e.intensity_before]
+        ia = [e.intensity_after for e in sel if e.intensity_after]
+        med = (lambda xs: sorted(xs)[len(xs) // 2]) if ib else None
+        lines = [
+            f"<b>Estimate</b> (shapes only, instant) for {len(sel)} layer(s): weights {fmt_bytes(wb)} → {fmt_bytes(wa)}; "
+            f"whole plan: model weights {est.size_ratio:.3f}× of {fmt_bytes(est.model_weight_bytes)}",
+            f"FLOPs {fmt_count(fb)} → {fmt_count(fa)}; fastest the roof allows {fmt_ms(rb)} → {fmt_ms(ra)} ms"
+            + (f"; median intensity {med(ib):.2f} → {med(ia):.2f} FLOP/B" if ib and ia else ""),
+        ]
+        lines += [f"<span style='color:#777'>≈ {a}</span>" for a in est.approximate]
+        self.estimate.setText("<br>".join(lines))
+
+    # ------------------------------------------------------------------ plan
+    def apply_to_selection(self) -> None:
+        plan = self.prospective_plan()
+        if plan is not None:
+            self.controller.compress(plan, ort_int8=self.ort.isChecked())
 
     def apply_plan(self, plan: CompressionPlan) -> None:
         self.controller.compress(plan, ort_int8=self.ort.isChecked())
@@ -260,7 +322,9 @@ class CompressionPanel(QWidget):
         self.plan_list.clear()
         for k, s in enumerate(plan.specs if plan is not None else ()):
             params = ", ".join(f"{a}={b}" for a, b in s.params.items())
-            self.plan_list.addItem(f"{k}. {s.select} → {s.technique}({params})")
+            text = f"{k}. {s.select} → {s.technique}({params})"
+            self.plan_list.addItem(text)
+            self.plan_list.item(self.plan_list.count() - 1).setToolTip(text)
         for w in (self.save_btn, self.export_btn, self.clear_btn):
             w.setEnabled(plan is not None)
         self.undo_btn.setEnabled(self.state.can_undo() and not self.state.busy)

@@ -1,22 +1,63 @@
-"""Profiling controller: runs the core's profile generator on a worker thread with a progress
-dialog and Cancel; a failure opens one dialog and leaves the current profile in place."""
+"""Profiling controller: runs the core's work generators on a worker thread with one progress
+window per job (overall progress across stages, the stage, an ETA, and a Cancel that stops the work
+at the next layer); a failure opens one dialog and leaves the current profile in place."""
 
 from __future__ import annotations
 
 import dataclasses
+import gc
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QMessageBox, QProgressDialog, QWidget
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QMessageBox, QWidget
 from superqt.utils import create_worker
 
-from layerscope.profiler import LayerScopeError, Profile, Progress, load_model, profile_model, resolve_hardware
+from layerscope.profiler import Cancelled, LayerScopeError, Profile, Progress, load_model, profile_model, resolve_hardware
 from layerscope.profiler.errors import UnsafeFileError
+from layerscope.profiler.progress import cancellable
 from layerscope.profiler.resources import parse_device
 from layerscope.profiler.source import parse_dtype, parse_input_shapes
 
+from .progress_window import JobProgress
 from .state import AppState
+
+# Rough share of a job's time per stage, in the order stages come: overall progress and the ETA.
+PROFILE_STAGES = {"load": 3, "calibrate": 10, "capture": 12, "warm-up": 8, "timing": 60, "views": 7}
+OPEN_STAGES = {"load": 80, "views": 20}
+ONNX_STAGES = {"load": 5, "onnx": 95}
+COMPRESS_STAGES = {"load": 3, "ort int8": 14, "compress": 14, "capture": 8, "warm-up": 4, "timing": 30, "latency": 8,
+                   "compare": 19}
+
+
+def prepare_views(profile: Profile):
+    """What the views would otherwise compute on the GUI thread: joined rows, module totals, and
+    the graph layout at each depth the graph view offers. Runs in the worker, after profiling."""
+    depths = (None, 1, 2, 3)
+    yield Progress("views", 0, len(depths) + 1, "indexing layers")
+    profile.rows()
+    profile.row_index()
+    profile.module_table()
+    profile.totals_by("type")
+    for k, depth in enumerate(depths, start=1):
+        profile.graph.view(depth)
+        yield Progress("views", k, len(depths) + 1, f"graph layout {'all layers' if depth is None else f'to depth {depth}'}")
+    settle_heap()
+    return profile
+
+
+def settle_heap() -> None:
+    """Collect the job's garbage now, then freeze what is left out of the cyclic collector's reach.
+
+    A 10,000-layer profile is millions of small objects; without this, Python's full collections
+    walk all of them at random moments later (0.6–0.9 s with the GUI thread blocked, seen on a
+    click). Frozen objects are still freed by reference counting; the next job unfreezes first, so
+    cycles of an old profile are collected then, while the progress window is up."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass(frozen=True)
@@ -38,7 +79,22 @@ def profile_job(req: ProfileRequest):
     loaded = load_model(req.model, parse_input_shapes(req.input_shape), parse_dtype(req.dtype), trust_file=req.trust_file)
     yield Progress("load", 1, 1, loaded.name)
     hw = yield from resolve_hardware(req.hardware, "cuda" if req.device.startswith("cuda") else "cpu")
-    return (yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device))
+    profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device)
+    return (yield from prepare_views(profile))
+
+
+def open_profile_job(path: str):
+    """A saved profile, read and checked off the GUI thread (a 10,000-layer profile is 16 MB of JSON)."""
+    yield Progress("load", 0, 1, path)
+    profile = Profile.load(path)
+    yield Progress("load", 1, 1, f"{len(profile.graph)} layers")
+    return (yield from prepare_views(profile))
+
+
+def _cancellable(job, event: threading.Event, *args):
+    """Run ``job`` so that the core's per-node checkpoints see this job's Cancel."""
+    with cancellable(event):
+        return (yield from job(*args))
 
 
 def onnx_job(profile: Profile | None, onnx_path: str | None, level: str, runs: int, trust_file: bool = False):
@@ -81,6 +137,7 @@ class ProfileController(QObject):
     compressFinished = Signal(object, object)  # CompressionPlan, CompressionOutcome
     failed = Signal(str)
     cancelled = Signal()
+    stopped = Signal(float)  # seconds from Cancel to the worker's end
 
     def __init__(self, state: AppState, parent: QWidget | None = None, show_dialogs: bool = True) -> None:
         super().__init__(parent)
@@ -88,13 +145,19 @@ class ProfileController(QObject):
         self.parent_widget = parent
         self.show_dialogs = show_dialogs
         self.worker: Any = None
-        self.dialog: QProgressDialog | None = None
+        self.window: JobProgress | None = None
         self.last_request: ProfileRequest | None = None
         self._retry: ProfileRequest | None = None  # the user chose to trust a refused file: load it again
+        self._event: threading.Event | None = None
+        self._cancel_at: float | None = None
+        self._was_cancelled = False
 
     def start(self, req: ProfileRequest) -> None:
         self.last_request = req
-        self._run(profile_job, (req,), f"Profiling {req.model or 'default model'}…", self._on_returned)
+        self._run(profile_job, (req,), f"Profiling {req.model or 'the default model'}", self._on_returned, PROFILE_STAGES)
+
+    def open_profile(self, path: str) -> None:
+        self._run(open_profile_job, (path,), f"Opening {path.rsplit('/', 1)[-1]}", self._on_returned, OPEN_STAGES)
 
     def _trusted(self) -> bool:
         """The current profile's model was loaded with --trust-file: reloading it needs the same."""
@@ -103,47 +166,50 @@ class ProfileController(QObject):
 
     def map_onnx(self, level: str = "all", onnx_path: str | None = None, runs: int = 20) -> None:
         self._run(onnx_job, (self.state.profile, onnx_path, level, runs, self._trusted()),
-                  f"Exporting and profiling in ONNX Runtime ({level})…", self._on_onnx)
+                  f"Exporting and profiling in ONNX Runtime ({level})", self._on_onnx, ONNX_STAGES)
 
     def compress(self, plan, ort_int8: bool = False, data: str | None = None, runs: int = 10) -> None:
         if self.state.profile is None:
             self._on_error(LayerScopeError("Profile a model first (File → Open model)."))
             return
-        self._run(compress_job, (self.state.profile, plan, ort_int8, data, runs, self._trusted()), "Applying the compression plan…",
-                  lambda result: self._on_compressed(plan, *result))
+        self._run(compress_job, (self.state.profile, plan, ort_int8, data, runs, self._trusted()), "Applying the compression plan",
+                  lambda result: self._on_compressed(plan, *result), COMPRESS_STAGES)
 
     def _on_compressed(self, plan, outcome, analysis) -> None:
         self.state.set_compression(plan, outcome, analysis)
         self.compressFinished.emit(plan, outcome)
 
-    def _run(self, job, args: tuple, title: str, on_result) -> None:
+    def _run(self, job, args: tuple, title: str, on_result, stages: dict[str, float]) -> None:
         if self.worker is not None:
-            return  # one job at a time; the progress dialog is modal
-        self.worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True)  # errors: _on_error
+            return  # one job at a time; the progress window is modal
+        self._event = threading.Event()
+        self._cancel_at, self._was_cancelled = None, False
+        self.worker = create_worker(_cancellable, job, self._event, *args, _start_thread=False, _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(on_result)
         self.worker.errored.connect(self._on_error)
         self.worker.aborted.connect(self._on_aborted)
         self.worker.finished.connect(self._on_finished)
+        self.window = JobProgress(title, stages, self.parent_widget if self.show_dialogs else None)
+        self.window.cancelRequested.connect(self.cancel)
         if self.show_dialogs:
-            self.dialog = QProgressDialog(title, "Cancel", 0, 1000, self.parent_widget)
-            self.dialog.setWindowTitle("LayerScope — working")
-            self.dialog.setWindowModality(Qt.WindowModality.WindowModal)
-            self.dialog.setMinimumDuration(0)
-            self.dialog.setMinimumWidth(420)
-            self.dialog.canceled.connect(self.cancel)
-            self.dialog.show()
+            self.window.show()
         self.state.set_busy(True)
         self.worker.start()
 
     def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
+        """Stop the running job: the core checks per node, so it ends within a layer's time."""
+        if self.worker is None or self._cancel_at is not None:
+            return
+        self._cancel_at = time.perf_counter()
+        self._event.set()
+        self.worker.quit()
+        if self.window is not None:
+            self.window.cancelling()
 
     def _on_progress(self, p: Progress) -> None:
-        if self.dialog is not None:
-            self.dialog.setLabelText(f"{p.stage}: {p.detail}" if p.detail else p.stage)
-            self.dialog.setValue(int(1000 * p.fraction))
+        if self.window is not None:
+            self.window.update_progress(p)
 
     def _on_returned(self, profile: Profile) -> None:
         self.state.set_profile(profile)
@@ -154,6 +220,9 @@ class ProfileController(QObject):
         self.onnxFinished.emit(onnx)
 
     def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled) or self._cancel_at is not None:
+            self._on_aborted()  # the core stopped at a checkpoint: a cancel, not a failure
+            return
         msg = str(exc) if isinstance(exc, LayerScopeError) else f"{type(exc).__name__}: {exc}"
         req = self.last_request
         if isinstance(exc, UnsafeFileError) and self.show_dialogs and req is not None and not req.trust_file:
@@ -173,14 +242,18 @@ class ProfileController(QObject):
         self.failed.emit(msg)
 
     def _on_aborted(self) -> None:
-        self.cancelled.emit()
+        if not self._was_cancelled:
+            self._was_cancelled = True
+            self.cancelled.emit()
 
     def _on_finished(self) -> None:
-        if self.dialog is not None:
-            self.dialog.reset()
-            self.dialog.deleteLater()
-            self.dialog = None
+        if self.window is not None:
+            self.window.close()
+            self.window.deleteLater()
+            self.window = None
         self.worker = None
+        if self._cancel_at is not None:
+            self.stopped.emit(time.perf_counter() - self._cancel_at)
         self.state.set_busy(False)
         self._start_retry()
 

@@ -16,7 +16,7 @@ class LayerDetails(QTextBrowser):
         super().__init__()
         self.state = state
         self.setOpenLinks(False)
-        state.selectionChanged.connect(self.show_layer)
+        state.selectionChanged.connect(lambda _lid: state.later(lambda: self.show_layer(state.selected)))
         state.profileChanged.connect(lambda _p: self.show_layer(""))
 
     def show_layer(self, layer_id: str) -> None:

@@ -1,25 +1,39 @@
-"""Layer graph: a top-to-bottom DAG of layers, coloured by bound class and shaded/sized by latency
-share. Modules can be collapsed to one node (depth selector; double-click a module to expand it,
-double-click a layer to collapse its parent). Pan/zoom come from pyqtgraph's ViewBox."""
+"""Layer graph: a top-to-bottom DAG of layers, coloured by bound class (or by latency heat) and sized
+by latency share. Modules can be collapsed to one node (depth selector; double-click a module to
+expand it, double-click a layer to collapse its parent). Pan/zoom come from pyqtgraph's ViewBox.
+
+Built for 10,000-layer models: the collapsed graph and its layout are computed off the GUI thread
+(``LayerGraph.view``, cached in the core), spots are drawn from arrays with a handful of shared
+brushes, and labels follow the view (level of detail): the slowest nodes in view get a label first,
+so a zoomed-out graph still shows its hot spots by name. A search box finds and centres a layer or
+module."""
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import QStringListModel, Qt, QTimer, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QComboBox, QCompleter, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from superqt.utils import create_worker
 
-from layerscope.profiler import Profile
+from layerscope.profiler import Bound, Profile
+from layerscope.profiler.format import fmt_ms, fmt_pct
+from layerscope.profiler.graph import GraphView
 
-from .state import AppState
-from .style import MODULE_COLOR, SELECTED_COLOR, bound_color
+from .state import BIG_MODEL_LAYERS, AppState
+from .style import MODULE_COLOR, SELECTED_COLOR, bound_color, heat_color
 
-MAX_LABELS = 400
+MAX_LABELS = 60  # labels drawn at once: the slowest nodes in view
+LEVELS = 8  # shades/sizes by latency share: a few shared brushes instead of one per node
 
 
 class LayerGraphView(QWidget):
+    laidOut = Signal()  # a new layout is on screen (tests and the benchmark wait on it)
+
     def __init__(self, state: AppState) -> None:
         super().__init__()
         self.state = state
@@ -27,47 +41,89 @@ class LayerGraphView(QWidget):
         self.collapsed: set[str] = set()  # modules closed by the user
         self.depth: int | None = None  # None: all layers
         self.nodes: list[str] = []  # visible node ids, index = spot data
+        self.node_index: dict[str, int] = {}
         self.mapping: dict[str, str] = {}  # layer id -> visible node id
         self.pos: dict[str, tuple[float, float]] = {}
+        self.xy = np.zeros((0, 2))
+        self.share = np.zeros(0)
+        self.pending = False  # a layout is being computed
+        self._painting = False  # edges, labels still to come
+        self._filling = False  # brushes still to be applied
+        self._kinds: list[Any] = []
+        self._has_modules = False
+        self._generation = 0
+        self._worker: Any = None
+        self._reset_next = False
+        self._label_anchor: list[tuple[float, float]] = []
 
         self.depth_box = QComboBox()
         self.depth_box.addItem("All layers", None)
         for d in (1, 2, 3):
             self.depth_box.addItem(f"Modules to depth {d}", d)
         self.depth_box.currentIndexChanged.connect(self._on_depth)
+        self.color_box = QComboBox()
+        self.color_box.addItems(["Bound (shade = time)", "Latency heat"])
+        self.color_box.setToolTip("Bound: blue memory-bound, orange compute-bound, darker = slower.\n"
+                                  "Latency heat: pale = fast, dark red = slowest (reads best zoomed out).")
+        self.color_box.currentIndexChanged.connect(lambda _i: self._paint(positions=False))
         expand = QPushButton("Expand all")
         expand.clicked.connect(self.expand_all)
+        fit_all = QPushButton("Fit all")
+        fit_all.clicked.connect(self.fit_all)
+        fit_sel = QPushButton("Fit selection")
+        fit_sel.clicked.connect(self.fit_selection)
+        self.search = QLineEdit(placeholderText="Find layer or module…")
+        self.search.setClearButtonEnabled(True)
+        self.search.setMaximumWidth(260)
+        self.search.returnPressed.connect(lambda: self.find(self.search.text()))
+        self._names = QStringListModel()
+        completer = QCompleter(self._names, self)
+        completer.setFilterMode(Qt.MatchFlag.MatchContains)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        completer.setMaxVisibleItems(15)
+        completer.activated.connect(self.find)
+        self.search.setCompleter(completer)
         self.info = QLabel()
+        self.info.setMinimumWidth(10)
         bar = QHBoxLayout()
-        bar.addWidget(QLabel("Show:"))
-        bar.addWidget(self.depth_box)
-        bar.addWidget(expand)
-        bar.addStretch(1)
-        bar.addWidget(self.info)
+        for w in (QLabel("Show:"), self.depth_box, expand, self.color_box, self.search, fit_sel, fit_all):
+            bar.addWidget(w)
+        bar.addWidget(self.info, 1)
 
         self.plot = pg.PlotWidget(background="w")
         self.plot.hideAxis("bottom")
         self.plot.hideAxis("left")
         self.plot.setAspectLocked(False)
         self.plot.getViewBox().invertY(False)
-        self.edges = pg.PlotCurveItem(pen=pg.mkPen((150, 150, 150), width=1))
+        self.edges = pg.PlotCurveItem(pen=pg.mkPen((160, 160, 160), width=1))
         self.scatter = pg.ScatterPlotItem(pxMode=True, hoverable=True, tip=self._tip)
         self.selected = pg.ScatterPlotItem(pxMode=True, size=26, brush=None, pen=pg.mkPen(SELECTED_COLOR, width=3))
         self.plot.addItem(self.edges)
         self.plot.addItem(self.scatter)
         self.plot.addItem(self.selected)
-        self.labels: list[pg.TextItem] = []
+        self.labels: list[pg.TextItem] = []  # a fixed pool, re-pointed as the view moves
+        self.labelled: list[str] = []  # node of each visible label
         self.scatter.sigClicked.connect(self._on_click)
         self.plot.scene().sigMouseClicked.connect(self._on_scene_click)
+        self._label_timer = QTimer(self, singleShot=True, interval=40)
+        self._label_timer.timeout.connect(self._update_labels)
+        self.plot.getViewBox().sigRangeChanged.connect(lambda *_: self._label_timer.start())
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(bar)
         layout.addWidget(self.plot)
-        state.profileChanged.connect(lambda _p: self.rebuild(reset_view=True))
-        state.selectionChanged.connect(self._on_selection)
+        state.profileChanged.connect(self._on_profile)
+        state.selectionChanged.connect(lambda lid: state.later(lambda: self._on_selection(state.selected)))
 
     # -------------------------------------------------------------- building
+    def _on_profile(self, p: Profile | None) -> None:
+        self.expanded.clear()
+        self.collapsed.clear()
+        names = [] if p is None else p.graph.ids() + p.graph.module_paths()
+        self._names.setStringList(names)
+        self.rebuild(reset_view=True)
+
     def _on_depth(self) -> None:
         self.depth = self.depth_box.currentData()
         self.expanded.clear()
@@ -97,68 +153,241 @@ class LayerGraphView(QWidget):
         self.rebuild()
 
     def rebuild(self, reset_view: bool = False) -> None:
-        for item in self.labels:
-            self.plot.removeItem(item)
-        self.labels = []
+        """Lay the graph out for the current depth/expansions: at once for small graphs, in a worker
+        thread for large ones (the previous drawing stays until the new one is ready)."""
+        self._generation += 1
+        gen = self._generation
         p = self.state.profile
         if p is None:
+            self.pending = False
+            self._show(None, None, reset_view)
+            return
+        args = (self.depth, frozenset(self.expanded), frozenset(self.collapsed))
+        if len(p.graph) <= BIG_MODEL_LAYERS:
+            self._show(p, _drawing(p, *args), reset_view)
+            return
+        self.pending = True
+        self._reset_next = self._reset_next or reset_view
+        self.info.setText(f"laying out {len(p.graph):,} layers…")
+        worker = create_worker(_drawing, p, *args, _start_thread=False)
+        worker.returned.connect(lambda view, g=gen, prof=p: self._on_layout(g, prof, view))
+        worker.errored.connect(lambda exc: self.info.setText(f"layout failed: {exc}"))
+        worker.finished.connect(lambda w=worker: self._forget(w))
+        self._worker = worker
+        worker.start()
+
+    def _forget(self, worker) -> None:
+        if self._worker is worker:
+            self._worker = None
+
+    def _on_layout(self, gen: int, p: Profile, view: Drawing) -> None:
+        if gen != self._generation or p is not self.state.profile:
+            return  # a newer request or another profile superseded it
+        reset, self._reset_next = self._reset_next, False
+        self.pending = False
+        self._show(p, view, reset)
+
+    def _show(self, p: Profile | None, view: Drawing | None, reset_view: bool) -> None:
+        if p is None or view is None:
             self.scatter.setData([])
             self.edges.setData([], [])
             self.selected.setData([])
-            self.nodes = []
+            self.nodes, self.node_index, self.mapping, self.pos = [], {}, {}, {}
+            self.xy, self.share = np.zeros((0, 2)), np.zeros(0)
+            self._update_labels()
+            self.info.setText("")
+            self.laidOut.emit()
             return
-        self.mapping, edges = p.graph.collapsed(self.depth, self.expanded, self.collapsed)
-        self.nodes = list(dict.fromkeys(self.mapping.values()))
-        self.pos = p.graph.dag_layout(self.nodes, edges)
-        spots = []
-        max_share = max((self._share(p, n) for n in self.nodes), default=1.0) or 1.0
-        for i, n in enumerate(self.nodes):
-            share = self._share(p, n)
-            rel = math.sqrt(share / max_share)
-            if n in p.graph:
-                color = bound_color(p.roofline[n].bound, alpha=int(70 + 185 * rel))
-                symbol = "o"
-            else:
-                color = MODULE_COLOR
-                color.setAlpha(int(70 + 185 * rel))
-                symbol = "s"
-            x, y = self.pos[n]
-            spots.append({"pos": (x, y), "size": 8 + 20 * rel, "brush": pg.mkBrush(color), "symbol": symbol,
-                          "pen": pg.mkPen((60, 60, 60), width=0.8), "data": i})
-        self.scatter.setData(spots)
-        xs, ys = [], []
-        for a, b in edges:
-            (x0, y0), (x1, y1) = self.pos[a], self.pos[b]
-            xs += [x0, x1]
-            ys += [y0, y1]
-        self.edges.setData(np.array(xs, dtype=float), np.array(ys, dtype=float), connect="pairs")
-        if len(self.nodes) <= MAX_LABELS:
-            for n in self.nodes:
-                label = f"{n}  ▸ module" if n not in p.graph else f"{n} · {p.graph[n].type_name}"
-                t = pg.TextItem("  " + label, color=(40, 40, 40), anchor=(0, 0.5))
-                t.setPos(*self.pos[n])
-                self.plot.addItem(t)
-                self.labels.append(t)
-        self.info.setText(f"{len(self.nodes)} nodes · {len(p.graph)} layers · blue memory-bound, orange compute-bound, "
-                          "purple squares = collapsed modules")
-        self._on_selection(self.state.selected)
-        if reset_view:
-            vb = self.plot.getViewBox()
-            vb.autoRange()
-            xs_all = [x for x, _ in self.pos.values()]
-            vb.setXRange(min(xs_all) - 1, max(max(xs_all) + 4, min(xs_all) + 8), padding=0)  # room for labels
-            ys_all = [y for _, y in self.pos.values()]
-            rows = max(8, int(max(self.plot.height(), 200) / 24))  # ~24 px per rank keeps labels apart
-            if len(set(ys_all)) > rows:  # start at the top, readable, rather than the whole tall DAG
-                top = max(ys_all)
-                self.plot.getViewBox().setYRange(top - rows, top + 1, padding=0)
+        self.mapping, self.nodes, self.pos = view.graph.mapping, view.graph.nodes, view.graph.pos
+        self.node_index, self.xy, self.share, self._kinds = view.node_index, view.xy, view.share, view.kinds
+        self._has_modules = any(k == "module" for k in self._kinds)
+        self._paint()
+        gen = self._generation
 
-    @staticmethod
-    def _share(p: Profile, node: str) -> float:
-        if node in p.graph:
-            t = p.timings.get(node)
-            return t.latency_ms / (p.summary.sum_of_layer_medians_ms or 1.0) if t else 0.0
-        return p.module_totals(node).latency_share
+        def finish() -> None:  # edges, selection, view and labels: the next event-loop turn on big graphs
+            self._painting = False
+            if gen != self._generation:
+                return
+            if len(view.ends):
+                self.edges.setData(self.xy[view.ends, 0], self.xy[view.ends, 1], connect="pairs")
+            else:
+                self.edges.setData([], [])
+            self.info.setText(f"{len(self.nodes):,} nodes · {len(p.graph):,} layers · squares = collapsed modules "
+                              "(double-click to open)")
+            self.info.setToolTip("Blue: memory-bound, orange: compute-bound, grey: no work; darker and bigger = slower. "
+                                 "Purple squares: collapsed modules. Double-click a module to open it, a layer to close its module.")
+            self._on_selection(self.state.selected)
+            if reset_view:
+                self._reset_view()
+            self._update_labels()
+            self.laidOut.emit()
+
+        if len(self.nodes) > BIG_MODEL_LAYERS:
+            self._painting = True
+            self.state.later(finish)  # its own turn, with room for input and paint before it
+        else:
+            finish()
+
+    def busy(self) -> bool:
+        """A layout or a deferred repaint is still on its way."""
+        return self.pending or self._painting or self._filling
+
+    def _paint(self, positions: bool = True) -> None:
+        """Spot colours and sizes from the latency shares, with one shared brush per shade. Positions
+        and sizes go first; the per-spot brushes follow in the next event-loop turn, so neither step
+        holds the GUI thread for long on a 10,000-node graph."""
+        p = self.state.profile
+        if p is None or not self.nodes:
+            return
+        rel = np.sqrt(self.share / (self.share.max() or 1.0))
+        level = np.minimum((rel * LEVELS).astype(int), LEVELS - 1)
+        heat = self.color_box.currentIndex() == 1
+        palette: dict[tuple, Any] = {}
+
+        def brush(kind, lv: int):
+            key = (kind, lv)
+            found = palette.get(key)
+            if found is None:
+                alpha = int(70 + 185 * (lv + 1) / LEVELS)
+                if heat:
+                    color = heat_color((lv + 0.5) / LEVELS)
+                elif kind == "module":
+                    color = QColor(MODULE_COLOR)
+                    color.setAlpha(alpha)
+                else:
+                    color = bound_color(kind, alpha=alpha)
+                found = palette[key] = pg.mkBrush(color)
+            return found
+
+        kinds = ["heat" if heat else k for k in self._kinds]
+        brushes = [brush(k, int(lv)) for k, lv in zip(kinds, level, strict=True)]
+        if positions:
+            sizes = 8 + 20 * (level + 1) / LEVELS
+            symbols = "o" if not self._has_modules else ["s" if k == "module" else "o" for k in self._kinds]
+            many = len(self.nodes) > 2000
+            self.scatter.setData(x=self.xy[:, 0], y=self.xy[:, 1], size=sizes, symbol=symbols, brush=brushes[0],
+                                 pen=None if many else pg.mkPen((60, 60, 60), width=0.8), data=np.arange(len(self.nodes)))
+        gen = self._generation
+
+        def fill() -> None:
+            self._filling = False
+            if gen == self._generation and len(brushes) == len(self.scatter.data):
+                self.scatter.setBrush(brushes)
+
+        if len(self.nodes) > BIG_MODEL_LAYERS and positions:
+            self._filling = True
+            self.state.later(fill)
+        else:
+            fill()
+
+    def _reset_view(self) -> None:
+        if not len(self.xy):
+            return
+        vb = self.plot.getViewBox()
+        xs, ys = self.xy[:, 0], self.xy[:, 1]
+        x0, x1 = xs.min() - 1, max(xs.max() + 4, xs.min() + 8)  # room for labels
+        rows = max(8, int(max(self.plot.height(), 200) / 24))  # ~24 px per rank keeps labels apart
+        top = ys.max()
+        if len(np.unique(ys)) > rows:  # start at the top, readable, rather than the whole tall DAG
+            vb.setRange(xRange=(x0, x1), yRange=(top - rows, top + 1), padding=0)
+        else:
+            vb.setRange(xRange=(x0, x1), yRange=(ys.min() - 0.5, top + 0.5), padding=0.02)
+
+    def fit_all(self) -> None:
+        if len(self.xy):
+            xs, ys = self.xy[:, 0], self.xy[:, 1]
+            self.plot.getViewBox().setRange(xRange=(xs.min() - 1, xs.max() + 4), yRange=(ys.min() - 1, ys.max() + 1), padding=0)
+
+    def fit_selection(self) -> None:
+        """Frame the selected nodes (with a margin of a few ranks)."""
+        idx = [self.node_index[n] for n in self.selected_nodes() if n in self.node_index]
+        if not idx:
+            return
+        pts = self.xy[idx]
+        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+        self.plot.getViewBox().setRange(xRange=(x0 - 2, max(x1 + 6, x0 + 8)), yRange=(y0 - 6, y1 + 6), padding=0)
+
+    # -------------------------------------------------------------- labels (level of detail)
+    def _label_text(self, p: Profile, n: str) -> str:
+        if n in p.graph:
+            return f"{n} · {p.graph[n].type_name}"
+        t = p.module_totals(n)
+        return f"▸ {n} · {t.layers} layers · {fmt_ms(t.latency_ms)} ms · {fmt_pct(t.latency_share)}"
+
+    def _update_labels(self) -> None:
+        """Label the slowest nodes in view (all of them when few are in view). Siblings in one rank
+        are labelled left and right of their dots so their labels do not run into each other."""
+        p = self.state.profile
+        chosen: list[int] = []
+        if p is not None and len(self.xy):
+            (x0, x1), (y0, y1) = self.plot.getViewBox().viewRange()
+            xs, ys = self.xy[:, 0], self.xy[:, 1]
+            inside = np.flatnonzero((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1))
+            if len(inside) > MAX_LABELS:
+                inside = inside[np.argsort(-self.share[inside], kind="stable")[:MAX_LABELS]]
+            chosen = [int(i) for i in inside]
+        while len(self.labels) < len(chosen):
+            t = pg.TextItem("", color=(40, 40, 40), anchor=(0, 0.5))
+            t.setZValue(5)
+            self.plot.addItem(t)
+            self.labels.append(t)
+        rank_min: dict[float, float] = {}
+        if chosen:
+            ys_all, xs_all = self.xy[:, 1], self.xy[:, 0]
+            for i in chosen:
+                y = ys_all[i]
+                if y not in rank_min:
+                    same = xs_all[ys_all == y]
+                    rank_min[y] = (same.min(), same.max())
+        self.labelled = []
+        for k, t in enumerate(self.labels):
+            if k >= len(chosen):
+                t.setVisible(False)
+                continue
+            i = chosen[k]
+            n = self.nodes[i]
+            x, y = self.xy[i]
+            lo, hi = rank_min[y]
+            left = lo < hi and x == lo  # the leftmost of several siblings: label to the left
+            t.setAnchor((1, 0.5) if left else (0, 0.5))
+            t.setText(f"{self._label_text(p, n)}  " if left else f"  {self._label_text(p, n)}")
+            t.setPos(x, y)
+            t.setVisible(True)
+            self.labelled.append(n)
+
+    # -------------------------------------------------------------- search
+    def find(self, text: str) -> bool:
+        """Select the layer or module named ``text`` (exact, else the first whose name contains it)
+        and centre it; says so when nothing matches."""
+        p = self.state.profile
+        text = text.strip()
+        if p is None or not text:
+            return False
+        names = p.graph.ids() + p.graph.module_paths()
+        low = text.lower()
+        hit = text if text in p.graph or text in p.module_table() else next((n for n in names if low in n.lower()), None)
+        if hit is None:
+            self.info.setText(f"no layer or module matches “{text}”")
+            return False
+        if hit in p.graph:
+            self.state.select(hit)
+        else:  # a module: select its layers; the view shows the module node or its open layers
+            members = [lid for lid in p.graph.ids() if hit in p.graph[lid].parents]
+            members.sort(key=lambda lid: -(p.timings[lid].latency_ms if lid in p.timings else 0.0))
+            self.state.select_many(members)
+        self.centre_on(self.mapping.get(self.state.selected))
+        return True
+
+    def centre_on(self, node: str | None) -> None:
+        """Centre the view on a node at a readable zoom (~24 px per rank)."""
+        if node is None or node not in self.node_index:
+            return
+        x, y = self.xy[self.node_index[node]]
+        vb = self.plot.getViewBox()
+        (vx0, vx1), _ = vb.viewRange()
+        rows = max(8, int(max(self.plot.height(), 200) / 24))
+        w = min(vx1 - vx0, 12.0)
+        vb.setRange(xRange=(x - w / 3, x + 2 * w / 3), yRange=(y - rows / 2, y + rows / 2), padding=0)
 
     # -------------------------------------------------------------- selection
     def _tip(self, x: float, y: float, data: Any) -> str:
@@ -168,9 +397,11 @@ class LayerGraphView(QWidget):
         n = self.nodes[data]
         if n in p.graph:
             r = p.row(n)
-            return f"{r.layer.label}\n{r.bound.value}, {100 * r.latency_share:.1f}% of latency"
+            ms = f"{fmt_ms(r.timing.latency_ms)} ms, " if r.timing else ""
+            return f"{r.layer.label}\n{r.bound.value}, {ms}{fmt_pct(r.latency_share)} of latency"
         t = p.module_totals(n)
-        return f"{n} (module, {t.layers} layers)\n{100 * t.latency_share:.1f}% of latency — double-click to expand"
+        return (f"{n} (module, {t.layers} layers)\n{fmt_ms(t.latency_ms)} ms, {fmt_pct(t.latency_share)} of latency "
+                "— double-click to expand")
 
     def _on_click(self, _item: Any, points: Any, ev: Any = None) -> None:
         if not len(points):
@@ -183,7 +414,7 @@ class LayerGraphView(QWidget):
             self.state.select_click(n)
         else:  # a module: select its slowest layer so the other views follow
             members = [lid for lid, v in self.mapping.items() if v == n]
-            self.state.select(max(members, key=lambda lid: p.timings[lid].latency_ms))
+            self.state.select(max(members, key=lambda lid: p.timings[lid].latency_ms if lid in p.timings else 0.0))
 
     def _on_scene_click(self, ev: Any) -> None:
         if not ev.double():
@@ -203,8 +434,9 @@ class LayerGraphView(QWidget):
         if not layer_id or node is None:
             self.selected.setData([])
             return
-        self.selected.setData([{"pos": self.pos[n], "data": self.nodes.index(n)} for n in nodes])
-        x, y = self.pos[node]
+        idx = np.array([self.node_index[n] for n in nodes], dtype=int)
+        self.selected.setData(x=self.xy[idx, 0], y=self.xy[idx, 1], data=idx)
+        x, y = self.xy[self.node_index[node]]
         vb = self.plot.getViewBox()
         (x0, x1), (y0, y1) = vb.viewRange()
         if not (x0 <= x <= x1 and y0 <= y <= y1):
@@ -212,9 +444,40 @@ class LayerGraphView(QWidget):
             vb.setRange(xRange=(x - w / 2, x + w / 2), yRange=(y - h / 2, y + h / 2), padding=0)
 
     def selected_node(self) -> str | None:
-        pts = self.selected.data
-        return self.nodes[pts[0]["data"]] if len(pts) else None
+        d = self.selected.data
+        return self.nodes[d[0]["data"]] if len(d) else None
 
     def selected_nodes(self) -> list[str]:
-        return [self.nodes[d["data"]] for d in self.selected.data]
+        return [self.nodes[int(v)] for v in self.selected.data["data"]] if len(self.selected.data) else []
 
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """Everything the graph view draws, computed off the GUI thread for big graphs."""
+
+    graph: GraphView
+    node_index: dict[str, int]
+    xy: np.ndarray  # (nodes, 2) positions
+    share: np.ndarray  # latency share per node
+    kinds: list  # Bound per layer node, "module" per collapsed module
+    ends: np.ndarray  # node indices of edge ends, pairwise
+
+
+def _drawing(p: Profile, depth: int | None, expanded: frozenset[str], collapsed: frozenset[str]) -> Drawing:
+    view = p.graph.view(depth, expanded, collapsed)
+    nodes = view.nodes
+    index = {n: i for i, n in enumerate(nodes)}
+    total = p.summary.sum_of_layer_medians_ms or 1.0
+    share, kinds = [], []
+    for n in nodes:
+        if n in p.graph:
+            t = p.timings.get(n)
+            share.append(t.latency_ms / total if t else 0.0)
+            kinds.append(p.roofline[n].bound if n in p.roofline else Bound.UNKNOWN)
+        else:
+            share.append(p.module_totals(n).latency_share)
+            kinds.append("module")
+    xy = np.array([view.pos[n] for n in nodes], dtype=float).reshape(-1, 2)
+    ends = np.array([(index[a], index[b]) for a, b in view.edges], dtype=np.int64).reshape(-1)
+    return Drawing(view, index, xy, np.array(share, dtype=float), kinds, ends)

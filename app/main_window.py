@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QIcon, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea
+from PySide6.QtGui import QAction, QGuiApplication, QIcon, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMessageBox, QScrollArea, QSizePolicy
+from superqt import QElidingLabel
 
 from layerscope.profiler import LayerScopeError, Profile
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
@@ -20,6 +23,7 @@ from .ranges_view import RangesView
 from .roofline_view import RooflineView
 from .state import AppState
 from .table import LayerTable
+from .totals_view import TotalsView
 
 
 def app_icon() -> QIcon:
@@ -31,10 +35,17 @@ def app_icon() -> QIcon:
 class MainWindow(QMainWindow):
     def __init__(self, state: AppState | None = None, show_dialogs: bool = True) -> None:
         super().__init__()
+        # Worker threads (profiling, layout) hold the GIL for up to the switch interval each time the
+        # GUI thread asks for it, and one Qt event re-enters Python many times: at the default 5 ms a
+        # progress-bar repaint took 50 ms. 1 ms keeps the GUI responsive for a few % of worker speed.
+        sys.setswitchinterval(0.001)
         self.state = state or AppState()
         self.setWindowTitle("LayerScope")
         self.setWindowIcon(app_icon())
-        self.resize(1500, 950)
+        screen = QGuiApplication.primaryScreen()
+        avail = screen.availableGeometry() if screen is not None else None
+        # fit the screen (1366×768 laptops included), up to 1500×950
+        self.resize(min(1500, avail.width() if avail else 1500), min(950, avail.height() if avail else 950))
         self.controller = ProfileController(self.state, self, show_dialogs=show_dialogs)
         self.show_dialogs = show_dialogs
         self.last_error = ""  # the last error a dialog showed (or would have, without dialogs)
@@ -45,17 +56,21 @@ class MainWindow(QMainWindow):
         self.details = LayerDetails(self.state)
         self.compiled = CompiledOpsView(self.state, self.controller)
         self.setCentralWidget(self.graph)
-        layers_dock = self._dock("Layers", self.table, Qt.DockWidgetArea.BottomDockWidgetArea)
-        compiled_dock = self._dock("Compiled ops (ONNX Runtime)", self.compiled, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.tabifyDockWidget(layers_dock, compiled_dock)
+        self.totals_view = TotalsView(self.state)
         self.ranges = RangesView(self.state)
+        # bottom: [Layers | Activation ranges] beside [Totals | Compiled ops], so layers and the compiled
+        # ops they became can be read side by side; every dock can be dragged, floated or closed (View menu)
+        layers_dock = self._dock("Layers", self.table, Qt.DockWidgetArea.BottomDockWidgetArea)
         ranges_dock = self._dock("Activation ranges", self.ranges, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(layers_dock, ranges_dock)
-        self.ranges_dock = ranges_dock
-        self.resizeDocks([layers_dock], [420], Qt.Orientation.Vertical)
+        totals_dock = self._dock("Totals", self.totals_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.splitDockWidget(layers_dock, totals_dock, Qt.Orientation.Horizontal)
+        compiled_dock = self._dock("Compiled ops (ONNX Runtime)", self.compiled, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(totals_dock, compiled_dock)
+        self.ranges_dock, self.compiled_dock, self.totals_dock, self.layers_dock = ranges_dock, compiled_dock, totals_dock, layers_dock
         layers_dock.raise_()
-        self.compiled_dock = compiled_dock
-        # the right column (roofline, compress/details) runs the full height; the layer table sits under the graph
+        totals_dock.raise_()
+        # the right column (roofline, compress/details) runs the full height; the tables sit under the graph
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         roofline_dock = self._dock("Roofline", self.roofline, Qt.DockWidgetArea.RightDockWidgetArea)
         details_dock = self._dock("Layer details", self.details, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -66,14 +81,26 @@ class MainWindow(QMainWindow):
         compress_dock = self._dock("Compress", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(details_dock, compress_dock)
         compress_dock.raise_()
-        self.resizeDocks([roofline_dock, compress_dock], [480, 470], Qt.Orientation.Vertical)
-        self.resizeDocks([roofline_dock], [620], Qt.Orientation.Horizontal)
-        self.totals = QLabel("Open a model (File → Open model…)")
+        self._docks = (layers_dock, totals_dock, roofline_dock, compress_dock)
+        self._fit_docks()
+        self.totals = QElidingLabel("Open a model (File → Open model…)")
+        self.totals.setElideMode(Qt.TextElideMode.ElideRight)
+        self.totals.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the window
         self.statusBar().addWidget(self.totals, 1)
         self._menus()
         self.state.profileChanged.connect(self._on_profile)
         self.state.compressionChanged.connect(lambda _o: self._on_profile(self.state.profile))
-        self.controller.cancelled.connect(lambda: self.statusBar().showMessage("Profiling cancelled; the previous profile is kept.", 8000))
+        self.controller.stopped.connect(lambda secs: self.statusBar().showMessage(
+            f"Cancelled: the work stopped {secs:.2f} s after Cancel; the previous results are kept.", 10000))
+
+    def _fit_docks(self) -> None:
+        """Split the window between graph, tables and the right column by its size."""
+        layers, totals, roofline, compress = self._docks
+        w, h = self.width(), self.height()
+        self.resizeDocks([roofline], [int(w * 0.38)], Qt.Orientation.Horizontal)
+        self.resizeDocks([layers, totals], [int(w * 0.36), int(w * 0.26)], Qt.Orientation.Horizontal)
+        self.resizeDocks([layers], [int(h * 0.42)], Qt.Orientation.Vertical)
+        self.resizeDocks([roofline, compress], [int(h * 0.5), int(h * 0.5)], Qt.Orientation.Vertical)
 
     def _dock(self, title: str, widget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -123,7 +150,7 @@ class MainWindow(QMainWindow):
     def open_profile(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open profile", "", "LayerScope profile (*.json)")
         if path:
-            self.load_profile(path)
+            self.controller.open_profile(path)  # read and checked in the worker: big profiles are big JSON
 
     def load_profile(self, path: str) -> bool:
         """Open a saved profile; a bad file opens one dialog and keeps the current profile."""
@@ -158,18 +185,18 @@ class MainWindow(QMainWindow):
             return
         s, m = p.summary, p.model
         self.setWindowTitle(f"LayerScope — {m.name}")
-        self.totals.setText(
-            f"<b>{m.name}</b> · {len(p.graph)} layers via {m.capture_method.value} · end-to-end {fmt_ms(s.end_to_end_ms)} ms "
-            f"(per-layer sum {fmt_pct(s.fidelity)}) · {m.total_params:,} params · {fmt_count(p.total_macs)} MACs · "
-            f"peak memory {fmt_bytes(s.peak_memory_bytes)} · roof: {p.hardware.name}"
-            + (f" · <span style='color:#b58900'>{'; '.join(m.capture_notes)}</span>" if m.capture_notes else "")
-            + self._compression_totals()
-        )
+        text = (f"{m.name} · {len(p.graph):,} layers via {m.capture_method.value} · end-to-end {fmt_ms(s.end_to_end_ms)} ms "
+                f"(per-layer sum {fmt_pct(s.fidelity)}) · {m.total_params:,} params · {fmt_count(p.total_macs)} MACs · "
+                f"peak memory {fmt_bytes(s.peak_memory_bytes)} · roof: {p.hardware.name}"
+                + (f" · ⚠ {len(m.capture_notes)} note(s): {'; '.join(m.capture_notes)}" if m.capture_notes else "")
+                + self._compression_totals())
+        self.totals.setText(text)
+        self.totals.setToolTip(text.replace(" · ", "\n"))
 
     def _compression_totals(self) -> str:
         out = self.state.compression
         if out is None:
             return ""
         rep = out.report
-        return (f" · <b>compressed</b>: size {rep.result.size_ratio:.2f}×, latency {rep.latency_ratio:.2f}×"
+        return (f" · compressed: size {rep.result.size_ratio:.2f}×, latency {rep.latency_ratio:.2f}×"
                 f"{' (simulated)' if rep.result.simulated else ''}, output SQNR {rep.result.output.sqnr_db:.1f} dB")

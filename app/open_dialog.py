@@ -19,11 +19,15 @@ class OpenModelDialog(QDialog):
     def __init__(self, parent: QWidget | None = None, current: ProfileRequest | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Open model")
+        self.setMinimumWidth(680)  # long paths (path/to/file.py:factory) stay readable
         cur = current or ProfileRequest()
         self.model = QComboBox(editable=True)
         self.model.addItems(list(ZOO))
         self.model.setCurrentText(cur.model or "resnet18")
         self.model.lineEdit().setPlaceholderText("zoo name, path/to/file.py:factory or model.pt2")
+        self.model.setMinimumContentsLength(48)
+        self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model.currentTextChanged.connect(self.model.setToolTip)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         row = QHBoxLayout()

@@ -28,6 +28,7 @@ class RangesView(QWidget):
         self.state = state
         self.cmp: ActivationComparison | None = None
         self.positions: list[str] = []
+        self._position: dict[str, int] = {}
 
         self.diag_list = QListWidget()
         self.diag_list.setWordWrap(True)
@@ -50,6 +51,7 @@ class RangesView(QWidget):
         for item in (self.exact_bars, self.bars, self.sel_bar, self.threshold):
             self.depth.addItem(item)
         self.depth.scene().sigMouseClicked.connect(self._on_depth_click)
+        self.depth.scene().sigMouseMoved.connect(self._on_depth_hover)
 
         self.hist = pg.PlotWidget(background="w")
         self.hist.setLabel("bottom", "activation value")
@@ -107,14 +109,16 @@ class RangesView(QWidget):
         self.diag_list.clear()
         self.cmp = analysis[0] if analysis else None
         if self.cmp is None:
-            self.positions = []
+            self.positions, self._position = [], {}
             for b in (self.bars, self.exact_bars, self.sel_bar):
                 b.setOpts(x=[], height=[])
             self.title.setText("Apply a plan in the Compress panel to compare activation ranges.")
+            self.depth.getAxis("bottom").setTicks(None)
             self._show_layer("")
             return
         curve = self.cmp.sqnr_curve()
         self.positions = [lid for _, lid, _ in curve]
+        self._position = {lid: k for k, lid in enumerate(self.positions)}
         finite = [v for _, _, v in curve if math.isfinite(v)]
         cap = (max(finite) if finite else 60.0) + 10
         xs = np.arange(len(curve))
@@ -132,9 +136,26 @@ class RangesView(QWidget):
         if not analysis[1]:
             self.diag_list.addItem("No range diagnostics.")
         self.depth.getViewBox().autoRange()
+        self._name_ticks()
         w = max(self.split.width(), 900)
         self.split.setSizes([w * 2 // 9, w * 3 // 9, w * 4 // 9])
         self._on_selection(self.state.selected)
+
+    def _name_ticks(self) -> None:
+        """Layer names under the bars, as many as fit (every k-th), full names in the hover tooltip."""
+        n = len(self.positions)
+        fit = max(1, self.depth.width() // 70)
+        step = max(1, math.ceil(n / fit))
+        ticks = [(float(k), _short(self.positions[k])) for k in range(0, n, step)]
+        self.depth.getAxis("bottom").setTicks([ticks, []] if n else None)
+
+    def _on_depth_hover(self, pos) -> None:
+        if not self.positions or self.cmp is None:
+            return
+        k = int(round(self.depth.getViewBox().mapSceneToView(pos).x()))
+        if 0 <= k < len(self.positions):
+            lid = self.positions[k]
+            self.depth.setToolTip(f"{lid}: SQNR {fmt_db(self.cmp.layer(lid).sqnr_db)} (click to select)")
 
     def _on_diag(self, item: QListWidgetItem) -> None:
         ids = item.data(Qt.ItemDataRole.UserRole)
@@ -154,8 +175,8 @@ class RangesView(QWidget):
         self.state.select(self.positions[index])
 
     def _on_selection(self, layer_id: str) -> None:
-        if layer_id in self.positions:
-            k = self.positions.index(layer_id)
+        k = self._position.get(layer_id)
+        if k is not None:
             sq = self.cmp.layer(layer_id).sqnr_db
             exact = self.exact_bars.opts["height"]
             self.sel_bar.setOpts(x=[k], height=[sq if math.isfinite(sq) else (exact[0] if len(exact) else 0)])
@@ -207,3 +228,7 @@ class RangesView(QWidget):
         bars(lc.reference, self.ref_ch)
         bars(lc.candidate, self.cand_ch)
         self.channels.getViewBox().autoRange()
+
+
+def _short(name: str, n: int = 14) -> str:
+    return name if len(name) <= n else "…" + name[-(n - 1):]

@@ -10,7 +10,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from layerscope.profiler import Profile
+from layerscope.profiler import Bound, Profile
 
 from .state import AppState
 from .style import SELECTED_COLOR, bound_color
@@ -21,6 +21,7 @@ class RooflineView(QWidget):
         super().__init__()
         self.state = state
         self.ids: list[str] = []
+        self.id_index: dict[str, int] = {}
         self.xy: dict[str, tuple[float, float]] = {}
         self.plot = pg.PlotWidget(background="w")
         self.plot.setLogMode(True, True)
@@ -30,16 +31,19 @@ class RooflineView(QWidget):
         self.roof = pg.PlotCurveItem(pen=pg.mkPen((30, 30, 30), width=2))
         self.ridge = pg.ScatterPlotItem(size=10, symbol="d", brush=pg.mkBrush(30, 30, 30))
         self.ridge_label = pg.TextItem(color=(30, 30, 30), anchor=(1.05, -0.1))
-        self.scatter = pg.ScatterPlotItem(size=9, pen=pg.mkPen((60, 60, 60), width=0.6), hoverable=True, tip=self._tip)
+        # one item per bound class: a shared brush each, so 10,000 dots draw without per-dot brushes
+        self.scatters = {b: pg.ScatterPlotItem(size=9, pen=pg.mkPen((60, 60, 60), width=0.6), brush=pg.mkBrush(bound_color(b, 200)),
+                                               hoverable=True, tip=self._tip) for b in Bound}
         self.selected = pg.ScatterPlotItem(size=20, brush=None, pen=pg.mkPen(SELECTED_COLOR, width=3))
         # after a plan is applied: where each changed layer moved (hollow triangle) and the move itself
         self.moves = pg.PlotCurveItem(pen=pg.mkPen((120, 120, 120), width=1.2, style=Qt.PenStyle.DashLine), connect="pairs")
         self.after = pg.ScatterPlotItem(size=11, symbol="t", brush=None, pen=pg.mkPen((20, 150, 70), width=2), hoverable=True, tip=self._tip_after)
         self.after_ids: list[str] = []
         self.after_xy: dict[str, tuple[float, float]] = {}
-        for item in (self.roof, self.ridge, self.ridge_label, self.moves, self.scatter, self.after, self.selected):
+        for item in (self.roof, self.ridge, self.ridge_label, self.moves, *self.scatters.values(), self.after, self.selected):
             self.plot.addItem(item)
-        self.scatter.sigClicked.connect(self._on_click)
+        for item in self.scatters.values():
+            item.sigClicked.connect(self._on_click)
         self.caption = QLabel()
         self.caption.setWordWrap(True)
         layout = QVBoxLayout(self)
@@ -47,14 +51,16 @@ class RooflineView(QWidget):
         layout.addWidget(self.plot)
         layout.addWidget(self.caption)
         self.after.sigClicked.connect(lambda _i, pts, ev=None: len(pts) and self.state.select_click(self.after_ids[pts[0].data()]))
-        state.profileChanged.connect(self._on_profile)
-        state.selectionChanged.connect(self._on_selection)
+        state.profileChanged.connect(lambda p: state.later(lambda: self._on_profile(p)))
+        state.selectionChanged.connect(lambda _lid: state.later(lambda: self._on_selection(state.selected)))
         state.compressionChanged.connect(self._on_compression)
 
     def _on_profile(self, p: Profile | None) -> None:
-        self.ids, self.xy = [], {}
+        self.ids, self.xy, self.id_index = [], {}, {}
+        self.selected.setData([])
         if p is None:
-            self.scatter.setData([])
+            for item in self.scatters.values():
+                item.setData([])
             self.roof.setData([], [])
             self.ridge.setData([])
             self.selected.setData([])
@@ -63,17 +69,19 @@ class RooflineView(QWidget):
         hw, dtype = p.hardware, p.model.compute_dtype
         peak, peak_dtype = hw.peak_for(dtype)
         ridge = hw.ridge_point(dtype)
-        spots = []
         skipped = 0
+        px, py, pb = [], [], []
         for row in p.rows():
             pt = row.point
             if pt is None or not pt.intensity or not pt.attained_gflops:
                 skipped += 1
                 continue
             self.xy[row.layer.id] = (pt.intensity, pt.attained_gflops)
-            spots.append({"pos": (np.log10(pt.intensity), np.log10(pt.attained_gflops)),
-                          "brush": pg.mkBrush(bound_color(pt.bound, 200)), "data": len(self.ids)})
+            px.append(pt.intensity)
+            py.append(pt.attained_gflops)
+            pb.append(pt.bound)
             self.ids.append(row.layer.id)
+        self.id_index = {lid: i for i, lid in enumerate(self.ids)}
         xs = [v[0] for v in self.xy.values()] or [ridge]
         lo, hi = min(min(xs), ridge) / 4, max(max(xs), ridge) * 4
         x = np.logspace(np.log10(lo), np.log10(hi), 200)
@@ -81,10 +89,13 @@ class RooflineView(QWidget):
         self.ridge.setData([{"pos": (np.log10(ridge), np.log10(peak))}])
         self.ridge_label.setText(f"ridge {ridge:.1f} FLOP/B\n{peak:.0f} GFLOP/s, {hw.bandwidth_gbs:.0f} GB/s")
         self.ridge_label.setPos(np.log10(ridge), np.log10(peak))
-        self.scatter.setData(spots)
+        lx, ly, bounds = np.log10(np.array(px, dtype=float)), np.log10(np.array(py, dtype=float)), np.array(pb, dtype=object)
+        for b, item in self.scatters.items():
+            idx = np.flatnonzero(bounds == b) if len(bounds) else np.zeros(0, dtype=int)
+            self.state.later(lambda item=item, idx=idx: item.setData(x=lx[idx], y=ly[idx], data=idx))  # one class per turn
         self.caption.setText(
             f"Roof: {hw.name} ({hw.kind}, {peak_dtype}). Left of the ridge: memory-bound (blue); right: compute-bound "
-            f"(orange). {len(spots)} layers plotted"
+            f"(orange). {len(self.ids)} layers plotted"
             + (f", {skipped} not (views with no work, pure copies or unknown FLOPs)." if skipped else ".")
             + (" Dots above the sloped roof were served from cache, faster than the DRAM bandwidth that draws it."
                if hw.kind == "measured" else f" Timings were measured on this machine, not on {hw.name}: dots sit at "
@@ -132,15 +143,28 @@ class RooflineView(QWidget):
 
     def _on_click(self, _item: Any, points: Any, ev: Any = None) -> None:
         if len(points):
-            self.state.select_click(self.ids[points[0].data()])
+            self.state.select_click(self.ids[int(points[0].data())])
+
+    def spot_of(self, layer_id: str):
+        """(item, spot) that draws ``layer_id`` (tests click it as a user would)."""
+        i = self.id_index[layer_id]
+        for item in self.scatters.values():
+            for spot in item.points():
+                if int(spot.data()) == i:
+                    return item, spot
+        raise KeyError(layer_id)
 
     def _on_selection(self, _layer_id: str) -> None:
         ids = [i for i in self.state.selected_set if i in self.xy]
-        self.selected.setData([{"pos": (np.log10(self.xy[i][0]), np.log10(self.xy[i][1])), "data": self.ids.index(i)} for i in ids])
+        if not ids:
+            self.selected.setData([])
+            return
+        xy = np.log10(np.array([self.xy[i] for i in ids], dtype=float))
+        self.selected.setData(x=xy[:, 0], y=xy[:, 1], data=np.array([self.id_index[i] for i in ids]))
 
     def selected_layer(self) -> str | None:
         pts = self.selected.data
-        return self.ids[pts[0]["data"]] if len(pts) else None
+        return self.ids[int(pts[0]["data"])] if len(pts) else None
 
     def selected_layers(self) -> list[str]:
-        return [self.ids[d["data"]] for d in self.selected.data]
+        return [self.ids[int(d)] for d in self.selected.data["data"]] if len(self.selected.data) else []

@@ -3,9 +3,14 @@ never talk to each other. Selecting a layer anywhere selects it everywhere."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, Signal
+from collections import deque
+
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from layerscope.profiler import Profile
+
+
+BIG_MODEL_LAYERS = 3000  # above this, views refresh in separate event-loop turns and lay out off the GUI thread
 
 
 class AppState(QObject):
@@ -25,10 +30,36 @@ class AppState(QObject):
         self.selected: str = ""
         self.selected_set: tuple[str, ...] = ()
         self.busy = False
+        self.pending = 0  # view refreshes queued by ``later``
+        self._queue: deque = deque()
+        self._pump = QTimer(self, singleShot=True, interval=15)  # leaves room for input, paint and other timers
+        self._pump.timeout.connect(self._run_next)
         self.plan = None  # CompressionPlan being built in the compression panel
         self.compression = None  # CompressionOutcome of ``plan``
         self.analysis = None  # (ActivationComparison, diagnostics) of reference vs ``compression``
         self._history: list[tuple[object, object, object]] = []  # (plan, outcome, analysis) before each Apply, for Undo
+
+    def later(self, fn) -> None:
+        """Run a view's heavy refresh in its own event-loop turn when the model is large, so the views
+        of a 10,000-layer profile fill one after another, with input and painting in between, instead
+        of in one long stall; small models refresh at once. ``pending`` counts queued refreshes."""
+        if self.profile is None or len(self.profile.graph) <= BIG_MODEL_LAYERS:
+            fn()
+            return
+        self._queue.append((self.profile, fn))
+        self.pending = len(self._queue)
+        if not self._pump.isActive():
+            self._pump.start()
+
+    def _run_next(self) -> None:
+        """One queued refresh per timer turn (a 0 ms post would run the whole queue in one pass)."""
+        if self._queue:
+            profile, fn = self._queue.popleft()
+            self.pending = len(self._queue)
+            if profile is self.profile:  # not superseded by another profile meanwhile
+                fn()
+        if self._queue:
+            self._pump.start()
 
     def set_profile(self, profile: Profile | None) -> None:
         self.profile = profile
@@ -36,6 +67,7 @@ class AppState(QObject):
         self.onnx = None
         self.plan, self.compression, self.analysis, self._history = None, None, None, []
         self.profileChanged.emit(profile)
+        self.selectionChanged.emit("")  # every view drops the old model's selection marks
         self.onnxChanged.emit(None)
         self._emit_compression()
 

@@ -20,3 +20,39 @@ def bound_color(bound: Bound, alpha: int = 255) -> QColor:
     c = QColor(BOUND_COLORS[bound])
     c.setAlpha(alpha)
     return c
+
+
+# Latency heat: pale yellow (fast) -> orange -> dark red (slowest); opaque so it reads zoomed out.
+_HEAT = [(255, 237, 160), (254, 178, 76), (240, 59, 32), (128, 0, 38)]
+
+
+def heat_color(t: float) -> QColor:
+    """Colour for a relative latency ``t`` in [0, 1]."""
+    t = min(max(t, 0.0), 1.0) * (len(_HEAT) - 1)
+    i = min(int(t), len(_HEAT) - 2)
+    f = t - i
+    a, b = _HEAT[i], _HEAT[i + 1]
+    return QColor(*(round(a[k] + (b[k] - a[k]) * f) for k in range(3)))
+
+
+def fit_columns(view, sample: int = 60, first_max: int = 320, pad: int = 18) -> None:
+    """Size a table's columns to the header and a sample of rows (top rows and the visible ones),
+    not to every row: ``resizeColumnsToContents`` reads all 10,000 rows of a big model."""
+    model = view.model()
+    rows = model.rowCount()
+    if model.columnCount() == 0:
+        return
+    fm = view.fontMetrics()
+    header = view.horizontalHeader()
+    top = view.rowAt(0)
+    picks = sorted(set(range(min(sample, rows))) | set(range(max(top, 0), min(rows, max(top, 0) + sample // 2))))
+    from PySide6.QtCore import Qt
+
+    for c in range(model.columnCount()):
+        head = str(model.headerData(c, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) or "")
+        width = fm.horizontalAdvance(head) + pad + 14  # room for the sort arrow
+        for r in picks:
+            text = model.data(model.index(r, c), Qt.ItemDataRole.DisplayRole)
+            if text:
+                width = max(width, fm.horizontalAdvance(str(text)) + pad)
+        header.resizeSection(c, min(width, first_max) if c == 0 else min(width, 400))

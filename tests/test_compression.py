@@ -283,3 +283,32 @@ def test_adapter_groups_what_it_cannot_express(tiny):
     assert cfg["cannot_express"] == [] and len(cfg["PostTrainingPalettizerConfig"]["module_name_configs"]) == 3
     ao = torchao_mapping(resolved, profile.graph)
     assert len(ao["cannot_express"]) == 1 and ao["cannot_express"][0].startswith("3 layers (conv1, conv2, fc): palettize(bits=4)")
+
+
+def test_static_estimate_matches_the_techniques_storage(tiny_profile):
+    """The instant estimate uses the techniques' own accounting: for weight-only techniques it is
+    what Apply reports, bit for bit."""
+    from layerscope.profiler import load_model
+    from layerscope.profiler.compression import CompressionPlan, LayerSpec, estimate_static, resolve_plan
+    from layerscope.profiler.compression.techniques import palettize_weight, prune_weight, quantize_weight
+
+    module = load_model("tiny_cnn").module
+    w = module.conv2.weight.detach()
+    bias_bytes = 0  # conv2 has no bias
+    cases = [
+        ("quantize", {"bits": 4, "granularity": "per_channel"}, quantize_weight(w, 4, granularity="per_channel")[1]),
+        ("quantize", {"bits": 8, "granularity": "per_tensor"}, quantize_weight(w, 8, granularity="per_tensor")[1]),
+        ("palettize", {"bits": 2}, palettize_weight(w, 2)[1]),
+        ("prune", {"sparsity": 0.7}, prune_weight(w, 0.7)[1]),
+    ]
+    for tech, params, report in cases:
+        plan = CompressionPlan((LayerSpec("conv2", tech, params),), model=tiny_profile.model.name)
+        est = estimate_static(tiny_profile, resolve_plan(plan, tiny_profile)[0])
+        (layer,) = est.layers
+        assert layer.weight_bytes_after == report.bytes_after + bias_bytes, (tech, params)
+        assert layer.weight_bytes_before == report.bytes_before + bias_bytes
+        assert est.flops_after == est.flops_before  # weight techniques keep the FLOPs
+        assert layer.roof_ms_after <= layer.roof_ms_before  # fewer bytes: the roof bound can only drop
+    plan = CompressionPlan((LayerSpec("conv2", "prune_channels", {"amount": 0.5}),), model=tiny_profile.model.name)
+    est = estimate_static(tiny_profile, resolve_plan(plan, tiny_profile)[0])
+    assert est.flops_after < est.flops_before and est.approximate  # says what it cannot know

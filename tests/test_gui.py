@@ -28,9 +28,9 @@ def test_click_table_row_selects_layer_in_graph_and_roofline(qtbot, window):
     p = profile(qtbot, window, model="resnet18")
     assert window.state.profile is p and window.table.model.rowCount() == len(p.graph)
     target = "layer2.0.conv2"
-    row = window.table.proxy.mapFromSource(window.table.model.index(window.table.model.row_of(target), 0)).row()
-    window.table.view.scrollTo(window.table.proxy.index(row, 0))
-    rect = window.table.view.visualRect(window.table.proxy.index(row, 0))
+    row = window.table.model.row_of(target)
+    window.table.view.scrollTo(window.table.model.index(row, 0))
+    rect = window.table.view.visualRect(window.table.model.index(row, 0))
     qtbot.mouseClick(window.table.view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     assert window.state.selected == target
     assert window.graph.selected_node() == target
@@ -40,12 +40,11 @@ def test_click_table_row_selects_layer_in_graph_and_roofline(qtbot, window):
 
 def test_roofline_and_graph_clicks_select_everywhere(qtbot, window):
     p = profile(qtbot, window, model="tiny_cnn")
-    i = window.roofline.ids.index("conv2")
-    spot = window.roofline.scatter.points()[i]
-    window.roofline.scatter.sigClicked.emit(window.roofline.scatter, [spot], None)
+    item, spot = window.roofline.spot_of("conv2")
+    item.sigClicked.emit(item, [spot], None)
     assert window.state.selected == "conv2"
     sel = window.table.view.selectionModel().selectedRows()
-    assert sel and window.table.proxy.data(sel[0], Qt.ItemDataRole.UserRole) == "conv2"
+    assert sel and window.table.model.data(sel[0], Qt.ItemDataRole.UserRole) == "conv2"
     j = window.graph.nodes.index("fc")
     window.graph.scatter.sigClicked.emit(window.graph.scatter, [window.graph.scatter.points()[j]], None)
     assert window.state.selected == "fc" and window.roofline.selected_layer() == "fc"
@@ -98,7 +97,7 @@ def test_compiled_ops_view_links_ops_and_layers(qtbot, window):
     assert set(window.graph.selected_nodes()) == set(fused.layer_ids)
     assert {"conv1", "bn1"} <= set(window.roofline.selected_layers())
     rows = window.table.view.selectionModel().selectedRows()
-    assert {window.table.proxy.data(r, Qt.ItemDataRole.UserRole) for r in rows} == set(fused.layer_ids)
+    assert {window.table.model.data(r, Qt.ItemDataRole.UserRole) for r in rows} == set(fused.layer_ids)
     window.state.select("conv2")  # a layer lists its compiled ops
     assert window.compiled.ops_for_selected_layer() and "conv2" in window.compiled.layer_ops.text()
     assert window.compiled.cmp_model.rowCount() == len(window.state.profile.graph)  # eager vs ORT per layer
