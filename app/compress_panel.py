@@ -75,6 +75,7 @@ class CompressionPanel(QWidget):
         strength_row = QHBoxLayout()
         strength_row.addWidget(self.strength, 1)
         strength_row.addWidget(self.strength_label)
+        self.strength_label.setMinimumWidth(self.strength_label.fontMetrics().horizontalAdvance("remove 90% of channels"))
         form.addRow("Strength", strength_row)
         form.addRow("Granularity", self.granularity)
         form.addRow("", act_row)
@@ -85,15 +86,20 @@ class CompressionPanel(QWidget):
         self.strength.valueChanged.connect(lambda _v: self.update_estimate())
         self.activations.toggled.connect(lambda _on: self.update_estimate())
 
-        buttons = QHBoxLayout()
+        buttons = QVBoxLayout()  # two rows: fits a narrow right column on a 1366-px screen
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
         self.apply_btn = QPushButton("Apply to selection")
         self.apply_btn.setDefault(True)
         self.ort = QCheckBox("measure int8 in ONNX Runtime")
         self.undo_btn = QPushButton("Undo")
         self.clear_btn = QPushButton("Clear plan")
-        for w in (self.apply_btn, self.ort, self.undo_btn, self.clear_btn):
-            buttons.addWidget(w)
-        buttons.addStretch(1)
+        for w in (self.apply_btn, self.ort):
+            row1.addWidget(w)
+        for w in (self.undo_btn, self.clear_btn):
+            row2.addWidget(w)
+        for r in (row1, row2):
+            r.addStretch(1)
+            buttons.addLayout(r)
         self.apply_btn.clicked.connect(self.apply_to_selection)
         self.undo_btn.clicked.connect(self.state.undo)
         self.clear_btn.clicked.connect(self.clear_plan)

@@ -247,11 +247,11 @@ class ProfileController(QObject):
             self.cancelled.emit()
 
     def _on_finished(self) -> None:
+        self.worker = None  # first: closing the window must not read as a Cancel of a running job
         if self.window is not None:
             self.window.close()
             self.window.deleteLater()
             self.window = None
-        self.worker = None
         if self._cancel_at is not None:
             self.stopped.emit(time.perf_counter() - self._cancel_at)
         self.state.set_busy(False)

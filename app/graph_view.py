@@ -17,7 +17,10 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QStringListModel, Qt, QTimer, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QComboBox, QCompleter, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox, QCompleter, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
+)
+from superqt import QElidingLabel
 from superqt.utils import create_worker
 
 from layerscope.profiler import Bound, Profile
@@ -46,6 +49,7 @@ class LayerGraphView(QWidget):
         self.pos: dict[str, tuple[float, float]] = {}
         self.xy = np.zeros((0, 2))
         self.share = np.zeros(0)
+        self.left = np.zeros(0, dtype=bool)  # per node: label goes left of the dot (leftmost of its rank)
         self.pending = False  # a layout is being computed
         self._painting = False  # edges, labels still to come
         self._filling = False  # brushes still to be applied
@@ -83,8 +87,9 @@ class LayerGraphView(QWidget):
         completer.setMaxVisibleItems(15)
         completer.activated.connect(self.find)
         self.search.setCompleter(completer)
-        self.info = QLabel()
+        self.info = QElidingLabel()
         self.info.setMinimumWidth(10)
+        self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bar = QHBoxLayout()
         for w in (QLabel("Show:"), self.depth_box, expand, self.color_box, self.search, fit_sel, fit_all):
             bar.addWidget(w)
@@ -193,13 +198,14 @@ class LayerGraphView(QWidget):
             self.edges.setData([], [])
             self.selected.setData([])
             self.nodes, self.node_index, self.mapping, self.pos = [], {}, {}, {}
-            self.xy, self.share = np.zeros((0, 2)), np.zeros(0)
+            self.xy, self.share, self.left = np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=bool)
             self._update_labels()
             self.info.setText("")
             self.laidOut.emit()
             return
         self.mapping, self.nodes, self.pos = view.graph.mapping, view.graph.nodes, view.graph.pos
         self.node_index, self.xy, self.share, self._kinds = view.node_index, view.xy, view.share, view.kinds
+        self.left = view.left
         self._has_modules = any(k == "module" for k in self._kinds)
         self._paint()
         gen = self._generation
@@ -285,7 +291,8 @@ class LayerGraphView(QWidget):
             return
         vb = self.plot.getViewBox()
         xs, ys = self.xy[:, 0], self.xy[:, 1]
-        x0, x1 = xs.min() - 1, max(xs.max() + 4, xs.min() + 8)  # room for labels
+        wide = xs.max() > xs.min()  # branches: the leftmost siblings are labelled to their left
+        x0, x1 = xs.min() - (4 if wide else 1), max(xs.max() + 4, xs.min() + 8)  # room for labels
         rows = max(8, int(max(self.plot.height(), 200) / 24))  # ~24 px per rank keeps labels apart
         top = ys.max()
         if len(np.unique(ys)) > rows:  # start at the top, readable, rather than the whole tall DAG
@@ -323,22 +330,29 @@ class LayerGraphView(QWidget):
             (x0, x1), (y0, y1) = self.plot.getViewBox().viewRange()
             xs, ys = self.xy[:, 0], self.xy[:, 1]
             inside = np.flatnonzero((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1))
-            if len(inside) > MAX_LABELS:
-                inside = inside[np.argsort(-self.share[inside], kind="stable")[:MAX_LABELS]]
-            chosen = [int(i) for i in inside]
+            inside = inside[np.argsort(-self.share[inside], kind="stable")]  # slowest first
+            vb = self.plot.getViewBox()
+            w_px, h_px = max(vb.width(), 1.0), max(vb.height(), 1.0)
+            sx, sy = w_px / max(x1 - x0, 1e-9), h_px / max(y1 - y0, 1e-9)  # pixels per unit
+            rows = np.floor(ys[inside] * sy / 15.0).astype(np.int64)  # 15 px: a label's height
+            cell = 60.0  # a label covers ~180 px of text: three cells right of its dot (left, for a left label)
+            start = np.floor((xs[inside] * sx - np.where(self.left[inside], 180.0, 0.0)) / cell).astype(np.int64)
+            py = ys[inside] * sy
+            taken: dict[tuple[int, int], float] = {}  # (row, cell) -> y in pixels of the label there
+            for k, i in enumerate(inside):  # greedy, slowest first: a label only where it overlaps none
+                r, c0, y_px = int(rows[k]), int(start[k]), float(py[k])
+                near = (taken.get((r + dr, c)) for dr in (-1, 0, 1) for c in range(c0, c0 + 3))
+                if any(q is not None and abs(q - y_px) < 14.0 for q in near):
+                    continue
+                taken.update({(r, c): y_px for c in range(c0, c0 + 3)})
+                chosen.append(int(i))
+                if len(chosen) >= MAX_LABELS:
+                    break
         while len(self.labels) < len(chosen):
             t = pg.TextItem("", color=(40, 40, 40), anchor=(0, 0.5))
             t.setZValue(5)
             self.plot.addItem(t)
             self.labels.append(t)
-        rank_min: dict[float, float] = {}
-        if chosen:
-            ys_all, xs_all = self.xy[:, 1], self.xy[:, 0]
-            for i in chosen:
-                y = ys_all[i]
-                if y not in rank_min:
-                    same = xs_all[ys_all == y]
-                    rank_min[y] = (same.min(), same.max())
         self.labelled = []
         for k, t in enumerate(self.labels):
             if k >= len(chosen):
@@ -347,8 +361,7 @@ class LayerGraphView(QWidget):
             i = chosen[k]
             n = self.nodes[i]
             x, y = self.xy[i]
-            lo, hi = rank_min[y]
-            left = lo < hi and x == lo  # the leftmost of several siblings: label to the left
+            left = bool(self.left[i])  # the leftmost of several siblings: label to the left
             t.setAnchor((1, 0.5) if left else (0, 0.5))
             t.setText(f"{self._label_text(p, n)}  " if left else f"  {self._label_text(p, n)}")
             t.setPos(x, y)
@@ -462,6 +475,7 @@ class Drawing:
     share: np.ndarray  # latency share per node
     kinds: list  # Bound per layer node, "module" per collapsed module
     ends: np.ndarray  # node indices of edge ends, pairwise
+    left: np.ndarray  # per node: the leftmost of several in its rank (its label goes left)
 
 
 def _drawing(p: Profile, depth: int | None, expanded: frozenset[str], collapsed: frozenset[str]) -> Drawing:
@@ -480,4 +494,10 @@ def _drawing(p: Profile, depth: int | None, expanded: frozenset[str], collapsed:
             kinds.append("module")
     xy = np.array([view.pos[n] for n in nodes], dtype=float).reshape(-1, 2)
     ends = np.array([(index[a], index[b]) for a, b in view.edges], dtype=np.int64).reshape(-1)
-    return Drawing(view, index, xy, np.array(share, dtype=float), kinds, ends)
+    left = np.zeros(len(nodes), dtype=bool)
+    if len(nodes):
+        ranks, inverse, counts = np.unique(xy[:, 1], return_inverse=True, return_counts=True)
+        lowest = np.full(len(ranks), np.inf)
+        np.minimum.at(lowest, inverse, xy[:, 0])
+        left = (counts[inverse] > 1) & (xy[:, 0] == lowest[inverse])
+    return Drawing(view, index, xy, np.array(share, dtype=float), kinds, ends, left)

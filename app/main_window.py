@@ -44,8 +44,8 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(app_icon())
         screen = QGuiApplication.primaryScreen()
         avail = screen.availableGeometry() if screen is not None else None
-        # fit the screen (1366×768 laptops included), up to 1500×950
-        self.resize(min(1500, avail.width() if avail else 1500), min(950, avail.height() if avail else 950))
+        # fit the screen (1366×768 laptops included), up to 1800×1000
+        self.resize(min(1800, avail.width() if avail else 1500), min(1000, avail.height() if avail else 950))
         self.controller = ProfileController(self.state, self, show_dialogs=show_dialogs)
         self.show_dialogs = show_dialogs
         self.last_error = ""  # the last error a dialog showed (or would have, without dialogs)
@@ -58,18 +58,21 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.graph)
         self.totals_view = TotalsView(self.state)
         self.ranges = RangesView(self.state)
-        # bottom: [Layers | Activation ranges] beside [Totals | Compiled ops], so layers and the compiled
-        # ops they became can be read side by side; every dock can be dragged, floated or closed (View menu)
+        # every dock can be dragged, floated or closed (View menu)
         layers_dock = self._dock("Layers", self.table, Qt.DockWidgetArea.BottomDockWidgetArea)
-        ranges_dock = self._dock("Activation ranges", self.ranges, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.tabifyDockWidget(layers_dock, ranges_dock)
         totals_dock = self._dock("Totals", self.totals_view, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.splitDockWidget(layers_dock, totals_dock, Qt.Orientation.Horizontal)
+        ranges_dock = self._dock("Activation ranges", self.ranges, Qt.DockWidgetArea.BottomDockWidgetArea)
         compiled_dock = self._dock("Compiled ops (ONNX Runtime)", self.compiled, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.tabifyDockWidget(totals_dock, compiled_dock)
+        if self.width() >= 1600:  # room for two tables: layers (and ranges) beside totals (and compiled ops)
+            self.splitDockWidget(layers_dock, totals_dock, Qt.Orientation.Horizontal)
+            self.tabifyDockWidget(layers_dock, ranges_dock)
+            self.tabifyDockWidget(totals_dock, compiled_dock)
+        else:  # a laptop screen: one tab group; View → "Compiled ops beside layers" splits it
+            for d in (totals_dock, ranges_dock, compiled_dock):
+                self.tabifyDockWidget(layers_dock, d)
         self.ranges_dock, self.compiled_dock, self.totals_dock, self.layers_dock = ranges_dock, compiled_dock, totals_dock, layers_dock
-        layers_dock.raise_()
         totals_dock.raise_()
+        layers_dock.raise_()
         # the right column (roofline, compress/details) runs the full height; the tables sit under the graph
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         roofline_dock = self._dock("Roofline", self.roofline, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -93,12 +96,19 @@ class MainWindow(QMainWindow):
         self.controller.stopped.connect(lambda secs: self.statusBar().showMessage(
             f"Cancelled: the work stopped {secs:.2f} s after Cancel; the previous results are kept.", 10000))
 
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        if not getattr(self, "_fitted", False):  # sizes apply once the window has its real size
+            self._fitted = True
+            self._fit_docks()
+
     def _fit_docks(self) -> None:
         """Split the window between graph, tables and the right column by its size."""
         layers, totals, roofline, compress = self._docks
         w, h = self.width(), self.height()
-        self.resizeDocks([roofline], [int(w * 0.38)], Qt.Orientation.Horizontal)
-        self.resizeDocks([layers, totals], [int(w * 0.36), int(w * 0.26)], Qt.Orientation.Horizontal)
+        self.resizeDocks([roofline], [int(w * (0.38 if w < 1600 else 0.32))], Qt.Orientation.Horizontal)
+        if totals not in self.tabifiedDockWidgets(layers):
+            self.resizeDocks([layers, totals], [int(w * 0.38), int(w * 0.30)], Qt.Orientation.Horizontal)
         self.resizeDocks([layers], [int(h * 0.42)], Qt.Orientation.Vertical)
         self.resizeDocks([roofline, compress], [int(h * 0.5), int(h * 0.5)], Qt.Orientation.Vertical)
 
@@ -131,6 +141,19 @@ class MainWindow(QMainWindow):
         view = self.menuBar().addMenu("&View")
         for dock in self.findChildren(QDockWidget):
             view.addAction(dock.toggleViewAction())
+        view.addSeparator()
+        beside = QAction("Compiled ops beside layers", self)
+        beside.triggered.connect(self.compiled_beside_layers)
+        view.addAction(beside)
+
+    def compiled_beside_layers(self) -> None:
+        """Put the compiled-ops table to the right of the layer table, both visible."""
+        self.splitDockWidget(self.layers_dock, self.compiled_dock, Qt.Orientation.Horizontal)
+        self.compiled_dock.show()
+        self.layers_dock.raise_()
+        self.compiled_dock.raise_()
+        w = self.centralWidget().width()
+        self.resizeDocks([self.layers_dock, self.compiled_dock], [w // 2, w // 2], Qt.Orientation.Horizontal)
 
     # ------------------------------------------------------------------ actions
     def profile(self, req: ProfileRequest) -> None:

@@ -79,6 +79,9 @@ class JobProgress(QDialog):
         self.detail.setText(f"Cancelling — stopping at the next layer ({self.stage or 'starting'})…")
 
     def reject(self) -> None:  # Esc or the window's close button: cancel, do not just hide
+        if getattr(self, "_closing", False):
+            super().reject()  # the job ended and the controller closes the window
+            return
         self.request_cancel()
 
     def closeEvent(self, event) -> None:  # noqa: N802

@@ -93,6 +93,7 @@ class RooflineView(QWidget):
         for b, item in self.scatters.items():
             idx = np.flatnonzero(bounds == b) if len(bounds) else np.zeros(0, dtype=int)
             self.state.later(lambda item=item, idx=idx: item.setData(x=lx[idx], y=ly[idx], data=idx))  # one class per turn
+        self.state.later(self.plot.getViewBox().autoRange)  # once every dot is in
         self.caption.setText(
             f"Roof: {hw.name} ({hw.kind}, {peak_dtype}). Left of the ridge: memory-bound (blue); right: compute-bound "
             f"(orange). {len(self.ids)} layers plotted"

@@ -147,7 +147,8 @@ def main() -> int:
     if shots:
         shots.mkdir(parents=True, exist_ok=True)
     w, h = (int(v) for v in args.size.split("x"))
-    results: list[tuple[str, str, float, float]] = []
+    results: list[tuple[str, str, float, float, float]] = []
+    cancel_times: list[tuple[str, str, float]] = []
 
     def spin(ms: int) -> None:
         """Run the event loop as the app does (QTest.qWait keeps the GIL and starves worker threads)."""
@@ -246,6 +247,17 @@ def main() -> int:
         act("totals: by op type", lambda: win.totals_view.by.setCurrentIndex(0))
         shot("totals")
         act("select a group in totals", lambda: win.totals_view.select_group(win.totals_view.model.totals[0].path))
+        # Cancel in the middle of profiling the same model again: how long until the work stops
+        stopped: list[float] = []
+        win.controller.stopped.connect(stopped.append)
+        win.profile(ProfileRequest(model=f"{src}:{name}", runs=3, warmup=0, hardware="raspberry-pi-5"))
+        spin(4000)  # well into capture or timing
+        stage = win.controller.window.stage if win.controller.window else "?"
+        beat.reset()
+        win.controller.cancel()
+        wait(lambda: win.controller.worker is None, settle=0.1)
+        results.append((name, f"cancel during '{stage}': stall", beat.longest * 1000, stopped[0] if stopped else float("nan"), 0.0))
+        cancel_times.append((name, stage, stopped[0] if stopped else float("nan")))
         beat.timer.stop()
         win.close()
         win.deleteLater()
@@ -260,6 +272,8 @@ def main() -> int:
         worst = max(worst, ms)
         print(f"{model:8} {label:44} {ms:9.0f} {gc_ms:6.0f} {secs:7.2f}  {'ok' if ms <= 100 else 'OVER 100 ms'}")
     print(f"worst: {worst:.0f} ms")
+    for model, stage, secs in cancel_times:
+        print(f"{model}: Cancel during '{stage}' stopped the work {secs:.2f} s later")
     return 0
 
 
