@@ -49,14 +49,13 @@ def prepare_views(profile: Profile):
 
 
 def settle_heap() -> None:
-    """Collect the job's garbage now, then freeze what is left out of the cyclic collector's reach.
+    """Take what is alive now (the new profile, the views' data) out of the cyclic collector's reach.
 
     A 10,000-layer profile is millions of small objects; without this, Python's full collections
-    walk all of them at random moments later (0.6–0.9 s with the GUI thread blocked, seen on a
-    click). Frozen objects are still freed by reference counting; the next job unfreezes first, so
-    cycles of an old profile are collected then, while the progress window is up."""
-    gc.unfreeze()
-    gc.collect()
+    walk all of them at random moments later, 0.6–0.9 s with the GUI thread blocked (seen on a
+    click). Frozen objects are still freed by reference counting. The next job unfreezes first, so
+    an old profile's cycles are collected by that job's own collections, while its progress window
+    is up, never during a click."""
     gc.freeze()
 
 
@@ -93,6 +92,7 @@ def open_profile_job(path: str):
 
 def _cancellable(job, event: threading.Event, *args):
     """Run ``job`` so that the core's per-node checkpoints see this job's Cancel."""
+    gc.unfreeze()  # the previous job's frozen objects: collectable again during this job (see settle_heap)
     with cancellable(event):
         return (yield from job(*args))
 

@@ -106,7 +106,8 @@ class Heartbeat:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=["flat", "nested", "both"], default="both")
+    ap.add_argument("--model", choices=["flat", "nested", "both", "none"], default="both")
+    ap.add_argument("--jobs", action="store_true", help="also: GUI stall while ONNX mapping and Apply run on resnet50")
     ap.add_argument("--load", type=int, default=0, help="busy background processes during the run")
     ap.add_argument("--shots", help="folder for screenshots")
     ap.add_argument("--size", default="1500x950", help="window size, e.g. 1366x768")
@@ -164,7 +165,7 @@ def main() -> int:
             spin(20)
         spin(int(settle * 1000))
 
-    for name in (["flat", "nested"] if args.model == "both" else [args.model]):
+    for name in {"both": ["flat", "nested"], "none": []}.get(args.model, [args.model]):
         win = MainWindow(show_dialogs=True)
         win.resize(w, h)
         win.show()
@@ -258,10 +259,31 @@ def main() -> int:
         wait(lambda: win.controller.worker is None, settle=0.1)
         results.append((name, f"cancel during '{stage}': stall", beat.longest * 1000, stopped[0] if stopped else float("nan"), 0.0))
         cancel_times.append((name, stage, stopped[0] if stopped else float("nan")))
+        if long_events:
+            print("  cancel: " + "; ".join(long_events))
+            long_events.clear()
         beat.timer.stop()
         win.close()
         win.deleteLater()
         spin(100)
+
+    if args.jobs:
+        win = MainWindow(show_dialogs=True)
+        win.resize(w, h)
+        win.show()
+        beat = Heartbeat()
+        beat_ref[0] = beat
+        for label, start in (
+            ("profile resnet50 (job)", lambda: win.profile(ProfileRequest(model="resnet50", runs=5, warmup=1, hardware="raspberry-pi-5"))),
+            ("ONNX Runtime mapping (job)", lambda: win.controller.map_onnx("all", runs=5)),
+            ("Apply int8 to memory-bound (job)", lambda: (win.compression.pick_memory.click(), win.compression.apply_to_selection())),
+        ):
+            beat.reset()
+            t0 = time.perf_counter()
+            start()
+            wait(lambda: win.controller.worker is None and not win.state.pending and not win.graph.busy(), settle=0.3)
+            results.append(("resnet50", label, beat.longest * 1000, time.perf_counter() - t0 - 0.3, beat.gc_longest * 1000))
+        win.close()
 
     stop.set()
     print(f"GUI-thread stall per action (longest gap between 10 ms heartbeats), load={args.load} busy processes, "

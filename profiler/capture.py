@@ -24,7 +24,7 @@ import torch.fx as fx
 from torch import nn
 
 from .progress import checkpoint
-from .errors import CaptureError, InputSpecError
+from .errors import Cancelled, CaptureError, InputSpecError
 from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta, TensorRole
 from .opkinds import LEAF_MODULES_WITH_CHILDREN, VIEW_KINDS, aten_kind, class_name_kind, function_kind, method_kind, module_kind, target_name
 
@@ -75,6 +75,7 @@ class _LeafTracer(fx.Tracer):
         self.record_stack_traces = True
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:  # noqa: ARG002
+        checkpoint()  # once per module call while tracing: Cancel does not wait for a 10,000-module trace
         return is_leaf_module(m)
 
 
@@ -302,6 +303,7 @@ def _assemble(
     by_name = {n.name: n for n in gm.graph.nodes}
     members: dict[str, list[fx.Node]] = {}
     for n in gm.graph.nodes:
+        checkpoint()
         if n.name in node_layer:
             members.setdefault(node_layer[n.name], []).append(n)
 
@@ -421,6 +423,7 @@ def _assign_fx(gm: fx.GraphModule, model: nn.Module, records: dict[str, _NodeRec
     taken: set[str] = set()
     calls: dict[str, int] = {}
     for n in gm.graph.nodes:
+        checkpoint()
         if n.op not in ("call_module", "call_function", "call_method") or n.name not in records:
             continue
         rec = records[n.name]
@@ -543,6 +546,8 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
         try:
             graph = _LeafTracer().trace(model)
             gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+        except Cancelled:
+            raise
         except Exception as exc:  # noqa: BLE001 - any trace failure means: try export
             fx_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             if method is CaptureMethod.FX:
@@ -555,6 +560,8 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
     try:
         with torch.inference_mode(False), quiet_torch_logs():
             ep = torch.export.export(model, tuple(inputs), strict=False)
+    except Cancelled:
+        raise
     except Exception as exc:  # noqa: BLE001 - both capture paths failed: one clear error
         text = str(exc).strip()
         export_error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
