@@ -255,7 +255,7 @@ class CompressionPanel(QWidget):
         lines = [
             f"<b>Estimate</b> (shapes only, instant) for {len(sel)} layer(s): weights {fmt_bytes(wb)} → {fmt_bytes(wa)}; "
             f"whole plan: model weights {est.size_ratio:.3f}× of {fmt_bytes(est.model_weight_bytes)}",
-            f"FLOPs {fmt_count(fb)} → {fmt_count(fa)}; fastest the roof allows {fmt_ms(rb)} → {fmt_ms(ra)} ms"
+            f"FLOPs {fmt_count(fb)} → {fmt_count(fa)}; fastest the roof allows {_time(rb)} → {_time(ra)}"
             + (f"; median intensity {med(ib):.2f} → {med(ia):.2f} FLOP/B" if ib and ia else ""),
         ]
         lines += [f"<span style='color:#777'>≈ {a}</span>" for a in est.approximate]
@@ -355,3 +355,7 @@ class CompressionPanel(QWidget):
                          f"(speed-up {rep.ort.speedup:.2f}×, real kernels)")
         lines += [f"<span style='color:#b58900'>⚠ {w}</span>" for w in res.warnings]
         self.summary.setText("<br>".join(lines))
+
+
+def _time(ms: float) -> str:
+    return f"{ms * 1000:.2f} µs" if ms < 0.01 else f"{fmt_ms(ms)} ms"

@@ -31,9 +31,11 @@ def run_gui(args: argparse.Namespace) -> int:
         QTimer.singleShot(300, grab)
 
     if getattr(args, "profile_json", None):
-        win.load_profile(args.profile_json)
         if shot:
-            screenshot_and_quit()
+            win.controller.finished.connect(screenshot_and_quit)
+            win.controller.failed.connect(lambda _m: app.exit(1))
+        path = args.profile_json
+        QTimer.singleShot(0, lambda: win.controller.open_profile(path))  # read in the worker, with progress
     else:
         req = ProfileRequest(model=getattr(args, "model", None), input_shape=getattr(args, "input_shape", None),
                              dtype=getattr(args, "dtype", None), runs=getattr(args, "runs", 20),
