@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QListWidget, QMenu, QMessageBox, QPushButton,
     QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget,
 )
+from superqt.utils import create_worker
 
 from layerscope.profiler import LayerScopeError
 from layerscope.profiler.compression import (
@@ -43,6 +44,8 @@ class CompressionPanel(QWidget):
         self.controller = controller
         self._usable_ids: set[str] = set()
         self._usable_for = None
+        self._estimate_gen = 0
+        self._workers: set = set()
         self.selection_label = QLabel()
         self.selection_label.setWordWrap(True)
         pick = QHBoxLayout()
@@ -230,36 +233,24 @@ class CompressionPanel(QWidget):
         return CompressionPlan(tuple(old + [LayerSpec(i, tech, params) for i in ids]), model=p.model.name)
 
     def update_estimate(self) -> None:
-        """Instant static estimate of Apply (size, FLOPs, roof bound) for the selection."""
+        """Instant static estimate of Apply (size, FLOPs, roof bound) for the selection; for a big
+        selection it is computed in a worker thread and shown when ready."""
         p, plan = self.state.profile, self.prospective_plan()
+        self._estimate_gen += 1
         if p is None or plan is None:
             self.estimate.setText("")
             return
-        try:
-            resolved, _warnings = resolve_plan(plan, p)
-        except LayerScopeError as exc:
-            self.estimate.setText(f"<span style='color:#b58900'>Estimate: {exc}</span>")
+        chosen = frozenset(self.state.selected_set)
+        if len(chosen) <= 300:
+            self.estimate.setText(_estimate_text(p, plan, chosen))
             return
-        est = estimate_static(p, resolved)
-        chosen = set(self.state.selected_set)
-        sel = [e for e in est.layers if e.layer_id in chosen]
-        wb = sum(e.weight_bytes_before for e in sel)
-        wa = sum(e.weight_bytes_after for e in sel)
-        fb = sum(e.flops_before or 0 for e in sel)
-        fa = sum(e.flops_after or 0 for e in sel)
-        rb = sum(e.roof_ms_before or 0 for e in sel)
-        ra = sum(e.roof_ms_after or 0 for e in sel)
-        ib = [e.intensity_before for e in sel if e.intensity_before]
-        ia = [e.intensity_after for e in sel if e.intensity_after]
-        med = (lambda xs: sorted(xs)[len(xs) // 2]) if ib else None
-        lines = [
-            f"<b>Estimate</b> (shapes only, instant) for {len(sel)} layer(s): weights {fmt_bytes(wb)} → {fmt_bytes(wa)}; "
-            f"whole plan: model weights {est.size_ratio:.3f}× of {fmt_bytes(est.model_weight_bytes)}",
-            f"FLOPs {fmt_count(fb)} → {fmt_count(fa)}; fastest the roof allows {_time(rb)} → {_time(ra)}"
-            + (f"; median intensity {med(ib):.2f} → {med(ia):.2f} FLOP/B" if ib and ia else ""),
-        ]
-        lines += [f"<span style='color:#777'>≈ {a}</span>" for a in est.approximate]
-        self.estimate.setText("<br>".join(lines))
+        gen = self._estimate_gen
+        self.estimate.setText(f"<b>Estimate</b> for {len(chosen):,} layers…")
+        worker = create_worker(_estimate_text, p, plan, chosen, _start_thread=False)
+        worker.returned.connect(lambda text: gen == self._estimate_gen and self.estimate.setText(text))
+        worker.finished.connect(lambda w=worker: self._workers.discard(w))
+        self._workers.add(worker)  # keep a reference until it is done
+        worker.start()
 
     # ------------------------------------------------------------------ plan
     def apply_to_selection(self) -> None:
@@ -359,3 +350,29 @@ class CompressionPanel(QWidget):
 
 def _time(ms: float) -> str:
     return f"{ms * 1000:.2f} µs" if ms < 0.01 else f"{fmt_ms(ms)} ms"
+
+
+def _estimate_text(p, plan: CompressionPlan, chosen: frozenset[str]) -> str:
+    """The estimate as the panel shows it (pure: runs on any thread)."""
+    try:
+        resolved, _warnings = resolve_plan(plan, p)
+    except LayerScopeError as exc:
+        return f"<span style='color:#b58900'>Estimate: {exc}</span>"
+    est = estimate_static(p, resolved)
+    sel = [e for e in est.layers if e.layer_id in chosen]
+    wb = sum(e.weight_bytes_before for e in sel)
+    wa = sum(e.weight_bytes_after for e in sel)
+    fb = sum(e.flops_before or 0 for e in sel)
+    fa = sum(e.flops_after or 0 for e in sel)
+    rb = sum(e.roof_ms_before or 0 for e in sel)
+    ra = sum(e.roof_ms_after or 0 for e in sel)
+    ib = sorted(e.intensity_before for e in sel if e.intensity_before)
+    ia = sorted(e.intensity_after for e in sel if e.intensity_after)
+    lines = [
+        f"<b>Estimate</b> (shapes only, instant) for {len(sel)} layer(s): weights {fmt_bytes(wb)} → {fmt_bytes(wa)}; "
+        f"whole plan: model weights {est.size_ratio:.3f}× of {fmt_bytes(est.model_weight_bytes)}",
+        f"FLOPs {fmt_count(fb)} → {fmt_count(fa)}; fastest the roof allows {_time(rb)} → {_time(ra)}"
+        + (f"; median intensity {ib[len(ib) // 2]:.2f} → {ia[len(ia) // 2]:.2f} FLOP/B" if ib and ia else ""),
+    ]
+    lines += [f"<span style='color:#777'>≈ {a}</span>" for a in est.approximate]
+    return "<br>".join(lines)

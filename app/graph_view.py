@@ -189,8 +189,13 @@ class LayerGraphView(QWidget):
         if gen != self._generation or p is not self.state.profile:
             return  # a newer request or another profile superseded it
         reset, self._reset_next = self._reset_next, False
-        self.pending = False
-        self._show(p, view, reset)
+
+        def show() -> None:
+            self.pending = False
+            if gen == self._generation:
+                self._show(p, view, reset)
+
+        self.state.later(show)  # queued with the other views' refreshes: one heavy step per turn
 
     def _show(self, p: Profile | None, view: Drawing | None, reset_view: bool) -> None:
         if p is None or view is None:
@@ -275,14 +280,21 @@ class LayerGraphView(QWidget):
                                  pen=None if many else pg.mkPen((60, 60, 60), width=0.8), data=np.arange(len(self.nodes)))
         gen = self._generation
 
-        def fill() -> None:
-            self._filling = False
+        def fill(lo: int = 0, hi: int | None = None) -> None:  # brushes of spots lo..hi
+            hi = len(brushes) if hi is None else hi
+            if hi >= len(brushes):
+                self._filling = False
             if gen == self._generation and len(brushes) == len(self.scatter.data):
-                self.scatter.setBrush(brushes)
+                if lo == 0 and hi >= len(brushes):
+                    self.scatter.setBrush(brushes)
+                else:  # a slice of pyqtgraph's own spot records (a view: written in place)
+                    self.scatter.setBrush(brushes[lo:hi], dataSet=self.scatter.data[lo:hi])
+                    self.scatter.update()
 
-        if len(self.nodes) > BIG_MODEL_LAYERS and positions:
+        if len(self.nodes) > BIG_MODEL_LAYERS:  # in slices of 4,000 spots, one per turn
             self._filling = True
-            self.state.later(fill)
+            for lo in range(0, len(brushes), 4000):
+                self.state.later(lambda lo=lo: fill(lo, lo + 4000))
         else:
             fill()
 

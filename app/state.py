@@ -53,13 +53,15 @@ class AppState(QObject):
 
     def _run_next(self) -> None:
         """One queued refresh per timer turn (a 0 ms post would run the whole queue in one pass)."""
-        if self._queue:
-            profile, fn = self._queue.popleft()
-            self.pending = len(self._queue)
-            if profile is self.profile:  # not superseded by another profile meanwhile
-                fn()
-        if self._queue:
-            self._pump.start()
+        try:
+            if self._queue:
+                profile, fn = self._queue.popleft()
+                self.pending = len(self._queue)
+                if profile is self.profile:  # not superseded by another profile meanwhile
+                    fn()
+        finally:  # a failing refresh must not stall the ones after it
+            if self._queue:
+                self._pump.start()
 
     def set_profile(self, profile: Profile | None) -> None:
         self.profile = profile

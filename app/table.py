@@ -271,7 +271,7 @@ class LayerTable(QWidget):
         self.model.sort_key = (LATENCY_COLUMN, Qt.SortOrder.DescendingOrder)  # slowest first, applied with the rows
         self.model.set_profile(profile)
         self.view.horizontalHeader().setSortIndicator(LATENCY_COLUMN, Qt.SortOrder.DescendingOrder)
-        self._fit_columns()
+        self.state.later(self._fit_columns)  # its own turn on a big model
 
     def _fit_columns(self) -> None:
         fit_columns(self.view, first_max=320)  # ids elide in the middle; the full id is in the tooltip

@@ -168,8 +168,9 @@ def _select(selector: str, profile: Profile) -> list[str]:
 
 def select_layers(selector: str, profile: Profile) -> list[str]:
     """Compressible layers a selector picks (for 'select memory-bound' / 'top-k' in the app)."""
-    g = profile.graph
-    return [lid for lid in _select(selector, profile) if g[lid].op_kind in COMPRESSIBLE_KINDS and g[lid].module_path]
+    index = profile.graph._index  # one dict lookup per layer: "Memory-bound" on 10,000 layers is a click
+    return [lid for lid in _select(selector, profile)
+            if index[lid].op_kind in COMPRESSIBLE_KINDS and index[lid].module_path]
 
 
 def resolve_plan(plan: CompressionPlan, profile: Profile) -> tuple[list[ResolvedSpec], list[str]]:
