@@ -44,8 +44,18 @@ def test_profile_factory_file_with_json_and_csv(capsys, models_py, tmp_path):
     rc, out, _ = run(capsys, "profile", f"{models_py}:mlp", "--runs", "2", "--hardware", "raspberry-pi-5",
                      "--json", str(tmp_path / "p.json"), "--csv", str(tmp_path / "p.csv"))
     assert rc == 0
-    assert "Fidelity" in out and "compute-bound" in out or "memory-bound" in out
     data = json.loads((tmp_path / "p.json").read_text())
+    assert "Fidelity" in out
+    cells = {}  # layer id -> its table row's cells
+    for line in out.splitlines():
+        parts = [c.strip() for c in line.split("│")]
+        if len(parts) > 3 and parts[2] in data["roofline"]:
+            cells[parts[2]] = parts
+    assert set(cells) == set(data["roofline"])  # every layer has a row
+    for lid, point in data["roofline"].items():  # ... showing the bound the profile found
+        assert point["bound"] in cells[lid], (lid, cells[lid])
+    counts = {b: sum(p["bound"] == b for p in data["roofline"].values()) for b in ("memory-bound", "compute-bound")}
+    assert f"{counts['memory-bound']} memory-bound, {counts['compute-bound']} compute-bound" in out
     assert data["model"]["name"] == "models:mlp" and len(data["graph"]["layers"]) == 3
     assert (tmp_path / "p.csv").read_text().startswith("layer,op_kind")
 
