@@ -85,7 +85,7 @@ class RooflineView(QWidget):
         xs = [v[0] for v in self.xy.values()] or [ridge]
         lo, hi = min(min(xs), ridge) / 4, max(max(xs), ridge) * 4
         x = np.logspace(np.log10(lo), np.log10(hi), 200)
-        self.roof.setData(np.log10(x), np.log10(np.minimum(peak, x * hw.bandwidth_gbs)))
+        self.roof.setData(np.log10(x), np.log10(hw.roof_gflops(x, dtype)))
         self.ridge.setData([{"pos": (np.log10(ridge), np.log10(peak))}])
         self.ridge_label.setText(f"ridge {ridge:.1f} FLOP/B\n{peak:.0f} GFLOP/s, {hw.bandwidth_gbs:.0f} GB/s")
         self.ridge_label.setPos(np.log10(ridge), np.log10(peak))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import HardwareProfileError, OutputError
@@ -73,6 +74,16 @@ class HardwareProfile:
         if "float32" in self.peak_gflops:
             return self.peak_gflops["float32"], "float32"
         raise HardwareProfileError(f"Hardware profile {self.name!r} has no peak for {dtype} or float32.")
+
+    def roof_gflops(self, intensity, dtype: str = "float32"):
+        """The roof at an arithmetic intensity (FLOP/byte): min(peak, intensity × bandwidth), in
+        GFLOP/s. Works elementwise on numpy arrays (the roofline plot draws it)."""
+        roof = np.minimum(self.peak_for(dtype)[0], np.asarray(intensity, dtype=float) * self.bandwidth_gbs)
+        return float(roof) if roof.ndim == 0 else roof
+
+    def roof_ms(self, flops: int, bytes_moved: int, dtype: str = "float32") -> float:
+        """The fastest the roof allows for this much work: max(FLOPs / peak, bytes / bandwidth), in ms."""
+        return max(flops / (self.peak_for(dtype)[0] * 1e9), bytes_moved / (self.bandwidth_gbs * 1e9)) * 1e3
 
     def ridge_point(self, dtype: str = "float32") -> float:
         """Arithmetic intensity (FLOP/byte) where the memory roof meets the compute roof."""

@@ -35,7 +35,6 @@ def classify(m: LayerMetrics, latency_ms: float | None, hw: HardwareProfile, dty
     was measured on ``hw`` itself (``timed_on_target``): a datasheet roof for another device says
     nothing about how close this machine's timing came to it. Above 1.0 on a measured roof means
     the data was served from cache faster than the DRAM bandwidth that defines the roof."""
-    peak, _ = hw.peak_for(dtype)
     seconds = latency_ms / 1e3 if latency_ms and latency_ms > 0 else None
     gbs = m.bytes_moved / seconds / 1e9 if seconds and m.bytes_moved else None
     if m.flops is None:
@@ -44,7 +43,7 @@ def classify(m: LayerMetrics, latency_ms: float | None, hw: HardwareProfile, dty
         return RooflinePoint(Bound.NO_WORK, None, None, None, None, None)
     intensity = m.flops / m.bytes_moved if m.bytes_moved else float("inf")
     bound = Bound.COMPUTE if intensity >= hw.ridge_point(dtype) else Bound.MEMORY
-    roof = min(peak, intensity * hw.bandwidth_gbs)
+    roof = hw.roof_gflops(intensity, dtype)
     if m.flops == 0:  # pure data movement: judge against the bandwidth roof
         frac = gbs / hw.bandwidth_gbs if gbs and timed_on_target else None
         return RooflinePoint(bound, 0.0, 0.0, gbs, 0.0, frac)

@@ -70,3 +70,16 @@ def test_calibrate_measures_and_caches(monkeypatch):
     assert hw.kind == "measured" and hw.peak_gflops["float32"] > 0 and hw.bandwidth_gbs > 0
     assert cache_path().is_file()
     assert drive(resolve_hardware(None)) == hw  # second call reads the cache
+
+
+def test_one_roof_for_classes_plot_and_estimate(pi5):
+    """The roof at an intensity and the fastest time it allows have one home: HardwareProfile."""
+    import numpy as np
+
+    peak, bw = pi5.peak_for("float32")[0], pi5.bandwidth_gbs
+    assert pi5.roof_gflops(1.0) == pytest.approx(min(peak, bw))
+    assert pi5.roof_gflops(float("inf")) == peak  # no bytes moved: the compute roof
+    xs = np.array([0.1, pi5.ridge_point(), 1e4])
+    assert np.allclose(pi5.roof_gflops(xs), [0.1 * bw, peak, peak])
+    assert pi5.roof_ms(2e9, 0) == pytest.approx(2e9 / (peak * 1e9) * 1e3)
+    assert pi5.roof_ms(0, 4e9) == pytest.approx(4e9 / (bw * 1e9) * 1e3)

@@ -74,7 +74,6 @@ def _storage_bits(technique: str, params: dict, shape: tuple[int, ...], bits_bef
 
 def estimate_static(profile: Profile, resolved: list[ResolvedSpec] | tuple[ResolvedSpec, ...]) -> PlanEstimate:
     hw, dtype = profile.hardware, profile.model.compute_dtype
-    peak, _ = hw.peak_for(dtype)
     out, saved, fl_before, fl_after = [], 0, 0, 0
     approx: set[str] = set()
     for r in resolved:
@@ -94,16 +93,11 @@ def estimate_static(profile: Profile, resolved: list[ResolvedSpec] | tuple[Resol
         if r.params.get("activations"):
             approx.add("int8 activations: weights only; activation traffic also drops in a real int8 kernel")
         moved_after = max(m.bytes_moved - (before - after), 0)
-
-        def roof_ms(flops, moved):
-            if flops is None:
-                return None
-            return max(flops / (peak * 1e9), moved / (hw.bandwidth_gbs * 1e9)) * 1e3
-
         out.append(LayerEstimate(
             r.layer_id, r.technique, before, after, m.flops, flops_after,
             m.arithmetic_intensity, (flops_after / moved_after) if flops_after is not None and moved_after else None,
-            roof_ms(m.flops, m.bytes_moved), roof_ms(flops_after, moved_after)))
+            None if m.flops is None else hw.roof_ms(m.flops, m.bytes_moved, dtype),
+            None if flops_after is None else hw.roof_ms(flops_after, moved_after, dtype)))
         saved += before - after
         fl_before += m.flops or 0
         fl_after += flops_after or 0
