@@ -77,7 +77,10 @@ def load_for(args: argparse.Namespace, spec: str | None = None):
                       max_memory_bytes=None if max_gib is None else int(max_gib * 2**30))
 
 
-def _model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+def _model_args(p: argparse.ArgumentParser, required: bool = False, runs: int = 20, warmup: int = 3,
+                device: bool = True) -> None:
+    """The model and measurement options; ``runs``/``warmup`` are this command's defaults (the help
+    says them), ``device`` False for commands that measure on the CPU only."""
     p.add_argument("model", nargs=None if required else "?", default=None, help=MODEL_HELP)
     p.add_argument("--trust-file", action="store_true",
                    help="load a .pt2 even if it asks to run code (pickled objects, compiled libraries, guards); only for "
@@ -87,17 +90,23 @@ def _model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
                         "(default: the memory available now; 0 turns the check off)")
     p.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224; several inputs separated by ';'")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], help="cast weights and float inputs")
-    p.add_argument("--runs", type=int, default=20, help="timed runs per layer (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs (default 3)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (CUDA events are used on a GPU)")
+    p.add_argument("--runs", type=int, default=runs, help=f"timed runs per layer (default {runs})")
+    p.add_argument("--warmup", type=int, default=warmup, help=f"untimed warm-up runs (default {warmup})")
+    if device:
+        p.add_argument("--device", default="cpu", help="cpu or cuda (CUDA events are used on a GPU)")
     p.add_argument("--hardware", default="this",
                    help=f"roofline: 'this' (calibrated here, cached) or a device profile ({', '.join(device_profile_names())}) or a .json file")
     p.add_argument("--capture", choices=["fx", "export"], help="force a capture method (default: fx, export as fallback)")
 
 
+def capture_method(args: argparse.Namespace) -> CaptureMethod | None:
+    """--capture as the core's CaptureMethod (None: fx, export as fallback)."""
+    return {"fx": CaptureMethod.FX, "export": CaptureMethod.EXPORT}.get(getattr(args, "capture", None) or "")
+
+
 def _profile(args: argparse.Namespace) -> Profile:
     loaded = load_for(args)
-    method = {"fx": CaptureMethod.FX, "export": CaptureMethod.EXPORT}.get(args.capture or "")
+    method = capture_method(args)
 
     def work():
         hw = yield from resolve_hardware(args.hardware, "cuda" if args.device.startswith("cuda") else "cpu")

@@ -73,7 +73,7 @@ def print_comparison(cmp: ActivationComparison, diags: list[Diagnostic], top: in
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .cli import _run, check_before_work, load_for
+    from .cli import _run, capture_method, check_before_work, load_for
 
     if not args.plan and not args.against:
         raise PlanError("Give --plan plan.json (float vs compressed), and optionally --plan-b, or --against OTHER_MODEL.")
@@ -84,7 +84,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     def work():
         hw = yield from resolve_hardware(args.hardware)
-        profile = yield from profile_model(loaded, hw, runs=args.runs, warmup=1)  # selectors need bound/latency
+        method = capture_method(args)
+        profile = yield from profile_model(loaded, hw, runs=args.runs, warmup=args.warmup, method=method)  # selectors need bound/latency
         ref, ref_name, resolved = loaded.module, f"{loaded.name} (float)", []
         if args.plan_b:
             ra, wa = resolve_plan(plans[args.plan], profile)
@@ -99,7 +100,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             resolved, warnings = resolve_plan(plans[path], profile)
             cand, _ = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
             cand_name = f"{loaded.name} + {Path(path).name}"
-        cmp = yield from compare_models(ref, cand, samples, ref_name, cand_name)
+        cmp = yield from compare_models(ref, cand, samples, ref_name, cand_name, method=method)
         return cmp, diagnose(cmp, profile.graph, resolved, loaded.module, range_factor=args.range_factor,
                              sqnr_threshold_db=args.threshold)
 
@@ -114,7 +115,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def add_compare_parser(sub, model_args) -> None:
     c = sub.add_parser("compare", help="compare activation ranges of the float and compressed model layer by layer; diagnose")
-    model_args(c)
+    model_args(c, runs=3, warmup=1, device=False)  # compare runs on the CPU; timing only feeds selectors
     c.add_argument("--plan", help="CompressionPlan JSON: the candidate (or, with --plan-b, the reference)")
     c.add_argument("--plan-b", help="a second plan: compare plan A (reference) against plan B (candidate)")
     c.add_argument("--against", help="compare MODEL against another model with the same layer ids (zoo name or file.py:factory)")
@@ -124,4 +125,4 @@ def add_compare_parser(sub, model_args) -> None:
     c.add_argument("--range-factor", type=float, default=10.0, help="flag merges whose inputs' ranges differ by more (default 10)")
     c.add_argument("--top", type=int, default=15, help="rows in the layer table (default 15)")
     c.add_argument("--json", help="write the comparison and diagnostics as JSON")
-    c.set_defaults(func=cmd_compare, runs=3)
+    c.set_defaults(func=cmd_compare)

@@ -53,7 +53,8 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
     console.print(f"Size: {fmt_bytes(res.model_bytes_before)} → {fmt_bytes(res.model_bytes_after)} "
                   f"([bold]{res.size_ratio:.3f}×[/]), real storage incl. scales, zero points, LUTs and masks")
     sim = " [yellow](simulated: weights are decoded to float and activations fake-quantised, so eager kernels are unchanged)[/]" if res.simulated else ""
-    console.print(f"Latency (eager, interleaved, median of {rep.latency_runs}): {fmt_ms(rep.latency_ms_before)} → "
+    console.print(f"Latency (eager, interleaved, median of {rep.latency_runs} after {rep.warmup_runs} warm-up; layers captured with "
+                  f"{rep.capture_method}): {fmt_ms(rep.latency_ms_before)} → "
                   f"{fmt_ms(rep.latency_ms_after)} ms ([bold]{rep.latency_ratio:.2f}× of before[/]){sim}")
     console.print(f"FLOPs: {fmt_count(rep.flops_before)} → {fmt_count(rep.flops_after)}")
     console.print(f"Output on {out.samples} sample(s) ({out.data_source}): SQNR {fmt_db(out.sqnr_db)}, cosine {out.cosine:.5f}, "
@@ -81,7 +82,7 @@ def _write(path: str, text: str, console: Console, what: str) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .cli import _run, check_before_work, load_for
+    from .cli import _run, capture_method, check_before_work, load_for
 
     if (args.plan is None) == (args.estimate is None):
         raise PlanError("Give exactly one of --plan plan.json or --estimate {" + ",".join(ESTIMATES) + "}.")
@@ -98,9 +99,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     def work():
         hw = yield from resolve_hardware(args.hardware)
-        profile = yield from profile_model(loaded, hw, runs=args.runs, warmup=3)
+        method = capture_method(args)
+        profile = yield from profile_model(loaded, hw, runs=args.runs, warmup=args.warmup, method=method)
         outcome = yield from compress(loaded, profile, plan, samples, hw, runs=args.runs, ort_int8=ort_int8,
-                                      workdir=Path(args.workdir) if args.workdir else None)
+                                      workdir=Path(args.workdir) if args.workdir else None, warmup=args.warmup, method=method)
         return profile, outcome
 
     profile, outcome = _run(work(), args.quiet)
@@ -135,7 +137,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 def add_compress_parser(sub, model_args) -> None:
     c = sub.add_parser("compress", help="apply a per-layer compression plan to a copy of the model and report the effect")
-    model_args(c)
+    model_args(c, runs=10, device=False)  # compress measures on the CPU
     src = c.add_argument_group("what to apply (one of)")
     src.add_argument("--plan", help="CompressionPlan JSON (see README: selectors, techniques, parameters)")
     src.add_argument("--estimate", choices=list(ESTIMATES),
@@ -155,5 +157,5 @@ def add_compress_parser(sub, model_args) -> None:
     c.add_argument("--workdir", help="keep the ORT float/int8 .onnx files in this folder (default: a scratch folder in "
                                     "LayerScope's cache, removed afterwards)")
     c.add_argument("--top", type=int, default=20, help="rows per table (default 20)")
-    c.set_defaults(func=cmd_compress, runs=10)
+    c.set_defaults(func=cmd_compress)
 

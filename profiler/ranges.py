@@ -25,6 +25,7 @@ import torch
 from torch import fx, nn
 
 from .capture import CaptureResult, capture
+from .graph import CaptureMethod
 from .compression.activations import FakeQuantInput, clipped
 from .data import SampleSet
 from .errorstats import PairStats
@@ -364,15 +365,17 @@ def _check_finite(lid: str, t: torch.Tensor, side: str, batch: int, graph) -> No
 
 @torch.inference_mode()
 def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSet, reference_name: str = "reference",
-                   candidate_name: str = "candidate", bins: int = 1024) -> Work[ActivationComparison]:
-    """Stream ``samples`` through both models and compare every layer they share."""
+                   candidate_name: str = "candidate", bins: int = 1024,
+                   method: CaptureMethod | None = None) -> Work[ActivationComparison]:
+    """Stream ``samples`` through both models and compare every layer they share (both captured with
+    ``method``: fx, or export; None: fx with export as fallback)."""
     if not samples.batches:
         raise ComparisonError("No samples to compare on.")
     first = samples.batches[0]
     yield Progress("compare", 0, len(samples.batches) + 1, "capturing both models")
     try:
-        ref_cap = capture(reference, first)
-        cand_cap = capture(candidate, first)
+        ref_cap = capture(reference, first, method)
+        cand_cap = capture(candidate, first, method)
     except LayerScopeError:
         raise
     except Exception as exc:  # noqa: BLE001 - inputs that do not fit the model

@@ -190,3 +190,46 @@ def test_compare_two_models_and_an_export_captured_model(capsys, models_py, tmp_
     assert rc == 0  # gpt_mini is captured with torch.export: same layer ids, activations still compared
     layers = {lc["layer_id"] for lc in json.loads((tmp_path / "g.json").read_text())["comparison"]["layers"]}
     assert {"blocks.0.attn.proj", "lm_head"} <= layers
+
+
+def test_compress_and_compare_help_state_their_real_defaults(capsys):
+    from layerscope.app.cli import build_parser
+
+    for cmd, runs, warmup in (("compress", 10, 3), ("compare", 3, 1)):
+        args = build_parser().parse_args([cmd, "tiny_cnn"])
+        assert (args.runs, args.warmup) == (runs, warmup)
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"timed runs per layer (default {runs})" in text and f"untimed warm-up runs (default {warmup})" in text
+        assert "--device" not in text  # they measure on the CPU: no flag that would be ignored
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([cmd, "tiny_cnn", "--device", "cuda"])
+        assert "unrecognized arguments: --device" in capsys.readouterr().err
+
+
+def test_compress_warmup_and_capture_reach_the_measurement(capsys, tmp_path):
+    rc, out, _ = run(capsys, "compress", "tiny_cnn", "--estimate", "fp16", "--runs", "2", "--warmup", "5",
+                     "--capture", "export", "--hardware", "raspberry-pi-5", "--json", str(tmp_path / "r.json"))
+    text = " ".join(out.split())
+    assert rc == 0 and "median of 2 after 5 warm-up; layers captured with torch.export" in text
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["warmup_runs"] == 5 and rep["capture_method"] == "torch.export"
+
+
+def test_compare_capture_reaches_both_captures(capsys, tmp_path, monkeypatch):
+    import layerscope.profiler.ranges as ranges
+
+    seen = []
+    real = ranges.capture
+
+    def spy(model, inputs, method=None):
+        seen.append(method)
+        return real(model, inputs, method)
+
+    monkeypatch.setattr(ranges, "capture", spy)
+    plan = tmp_path / "p.json"
+    plan.write_text(json.dumps({"version": 1, "specs": [{"select": "all", "technique": "quantize", "params": {"bits": 8}}]}))
+    rc, _, _ = run(capsys, "compare", "tiny_cnn", "--plan", str(plan), "--capture", "export", "--samples", "1",
+                   "--hardware", "raspberry-pi-5")
+    assert rc == 0 and [m.value for m in seen] == ["torch.export", "torch.export"]

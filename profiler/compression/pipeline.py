@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..data import SampleSet
+from ..graph import CaptureMethod
 from ..hardware import HardwareProfile
 from ..progress import Progress, Work
 from ..report import Profile, profile_model
@@ -53,6 +54,8 @@ class CompressionReport:
     latency_ms_before: float  # end-to-end eager median, reference and candidate interleaved
     latency_ms_after: float
     latency_runs: int
+    warmup_runs: int
+    capture_method: str  # how both profiles were captured (torch.fx / torch.export)
     flops_before: int
     flops_after: int
     layers: tuple[LayerDelta, ...]
@@ -93,7 +96,10 @@ def _weight_bytes(profile: Profile) -> dict[str, int]:
 
 
 def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, samples: SampleSet, hardware: HardwareProfile,
-             runs: int = 20, ort_int8: bool = False, workdir: Path | None = None) -> Work[CompressionOutcome]:
+             runs: int = 20, ort_int8: bool = False, workdir: Path | None = None, warmup: int = 3,
+             method: CaptureMethod | None = None) -> Work[CompressionOutcome]:
+    """Apply ``plan`` to a copy of ``loaded``, profile the copy like ``profile`` (``runs`` timed runs
+    after ``warmup``, captured with ``method``), time both interleaved, and report layer by layer."""
     resolved, warnings = resolve_plan(plan, profile)
     ort = None
     if ort_int8:  # first, while only the original (and, with channel pruning, its pruned copy) is in memory
@@ -107,9 +113,9 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
             ort = dataclasses.replace(ort, float_onnx="", int8_onnx="")
     candidate, result = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
     cand_loaded = LoadedModel(f"{loaded.name} (compressed)", loaded.spec, loaded.kind, candidate, loaded.inputs)
-    after = yield from profile_model(cand_loaded, hardware, runs=runs, warmup=3)
+    after = yield from profile_model(cand_loaded, hardware, runs=runs, warmup=warmup, method=method)
     yield Progress("latency", 0, 1, "timing reference vs candidate, interleaved")
-    before_ms, after_ms = time_pair(loaded.module, candidate, loaded.inputs, runs=runs)
+    before_ms, after_ms = time_pair(loaded.module, candidate, loaded.inputs, runs=runs, warmup=warmup)
     yield Progress("latency", 1, 1, "done")
     techniques: dict[str, list[str]] = {}
     for r in resolved:
@@ -125,5 +131,5 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
             wb_before.get(lid, 0), stored.get(lid, wb_after.get(lid, 0)),
         ))
     report = CompressionReport(profile.model.name, json.loads(plan.to_json()), tuple(resolved), result, before_ms, after_ms, runs,
-                               profile.total_flops, after.total_flops, tuple(deltas), ort)
+                               warmup, after.model.capture_method.value, profile.total_flops, after.total_flops, tuple(deltas), ort)
     return CompressionOutcome(candidate, after, report)
