@@ -6,7 +6,6 @@ Headless commands never import Qt; ``gui`` imports the desktop app only when ask
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -15,13 +14,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from layerscope.profiler import (
-    Bound, CaptureMethod, LayerScopeError, Profile, ZOO, calibrate, device_profile_names, drive, load_model,
-    profile_model, resolve_hardware,
-)
+from layerscope.profiler import Bound, LayerScopeError, Profile, ZOO, calibrate, device_profile_names, drive
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
-from layerscope.profiler.capture import run_and_locate_failure
 from layerscope.profiler.hardware import save_cached, trusted
+from layerscope.profiler.jobs import ModelRequest, onnx_job, profile_job
 from layerscope.profiler.progress import Work
 from layerscope.profiler.resources import parse_device
 from layerscope.profiler.safeio import atomic_write_text, check_output_path
@@ -29,7 +25,6 @@ from layerscope.profiler.workspace import Terminated, install_signal_handlers
 
 if TYPE_CHECKING:
     from layerscope.profiler.onnx_map import OnnxProfile
-from layerscope.profiler.source import parse_dtype, parse_input_shapes
 
 err = Console(stderr=True)
 BOUND_STYLE = {Bound.MEMORY: "cyan", Bound.COMPUTE: "magenta", Bound.NO_WORK: "dim", Bound.UNKNOWN: "yellow"}
@@ -66,15 +61,14 @@ def check_before_work(args: argparse.Namespace, flags: dict[str, str]) -> None:
             check_output_path(value, flag)
 
 
-def load_for(args: argparse.Namespace, spec: str | None = None):
-    """The model of a command's MODEL argument with its shared flags (shape, dtype, trust, memory)."""
-    parse_device(getattr(args, "device", "cpu"))
-    max_gib = getattr(args, "max_memory", None)
-    if max_gib is not None and (max_gib < 0 or not math.isfinite(max_gib)):
-        raise LayerScopeError("--max-memory must be a number of GiB >= 0 (0 turns the memory check off).")
-    return load_model(spec if spec is not None else args.model, parse_input_shapes(args.input_shape), parse_dtype(args.dtype),
-                      trust_file=getattr(args, "trust_file", False),
-                      max_memory_bytes=None if max_gib is None else int(max_gib * 2**30))
+def request_for(args: argparse.Namespace, spec: str | None = None) -> ModelRequest:
+    """The one typed request of a command's MODEL argument and model options."""
+    req = ModelRequest(spec if spec is not None else args.model, getattr(args, "input_shape", None), getattr(args, "dtype", None),
+                       runs=getattr(args, "runs", 20), warmup=getattr(args, "warmup", 3), device=getattr(args, "device", "cpu"),
+                       hardware=getattr(args, "hardware", "this"), capture=getattr(args, "capture", None),
+                       trust_file=getattr(args, "trust_file", False), max_memory_gib=getattr(args, "max_memory", None))
+    req.check()
+    return req
 
 
 def _model_args(p: argparse.ArgumentParser, required: bool = False, runs: int = 20, warmup: int = 3,
@@ -97,22 +91,6 @@ def _model_args(p: argparse.ArgumentParser, required: bool = False, runs: int = 
     p.add_argument("--hardware", default="this",
                    help=f"roofline: 'this' (calibrated here, cached) or a device profile ({', '.join(device_profile_names())}) or a .json file")
     p.add_argument("--capture", choices=["fx", "export"], help="force a capture method (default: fx, export as fallback)")
-
-
-def capture_method(args: argparse.Namespace) -> CaptureMethod | None:
-    """--capture as the core's CaptureMethod (None: fx, export as fallback)."""
-    return {"fx": CaptureMethod.FX, "export": CaptureMethod.EXPORT}.get(getattr(args, "capture", None) or "")
-
-
-def _profile(args: argparse.Namespace) -> Profile:
-    loaded = load_for(args)
-    method = capture_method(args)
-
-    def work():
-        hw = yield from resolve_hardware(args.hardware, "cuda" if args.device.startswith("cuda") else "cpu")
-        return (yield from profile_model(loaded, hw, runs=args.runs, warmup=args.warmup, device=args.device, method=method))
-
-    return _run(work(), args.quiet)
 
 
 def print_profile(profile: Profile, top: int, console: Console) -> None:
@@ -163,7 +141,7 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     check_before_work(args, {"json": "--json", "csv": "--csv"})
-    profile = _profile(args)
+    profile = _run(profile_job(request_for(args)), args.quiet)
     out = Console(width=max(Console().width, 140) if not sys.stdout.isatty() else None)
     print_profile(profile, args.top, out)
     if args.json:
@@ -202,23 +180,12 @@ def print_onnx(op: OnnxProfile, top: int, console: Console) -> None:
 
 
 def cmd_onnx(args: argparse.Namespace) -> int:
-    from layerscope.profiler.capture import capture, capture_exported
-    from layerscope.profiler.onnx_map import map_onnx
-
     check_before_work(args, {"json": "--json"})
     spec = args.model or "resnet18"
-    if spec.endswith(".onnx"):
-        work = map_onnx(onnx_path=spec, opt_level=args.opt_level, provider=args.provider, runs=args.runs,
-                        warmup=args.warmup, name=spec.rsplit("/", 1)[-1], workdir=args.workdir)
-    else:
-        loaded = load_for(args, spec)
-        run_and_locate_failure(loaded.module, loaded.inputs)  # a forward that raises is named as such, not as a capture failure
-        if loaded.exported is not None:
-            graph = capture_exported(loaded.exported, None, loaded.inputs).graph
-        else:
-            graph = capture(loaded.module, loaded.inputs).graph
-        work = map_onnx(loaded.module, loaded.inputs, graph, opt_level=args.opt_level, provider=args.provider,
-                        runs=args.runs, warmup=args.warmup, name=loaded.name, workdir=args.workdir)
+    plain = spec.endswith(".onnx")
+    req = request_for(args, spec)
+    work = onnx_job(req, opt_level=args.opt_level, provider=args.provider, onnx_path=spec if plain else None,
+                    workdir=args.workdir)
     result = _run(work, args.quiet)
     out = Console(width=max(Console().width, 160) if not sys.stdout.isatty() else None)
     print_onnx(result, args.top, out)

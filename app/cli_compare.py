@@ -11,18 +11,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from layerscope.profiler import profile_model, resolve_hardware
-from layerscope.profiler.compression import CompressionPlan, apply_plan, resolve_plan
-from layerscope.profiler.data import samples_for
-from layerscope.profiler.diagnose import Diagnostic, diagnose
+from layerscope.profiler.compression import CompressionPlan
+from layerscope.profiler.diagnose import Diagnostic
 from layerscope.profiler.errors import PlanError
 from layerscope.profiler.format import fmt_db
-from layerscope.profiler.ranges import ActivationComparison, compare_models
+from layerscope.profiler.jobs import compare_job
+from layerscope.profiler.ranges import ActivationComparison
 from layerscope.profiler.serde import to_jsonable
 from layerscope.profiler.safeio import atomic_write_text
-from layerscope.profiler.source import load_model
 
-__all__ = ["add_compare_parser", "print_comparison"]
+__all__ = ["add_compare_parser", "print_comparison", "print_diagnostics"]
 
 _BARS = " ▁▂▃▄▅▆▇█"
 
@@ -66,6 +64,20 @@ def print_comparison(cmp: ActivationComparison, diags: list[Diagnostic], top: in
     changed = [lc.layer_id for lc in cmp.layers if lc.sqnr_db is None and lc.candidate is not None]
     if changed:
         console.print(f"Shape changed (channels pruned), no element-wise error: {', '.join(changed[:8])}{' …' if len(changed) > 8 else ''}")
+    _print_diagnostic_list(diags, console)
+
+
+def print_diagnostics(cmp: ActivationComparison, diags: list[Diagnostic], threshold: float, console: Console) -> None:
+    """The short form ``compress`` prints: SQNR along depth, the first broken layer, the diagnostics."""
+    curve = cmp.sqnr_curve()
+    console.print(f"Activations ({cmp.samples} sample(s)): SQNR along depth {sparkline([c[2] for c in curve])}")
+    first = cmp.first_below(threshold)
+    console.print(f"First layer under {threshold:g} dB: " + (f"[bold]{first.layer_id}[/] ({first.type_name}, {fmt_db(first.sqnr_db)})"
+                                                             if first else "none"))
+    _print_diagnostic_list(diags, console)
+
+
+def _print_diagnostic_list(diags: list[Diagnostic], console: Console) -> None:
     if not diags:
         console.print("[green]No range diagnostics.[/]")
     for k, d in enumerate(diags, 1):
@@ -73,38 +85,18 @@ def print_comparison(cmp: ActivationComparison, diags: list[Diagnostic], top: in
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .cli import _run, capture_method, check_before_work, load_for
+    from .cli import _run, check_before_work, request_for
 
     if not args.plan and not args.against:
         raise PlanError("Give --plan plan.json (float vs compressed), and optionally --plan-b, or --against OTHER_MODEL.")
     check_before_work(args, {"json": "--json"})
     plans = {p: CompressionPlan.load(p) for p in (args.plan, args.plan_b) if p}  # bad plans fail before any work
-    loaded = load_for(args)
-    samples = samples_for(loaded, args.data, args.samples)
-
-    def work():
-        hw = yield from resolve_hardware(args.hardware)
-        method = capture_method(args)
-        profile = yield from profile_model(loaded, hw, runs=args.runs, warmup=args.warmup, method=method)  # selectors need bound/latency
-        ref, ref_name, resolved = loaded.module, f"{loaded.name} (float)", []
-        if args.plan_b:
-            ra, wa = resolve_plan(plans[args.plan], profile)
-            ref, _ = yield from apply_plan(loaded.module, profile.graph, ra, samples, wa)
-            ref_name = f"{loaded.name} + {Path(args.plan).name}"
-        if args.against:
-            other = load_model(args.against, [tuple(t.shape) for t in loaded.inputs], trust_file=args.trust_file,
-                               max_memory_bytes=0)
-            cand, cand_name = other.module, other.name
-        else:
-            path = args.plan_b or args.plan
-            resolved, warnings = resolve_plan(plans[path], profile)
-            cand, _ = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
-            cand_name = f"{loaded.name} + {Path(path).name}"
-        cmp = yield from compare_models(ref, cand, samples, ref_name, cand_name, method=method)
-        return cmp, diagnose(cmp, profile.graph, resolved, loaded.module, range_factor=args.range_factor,
-                             sqnr_threshold_db=args.threshold)
-
-    cmp, diags = _run(work(), args.quiet)
+    req = request_for(args)
+    work = compare_job(req, plans.get(args.plan), plans.get(args.plan_b),
+                       (Path(args.plan).name if args.plan else "", Path(args.plan_b).name if args.plan_b else ""),
+                       against=args.against, data=args.data, samples=args.samples, threshold_db=args.threshold,
+                       range_factor=args.range_factor)
+    cmp, diags = _run(work, args.quiet)
     console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
     print_comparison(cmp, diags, args.top, args.threshold, console)
     if args.json:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from layerscope.profiler import profile_model, resolve_hardware
 from layerscope.profiler.compression import ESTIMATES, CompressionPlan, CompressionReport, coreml_configs, estimate_plan, torchao_mapping
-from layerscope.profiler.compression.pipeline import compress
-from layerscope.profiler.data import samples_for
 from layerscope.profiler.errors import PlanError
+from layerscope.profiler.jobs import compress_job
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
 from layerscope.profiler.compression.apply import model_bytes
 from layerscope.profiler.safeio import atomic_path, atomic_write_text, check_output_path
@@ -82,33 +79,28 @@ def _write(path: str, text: str, console: Console, what: str) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .cli import _run, capture_method, check_before_work, load_for
+    from .cli import _run, check_before_work, request_for
+    from .cli_compare import print_diagnostics
 
     if (args.plan is None) == (args.estimate is None):
         raise PlanError("Give exactly one of --plan plan.json or --estimate {" + ",".join(ESTIMATES) + "}.")
     check_before_work(args, OUTPUTS)
-    plan = CompressionPlan.load(args.plan) if args.plan else None  # a bad plan fails before the model loads
-    loaded = load_for(args)
-    for attr in ("out", "onnx"):  # model-sized artifacts: is there room for them?
-        if getattr(args, attr):
-            check_output_path(getattr(args, attr), OUTPUTS[attr], size_bytes=model_bytes(loaded.module))
-    if plan is None:
-        plan = estimate_plan(args.estimate, loaded.name)
-    samples = samples_for(loaded, args.data, args.samples)
+    plan = CompressionPlan.load(args.plan) if args.plan else estimate_plan(args.estimate)  # a bad plan fails first
+    req = request_for(args)
     ort_int8 = args.ort_int8 or bool(args.export_ort) or args.estimate in ("int8", "int8-weights")
 
-    def work():
-        hw = yield from resolve_hardware(args.hardware)
-        method = capture_method(args)
-        profile = yield from profile_model(loaded, hw, runs=args.runs, warmup=args.warmup, method=method)
-        outcome = yield from compress(loaded, profile, plan, samples, hw, runs=args.runs, ort_int8=ort_int8,
-                                      workdir=Path(args.workdir) if args.workdir else None, warmup=args.warmup, method=method)
-        return profile, outcome
+    def room_for_models(loaded) -> None:  # model-sized artifacts: is there room for them?
+        for attr in ("out", "onnx"):
+            if getattr(args, attr):
+                check_output_path(getattr(args, attr), OUTPUTS[attr], size_bytes=model_bytes(loaded.module))
 
-    profile, outcome = _run(work(), args.quiet)
+    result = _run(compress_job(req, plan, args.data, args.samples, ort_int8=ort_int8, workdir=args.workdir,
+                               threshold_db=args.threshold, on_loaded=room_for_models), args.quiet)
+    profile, outcome = result.profile, result.outcome
     rep = outcome.report
     console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
     print_report(rep, args.top, console)
+    print_diagnostics(result.comparison, result.diagnostics, args.threshold, console)
     if args.save_plan:
         _write(args.save_plan, plan.to_json(), console, "--save-plan")
     if args.json:
@@ -124,13 +116,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.out:
         from layerscope.profiler.export import save_pt2
 
-        save_pt2(outcome.candidate, loaded.inputs, args.out)
+        save_pt2(outcome.candidate, result.inputs, args.out)
         console.print(f"Wrote {args.out}")
     if args.onnx:
         from layerscope.profiler.onnx_map import export_onnx
 
         with atomic_path(args.onnx, "--onnx") as tmp:
-            export_onnx(outcome.candidate, loaded.inputs, tmp)
+            export_onnx(outcome.candidate, result.inputs, tmp)
         console.print(f"Wrote {args.onnx} (the compressed model as the torch copy computes it)")
     return 0
 
@@ -156,6 +148,7 @@ def add_compress_parser(sub, model_args) -> None:
     c.add_argument("--export-torchao", help="write the torch.ao QConfigMapping (set_module_name entries)")
     c.add_argument("--workdir", help="keep the ORT float/int8 .onnx files in this folder (default: a scratch folder in "
                                     "LayerScope's cache, removed afterwards)")
+    c.add_argument("--threshold", type=float, default=20.0, help="SQNR (dB) under which a layer counts as broken (default 20)")
     c.add_argument("--top", type=int, default=20, help="rows per table (default 20)")
     c.set_defaults(func=cmd_compress)
 

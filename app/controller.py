@@ -8,18 +8,16 @@ import dataclasses
 import gc
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 from superqt.utils import create_worker
 
-from layerscope.profiler import Cancelled, LayerScopeError, Profile, Progress, load_model, profile_model, resolve_hardware
+from layerscope.profiler import Cancelled, LayerScopeError, Profile, Progress
 from layerscope.profiler.errors import UnsafeFileError
+from layerscope.profiler.jobs import ModelRequest, compress_job, onnx_job, open_profile_job, profile_job
 from layerscope.profiler.progress import cancellable
-from layerscope.profiler.resources import parse_device
-from layerscope.profiler.source import parse_dtype, parse_input_shapes
 
 from .progress_window import JobProgress
 from .state import AppState
@@ -59,76 +57,17 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-@dataclass(frozen=True)
-class ProfileRequest:
-    model: str | None = None  # zoo name, file.py:factory or .pt2; None = default model
-    input_shape: str | None = None
-    dtype: str | None = None
-    runs: int = 20
-    warmup: int = 3
-    hardware: str = "this"
-    device: str = "cpu"
-    trust_file: bool = False  # a .pt2 may run code when loaded: only when the user said so
-
-
-def profile_job(req: ProfileRequest):
-    """The whole job as one generator: load, (calibrate), profile."""
-    yield Progress("load", 0, 1, req.model or "default model")
-    parse_device(req.device)
-    loaded = load_model(req.model, parse_input_shapes(req.input_shape), parse_dtype(req.dtype), trust_file=req.trust_file)
-    yield Progress("load", 1, 1, loaded.name)
-    hw = yield from resolve_hardware(req.hardware, "cuda" if req.device.startswith("cuda") else "cpu")
-    profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device)
+def with_views(job):
+    """A job that returns a Profile, followed by ``prepare_views`` in the same worker."""
+    profile = yield from job
     return (yield from prepare_views(profile))
 
 
-def open_profile_job(path: str):
-    """A saved profile, read and checked off the GUI thread (a 10,000-layer profile is 16 MB of JSON)."""
-    yield Progress("load", 0, 1, path)
-    profile = Profile.load(path)
-    yield Progress("load", 1, 1, f"{len(profile.graph)} layers")
-    return (yield from prepare_views(profile))
-
-
-def _cancellable(job, event: threading.Event, *args):
+def _cancellable(job, event: threading.Event, *args, **kwargs):
     """Run ``job`` so that the core's per-node checkpoints see this job's Cancel."""
     gc.unfreeze()  # the previous job's frozen objects: collectable again during this job (see settle_heap)
     with cancellable(event):
-        return (yield from job(*args))
-
-
-def onnx_job(profile: Profile | None, onnx_path: str | None, level: str, runs: int, trust_file: bool = False):
-    """Map ONNX Runtime ops for the current profile's model, or for a plain .onnx file."""
-    from layerscope.profiler.onnx_map import map_onnx
-
-    if onnx_path:
-        return (yield from map_onnx(onnx_path=onnx_path, opt_level=level, runs=runs, name=onnx_path.rsplit("/", 1)[-1]))
-    if profile is None:
-        raise LayerScopeError("Profile a model first (File → Open model), or open a plain .onnx file.")
-    m = profile.model
-    yield Progress("load", 0, 1, m.spec)
-    shapes = [tuple(s) for s in m.input_shapes]
-    loaded = load_model(m.spec, shapes, parse_dtype(m.compute_dtype) if m.compute_dtype != "float32" else None,
-                        trust_file=trust_file, max_memory_bytes=0)
-    return (yield from map_onnx(loaded.module, loaded.inputs, profile.graph, opt_level=level, runs=runs, name=m.name))
-
-
-def compress_job(profile: Profile, plan, ort_int8: bool, data: str | None, runs: int = 10, trust_file: bool = False):
-    """Reload the profiled model, apply ``plan`` to a copy, profile the copy (and time ORT int8), then
-    compare activation ranges layer by layer and diagnose."""
-    from layerscope.profiler.compression import compress
-    from layerscope.profiler.data import samples_for
-    from layerscope.profiler.diagnose import diagnose
-    from layerscope.profiler.ranges import compare_models
-
-    m = profile.model
-    yield Progress("load", 0, 1, m.spec)
-    loaded = load_model(m.spec, [tuple(s) for s in m.input_shapes], parse_dtype(m.compute_dtype) if m.compute_dtype != "float32" else None,
-                        trust_file=trust_file, max_memory_bytes=0)
-    samples = samples_for(loaded, data)
-    outcome = yield from compress(loaded, profile, plan, samples, profile.hardware, runs=runs, ort_int8=ort_int8)
-    cmp = yield from compare_models(loaded.module, outcome.candidate, samples, f"{m.name} (float)", f"{m.name} (compressed)")
-    return outcome, (cmp, diagnose(cmp, profile.graph, outcome.report.resolved, loaded.module))
+        return (yield from job(*args, **kwargs))
 
 
 class ProfileController(QObject):
@@ -146,18 +85,24 @@ class ProfileController(QObject):
         self.show_dialogs = show_dialogs
         self.worker: Any = None
         self.window: JobProgress | None = None
-        self.last_request: ProfileRequest | None = None
-        self._retry: ProfileRequest | None = None  # the user chose to trust a refused file: load it again
+        self.last_request: ModelRequest | None = None
+        self._retry: ModelRequest | None = None  # the user chose to trust a refused file: load it again
         self._event: threading.Event | None = None
         self._cancel_at: float | None = None
         self._was_cancelled = False
 
-    def start(self, req: ProfileRequest) -> None:
+    def start(self, req: ModelRequest) -> None:
         self.last_request = req
-        self._run(profile_job, (req,), f"Profiling {req.model or 'the default model'}", self._on_returned, PROFILE_STAGES)
+        self._run(with_views, (profile_job(req),), f"Profiling {req.model or 'the default model'}", self._on_returned,
+                  PROFILE_STAGES)
 
     def open_profile(self, path: str) -> None:
-        self._run(open_profile_job, (path,), f"Opening {path.rsplit('/', 1)[-1]}", self._on_returned, OPEN_STAGES)
+        self._run(with_views, (open_profile_job(path),), f"Opening {path.rsplit('/', 1)[-1]}", self._on_returned, OPEN_STAGES)
+
+    def _reload_request(self, **changes) -> ModelRequest | None:
+        """The request that loads the current profile's model again (same inputs, same trust)."""
+        p = self.state.profile
+        return None if p is None else ModelRequest.for_profile(p, trust_file=self._trusted(), **changes)
 
     def _trusted(self) -> bool:
         """The current profile's model was loaded with --trust-file: reloading it needs the same."""
@@ -165,26 +110,31 @@ class ProfileController(QObject):
         return bool(req and req.trust_file and p is not None and req.model == p.model.spec)
 
     def map_onnx(self, level: str = "all", onnx_path: str | None = None, runs: int = 20) -> None:
-        self._run(onnx_job, (self.state.profile, onnx_path, level, runs, self._trusted()),
-                  f"Exporting and profiling in ONNX Runtime ({level})", self._on_onnx, ONNX_STAGES)
+        req = ModelRequest(runs=runs) if onnx_path else self._reload_request(runs=runs)
+        if req is None:
+            self._on_error(LayerScopeError("Profile a model first (File → Open model), or open a plain .onnx file."))
+            return
+        self._run(onnx_job, (req, level), f"Exporting and profiling in ONNX Runtime ({level})", self._on_onnx, ONNX_STAGES,
+                  onnx_path=onnx_path)
 
     def compress(self, plan, ort_int8: bool = False, data: str | None = None, runs: int = 10) -> None:
-        if self.state.profile is None:
+        req = self._reload_request(runs=runs)
+        if req is None:
             self._on_error(LayerScopeError("Profile a model first (File → Open model)."))
             return
-        self._run(compress_job, (self.state.profile, plan, ort_int8, data, runs, self._trusted()), "Applying the compression plan",
-                  lambda result: self._on_compressed(plan, *result), COMPRESS_STAGES)
+        self._run(compress_job, (req, plan, data), "Applying the compression plan",
+                  lambda result: self._on_compressed(plan, result), COMPRESS_STAGES, ort_int8=ort_int8, profile=self.state.profile)
 
-    def _on_compressed(self, plan, outcome, analysis) -> None:
-        self.state.set_compression(plan, outcome, analysis)
-        self.compressFinished.emit(plan, outcome)
+    def _on_compressed(self, plan, result) -> None:
+        self.state.set_compression(plan, result.outcome, (result.comparison, result.diagnostics))
+        self.compressFinished.emit(plan, result.outcome)
 
-    def _run(self, job, args: tuple, title: str, on_result, stages: dict[str, float]) -> None:
+    def _run(self, job, args: tuple, title: str, on_result, stages: dict[str, float], **kwargs) -> None:
         if self.worker is not None:
             return  # one job at a time; the progress window is modal
         self._event = threading.Event()
         self._cancel_at, self._was_cancelled = None, False
-        self.worker = create_worker(_cancellable, job, self._event, *args, _start_thread=False, _ignore_errors=True)
+        self.worker = create_worker(_cancellable, job, self._event, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(on_result)
         self.worker.errored.connect(self._on_error)

@@ -8,7 +8,6 @@ import sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from .controller import ProfileRequest
 from .main_window import MainWindow, app_icon
 from .qtcheck import check_qt_binding
 
@@ -37,10 +36,9 @@ def run_gui(args: argparse.Namespace) -> int:
         path = args.profile_json
         QTimer.singleShot(0, lambda: win.controller.open_profile(path))  # read in the worker, with progress
     else:
-        req = ProfileRequest(model=getattr(args, "model", None), input_shape=getattr(args, "input_shape", None),
-                             dtype=getattr(args, "dtype", None), runs=getattr(args, "runs", 20),
-                             warmup=getattr(args, "warmup", 3), hardware=getattr(args, "hardware", "this"),
-                             device=getattr(args, "device", "cpu"), trust_file=getattr(args, "trust_file", False))
+        from .cli import request_for
+
+        req = request_for(args)  # every model option of `layerscope gui`, checked before the window opens
         if shot:
             win.controller.finished.connect(screenshot_and_quit)
             win.controller.failed.connect(lambda _m: app.exit(1))

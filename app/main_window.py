@@ -14,7 +14,9 @@ from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
 
 from .compiled_view import CompiledOpsView
 from .compress_panel import CompressionPanel
-from .controller import ProfileController, ProfileRequest
+from layerscope.profiler.jobs import ModelRequest
+
+from .controller import ProfileController
 from .details import LayerDetails
 from .files import save_text
 from .graph_view import LayerGraphView
@@ -156,7 +158,7 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.layers_dock, self.compiled_dock], [w // 2, w // 2], Qt.Orientation.Horizontal)
 
     # ------------------------------------------------------------------ actions
-    def profile(self, req: ProfileRequest) -> None:
+    def profile(self, req: ModelRequest) -> None:
         self.controller.start(req)
 
     def open_model(self) -> None:

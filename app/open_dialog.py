@@ -12,15 +12,16 @@ from PySide6.QtWidgets import (
 
 from layerscope.profiler import ZOO, device_profile_names
 
-from .controller import ProfileRequest
+from layerscope.profiler.jobs import ModelRequest
+
 
 
 class OpenModelDialog(QDialog):
-    def __init__(self, parent: QWidget | None = None, current: ProfileRequest | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, current: ModelRequest | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Open model")
         self.setMinimumWidth(680)  # long paths (path/to/file.py:factory) stay readable
-        cur = current or ProfileRequest()
+        cur = current or ModelRequest()
         self.model = QComboBox(editable=True)
         self.model.addItems(list(ZOO))
         self.model.setCurrentText(cur.model or "resnet18")
@@ -64,12 +65,12 @@ class OpenModelDialog(QDialog):
         if path:
             self.model.setCurrentText(path)
 
-    def request(self) -> ProfileRequest:
+    def request(self) -> ModelRequest:
         spec = self.model.currentText().strip()
         if spec.endswith(".py") and self.factory.text().strip():
             spec = f"{spec}:{self.factory.text().strip()}"
         dtype = self.dtype.currentText()
-        return ProfileRequest(
+        return ModelRequest(
             model=spec or None,
             input_shape=self.input_shape.text().strip() or None,
             dtype=None if dtype.startswith("(") else dtype,

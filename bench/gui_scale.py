@@ -118,7 +118,7 @@ def main() -> int:
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 
-    from layerscope.app.controller import ProfileRequest
+    from layerscope.profiler.jobs import ModelRequest
     from layerscope.app.main_window import MainWindow
     from layerscope.app.qtcheck import check_qt_binding
 
@@ -136,7 +136,7 @@ def main() -> int:
                 if d > 0.015:
                     long_events.append(f"{d * 1000:.0f} ms {ev.type().name} -> {type(obj).__name__} @{(t - beat_ref[0].last) * 1000:+.0f}")
 
-    app = QApplication.instance() or (TracingApp if args.events else QApplication)(sys.argv[:1])
+    app = QApplication.instance() or (TracingApp if args.events else QApplication)(sys.argv[:1])  # noqa: F841 - keeps Qt alive
     stop = mp.Event()
     burners = [mp.Process(target=_burn, args=(stop,), daemon=True) for _ in range(args.load)]
     for b in burners:
@@ -198,7 +198,7 @@ def main() -> int:
 
         beat.reset()
         t0 = time.perf_counter()
-        win.profile(ProfileRequest(model=f"{src}:{name}", runs=1, warmup=0, hardware="raspberry-pi-5"))
+        win.profile(ModelRequest(model=f"{src}:{name}", runs=1, warmup=0, hardware="raspberry-pi-5"))
         while not arrived:
             spin(20)
         results.append((name, "profile job (worker; progress window up)", beat.longest * 1000, arrived[0] - t0, beat.gc_longest * 1000))
@@ -251,7 +251,7 @@ def main() -> int:
         # Cancel in the middle of profiling the same model again: how long until the work stops
         stopped: list[float] = []
         win.controller.stopped.connect(stopped.append)
-        win.profile(ProfileRequest(model=f"{src}:{name}", runs=3, warmup=0, hardware="raspberry-pi-5"))
+        win.profile(ModelRequest(model=f"{src}:{name}", runs=3, warmup=0, hardware="raspberry-pi-5"))
         spin(4000)  # well into capture or timing
         stage = win.controller.window.stage if win.controller.window else "?"
         beat.reset()
@@ -274,7 +274,7 @@ def main() -> int:
         beat = Heartbeat()
         beat_ref[0] = beat
         for label, start in (
-            ("profile resnet50 (job)", lambda: win.profile(ProfileRequest(model="resnet50", runs=5, warmup=1, hardware="raspberry-pi-5"))),
+            ("profile resnet50 (job)", lambda: win.profile(ModelRequest(model="resnet50", runs=5, warmup=1, hardware="raspberry-pi-5"))),
             ("ONNX Runtime mapping (job)", lambda: win.controller.map_onnx("all", runs=5)),
             ("Apply int8 to memory-bound (job)", lambda: (win.compression.pick_memory.click(), win.compression.apply_to_selection())),
         ):

@@ -233,3 +233,20 @@ def test_compare_capture_reaches_both_captures(capsys, tmp_path, monkeypatch):
     rc, _, _ = run(capsys, "compare", "tiny_cnn", "--plan", str(plan), "--capture", "export", "--samples", "1",
                    "--hardware", "raspberry-pi-5")
     assert rc == 0 and [m.value for m in seen] == ["torch.export", "torch.export"]
+
+
+def test_compress_reports_the_diagnostics_the_app_shows(capsys, tmp_path):
+    """CLI and app run one compress job: the CLI's report ends with the same activation comparison
+    and diagnostics the app's Activation ranges view lists."""
+    from layerscope.profiler import drive
+    from layerscope.profiler.compression import CompressionPlan
+    from layerscope.profiler.jobs import ModelRequest, compress_job
+
+    plan = tmp_path / "p.json"
+    plan.write_text(json.dumps({"version": 1, "specs": [{"select": "all", "technique": "quantize", "params": {"bits": 8}}]}))
+    rc, out, _ = run(capsys, "compress", "digits_cnn", "--plan", str(plan), "--runs", "1", "--hardware", "raspberry-pi-5")
+    text = " ".join(out.split())
+    result = drive(compress_job(ModelRequest("digits_cnn", runs=1, hardware="raspberry-pi-5"), CompressionPlan.load(plan)))
+    assert rc == 0 and result.diagnostics and "Activations (360 sample(s)): SQNR along depth" in text
+    for k, d in enumerate(result.diagnostics, 1):
+        assert f"{k}. {d.kind.value} {d.message}" in text

@@ -2,7 +2,7 @@ import json
 import pytest
 from PySide6.QtCore import Qt
 
-from layerscope.app.controller import ProfileRequest
+from layerscope.profiler.jobs import ModelRequest
 from layerscope.app.main_window import MainWindow
 from layerscope.profiler import Profile
 
@@ -19,7 +19,7 @@ def window(qtbot):
 
 def profile(qtbot, win, **kw) -> Profile:
     with qtbot.waitSignal(win.controller.finished, timeout=120_000) as blocker:
-        win.profile(ProfileRequest(**{**FAST, **kw}))
+        win.profile(ModelRequest(**{**FAST, **kw}))
     qtbot.waitUntil(lambda: win.controller.worker is None)
     return blocker.args[0]
 
@@ -66,7 +66,7 @@ def test_collapse_modules_in_graph(qtbot, window):
 def test_error_keeps_current_profile(qtbot, window):
     p = profile(qtbot, window, model="tiny_cnn")
     with qtbot.waitSignal(window.controller.failed, timeout=60_000) as blocker:
-        window.profile(ProfileRequest(model="resnet51", **FAST))
+        window.profile(ModelRequest(model="resnet51", **FAST))
     assert "Unknown model 'resnet51'" in blocker.args[0]
     qtbot.waitUntil(lambda: window.controller.worker is None)
     assert window.state.profile is p
@@ -75,7 +75,7 @@ def test_error_keeps_current_profile(qtbot, window):
 def test_cancel_keeps_current_profile(qtbot, window):
     p = profile(qtbot, window, model="tiny_cnn")
     with qtbot.waitSignal(window.controller.cancelled, timeout=120_000):
-        window.profile(ProfileRequest(model="resnet18", runs=500, warmup=1, hardware="raspberry-pi-5"))
+        window.profile(ModelRequest(model="resnet18", runs=500, warmup=1, hardware="raspberry-pi-5"))
         qtbot.wait(200)
         window.controller.cancel()
     qtbot.waitUntil(lambda: window.controller.worker is None, timeout=60_000)
@@ -240,7 +240,7 @@ def test_refused_model_file_can_be_trusted_from_the_dialog(qtbot, tmp_path):
 
     QTimer.singleShot(50, answer)
     with qtbot.waitSignal(win.controller.finished, timeout=120_000):
-        win.profile(ProfileRequest(model=str(evil), **FAST))
+        win.profile(ModelRequest(model=str(evil), **FAST))
     assert "refused to load" in clicked[0] and marker.exists()
     assert win.state.profile.model.spec == str(evil) and any("--trust-file" in n for n in win.state.profile.model.capture_notes)
     qtbot.waitUntil(lambda: win.controller.worker is None)

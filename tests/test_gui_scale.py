@@ -8,7 +8,8 @@ import time
 import pytest
 from PySide6.QtCore import Qt
 
-from layerscope.app.controller import ProfileRequest, prepare_views
+from layerscope.app.controller import prepare_views
+from layerscope.profiler.jobs import ModelRequest
 from layerscope.app.main_window import MainWindow
 from layerscope.app.qtcheck import check_qt_binding, none_is_immortal
 from layerscope.app.state import BIG_MODEL_LAYERS
@@ -28,7 +29,7 @@ def window(qtbot):
 
 def profile(qtbot, win, **kw):
     with qtbot.waitSignal(win.controller.finished, timeout=120_000) as blocker:
-        win.profile(ProfileRequest(**{**FAST, **kw}))
+        win.profile(ModelRequest(**{**FAST, **kw}))
     qtbot.waitUntil(lambda: win.controller.worker is None and not win.graph.busy() and not win.state.pending)
     return blocker.args[0]
 
@@ -69,7 +70,7 @@ def test_progress_window_stays_up_across_stages_and_cancel_stops_fast(qtbot):
     profile(qtbot, win, model="tiny_cnn")  # a job that ends by itself closes its window: not a Cancel
     assert not stopped and "Cancelled" not in win.statusBar().currentMessage()
     seen = []
-    win.profile(ProfileRequest(model="resnet18", runs=400, warmup=1, hardware="raspberry-pi-5"))
+    win.profile(ModelRequest(model="resnet18", runs=400, warmup=1, hardware="raspberry-pi-5"))
     jp = win.controller.window
     assert jp is not None and jp.isVisible()
     win.controller.worker.yielded.connect(lambda p: seen.append((p.stage, jp.isVisible(), jp.fraction)))

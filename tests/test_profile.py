@@ -81,3 +81,17 @@ def test_a_suspended_or_cancelled_profile_leaves_no_inference_mode_behind(pi5):
             break
     work.close()  # what Cancel does
     assert not torch.is_inference_mode_enabled()
+
+
+def test_model_request_checks_itself_and_reloads_a_profile(tiny_profile):
+    from layerscope.profiler import LayerScopeError
+    from layerscope.profiler.jobs import ModelRequest
+
+    for bad in (dict(runs=0), dict(warmup=-1), dict(capture="jit"), dict(max_memory_gib=-1.0), dict(device="meta")):
+        with pytest.raises(LayerScopeError):
+            ModelRequest("tiny_cnn", **bad).check()
+    req = ModelRequest.for_profile(tiny_profile, runs=4)
+    assert (req.model, req.runs, req.max_memory_gib) == (tiny_profile.model.spec, 4, 0)
+    loaded = req.load()
+    assert [tuple(t.shape) for t in loaded.inputs] == [tuple(s) for s in tiny_profile.model.input_shapes]
+    assert ModelRequest(capture="export").method.value == "torch.export" and ModelRequest().method is None

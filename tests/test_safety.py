@@ -68,12 +68,13 @@ def test_a_crafted_pt2_never_runs_code_in_any_loader(capsys, qtbot, tmp_path, ba
                   "--hardware", "raspberry-pi-5"]):
         rc, _, err = run(capsys, *argv)
         assert rc == 2 and "refused to load" in err and "--trust-file" in err, (argv, err)
-    from layerscope.app.controller import ProfileController, ProfileRequest
+    from layerscope.app.controller import ProfileController
+    from layerscope.profiler.jobs import ModelRequest
     from layerscope.app.state import AppState
 
     ctl = ProfileController(AppState(), show_dialogs=False)  # the app's File → Open model
     with qtbot.waitSignal(ctl.failed, timeout=60_000) as blocker:
-        ctl.start(ProfileRequest(model=str(evil), hardware="raspberry-pi-5", runs=1, warmup=0))
+        ctl.start(ModelRequest(model=str(evil), hardware="raspberry-pi-5", runs=1, warmup=0))
     qtbot.waitUntil(lambda: ctl.worker is None)
     assert "Trust this file" in blocker.args[0]
     assert not marker.exists()
@@ -249,12 +250,12 @@ def test_read_only_folder_is_refused(tmp_path):
     ["compare", "tiny_cnn", "--plan", "{plan}", "--json", "{missing}/c.json"],
 ])
 def test_output_paths_are_checked_before_any_work(capsys, tmp_path, monkeypatch, argv):
-    import layerscope.app.cli as cli
+    import layerscope.profiler.jobs as jobs
 
     def no_work(*_a, **_k):
         raise AssertionError("the model was loaded before the output path was checked")
 
-    monkeypatch.setattr(cli, "load_model", no_work)
+    monkeypatch.setattr(jobs, "load_model", no_work)  # every command loads its model through the jobs
     (tmp_path / "afile").write_text("x")
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"version": 1, "specs": [{"select": "all", "technique": "cast", "params": {}}]}))

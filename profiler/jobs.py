@@ -1,0 +1,205 @@
+"""The workflows the CLI and the desktop app share, one home each: profile, ONNX Runtime mapping,
+compress (+ compare + diagnose), compare (+ diagnose), and opening a saved profile.
+
+Each job is a work generator (yields ``Progress``, returns its result) that takes one typed
+``ModelRequest`` and carries every field of it down to the core. The CLI drives a job with a
+progress bar and prints its result; the app drives the same generator on a worker thread. Neither
+face decides what a workflow does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import LayerScopeError, PlanError
+from .graph import CaptureMethod
+from .hardware import resolve_hardware
+from .progress import Progress, Work
+from .report import Profile, profile_model
+from .resources import parse_device
+from .source import LoadedModel, load_model, parse_dtype, parse_input_shapes
+
+__all__ = ["ModelRequest", "CompressResult", "profile_job", "onnx_job", "compress_job", "compare_job", "open_profile_job"]
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """Which model, on which inputs, measured how: everything the CLI's model options and the app's
+    Open-model dialog say, in one place."""
+
+    model: str | None = None  # zoo name, file.py:factory or .pt2; None = the default model
+    input_shape: str | None = None  # "1,3,224,224"; several inputs separated by ";"; None = the model's own
+    dtype: str | None = None  # cast weights and float inputs; None = the model's own
+    runs: int = 20
+    warmup: int = 3
+    device: str = "cpu"
+    hardware: str = "this"  # "this" (calibrated here), a device profile name, or a .json file
+    capture: str | None = None  # "fx" or "export"; None = fx with export as fallback
+    trust_file: bool = False  # a .pt2 may run code when loaded: only when the user said so
+    max_memory_gib: float | None = None  # activation-memory limit; None = what is available now, 0 = off
+
+    def check(self) -> None:
+        """Everything that can be wrong with the request itself, before any work."""
+        if self.runs < 1 or self.warmup < 0:
+            raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
+        if self.capture not in (None, "fx", "export"):
+            raise LayerScopeError(f"capture {self.capture!r}: use fx or export.")
+        if self.max_memory_gib is not None and not (self.max_memory_gib >= 0 and self.max_memory_gib != float("inf")):
+            raise LayerScopeError("--max-memory must be a number of GiB >= 0 (0 turns the memory check off).")
+        parse_device(self.device)
+
+    @property
+    def method(self) -> CaptureMethod | None:
+        return {"fx": CaptureMethod.FX, "export": CaptureMethod.EXPORT}.get(self.capture or "")
+
+    def load(self) -> LoadedModel:
+        self.check()
+        limit = None if self.max_memory_gib is None else int(self.max_memory_gib * 2**30)
+        return load_model(self.model, parse_input_shapes(self.input_shape), parse_dtype(self.dtype),
+                          trust_file=self.trust_file, max_memory_bytes=limit)
+
+    @classmethod
+    def for_profile(cls, profile: Profile, trust_file: bool = False, **changes: Any) -> ModelRequest:
+        """The request that loads ``profile``'s model again, on the inputs it was profiled with."""
+        m = profile.model
+        req = cls(m.spec, ";".join(",".join(map(str, s)) for s in m.input_shapes) or None,
+                  None if m.compute_dtype == "float32" else m.compute_dtype, trust_file=trust_file, max_memory_gib=0)
+        return _replace(req, **changes)
+
+
+def _replace(req: ModelRequest, **changes: Any) -> ModelRequest:
+    import dataclasses
+
+    return dataclasses.replace(req, **changes)
+
+
+def _hardware(req: ModelRequest):
+    return resolve_hardware(req.hardware, "cuda" if req.device.startswith("cuda") else "cpu")
+
+
+def profile_job(req: ModelRequest) -> Work[Profile]:
+    """Load, (calibrate,) capture, measure and classify every layer."""
+    req.check()
+    yield Progress("load", 0, 1, req.model or "default model")
+    loaded = req.load()
+    yield Progress("load", 1, 1, loaded.name)
+    hw = yield from _hardware(req)
+    return (yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device, method=req.method))
+
+
+def open_profile_job(path: str | Path) -> Work[Profile]:
+    """A saved profile, read and checked (a 10,000-layer profile is 16 MB of JSON)."""
+    yield Progress("load", 0, 1, str(path))
+    profile = Profile.load(path)
+    yield Progress("load", 1, 1, f"{len(profile.graph)} layers")
+    return profile
+
+
+def onnx_job(req: ModelRequest, opt_level: str = "all", provider: str = "CPUExecutionProvider",
+             onnx_path: str | Path | None = None, workdir: str | Path | None = None):
+    """Export ``req``'s model to ONNX (or take a plain ``onnx_path``: then only ``req``'s runs and
+    warm-up count), profile it in ONNX Runtime at ``opt_level`` and map every compiled op back to
+    its source layers."""
+    from .capture import capture, capture_exported, run_and_locate_failure
+    from .onnx_map import map_onnx
+
+    req.check()
+    runs, warmup = req.runs, req.warmup
+    if onnx_path is not None:
+        return (yield from map_onnx(onnx_path=onnx_path, opt_level=opt_level, provider=provider, runs=runs, warmup=warmup,
+                                    name=Path(onnx_path).name, workdir=workdir))
+    yield Progress("load", 0, 1, req.model or "default model")
+    loaded = req.load()
+    yield Progress("load", 1, 1, loaded.name)
+    run_and_locate_failure(loaded.module, loaded.inputs)  # a forward that raises is named as such, not as a capture failure
+    if loaded.exported is not None:
+        graph = capture_exported(loaded.exported, None, loaded.inputs).graph
+    else:
+        graph = capture(loaded.module, loaded.inputs, req.method).graph
+    return (yield from map_onnx(loaded.module, loaded.inputs, graph, opt_level=opt_level, provider=provider,
+                                runs=runs, warmup=warmup, name=loaded.name, workdir=workdir))
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    """What a compress job found: the reference profile, the outcome (candidate, its profile, the
+    report), and the layer-by-layer activation comparison with its diagnostics."""
+
+    profile: Profile
+    outcome: Any  # CompressionOutcome
+    comparison: Any  # ActivationComparison
+    diagnostics: list
+    inputs: tuple  # the example inputs both models ran on (to export the candidate)
+
+
+def compress_job(req: ModelRequest, plan, data: str | Path | None = None, samples: int = 8, ort_int8: bool = False,
+                 workdir: str | Path | None = None, profile: Profile | None = None, threshold_db: float = 20.0,
+                 range_factor: float = 10.0, on_loaded: Callable[[LoadedModel], None] | None = None) -> Work[CompressResult]:
+    """Apply ``plan`` to a copy of the model, profile and time the copy, then compare activations
+    layer by layer and diagnose. ``profile``: the reference profile when the caller already has one
+    (the app); otherwise the model is profiled first with ``req``'s runs, warm-up and capture.
+    ``on_loaded``: called with the loaded model before any work (the CLI checks room for
+    model-sized outputs there)."""
+    from .compression import compress
+    from .data import samples_for
+    from .diagnose import diagnose
+    from .ranges import compare_models
+
+    req.check()
+    if plan is None:
+        raise PlanError("No plan to apply.")
+    yield Progress("load", 0, 1, req.model or "default model")
+    loaded = req.load()
+    yield Progress("load", 1, 1, loaded.name)
+    if on_loaded is not None:
+        on_loaded(loaded)
+    batches = samples_for(loaded, data, samples)
+    hw = profile.hardware if profile is not None else (yield from _hardware(req))
+    if profile is None:
+        profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.method)
+    outcome = yield from compress(loaded, profile, plan, batches, hw, runs=req.runs, ort_int8=ort_int8,
+                                  workdir=Path(workdir) if workdir else None, warmup=req.warmup, method=req.method)
+    cmp = yield from compare_models(loaded.module, outcome.candidate, batches, f"{loaded.name} (float)",
+                                    f"{loaded.name} (compressed)", method=req.method)
+    diags = diagnose(cmp, profile.graph, outcome.report.resolved, loaded.module, range_factor=range_factor,
+                     sqnr_threshold_db=threshold_db)
+    return CompressResult(profile, outcome, cmp, diags, tuple(loaded.inputs))
+
+
+def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str, str] = ("plan A", "plan B"),
+                against: str | None = None, data: str | Path | None = None, samples: int = 8, threshold_db: float = 20.0,
+                range_factor: float = 10.0):
+    """Compare the float model with ``plan`` applied (or ``plan`` against ``plan_b``, or the model
+    against another model ``against`` with the same layer ids) layer by layer, and diagnose."""
+    from .compression import apply_plan, resolve_plan
+    from .data import samples_for
+    from .diagnose import diagnose
+    from .ranges import compare_models
+
+    req.check()
+    if plan is None and against is None:
+        raise PlanError("Give --plan plan.json (float vs compressed), and optionally --plan-b, or --against OTHER_MODEL.")
+    yield Progress("load", 0, 1, req.model or "default model")
+    loaded = req.load()
+    yield Progress("load", 1, 1, loaded.name)
+    batches = samples_for(loaded, data, samples)
+    hw = yield from _hardware(req)
+    profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.method)  # selectors need bound/latency
+    ref, ref_name, resolved = loaded.module, f"{loaded.name} (float)", []
+    if plan_b is not None:
+        ra, wa = resolve_plan(plan, profile)
+        ref, _ = yield from apply_plan(loaded.module, profile.graph, ra, batches, wa)
+        ref_name = f"{loaded.name} + {plan_names[0]}"
+    if against is not None:
+        other = load_model(against, [tuple(t.shape) for t in loaded.inputs], trust_file=req.trust_file, max_memory_bytes=0)
+        cand, cand_name = other.module, other.name
+    else:
+        chosen, name = (plan_b, plan_names[1]) if plan_b is not None else (plan, plan_names[0])
+        resolved, warnings = resolve_plan(chosen, profile)
+        cand, _ = yield from apply_plan(loaded.module, profile.graph, resolved, batches, warnings)
+        cand_name = f"{loaded.name} + {name}"
+    cmp = yield from compare_models(ref, cand, batches, ref_name, cand_name, method=req.method)
+    return cmp, diagnose(cmp, profile.graph, resolved, loaded.module, range_factor=range_factor, sqnr_threshold_db=threshold_db)
