@@ -16,6 +16,7 @@ __all__ = [
     "UnsafeFileError",
     "ResourceError",
     "Cancelled",
+    "ComparisonError",
 ]
 
 
@@ -69,3 +70,7 @@ class ResourceError(LayerScopeError):
 
 class Cancelled(LayerScopeError):
     """Long work was cancelled by the user."""
+
+
+class ComparisonError(LayerScopeError):
+    """The two models cannot be compared on these inputs (NaN/Inf, mismatched inputs, no common layers)."""

@@ -29,7 +29,7 @@ from .graph import CaptureMethod
 from .compression.activations import FakeQuantInput, clipped
 from .data import SampleSet
 from .errorstats import PairStats
-from .errors import LayerScopeError
+from .errors import ComparisonError, LayerScopeError
 from .progress import Progress, Work, checkpoint
 from .resources import release_memory
 
@@ -41,10 +41,6 @@ __all__ = [
 COMPARE_VERSION = 1
 MERGE_KINDS = frozenset({"add", "sub", "concat"})
 PERCENTILES = (0.01, 0.1, 1.0, 50.0, 99.0, 99.9, 99.99)
-
-
-class ComparisonError(LayerScopeError):
-    """The two models cannot be compared on these inputs (NaN/Inf, mismatched inputs, no common layers)."""
 
 
 # --------------------------------------------------------------------------- streaming statistics
