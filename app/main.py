@@ -8,6 +8,9 @@ import sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
+from layerscope.profiler import LayerScopeError
+from layerscope.profiler.jobs import ModelRequest
+
 from .main_window import MainWindow, app_icon
 from .qtcheck import check_qt_binding
 
@@ -36,9 +39,7 @@ def run_gui(args: argparse.Namespace) -> int:
         path = args.profile_json
         QTimer.singleShot(0, lambda: win.controller.open_profile(path))  # read in the worker, with progress
     else:
-        from .cli import request_for
-
-        req = request_for(args)  # every model option of `layerscope gui`, checked before the window opens
+        req = ModelRequest.from_args(args)  # every model option, checked before the window opens
         if shot:
             win.controller.finished.connect(screenshot_and_quit)
             win.controller.failed.connect(lambda _m: app.exit(1))
@@ -46,12 +47,17 @@ def run_gui(args: argparse.Namespace) -> int:
     return app.exec()
 
 
-def main() -> int:
-    from .cli import build_parser
+def build_parser() -> argparse.ArgumentParser:
+    """``layerscope-gui``'s own arguments: the model options of the core's request, plus the app's."""
+    p = argparse.ArgumentParser(prog="layerscope-gui", description="LayerScope desktop app: find and compress bottleneck layers.")
+    ModelRequest.add_arguments(p)
+    p.add_argument("--profile", dest="profile_json", help="open a saved profile JSON instead of profiling")
+    p.add_argument("--screenshot", help=argparse.SUPPRESS)  # used by docs/tests: save a PNG and quit
+    return p
 
-    from layerscope.profiler import LayerScopeError
 
-    args = build_parser().parse_args(["gui", *sys.argv[1:]])
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return run_gui(args)
     except LayerScopeError as exc:

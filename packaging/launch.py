@@ -2,6 +2,6 @@
 
 import sys
 
-from layerscope.app.cli import main
+from layerscope.cli.main import main
 
 sys.exit(main(sys.argv[1:] or ["gui"]))

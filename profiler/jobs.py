@@ -22,7 +22,18 @@ from .report import Profile, profile_model
 from .resources import parse_device
 from .source import LoadedModel, load_model, parse_dtype, parse_input_shapes
 
-__all__ = ["ModelRequest", "CompressResult", "profile_job", "onnx_job", "compress_job", "compare_job", "open_profile_job"]
+__all__ = ["MODEL_HELP", "ModelRequest", "CompressResult", "profile_job", "onnx_job", "compress_job", "compare_job", "open_profile_job"]
+
+
+def _model_help() -> str:
+    from .zoo import ZOO
+
+    return (f"zoo name ({', '.join(ZOO)}), path/to/file.py:factory, or a .pt2 file (default: resnet18). "
+            "A file.py:factory is Python code and runs: use only files you trust. A .pt2 is opened without running "
+            "code from it (see --trust-file).")
+
+
+MODEL_HELP = _model_help()
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,42 @@ class ModelRequest:
         limit = None if self.max_memory_gib is None else int(self.max_memory_gib * 2**30)
         return load_model(self.model, parse_input_shapes(self.input_shape), parse_dtype(self.dtype),
                           trust_file=self.trust_file, max_memory_bytes=limit)
+
+    @staticmethod
+    def add_arguments(p, required: bool = False, runs: int = 20, warmup: int = 3, device: bool = True) -> None:
+        """The request's options on an argparse parser (``layerscope`` and ``layerscope-gui`` alike);
+        ``runs``/``warmup`` are the command's defaults (the help says them); ``device`` False for
+        commands that measure on the CPU only."""
+        from .hardware import device_profile_names
+
+        p.add_argument("model", nargs=None if required else "?", default=None, help=MODEL_HELP)
+        p.add_argument("--trust-file", action="store_true",
+                       help="load a .pt2 even if it asks to run code (pickled objects, compiled libraries, guards); only for "
+                            "files from a source you trust, like trust_remote_code")
+        p.add_argument("--max-memory", type=float, metavar="GIB",
+                       help="refuse to run when a forward on --input-shape is estimated to need more activation memory "
+                            "(default: the memory available now; 0 turns the check off)")
+        p.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224; several inputs separated by ';'")
+        p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], help="cast weights and float inputs")
+        p.add_argument("--runs", type=int, default=runs, help=f"timed runs per layer (default {runs})")
+        p.add_argument("--warmup", type=int, default=warmup, help=f"untimed warm-up runs (default {warmup})")
+        if device:
+            p.add_argument("--device", default="cpu", help="cpu or cuda (CUDA events are used on a GPU)")
+        p.add_argument("--hardware", default="this",
+                       help=f"roofline: 'this' (calibrated here, cached) or a device profile ({', '.join(device_profile_names())}) "
+                            "or a .json file")
+        p.add_argument("--capture", choices=["fx", "export"], help="force a capture method (default: fx, export as fallback)")
+
+    @classmethod
+    def from_args(cls, args: Any, spec: str | None = None) -> ModelRequest:
+        """The request an argparse namespace (from ``add_arguments``) describes, checked."""
+        req = cls(spec if spec is not None else getattr(args, "model", None), getattr(args, "input_shape", None),
+                  getattr(args, "dtype", None), runs=getattr(args, "runs", 20), warmup=getattr(args, "warmup", 3),
+                  device=getattr(args, "device", "cpu"), hardware=getattr(args, "hardware", "this"),
+                  capture=getattr(args, "capture", None), trust_file=getattr(args, "trust_file", False),
+                  max_memory_gib=getattr(args, "max_memory", None))
+        req.check()
+        return req
 
     @classmethod
     def for_profile(cls, profile: Profile, trust_file: bool = False, **changes: Any) -> ModelRequest:

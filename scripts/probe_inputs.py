@@ -225,7 +225,7 @@ def run_probe(p: Probe, root: Path) -> tuple[str, str]:
         cached.mkdir() if p.cache == "dir" else cached.write_bytes(p.cache)
     before = {k: Path(k).read_bytes() for k in p.keep}
     try:
-        out = subprocess.run([sys.executable, "-m", "layerscope.app.cli", "-q", *p.argv], cwd=work, env=env,
+        out = subprocess.run([sys.executable, "-m", "layerscope.cli.main", "-q", *p.argv], cwd=work, env=env,
                              capture_output=True, text=True, timeout=p.timeout, check=False)
     except subprocess.TimeoutExpired:
         return "hang", ""

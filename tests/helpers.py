@@ -15,7 +15,7 @@ def metrics_of(module: nn.Module, *inputs: torch.Tensor, layer_id: str | None = 
 
 def run(capsys, *argv):
     """Run the CLI in-process; no traceback may reach the user. Returns (rc, stdout, stderr unwrapped)."""
-    from layerscope.app.cli import main
+    from layerscope.cli.main import main
 
     rc = main(["-q", *argv])
     out, err = capsys.readouterr()

@@ -193,7 +193,7 @@ def test_compare_two_models_and_an_export_captured_model(capsys, models_py, tmp_
 
 
 def test_compress_and_compare_help_state_their_real_defaults(capsys):
-    from layerscope.app.cli import build_parser
+    from layerscope.cli.main import build_parser
 
     for cmd, runs, warmup in (("compress", 10, 3), ("compare", 3, 1)):
         args = build_parser().parse_args([cmd, "tiny_cnn"])

@@ -95,7 +95,7 @@ def test_the_crafted_files_are_real_exploits(tmp_path, base_pt2, variant):
 def test_trust_file_opts_in_and_says_so(capsys, tmp_path, base_pt2):
     marker = tmp_path / "marker"
     evil = crafted.pickled_inputs(base_pt2, tmp_path / "stealthy.pt2", marker)
-    from layerscope.app.cli import main
+    from layerscope.cli.main import main
 
     rc = main(["-q", "profile", str(evil), "--trust-file", "--runs", "1", "--hardware", "raspberry-pi-5"])
     out, err = capsys.readouterr()
@@ -485,7 +485,7 @@ def test_interrupted_runs_leave_no_work_folder(tmp_path, command, sig, code):
     import time
 
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "layerscope.app.cli", "-q", *command], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "layerscope.cli.main", "-q", *command], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = tmp_path / "cache" / "layerscope" / "work"
     try:

@@ -10,11 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from layerscope.profiler.compression import ESTIMATES, CompressionPlan, CompressionReport, coreml_configs, estimate_plan, torchao_mapping
-from layerscope.profiler.errors import PlanError
-from layerscope.profiler.jobs import compress_job
-from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
 from layerscope.profiler.compression.apply import model_bytes
+from layerscope.profiler.errors import PlanError
+from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
+from layerscope.profiler.jobs import ModelRequest, compress_job
 from layerscope.profiler.safeio import atomic_path, atomic_write_text, check_output_path
+
+from .common import check_before_work, request_for, run_work
+from .compare import print_diagnostics
 
 __all__ = ["add_compress_parser", "print_report"]
 
@@ -79,8 +82,6 @@ def _write(path: str, text: str, console: Console, what: str) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .cli import _run, check_before_work, request_for
-    from .cli_compare import print_diagnostics
 
     if (args.plan is None) == (args.estimate is None):
         raise PlanError("Give exactly one of --plan plan.json or --estimate {" + ",".join(ESTIMATES) + "}.")
@@ -94,7 +95,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             if getattr(args, attr):
                 check_output_path(getattr(args, attr), OUTPUTS[attr], size_bytes=model_bytes(loaded.module))
 
-    result = _run(compress_job(req, plan, args.data, args.samples, ort_int8=ort_int8, workdir=args.workdir,
+    result = run_work(compress_job(req, plan, args.data, args.samples, ort_int8=ort_int8, workdir=args.workdir,
                                threshold_db=args.threshold, on_loaded=room_for_models), args.quiet)
     profile, outcome = result.profile, result.outcome
     rep = outcome.report
@@ -127,9 +128,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_compress_parser(sub, model_args) -> None:
+def add_compress_parser(sub) -> None:
     c = sub.add_parser("compress", help="apply a per-layer compression plan to a copy of the model and report the effect")
-    model_args(c, runs=10, device=False)  # compress measures on the CPU
+    ModelRequest.add_arguments(c, runs=10, device=False)  # compress measures on the CPU
     src = c.add_argument_group("what to apply (one of)")
     src.add_argument("--plan", help="CompressionPlan JSON (see README: selectors, techniques, parameters)")
     src.add_argument("--estimate", choices=list(ESTIMATES),

@@ -1,6 +1,7 @@
 """``layerscope`` command line: profile, onnx, compress, compare, calibrate, gui, zoo, devices.
 
-Headless commands never import Qt; ``gui`` imports the desktop app only when asked.
+Headless: never imports Qt; ``gui`` imports the desktop app only when asked (the one import
+contract exception, see pyproject.toml).
 """
 
 from __future__ import annotations
@@ -11,86 +12,24 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from layerscope.profiler import Bound, LayerScopeError, Profile, ZOO, calibrate, device_profile_names, drive
+from layerscope.profiler import ZOO, Bound, LayerScopeError, Profile, calibrate, device_profile_names
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
 from layerscope.profiler.hardware import save_cached, trusted
-from layerscope.profiler.jobs import ModelRequest, onnx_job, profile_job
-from layerscope.profiler.progress import Work
+from layerscope.profiler.jobs import MODEL_HELP, ModelRequest, onnx_job, profile_job
 from layerscope.profiler.resources import parse_device
-from layerscope.profiler.safeio import atomic_write_text, check_output_path
+from layerscope.profiler.safeio import atomic_write_text
 from layerscope.profiler.workspace import Terminated, install_signal_handlers
+
+from .common import check_before_work, err, request_for, run_work
+from .compare import add_compare_parser
+from .compress import add_compress_parser
 
 if TYPE_CHECKING:
     from layerscope.profiler.onnx_map import OnnxProfile
 
-err = Console(stderr=True)
 BOUND_STYLE = {Bound.MEMORY: "cyan", Bound.COMPUTE: "magenta", Bound.NO_WORK: "dim", Bound.UNKNOWN: "yellow"}
-
-
-def _run(work: Work, quiet: bool):
-    """Drive a core work generator with a progress bar on stderr."""
-    if quiet:
-        return drive(work)
-    with Progress(TextColumn("{task.description:<10}"), BarColumn(), TaskProgressColumn(),
-                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(p) -> None:
-            if p.stage not in tasks:
-                tasks[p.stage] = bar.add_task(p.stage, total=p.total, detail="")
-            bar.update(tasks[p.stage], completed=p.done, total=p.total, detail=p.detail)
-
-        return drive(work, update)
-
-
-MODEL_HELP = (f"zoo name ({', '.join(ZOO)}), path/to/file.py:factory, or a .pt2 file (default: resnet18). "
-              "A file.py:factory is Python code and runs: use only files you trust. A .pt2 is opened without running "
-              "code from it (see --trust-file).")
-
-
-def check_before_work(args: argparse.Namespace, flags: dict[str, str]) -> None:
-    """The counts and every output path the user gave, checked before any work starts."""
-    if getattr(args, "runs", 1) < 1 or getattr(args, "warmup", 0) < 0:
-        raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
-    for attr, flag in flags.items():
-        value = getattr(args, attr, None)
-        if value:
-            check_output_path(value, flag)
-
-
-def request_for(args: argparse.Namespace, spec: str | None = None) -> ModelRequest:
-    """The one typed request of a command's MODEL argument and model options."""
-    req = ModelRequest(spec if spec is not None else args.model, getattr(args, "input_shape", None), getattr(args, "dtype", None),
-                       runs=getattr(args, "runs", 20), warmup=getattr(args, "warmup", 3), device=getattr(args, "device", "cpu"),
-                       hardware=getattr(args, "hardware", "this"), capture=getattr(args, "capture", None),
-                       trust_file=getattr(args, "trust_file", False), max_memory_gib=getattr(args, "max_memory", None))
-    req.check()
-    return req
-
-
-def _model_args(p: argparse.ArgumentParser, required: bool = False, runs: int = 20, warmup: int = 3,
-                device: bool = True) -> None:
-    """The model and measurement options; ``runs``/``warmup`` are this command's defaults (the help
-    says them), ``device`` False for commands that measure on the CPU only."""
-    p.add_argument("model", nargs=None if required else "?", default=None, help=MODEL_HELP)
-    p.add_argument("--trust-file", action="store_true",
-                   help="load a .pt2 even if it asks to run code (pickled objects, compiled libraries, guards); only for "
-                        "files from a source you trust, like trust_remote_code")
-    p.add_argument("--max-memory", type=float, metavar="GIB",
-                   help="refuse to run when a forward on --input-shape is estimated to need more activation memory "
-                        "(default: the memory available now; 0 turns the check off)")
-    p.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224; several inputs separated by ';'")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], help="cast weights and float inputs")
-    p.add_argument("--runs", type=int, default=runs, help=f"timed runs per layer (default {runs})")
-    p.add_argument("--warmup", type=int, default=warmup, help=f"untimed warm-up runs (default {warmup})")
-    if device:
-        p.add_argument("--device", default="cpu", help="cpu or cuda (CUDA events are used on a GPU)")
-    p.add_argument("--hardware", default="this",
-                   help=f"roofline: 'this' (calibrated here, cached) or a device profile ({', '.join(device_profile_names())}) or a .json file")
-    p.add_argument("--capture", choices=["fx", "export"], help="force a capture method (default: fx, export as fallback)")
 
 
 def print_profile(profile: Profile, top: int, console: Console) -> None:
@@ -141,7 +80,7 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     check_before_work(args, {"json": "--json", "csv": "--csv"})
-    profile = _run(profile_job(request_for(args)), args.quiet)
+    profile = run_work(profile_job(request_for(args)), args.quiet)
     out = Console(width=max(Console().width, 140) if not sys.stdout.isatty() else None)
     print_profile(profile, args.top, out)
     if args.json:
@@ -186,7 +125,7 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     req = request_for(args, spec)
     work = onnx_job(req, opt_level=args.opt_level, provider=args.provider, onnx_path=spec if plain else None,
                     workdir=args.workdir)
-    result = _run(work, args.quiet)
+    result = run_work(work, args.quiet)
     out = Console(width=max(Console().width, 160) if not sys.stdout.isatty() else None)
     print_onnx(result, args.top, out)
     if args.json:
@@ -197,7 +136,7 @@ def cmd_onnx(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     device = parse_device(args.device)
-    hw = _run(calibrate(device.type, matmul_size=args.size), args.quiet)
+    hw = run_work(calibrate(device.type, matmul_size=args.size), args.quiet)
     console = Console()
     for dt, g in hw.peak_gflops.items():
         console.print(f"peak {dt:<9} {g:10.1f} GFLOP/s")
@@ -240,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("profile", help="profile every layer and print the ranked bottlenecks")
-    _model_args(p)
+    ModelRequest.add_arguments(p)
     p.add_argument("--top", type=int, default=15, help="rows in the ranked table (default 15)")
     p.add_argument("--json", help="write the full Profile as JSON")
     p.add_argument("--csv", help="write one row per layer as CSV")
@@ -266,15 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--size", type=int, default=2048, help="largest matmul size, 64 to 16384 (default 2048)")
     c.set_defaults(func=cmd_calibrate)
     g = sub.add_parser("gui", help="open the desktop app")
-    _model_args(g)
+    ModelRequest.add_arguments(g)
     g.add_argument("--profile", dest="profile_json", help="open a saved profile JSON instead of profiling")
     g.add_argument("--screenshot", help=argparse.SUPPRESS)  # used by docs/tests: save a PNG and quit
     g.set_defaults(func=cmd_gui)
-    from .cli_compare import add_compare_parser
-    from .cli_compress import add_compress_parser
-
-    add_compress_parser(sub, _model_args)
-    add_compare_parser(sub, _model_args)
+    add_compress_parser(sub)
+    add_compare_parser(sub)
     sub.add_parser("zoo", help="list built-in models").set_defaults(func=cmd_zoo)
     sub.add_parser("devices", help="list shipped target-device profiles").set_defaults(func=cmd_devices)
     return parser

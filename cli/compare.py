@@ -15,10 +15,12 @@ from layerscope.profiler.compression import CompressionPlan
 from layerscope.profiler.diagnose import Diagnostic
 from layerscope.profiler.errors import PlanError
 from layerscope.profiler.format import fmt_db
-from layerscope.profiler.jobs import compare_job
+from layerscope.profiler.jobs import ModelRequest, compare_job
 from layerscope.profiler.ranges import ActivationComparison
 from layerscope.profiler.serde import to_jsonable
 from layerscope.profiler.safeio import atomic_write_text
+
+from .common import check_before_work, request_for, run_work
 
 __all__ = ["add_compare_parser", "print_comparison", "print_diagnostics"]
 
@@ -85,7 +87,6 @@ def _print_diagnostic_list(diags: list[Diagnostic], console: Console) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .cli import _run, check_before_work, request_for
 
     if not args.plan and not args.against:
         raise PlanError("Give --plan plan.json (float vs compressed), and optionally --plan-b, or --against OTHER_MODEL.")
@@ -96,7 +97,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                        (Path(args.plan).name if args.plan else "", Path(args.plan_b).name if args.plan_b else ""),
                        against=args.against, data=args.data, samples=args.samples, threshold_db=args.threshold,
                        range_factor=args.range_factor)
-    cmp, diags = _run(work, args.quiet)
+    cmp, diags = run_work(work, args.quiet)
     console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
     print_comparison(cmp, diags, args.top, args.threshold, console)
     if args.json:
@@ -105,9 +106,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_compare_parser(sub, model_args) -> None:
+def add_compare_parser(sub) -> None:
     c = sub.add_parser("compare", help="compare activation ranges of the float and compressed model layer by layer; diagnose")
-    model_args(c, runs=3, warmup=1, device=False)  # compare runs on the CPU; timing only feeds selectors
+    ModelRequest.add_arguments(c, runs=3, warmup=1, device=False)  # compare runs on the CPU; timing only feeds selectors
     c.add_argument("--plan", help="CompressionPlan JSON: the candidate (or, with --plan-b, the reference)")
     c.add_argument("--plan-b", help="a second plan: compare plan A (reference) against plan B (candidate)")
     c.add_argument("--against", help="compare MODEL against another model with the same layer ids (zoo name or file.py:factory)")

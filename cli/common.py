@@ -1,0 +1,48 @@
+"""What every command shares: the progress bar, the checks made before any work, the stderr console."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from layerscope.profiler import LayerScopeError, drive
+from layerscope.profiler.jobs import ModelRequest
+from layerscope.profiler.progress import Work
+from layerscope.profiler.safeio import check_output_path
+
+__all__ = ["err", "run_work", "check_before_work", "request_for"]
+
+err = Console(stderr=True)
+
+
+def run_work(work: Work, quiet: bool):
+    """Drive a core work generator with a progress bar on stderr."""
+    if quiet:
+        return drive(work)
+    with Progress(TextColumn("{task.description:<10}"), BarColumn(), TaskProgressColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(p) -> None:
+            if p.stage not in tasks:
+                tasks[p.stage] = bar.add_task(p.stage, total=p.total, detail="")
+            bar.update(tasks[p.stage], completed=p.done, total=p.total, detail=p.detail)
+
+        return drive(work, update)
+
+
+def check_before_work(args: argparse.Namespace, flags: dict[str, str]) -> None:
+    """The counts and every output path the user gave, checked before any work starts."""
+    if getattr(args, "runs", 1) < 1 or getattr(args, "warmup", 0) < 0:
+        raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
+    for attr, flag in flags.items():
+        value = getattr(args, attr, None)
+        if value:
+            check_output_path(value, flag)
+
+
+def request_for(args: argparse.Namespace, spec: str | None = None) -> ModelRequest:
+    """The one typed request of a command's MODEL argument and model options."""
+    return ModelRequest.from_args(args, spec)
