@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from superqt import QElidingLabel
 from superqt.utils import create_worker
 
-from layerscope.profiler import Bound, Profile
+from layerscope.profiler import Profile
 from layerscope.profiler.format import fmt_ms, fmt_pct
 from layerscope.profiler.graph import GraphView
 
@@ -494,13 +494,13 @@ def _drawing(p: Profile, depth: int | None, expanded: frozenset[str], collapsed:
     view = p.graph.view(depth, expanded, collapsed)
     nodes = view.nodes
     index = {n: i for i, n in enumerate(nodes)}
-    total = p.summary.sum_of_layer_medians_ms or 1.0
+    rows, row_index = p.rows(), p.row_index()
     share, kinds = [], []
     for n in nodes:
-        if n in p.graph:
-            t = p.timings.get(n)
-            share.append(t.latency_ms / total if t else 0.0)
-            kinds.append(p.roofline[n].bound if n in p.roofline else Bound.UNKNOWN)
+        if n in row_index:  # a layer: the core's share and bound
+            r = rows[row_index[n]]
+            share.append(r.latency_share)
+            kinds.append(r.bound)
         else:
             share.append(p.module_totals(n).latency_share)
             kinds.append("module")

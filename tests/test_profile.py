@@ -95,3 +95,9 @@ def test_model_request_checks_itself_and_reloads_a_profile(tiny_profile):
     loaded = req.load()
     assert [tuple(t.shape) for t in loaded.inputs] == [tuple(s) for s in tiny_profile.model.input_shapes]
     assert ModelRequest(capture="export").method.value == "torch.export" and ModelRequest().method is None
+
+
+def test_unknown_layer_is_a_key_error_naming_it(tiny_profile):
+    with pytest.raises(KeyError, match="no layer 'nope'"):
+        tiny_profile.row("nope")
+    assert tiny_profile.row("conv2").layer.id == "conv2"
