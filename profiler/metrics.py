@@ -50,7 +50,8 @@ class LayerMetrics:
 
     @property
     def arithmetic_intensity(self) -> float | None:
-        """FLOPs per byte moved; None when FLOPs are unknown or nothing moves."""
+        """FLOPs per byte moved; None when FLOPs are unknown or nothing moves (the roofline then
+        judges FLOPs that move no bytes against the compute roof: no infinities in a profile)."""
         if self.flops is None or self.bytes_moved == 0:
             return None
         return self.flops / self.bytes_moved

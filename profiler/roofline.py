@@ -41,9 +41,9 @@ def classify(m: LayerMetrics, latency_ms: float | None, hw: HardwareProfile, dty
         return RooflinePoint(Bound.UNKNOWN, None, None, gbs, None, None)
     if m.flops == 0 and m.bytes_moved == 0:
         return RooflinePoint(Bound.NO_WORK, None, None, None, None, None)
-    intensity = m.flops / m.bytes_moved if m.bytes_moved else float("inf")
-    bound = Bound.COMPUTE if intensity >= hw.ridge_point(dtype) else Bound.MEMORY
-    roof = hw.roof_gflops(intensity, dtype)
+    intensity = m.arithmetic_intensity  # the one definition; None here: FLOPs that move no bytes
+    bound = Bound.COMPUTE if intensity is None or intensity >= hw.ridge_point(dtype) else Bound.MEMORY
+    roof = hw.peak_for(dtype)[0] if intensity is None else hw.roof_gflops(intensity, dtype)
     if m.flops == 0:  # pure data movement: judge against the bandwidth roof
         frac = gbs / hw.bandwidth_gbs if gbs and timed_on_target else None
         return RooflinePoint(bound, 0.0, 0.0, gbs, 0.0, frac)

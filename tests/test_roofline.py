@@ -83,3 +83,16 @@ def test_one_roof_for_classes_plot_and_estimate(pi5):
     assert np.allclose(pi5.roof_gflops(xs), [0.1 * bw, peak, peak])
     assert pi5.roof_ms(2e9, 0) == pytest.approx(2e9 / (peak * 1e9) * 1e3)
     assert pi5.roof_ms(0, 4e9) == pytest.approx(4e9 / (bw * 1e9) * 1e3)
+
+
+def test_flops_that_move_no_bytes_are_compute_bound_without_infinity(pi5):
+    import json
+
+    from layerscope.profiler import LayerMetrics, classify
+    from layerscope.profiler.serde import to_jsonable
+
+    m = LayerMetrics(params=0, weight_bytes=0, flops=1000, macs=500, bytes_read=0, bytes_written=0, formula="matmul")
+    assert m.arithmetic_intensity is None
+    pt = classify(m, 0.001, pi5)
+    assert pt.bound.value == "compute-bound" and pt.intensity is None and pt.roof_gflops == pi5.peak_for("float32")[0]
+    json.dumps(to_jsonable(pt), allow_nan=False)  # a profile holding it stays valid JSON
