@@ -9,6 +9,7 @@ face decides what a workflow does.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,13 +115,7 @@ class ModelRequest:
         m = profile.model
         req = cls(m.spec, ";".join(",".join(map(str, s)) for s in m.input_shapes) or None,
                   None if m.compute_dtype == "float32" else m.compute_dtype, trust_file=trust_file, max_memory_gib=0)
-        return _replace(req, **changes)
-
-
-def _replace(req: ModelRequest, **changes: Any) -> ModelRequest:
-    import dataclasses
-
-    return dataclasses.replace(req, **changes)
+        return dataclasses.replace(req, **changes)
 
 
 def _hardware(req: ModelRequest):

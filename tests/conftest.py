@@ -28,3 +28,14 @@ def tiny_profile():
     from layerscope.profiler import drive, load_device_profile, load_model, profile_model
 
     return drive(profile_model(load_model("tiny_cnn"), load_device_profile("raspberry-pi-5"), runs=3, warmup=1))
+
+
+@pytest.fixture
+def window(qtbot):
+    """The real main window, shown offscreen, without modal dialogs."""
+    from layerscope.app.main_window import MainWindow
+
+    win = MainWindow(show_dialogs=False)
+    qtbot.addWidget(win)
+    win.show()
+    return win

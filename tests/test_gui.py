@@ -1,27 +1,12 @@
 import json
+
 import pytest
+from gui_helpers import FAST, profile
 from PySide6.QtCore import Qt
 
 from layerscope.profiler.jobs import ModelRequest
 from layerscope.app.main_window import MainWindow
-from layerscope.profiler import Profile
 
-FAST = dict(runs=2, warmup=1, hardware="raspberry-pi-5")
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow(show_dialogs=False)
-    qtbot.addWidget(win)
-    win.show()
-    return win
-
-
-def profile(qtbot, win, **kw) -> Profile:
-    with qtbot.waitSignal(win.controller.finished, timeout=120_000) as blocker:
-        win.profile(ModelRequest(**{**FAST, **kw}))
-    qtbot.waitUntil(lambda: win.controller.worker is None)
-    return blocker.args[0]
 
 
 def test_click_table_row_selects_layer_in_graph_and_roofline(qtbot, window):

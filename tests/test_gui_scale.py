@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+from gui_helpers import profile
 from PySide6.QtCore import Qt
 
 from layerscope.app.controller import prepare_views
@@ -16,22 +17,6 @@ from layerscope.app.state import BIG_MODEL_LAYERS
 from layerscope.profiler import Cancelled, LayerScopeError, drive, load_device_profile, load_model, profile_model
 from layerscope.profiler.progress import cancellable, checkpoint
 
-FAST = dict(runs=2, warmup=1, hardware="raspberry-pi-5")
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow(show_dialogs=False)
-    qtbot.addWidget(win)
-    win.show()
-    return win
-
-
-def profile(qtbot, win, **kw):
-    with qtbot.waitSignal(win.controller.finished, timeout=120_000) as blocker:
-        win.profile(ModelRequest(**{**FAST, **kw}))
-    qtbot.waitUntil(lambda: win.controller.worker is None and not win.graph.busy() and not win.state.pending)
-    return blocker.args[0]
 
 
 @pytest.mark.skipif(none_is_immortal(), reason="None is immortal on this Python: a leak cannot crash it")
