@@ -9,6 +9,10 @@ builds LayerSpecs and shows the core's CompressionReport.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -21,19 +25,45 @@ from layerscope.profiler import LayerScopeError
 from layerscope.profiler.compression import (
     CompressionPlan, LayerSpec, coreml_configs, estimate_static, resolve_plan, select_layers, torchao_mapping,
 )
+from layerscope.profiler.compression.specs import (
+    Calibration, CastDtype, Granularity, QuantizeParams, Technique, default, limits,
+)
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
 
 from .controller import ProfileController
 from .files import save_text
 from .state import AppState
 
-# label -> (technique, slider param, slider range, fixed params, how the slider value reads)
+@dataclass(frozen=True)
+class Knob:
+    """One technique in the panel: which parameter the strength slider sets and how it reads. The
+    slider's range and start come from the technique's spec (``compression.specs``), never restated."""
+    technique: Technique
+    param: str | None  # None: no slider
+    text: Callable[[int], str]
+    percent: bool = False  # a fraction shown as whole percent
+    fixed: tuple[tuple[str, Any], ...] = ()
+
+    def span(self) -> tuple[int, int, int]:
+        """(lowest, highest, default) slider positions."""
+        if self.param is None:
+            return 0, 0, 0
+        lim, scale = limits(self.technique, self.param), 100 if self.percent else 1
+        hi = lim.hi if lim.hi is not None else lim.lo
+        lo_pos = math.ceil(lim.lo * scale) + (1 if lim.lo_open else 0)
+        hi_pos = math.floor(hi * scale) - (1 if lim.hi_open else 0)
+        return lo_pos, hi_pos, round(default(self.technique, self.param) * scale)
+
+    def value(self, position: int) -> int | float:
+        return round(position / 100, 4) if self.percent else position
+
+
 TECHNIQUES = {
-    "Quantize weights (int)": ("quantize", "bits", (2, 8, 8), {}, lambda v: f"{v} bits"),
-    "Palettize (k-means LUT)": ("palettize", "bits", (1, 8, 4), {}, lambda v: f"{v} bits ({2 ** v} centroids)"),
-    "Prune (unstructured)": ("prune", "sparsity", (5, 95, 50), {}, lambda v: f"{v}% zeros"),
-    "Prune channels (structured)": ("prune_channels", "amount", (5, 90, 25), {}, lambda v: f"remove {v}% of channels"),
-    "Cast to float16": ("cast", None, (0, 0, 0), {"dtype": "float16"}, lambda v: "16 bits"),
+    "Quantize weights (int)": Knob(Technique.QUANTIZE, "bits", lambda v: f"{v} bits"),
+    "Palettize (k-means LUT)": Knob(Technique.PALETTIZE, "bits", lambda v: f"{v} bits ({2 ** v} centroids)"),
+    "Prune (unstructured)": Knob(Technique.PRUNE, "sparsity", lambda v: f"{v}% zeros", percent=True),
+    "Prune channels (structured)": Knob(Technique.PRUNE_CHANNELS, "amount", lambda v: f"remove {v}% of channels", percent=True),
+    "Cast to float16": Knob(Technique.CAST, None, lambda v: "16 bits", fixed=(("dtype", str(CastDtype.FLOAT16)),)),
 }
 
 
@@ -65,10 +95,10 @@ class CompressionPanel(QWidget):
         self.strength = QSlider(Qt.Orientation.Horizontal)
         self.strength_label = QLabel()
         self.granularity = QComboBox()
-        self.granularity.addItems(["per_channel", "per_tensor"])
+        self.granularity.addItems([Granularity.PER_CHANNEL, Granularity.PER_TENSOR])  # group needs a group size: plan files
         self.activations = QCheckBox("int8 activations, calibrated with")
         self.calibration = QComboBox()
-        self.calibration.addItems(["minmax", "percentile", "mse"])
+        self.calibration.addItems(list(Calibration))
         act_row = QHBoxLayout()
         act_row.addWidget(self.activations)
         act_row.addWidget(self.calibration)
@@ -160,34 +190,32 @@ class CompressionPanel(QWidget):
 
     # ------------------------------------------------------------------ controls
     def _on_technique(self, label: str) -> None:
-        tech, param, (lo, hi, default), _, _ = TECHNIQUES[label]
-        self.strength.setEnabled(param is not None)
+        knob = TECHNIQUES[label]
+        lo, hi, start = knob.span()
+        self.strength.setEnabled(knob.param is not None)
         self.strength.setRange(lo, hi)
-        self.strength.setValue(default)
-        self.granularity.setEnabled(tech == "quantize")
+        self.strength.setValue(start)
+        self.granularity.setEnabled(knob.technique is Technique.QUANTIZE)
         self._on_strength(self.strength.value())
 
     def _on_strength(self, value: int) -> None:
-        label = self.technique.currentText()
-        tech, _, _, _, text = TECHNIQUES[label]
-        self.strength_label.setText(text(value))
-        can_act = tech == "quantize" and value == 8
+        knob = TECHNIQUES[self.technique.currentText()]
+        self.strength_label.setText(knob.text(value))
+        can_act = knob.technique is Technique.QUANTIZE and value == QuantizeParams.ACTIVATION_BITS
         self.activations.setEnabled(can_act)
         self.calibration.setEnabled(can_act)
 
     def current_spec_params(self) -> tuple[str, dict]:
-        tech, param, _, fixed, _ = TECHNIQUES[self.technique.currentText()]
-        params = dict(fixed)
+        knob = TECHNIQUES[self.technique.currentText()]
+        params: dict[str, Any] = dict(knob.fixed)
         v = self.strength.value()
-        if param == "bits":
-            params["bits"] = v
-        elif param is not None:
-            params[param] = round(v / 100, 4)
-        if tech == "quantize":
+        if knob.param is not None:
+            params[knob.param] = knob.value(v)
+        if knob.technique is Technique.QUANTIZE:
             params["granularity"] = self.granularity.currentText()
-            if v == 8 and self.activations.isChecked():
+            if self.activations.isEnabled() and self.activations.isChecked():
                 params |= {"activations": True, "act_calibration": self.calibration.currentText()}
-        return tech, params
+        return str(knob.technique), params
 
     def _select(self, selector: str) -> None:
         if self.state.profile is not None:

@@ -24,6 +24,7 @@ from enum import StrEnum
 from torch import nn
 
 from .compression.activations import quant_range
+from .compression.specs import Granularity, QuantizeParams
 from .format import fmt_db
 from .graph import LayerGraph
 from .ranges import ActivationComparison
@@ -92,7 +93,7 @@ def diagnose(cmp: ActivationComparison, graph: LayerGraph, resolved: Sequence = 
             sq = lc.sqnr_db if lc else None
             out.append(Diagnostic(
                 DiagnosticKind.QUANTIZED_OUTPUT, 3.0 if sq is not None and sq < 30 else 1.5, (lid,),
-                f"The output layer {lid!r} is {r.technique}d ({', '.join(f'{k}={v}' for k, v in r.params.items())})",
+                f"The output layer {lid!r} is {r.technique}d ({r.params.describe()})",
                 f"model output SQNR {fmt_db(sq)}" + (f", max |error| {lc.max_abs_error:.3g} on outputs in [{lc.reference.min:.3g}, "
                                                   f"{lc.reference.max:.3g}]" if lc and lc.max_abs_error is not None else ""),
                 "If this head is a regression or any fine-grained continuous output, keep it in float (or float16): "
@@ -100,7 +101,8 @@ def diagnose(cmp: ActivationComparison, graph: LayerGraph, resolved: Sequence = 
             ))
 
     for lid, r in weight_specs.items():  # per-tensor weight quantisation with an outlier channel
-        if r.technique != "quantize" or r.params.get("granularity", "per_channel") != "per_tensor" or reference is None:
+        q = r.params
+        if not isinstance(q, QuantizeParams) or q.granularity is not Granularity.PER_TENSOR or reference is None:
             continue
         path = graph[lid].module_path if lid in graph else None
         w = getattr(reference.get_submodule(path), "weight", None) if path else None
@@ -114,8 +116,8 @@ def diagnose(cmp: ActivationComparison, graph: LayerGraph, resolved: Sequence = 
             out.append(Diagnostic(
                 DiagnosticKind.OUTLIER_CHANNELS, math.log10(ratio) + 0.5, (lid,),
                 f"{lid!r}: weight channel {k} is {ratio:.0f}× the median channel range, under one per-tensor scale",
-                f"per-tensor int{r.params.get('bits', 8)} gives every channel the step of channel {k}: the median channel keeps "
-                f"about {2 ** r.params.get('bits', 8) / ratio:.0f} of {2 ** r.params.get('bits', 8)} levels; output SQNR {fmt_db(lc.sqnr_db if lc else None)}",
+                f"per-tensor int{q.bits} gives every channel the step of channel {k}: the median channel keeps "
+                f"about {2 ** q.bits / ratio:.0f} of {2 ** q.bits} levels; output SQNR {fmt_db(lc.sqnr_db if lc else None)}",
                 "Quantise this layer per channel (granularity: per_channel): each output channel gets its own scale.",
             ))
 

@@ -312,3 +312,26 @@ def test_static_estimate_matches_the_techniques_storage(tiny_profile):
     plan = CompressionPlan((LayerSpec("conv2", "prune_channels", {"amount": 0.5}),), model=tiny_profile.model.name)
     est = estimate_static(tiny_profile, resolve_plan(plan, tiny_profile)[0])
     assert est.flops_after < est.flops_before and est.approximate  # says what it cannot know
+
+
+def test_technique_specs_own_defaults_ranges_and_rules():
+    from layerscope.profiler.compression.specs import (
+        Granularity, PalettizeParams, QuantizeParams, default, limits, parse_params,
+    )
+    q = parse_params("quantize", {"bits": 4, "granularity": "group", "group_size": 64})
+    assert isinstance(q, QuantizeParams) and q.granularity is Granularity.GROUP and q.symmetric is True
+    assert q.describe() == "bits=4, symmetric=True, granularity=group, group_size=64, activations=False"
+    assert parse_params("palettize", {}) == PalettizeParams() and default("palettize", "bits") == 4
+    assert 8 in limits("quantize", "bits") and 9 not in limits("quantize", "bits")
+    assert 0 in limits("prune", "sparsity") and 1 not in limits("prune", "sparsity")
+    assert 0 not in limits("prune_channels", "amount")
+    for bad, field in [({"bits": 9}, "params.bits"), ({"bits": True}, "params.bits"), ({"granularity": "row"}, "params.granularity"),
+                       ({"act_percentile": float("nan")}, "params.act_percentile"), ({"nope": 1}, "params.nope")]:
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            parse_params("quantize", bad)
+    # the cross-field rule the app used to enforce alone: int8 activations need int8 weights
+    with pytest.raises(ValueError, match="bits=8"):
+        parse_params("quantize", {"bits": 4, "activations": True})
+    with pytest.raises(PlanError, match="spec 0.*bits=8"):
+        CompressionPlan.from_data({"version": 1, "specs": [{"select": "all", "technique": "quantize",
+                                                            "params": {"bits": 4, "activations": True}}]})

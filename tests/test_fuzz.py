@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from layerscope.profiler import HardwareProfile, LayerScopeError, Profile
 from layerscope.profiler.compression import CompressionPlan, resolve_plan
-from layerscope.profiler.compression.plan import TECHNIQUES, _PARAMS
+import dataclasses
+
+from layerscope.profiler.compression.specs import PARAMS, TECHNIQUES
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                       HealthCheck.too_slow])
@@ -22,7 +24,7 @@ selectors = (st.sampled_from(["all", "memory-bound", "compute-bound", "type:Conv
                               r"re:(a)\1", "re:(?=x)", "bn1", "nothing"])
              | st.text(max_size=20) | st.text(max_size=20).map(lambda t: "re:" + t)
              | st.integers(-(10**6), 10**6).map(lambda n: f"top:{n}"))
-params = st.dictionaries(st.sampled_from(sorted({k for p in _PARAMS.values() for k in p}) + ["nope"]), json_values, max_size=4)
+params = st.dictionaries(st.sampled_from(sorted({f.name for c in PARAMS.values() for f in dataclasses.fields(c)}) + ["nope"]), json_values, max_size=4)
 specs = st.fixed_dictionaries({"select": selectors | json_values, "technique": st.sampled_from(TECHNIQUES) | json_values,
                                "params": params | json_values})
 plans = st.fixed_dictionaries({"version": st.just(1) | json_values, "specs": st.lists(specs | json_values, max_size=4)

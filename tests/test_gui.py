@@ -99,6 +99,33 @@ def _apply(qtbot, win):
     return done[0]
 
 
+def test_compress_sliders_read_the_technique_specs(window):
+    from layerscope.app.compress_panel import TECHNIQUES
+    from layerscope.profiler.compression.specs import default, limits, parse_params
+    panel = window.compression
+    for label, knob in TECHNIQUES.items():
+        panel.technique.setCurrentText(label)
+        s = panel.strength
+        if knob.param is None:
+            assert not s.isEnabled()
+            parse_params(*panel.current_spec_params())
+            continue
+        lim, scale = limits(knob.technique, knob.param), 100 if knob.percent else 1
+        assert s.value() == round(default(knob.technique, knob.param) * scale)  # starts at the spec's default
+        for end in (s.minimum(), s.maximum()):  # both ends of the slider are valid parameters…
+            s.setValue(end)
+            assert knob.value(end) in lim
+            parse_params(*panel.current_spec_params())
+        # …and one step beyond either end is not
+        assert knob.value(s.minimum() - 1) not in lim and knob.value(s.maximum() + 1) not in lim
+    panel.technique.setCurrentText("Quantize weights (int)")
+    panel.activations.setChecked(True)
+    panel.strength.setValue(4)  # the core's rule: int8 activations need 8-bit weights
+    assert not panel.activations.isEnabled() and "activations" not in panel.current_spec_params()[1]
+    panel.strength.setValue(8)
+    assert panel.current_spec_params()[1]["activations"] is True
+
+
 def test_compress_selection_shows_before_after_and_undo(qtbot, window, tmp_path):
     p = profile(qtbot, window, model="digits_cnn")
     panel = window.compression

@@ -18,6 +18,9 @@ from typing import Any
 
 from ..graph import LayerGraph
 from .plan import ResolvedSpec
+from .specs import (
+    Calibration, Granularity, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams,
+)
 
 __all__ = ["OrtQuantConfig", "ort_quant_config", "coreml_configs", "torchao_mapping", "build_qconfig_mapping", "QUANTIZABLE_ONNX_OPS"]
 
@@ -46,8 +49,12 @@ def _grouped(lines: list[str]) -> tuple[str, ...]:
 
 
 def _describe(r: ResolvedSpec) -> str:
-    params = ", ".join(f"{k}={v}" for k, v in r.params.items())
-    return f"{r.layer_id}: {r.technique}({params})"
+    return f"{r.layer_id}: {r.describe()}"
+
+
+def _int8(p: TechniqueParams) -> QuantizeParams | None:
+    """The spec's quantize params when they are plain int8 (per tensor or per channel), else None."""
+    return p if isinstance(p, QuantizeParams) and p.bits == 8 and p.granularity is not Granularity.GROUP else None
 
 
 # --------------------------------------------------------------------------- ONNX Runtime
@@ -81,10 +88,11 @@ class OrtQuantConfig:
 def ort_quant_config(resolved: Sequence[ResolvedSpec], graph: LayerGraph, node_layers: dict[str, tuple[str, str]]) -> OrtQuantConfig:
     """``node_layers``: ONNX node name -> (op type, layer id) for the nodes LayerScope mapped."""
     cannot: list[str] = []
-    int8 = {}
+    int8: dict[str, QuantizeParams] = {}
     for r in resolved:
-        if r.technique == "quantize" and r.params.get("bits", 8) == 8 and r.params.get("granularity", "per_channel") != "group":
-            int8[r.layer_id] = r
+        q = _int8(r.params)
+        if q is not None:
+            int8[r.layer_id] = q
         elif r.technique == "prune_channels":
             cannot.append(f"{_describe(r)} — a structural change: LayerScope applies it in torch before the ONNX export")
         else:
@@ -98,7 +106,7 @@ def ort_quant_config(resolved: Sequence[ResolvedSpec], graph: LayerGraph, node_l
         if lid not in layer_nodes:
             cannot.append(f"{lid}: no ONNX {'/'.join(QUANTIZABLE_ONNX_OPS)} node maps to this layer")
     specs = [int8[lid] for lid in layer_nodes]
-    with_acts = [r for r in specs if r.params.get("activations")]
+    with_acts = [q for q in specs if q.activations]
     mode = "static" if with_acts else "dynamic"
     if mode == "dynamic":  # quantize_dynamic has integer kernels for these ops only (no Gemm)
         for lid in list(layer_nodes):
@@ -115,23 +123,23 @@ def ort_quant_config(resolved: Sequence[ResolvedSpec], graph: LayerGraph, node_l
     if with_acts and len(with_acts) != len(specs):
         cannot.append("some int8 layers quantise activations and some do not; ORT applies one mode to all "
                       f"nodes, so all {len(specs)} are quantised statically")
-    grans = {r.params.get("granularity", "per_channel") for r in specs}
+    grans = {q.granularity for q in specs}
     if len(grans) > 1:
         cannot.append("per-channel and per-tensor layers are mixed; ORT's per_channel is one flag, set to per-channel for all")
-    syms = {r.params.get("symmetric", True) for r in specs}
+    syms = {q.symmetric for q in specs}
     if len(syms) > 1:
         cannot.append("symmetric and asymmetric layers are mixed; ORT's WeightSymmetric is one flag, set to symmetric for all")
-    cals = {r.params.get("act_calibration", "minmax") for r in with_acts}
+    cals = {q.act_calibration for q in with_acts}
     calib, extra = "MinMax", {"WeightSymmetric": all(syms) if syms else True, "ActivationSymmetric": False}
     if "mse" in cals:
         cannot.append("act_calibration=mse has no ORT calibrator; MinMax is used (ORT also offers Entropy)")
     if cals == {"percentile"}:
         calib = "Percentile"
-        extra["CalibPercentile"] = float(with_acts[0].params.get("act_percentile", 99.99))
+        extra["CalibPercentile"] = with_acts[0].act_percentile
     elif "percentile" in cals:
         cannot.append("percentile and other calibrations are mixed; ORT calibrates all nodes one way (MinMax)")
     nodes = tuple(n for lid in layer_nodes for n in layer_nodes[lid])
-    return OrtQuantConfig(mode, nodes, "per_channel" in grans, "QInt8" if all(syms) else "QUInt8", "QInt8", calib, extra,
+    return OrtQuantConfig(mode, nodes, Granularity.PER_CHANNEL in grans, "QInt8" if all(syms) else "QUInt8", "QInt8", calib, extra,
                           layer_nodes, _grouped(cannot))
 
 
@@ -141,26 +149,27 @@ def coreml_configs(resolved: Sequence[ResolvedSpec]) -> dict[str, Any]:
     quant, palette, prune, cannot = {}, {}, {}, []
     for r in resolved:
         p = r.params
-        if r.technique == "quantize" and p.get("bits", 8) in (4, 8):
-            gran = {"per_tensor": "per_tensor", "per_channel": "per_channel", "group": "per_block"}[p.get("granularity", "per_channel")]
-            cfg = {"weight_dtype": f"int{p.get('bits', 8)}" if p.get("symmetric", True) else f"uint{p.get('bits', 8)}",
-                   "granularity": gran, "quantization_scheme": "symmetric" if p.get("symmetric", True) else "affine"}
-            if gran == "per_block":
-                cfg["block_size"] = p.get("group_size", 32)
+        if isinstance(p, QuantizeParams) and p.bits in (4, 8):
+            gran = {Granularity.PER_TENSOR: "per_tensor", Granularity.PER_CHANNEL: "per_channel",
+                    Granularity.GROUP: "per_block"}[p.granularity]
+            cfg = {"weight_dtype": f"int{p.bits}" if p.symmetric else f"uint{p.bits}",
+                   "granularity": gran, "quantization_scheme": "symmetric" if p.symmetric else "affine"}
+            if p.granularity is Granularity.GROUP:
+                cfg["block_size"] = p.group_size
             quant[r.layer_id] = cfg
-            if p.get("activations"):
+            if p.activations:
                 cannot.append(f"{r.layer_id}: activation quantisation — post-training quantisation in coremltools is "
                               f"weight-only; use coremltools.optimize.torch.quantization.LinearQuantizer (QAT) or "
                               f"coremltools.optimize.coreml.linear_quantize_activations")
-        elif r.technique == "palettize":
-            cfg = {"n_bits": p.get("bits", 4), "granularity": "per_tensor"}
-            if p.get("channels_per_lut"):
-                cfg |= {"granularity": "per_grouped_channel", "group_size": p["channels_per_lut"]}
-            palette[r.layer_id] = cfg
-        elif r.technique == "prune":
-            prune[r.layer_id] = {"target_sparsity": p.get("sparsity", 0.5), "granularity": "per_scalar"}
-        elif r.technique == "prune_channels":
-            prune[r.layer_id] = {"target_sparsity": p.get("amount", 0.25), "granularity": "per_channel"}
+        elif isinstance(p, PalettizeParams):
+            pcfg: dict[str, Any] = {"n_bits": p.bits, "granularity": "per_tensor"}
+            if p.channels_per_lut:
+                pcfg |= {"granularity": "per_grouped_channel", "group_size": p.channels_per_lut}
+            palette[r.layer_id] = pcfg
+        elif isinstance(p, PruneParams):
+            prune[r.layer_id] = {"target_sparsity": p.sparsity, "granularity": "per_scalar"}
+        elif isinstance(p, PruneChannelsParams):
+            prune[r.layer_id] = {"target_sparsity": p.amount, "granularity": "per_channel"}
             cannot.append(f"{r.layer_id}: prune_channels — Core ML's per_channel pruning zeros whole channels "
                           f"(training-time MagnitudePruner) but does not remove them or repair the next layer")
         else:
@@ -179,15 +188,15 @@ def coreml_configs(resolved: Sequence[ResolvedSpec]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- torch.ao
 def _ao_entry(r: ResolvedSpec, kind: str) -> dict[str, str] | None:
-    p = r.params
-    if r.technique != "quantize" or p.get("bits", 8) != 8 or p.get("granularity", "per_channel") == "group":
+    q = _int8(r.params)
+    if q is None:
         return None
     if kind == "embedding":
         return {"qconfig": "float_qparams_weight_only_qconfig"}
-    per_channel = p.get("granularity", "per_channel") == "per_channel"
-    weight = "default_per_channel_weight_observer" if per_channel else "default_weight_observer"
-    if p.get("activations"):
-        act = {"minmax": "MinMaxObserver", "percentile": "HistogramObserver", "mse": "HistogramObserver"}[p.get("act_calibration", "minmax")]
+    weight = "default_per_channel_weight_observer" if q.granularity is Granularity.PER_CHANNEL else "default_weight_observer"
+    if q.activations:
+        act = {Calibration.MINMAX: "MinMaxObserver", Calibration.PERCENTILE: "HistogramObserver",
+               Calibration.MSE: "HistogramObserver"}[q.act_calibration]
         return {"activation": f"{act}(dtype=quint8, reduce_range=False)", "weight": weight, "mode": "static"}
     return {"activation": "PlaceholderObserver(dtype=quint8, is_dynamic=True)",
             "weight": weight, "mode": "dynamic (weights int8, activations quantised at run time)"}
@@ -202,8 +211,9 @@ def torchao_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph) -> dict
             cannot.append(f"{_describe(r)} — torch.ao's QConfig has int8 kernels only (no int2–7 or group-wise "
                           f"weights, palettization, sparsity or float16 casts)")
         else:
-            if r.params.get("act_calibration") in ("percentile", "mse"):
-                cannot.append(f"{r.layer_id}: act_calibration={r.params['act_calibration']} — torch.ao's HistogramObserver "
+            q = r.params
+            if isinstance(q, QuantizeParams) and q.activations and q.act_calibration is not Calibration.MINMAX:
+                cannot.append(f"{r.layer_id}: act_calibration={q.act_calibration} — torch.ao's HistogramObserver "
                               f"minimises L2 error over its histogram; it has no percentile setting")
             names[r.layer_id] = entry
     return {"tool": "torch.ao.quantization.QConfigMapping", "global": None, "module_name": names, "cannot_express": list(_grouped(cannot))}

@@ -22,16 +22,26 @@ from ..graph import LayerGraph
 from ..progress import Progress, Work
 from ..resources import release_memory
 from .activations import ActivationQuant, calibrate_activations
-from .plan import STRUCTURAL, ResolvedSpec
+from .plan import ResolvedSpec
+from .specs import CastParams, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams
 from .structured import ChannelPruneReport, prune_channels
 from ..errorstats import PairStats
 from .techniques import WeightReport, cast_weight, palettize_weight, prune_weight, quantize_weight
 
 __all__ = ["LayerCompression", "CompressionResult", "OutputChange", "apply_plan", "pruned_copy", "compare_outputs", "model_bytes"]
 
-_WEIGHT_TECHNIQUES = {"quantize": quantize_weight, "cast": cast_weight, "palettize": palettize_weight, "prune": prune_weight}
-_WEIGHT_PARAMS = {"quantize": ("bits", "symmetric", "granularity", "group_size"), "cast": ("dtype",),
-                  "palettize": ("bits", "channels_per_lut"), "prune": ("sparsity",)}
+
+
+def _compress_weight(p: TechniqueParams, w: torch.Tensor, name: str) -> tuple[torch.Tensor, WeightReport]:
+    if isinstance(p, QuantizeParams):
+        return quantize_weight(w, p.bits, p.symmetric, p.granularity, p.group_size, name=name)
+    if isinstance(p, CastParams):
+        return cast_weight(w, p.dtype, name=name)
+    if isinstance(p, PalettizeParams):
+        return palettize_weight(w, p.bits, p.channels_per_lut, name=name)
+    if isinstance(p, PruneParams):
+        return prune_weight(w, p.sparsity, name=name)
+    raise TypeError(f"{type(p).__name__} is not a weight technique")
 
 
 @dataclass(frozen=True)
@@ -114,8 +124,8 @@ def pruned_copy(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec
     still float: the model an ONNX Runtime int8 export starts from, and the first step of
     ``apply_plan``. Without structural specs it is a plain copy."""
     candidate = copy.deepcopy(model).eval()
-    targets = [(r.layer_id, graph[r.layer_id].module_path or "", r.spec_index, float(r.params.get("amount", 0.25)),
-                r.params.get("norm", "l1")) for r in resolved if r.technique in STRUCTURAL]
+    targets = [(r.layer_id, graph[r.layer_id].module_path or "", r.spec_index, r.params.amount, str(r.params.norm))
+               for r in resolved if isinstance(r.params, PruneChannelsParams)]
     return candidate, prune_channels(candidate, inputs, targets) if targets else []
 
 
@@ -126,12 +136,12 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
     total = len(resolved) + 2
     yield Progress("compress", 0, total, "copying the model")
     candidate, channels = pruned_copy(model, graph, resolved, samples.batches[0])
-    structural = [r for r in resolved if r.technique in STRUCTURAL]
+    structural = [r for r in resolved if r.params.structural]
     done: list[LayerCompression] = []
     act_layers: list[tuple[str, str, str, float]] = []
     step = len(structural)
     for r in resolved:
-        if r.technique in STRUCTURAL:
+        if r.params.structural:
             continue
         step += 1
         yield Progress("compress", step, total, r.layer_id)
@@ -140,17 +150,16 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor):
             raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r} has no weight tensor to compress.")
-        params = {k: v for k, v in r.params.items() if k in _WEIGHT_PARAMS[r.technique]}
         try:
-            w_hat, rep = _WEIGHT_TECHNIQUES[r.technique](weight.data, **params, name=f"{layer.module_path}.weight")
+            w_hat, rep = _compress_weight(r.params, weight.data, f"{layer.module_path}.weight")
         except ValueError as exc:
-            raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}: {exc}.") from None
+            raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}: {exc}.") from exc
         with torch.no_grad():
             weight.copy_(w_hat)
         done.append(LayerCompression(r.layer_id, r.spec_index, rep))
-        if r.params.get("activations") and layer.op_kind != "embedding":  # an embedding's input is token ids
-            act_layers.append((r.layer_id, layer.module_path or "", r.params.get("act_calibration", "minmax"),
-                               float(r.params.get("act_percentile", 99.99))))
+        p = r.params
+        if isinstance(p, QuantizeParams) and p.activations and layer.op_kind != "embedding":  # an embedding's input is token ids
+            act_layers.append((r.layer_id, layer.module_path or "", str(p.act_calibration), p.act_percentile))
     acts: list[ActivationQuant] = []
     if act_layers:
         yield Progress("compress", total - 1, total, f"calibrating {len(act_layers)} activation range(s) on {samples.n_samples} samples")

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from ..graph import TensorRole
 from ..report import Profile
 from .plan import ResolvedSpec
+from .specs import (
+    CastParams, Granularity, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams,
+)
 
 __all__ = ["LayerEstimate", "PlanEstimate", "estimate_static"]
 
@@ -49,26 +52,23 @@ class PlanEstimate:
         return (m - self.weight_bytes_saved) / m if m else float("nan")
 
 
-def _storage_bits(technique: str, params: dict, shape: tuple[int, ...], bits_before: int) -> float:
+def _storage_bits(p: TechniqueParams, shape: tuple[int, ...], bits_before: int) -> float:
+    """Bits real storage needs for one weight tensor (the formulas ``techniques`` reports exactly)."""
     numel = math.prod(shape)
     out_ch = shape[0] if shape else 1
-    if technique == "quantize":
-        bits = int(params.get("bits", 8))
-        gran = params.get("granularity", "per_channel")
-        groups = 1 if gran == "per_tensor" else (numel // int(params.get("group_size", 32)) if gran == "group" else out_ch)
-        meta = 32 if params.get("symmetric", True) else 32 + bits
-        return numel * bits + groups * meta
-    if technique == "cast":
+    if isinstance(p, QuantizeParams):
+        groups = {Granularity.PER_TENSOR: 1, Granularity.PER_CHANNEL: out_ch,
+                  Granularity.GROUP: numel // p.group_size}[p.granularity]
+        return numel * p.bits + groups * (32 if p.symmetric else 32 + p.bits)
+    if isinstance(p, CastParams):
         return numel * 16
-    if technique == "palettize":
-        bits = int(params.get("bits", 4))
-        luts = out_ch // int(params["channels_per_lut"]) if params.get("channels_per_lut") else 1
-        return numel * bits + luts * (2**bits) * 16
-    if technique == "prune":
-        nnz = numel - round(float(params.get("sparsity", 0.5)) * numel)
-        return nnz * bits_before + numel
-    if technique == "prune_channels":
-        return numel * (1 - float(params.get("amount", 0.25))) * bits_before
+    if isinstance(p, PalettizeParams):
+        luts = out_ch // p.channels_per_lut if p.channels_per_lut else 1
+        return numel * p.bits + luts * (2**p.bits) * 16
+    if isinstance(p, PruneParams):
+        return (numel - round(p.sparsity * numel)) * bits_before + numel
+    if isinstance(p, PruneChannelsParams):
+        return numel * (1 - p.amount) * bits_before
     return numel * bits_before
 
 
@@ -85,12 +85,13 @@ def estimate_static(profile: Profile, resolved: list[ResolvedSpec] | tuple[Resol
             bits = t.itemsize * 8
             before += t.nbytes
             compress = t.name.endswith("weight") or r.technique == "prune_channels"
-            after += math.ceil(_storage_bits(r.technique, r.params, t.shape, bits) / 8) if compress else t.nbytes
+            after += math.ceil(_storage_bits(r.params, t.shape, bits) / 8) if compress else t.nbytes
         flops_after = m.flops
-        if r.technique == "prune_channels" and m.flops is not None:
-            flops_after = round(m.flops * (1 - float(r.params.get("amount", 0.25))))
+        p = r.params
+        if isinstance(p, PruneChannelsParams) and m.flops is not None:
+            flops_after = round(m.flops * (1 - p.amount))
             approx.add("channel pruning: the pruned layer only; the layers reading its output shrink too")
-        if r.params.get("activations"):
+        if isinstance(p, QuantizeParams) and p.activations:
             approx.add("int8 activations: weights only; activation traffic also drops in a real int8 kernel")
         moved_after = max(m.bytes_moved - (before - after), 0)
         out.append(LayerEstimate(

@@ -28,7 +28,7 @@ from ..source import LoadedModel
 from ..workspace import work_dir
 from .apply import CompressionResult, apply_plan, model_bytes, pruned_copy
 from .ort_int8 import OrtInt8Result, quantize_with_ort
-from .plan import STRUCTURAL, CompressionPlan, ResolvedSpec, resolve_plan
+from .plan import CompressionPlan, ResolvedSpec, resolve_plan
 
 __all__ = ["LayerDelta", "CompressionReport", "CompressionOutcome", "compress", "time_pair"]
 
@@ -104,7 +104,7 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
     ort = None
     if ort_int8:  # first, while only the original (and, with channel pruning, its pruned copy) is in memory
         yield Progress("ort int8", 0, 4, "preparing the float model")
-        has_structure = any(r.technique in STRUCTURAL for r in resolved)
+        has_structure = any(r.params.structural for r in resolved)
         base = pruned_copy(loaded.module, profile.graph, resolved, samples.batches[0])[0] if has_structure else loaded.module
         with work_dir("ort-int8", keep=workdir, needed_bytes=2 * model_bytes(base)) as folder:
             ort = yield from quantize_with_ort(base, profile.graph, resolved, samples, folder, runs=runs)

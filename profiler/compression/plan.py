@@ -33,6 +33,7 @@ from ..errors import PlanError
 from ..report import Profile
 from ..roofline import Bound
 from ..safeio import parse_json, read_json
+from .specs import CALIBRATIONS, STRUCTURAL, TECHNIQUES, Technique, TechniqueParams, parse_params
 
 __all__ = ["PLAN_VERSION", "LayerSpec", "CompressionPlan", "ResolvedSpec", "resolve_plan", "COMPRESSIBLE_KINDS",
            "TECHNIQUES", "STRUCTURAL", "CALIBRATIONS", "select_layers", "ESTIMATES", "estimate_plan"]
@@ -44,40 +45,11 @@ MAX_PLAN_BYTES = 16 * 2**20
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 COMPRESSIBLE_KINDS = frozenset({"conv", "conv_transpose", "linear", "embedding"})
-CALIBRATIONS = ("minmax", "percentile", "mse")
-
-# technique -> {param: (type, check, description)}
-_PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], Any, str]]] = {
-    "quantize": {
-        "bits": (int, lambda v: 2 <= v <= 8, "an integer from 2 to 8"),
-        "symmetric": (bool, lambda v: True, "true or false"),
-        "granularity": (str, lambda v: v in ("per_tensor", "per_channel", "group"), "per_tensor, per_channel or group"),
-        "group_size": (int, lambda v: v >= 1, "a positive integer"),
-        "activations": (bool, lambda v: True, "true or false (also fake-quantise the layer's input to int8)"),
-        "act_calibration": (str, lambda v: v in CALIBRATIONS, "minmax, percentile or mse"),
-        "act_percentile": ((int, float), lambda v: 90 <= v <= 100, "a percentile from 90 to 100"),
-    },
-    "cast": {"dtype": (str, lambda v: v in ("float16", "bfloat16"), "float16 or bfloat16")},
-    "palettize": {
-        "bits": (int, lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
-        "channels_per_lut": (int, lambda v: v >= 1, "a positive integer"),
-    },
-    "prune": {"sparsity": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)")},
-    "prune_channels": {
-        "amount": ((int, float), lambda v: 0 < v < 1, "a fraction in (0, 1) of the output channels to remove"),
-        "norm": (str, lambda v: v in ("l1", "l2"), "l1 or l2"),
-    },
-}
-TECHNIQUES = tuple(_PARAMS)
-# A layer takes one weight technique and, separately, one structural change (channel pruning first).
-STRUCTURAL = frozenset({"prune_channels"})
-
-
 @dataclass(frozen=True)
 class LayerSpec:
     select: str
     technique: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # as written in the plan; validated by resolve_plan
 
 
 @dataclass(frozen=True)
@@ -121,6 +93,10 @@ class CompressionPlan:
             unknown = set(s) - {"select", "technique", "params"}
             if unknown:
                 raise PlanError(f"{origin}: spec {i}: unknown field(s) {', '.join(sorted(unknown))}.")
+            try:
+                parse_params(s["technique"], params)
+            except ValueError as exc:
+                raise PlanError(f"{origin}: spec {i}: {exc}.") from exc
             specs.append(LayerSpec(s["select"], s["technique"], params))
         model = data.get("model")
         if model is not None and not isinstance(model, str):
@@ -130,10 +106,18 @@ class CompressionPlan:
 
 @dataclass(frozen=True)
 class ResolvedSpec:
+    """One layer's technique with its typed parameters (a plain mapping is validated into them)."""
     layer_id: str
     spec_index: int
-    technique: str
-    params: dict[str, Any]
+    technique: Technique
+    params: TechniqueParams
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", parse_params(self.technique, self.params))
+        object.__setattr__(self, "technique", self.params.technique)
+
+    def describe(self) -> str:
+        return f"{self.technique}({self.params.describe()})"
 
 
 def _select(selector: str, profile: Profile) -> list[str]:
@@ -181,19 +165,14 @@ def resolve_plan(plan: CompressionPlan, profile: Profile) -> tuple[list[Resolved
     g = profile.graph
     for i, spec in enumerate(plan.specs):
         where = f"spec {i} (select {spec.select!r})"
-        allowed = _PARAMS.get(spec.technique)
-        if allowed is None:
-            raise PlanError(f"{where}: field 'technique' is {spec.technique!r}; choose one of {', '.join(_PARAMS)}.")
-        for key, value in spec.params.items():
-            if key not in allowed:
-                raise PlanError(f"{where}: field 'params.{key}' is not a {spec.technique} parameter ({', '.join(allowed)}).")
-            typ, ok, text = allowed[key]
-            if isinstance(value, bool) and typ is not bool or not isinstance(value, typ) or not ok(value):
-                raise PlanError(f"{where}: field 'params.{key}' is {value!r}; it must be {text}.")
+        try:
+            params = parse_params(spec.technique, spec.params)
+        except ValueError as exc:
+            raise PlanError(f"{where}: {exc}.") from exc
         try:
             ids = _select(spec.select, profile)
         except ValueError as exc:
-            raise PlanError(f"{where}: {exc}.") from None
+            raise PlanError(f"{where}: {exc}.") from exc
         if not ids:
             raise PlanError(f"{where}: matches no layer. Use a layer id, glob:…, re:…, type:…, memory-bound, compute-bound or top:N.")
         usable = [lid for lid in ids if g[lid].op_kind in COMPRESSIBLE_KINDS and g[lid].module_path]
@@ -203,7 +182,7 @@ def resolve_plan(plan: CompressionPlan, profile: Profile) -> tuple[list[Resolved
                             f"only conv, linear and embedding weights can be compressed.")
         if spec.select in g and spec.select not in usable:
             raise PlanError(f"{where}: technique {spec.technique!r} does not apply to layer {spec.select!r} ({g[spec.select].type_name}).")
-        structural = spec.technique in STRUCTURAL
+        structural = params.structural
         if structural:
             outputs = [lid for lid in usable if lid in g.output_layers]
             if outputs and spec.select == outputs[0]:
@@ -211,14 +190,14 @@ def resolve_plan(plan: CompressionPlan, profile: Profile) -> tuple[list[Resolved
                                 f"prune its input channels by pruning the layer before it instead.")
             usable = [lid for lid in usable if lid not in g.output_layers]
         for lid in usable:
-            chosen[(lid, structural)] = ResolvedSpec(lid, i, spec.technique, dict(spec.params))
+            chosen[(lid, structural)] = ResolvedSpec(lid, i, spec.technique, params)
     warnings = [
         f"{r.layer_id}: this is the model's output layer. If the output is fine-grained (a regression or continuous head), "
         f"quantising it can show up as artifacts; 'if the output is fine grain, don't quantize' (paper 5.6.4)."
         for r in chosen.values() if r.layer_id in g.output_layers and r.technique in ("quantize", "palettize")
     ]
     order = {lid: k for k, lid in enumerate(g.ids())}
-    return sorted(chosen.values(), key=lambda r: (r.technique not in STRUCTURAL, order[r.layer_id])), warnings
+    return sorted(chosen.values(), key=lambda r: (not r.params.structural, order[r.layer_id])), warnings
 
 
 # One-word plans for a quick estimate (paper Strategy #5): every conv/linear/embedding layer.
