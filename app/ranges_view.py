@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QListWidget, QList
 
 from layerscope.profiler.compression.activations import quant_range
 from layerscope.profiler.format import fmt_db
-from layerscope.profiler.ranges import ActivationComparison, shared_histograms
+from layerscope.profiler.compare import ActivationComparison, shared_histograms
 
 from .state import AppState
 

@@ -12,7 +12,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, Qt
 from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QSplitter, QTableView, QVBoxLayout, QWidget
 
-from layerscope.profiler.report import ModuleTotals
+from layerscope.profiler.profile import ModuleTotals
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
 
 from .state import AppState

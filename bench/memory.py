@@ -49,7 +49,7 @@ CHILD = textwrap.dedent("""
     from layerscope.profiler.compression.apply import model_bytes
     from layerscope.profiler.compression.pipeline import compress
     from layerscope.profiler.data import samples_for
-    from layerscope.profiler.ranges import compare_models
+    from layerscope.profiler.compare import compare_models
 
     def rss():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -79,7 +79,7 @@ CHILD = textwrap.dedent("""
     if workflow == "export":  # set-up for ort-alone, not measured
         from pathlib import Path
         import numpy as np
-        from layerscope.profiler.onnx_map import export_onnx
+        from layerscope.profiler.onnx import export_onnx
         loaded = load_model(spec)
         folder = Path(sys.argv[3])
         export_onnx(loaded.module, loaded.inputs, folder / "float.onnx", external_data=True)

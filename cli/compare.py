@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from layerscope.profiler.compression import CompressionPlan
-from layerscope.profiler.diagnose import Diagnostic
+from layerscope.profiler.compare import Diagnostic
 from layerscope.profiler.errors import PlanError
 from layerscope.profiler.format import fmt_db
 from layerscope.profiler.jobs import ModelRequest, compare_job
-from layerscope.profiler.ranges import ActivationComparison
+from layerscope.profiler.compare import ActivationComparison
 from layerscope.profiler.serde import to_jsonable
 from layerscope.profiler.safeio import atomic_write_text
 

@@ -120,7 +120,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         save_pt2(outcome.candidate, result.inputs, args.out)
         console.print(f"Wrote {args.out}")
     if args.onnx:
-        from layerscope.profiler.onnx_map import export_onnx
+        from layerscope.profiler.onnx import export_onnx
 
         with atomic_path(args.onnx, "--onnx") as tmp:
             export_onnx(outcome.candidate, result.inputs, tmp)

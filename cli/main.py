@@ -27,7 +27,7 @@ from .compare import add_compare_parser
 from .compress import add_compress_parser
 
 if TYPE_CHECKING:
-    from layerscope.profiler.onnx_map import OnnxProfile
+    from layerscope.profiler.onnx import OnnxProfile
 
 BOUND_STYLE = {Bound.MEMORY: "cyan", Bound.COMPUTE: "magenta", Bound.NO_WORK: "dim", Bound.UNKNOWN: "yellow"}
 

@@ -17,7 +17,8 @@ from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta 
 from .hardware import HardwareProfile, calibrate, device_profile_names, load_device_profile, resolve_hardware  # noqa: E402
 from .metrics import LayerMetrics, layer_metrics  # noqa: E402
 from .progress import Progress, drive  # noqa: E402
-from .report import LayerRow, Profile, profile_model  # noqa: E402
+from .pipeline import profile_model  # noqa: E402
+from .profile import LayerRow, Profile  # noqa: E402
 from .roofline import Bound, RooflinePoint, classify  # noqa: E402
 from .source import LoadedModel, load_model  # noqa: E402
 from .timing import LayerTiming, TimingSummary  # noqa: E402

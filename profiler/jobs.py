@@ -19,7 +19,8 @@ from .errors import LayerScopeError, PlanError
 from .graph import CaptureMethod
 from .hardware import resolve_hardware
 from .progress import Progress, Work
-from .report import Profile, profile_model
+from .pipeline import profile_model
+from .profile import Profile
 from .resources import parse_device
 from .source import LoadedModel, load_model, parse_dtype, parse_input_shapes
 
@@ -146,7 +147,7 @@ def onnx_job(req: ModelRequest, opt_level: str = "all", provider: str = "CPUExec
     warm-up count), profile it in ONNX Runtime at ``opt_level`` and map every compiled op back to
     its source layers."""
     from .capture import capture, capture_exported, run_and_locate_failure
-    from .onnx_map import map_onnx
+    from .onnx import map_onnx
 
     req.check()
     runs, warmup = req.runs, req.warmup
@@ -187,8 +188,8 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
     model-sized outputs there)."""
     from .compression import compress
     from .data import samples_for
-    from .diagnose import diagnose
-    from .ranges import compare_models
+    from .compare import diagnose
+    from .compare import compare_models
 
     req.check()
     if plan is None:
@@ -218,8 +219,8 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
     against another model ``against`` with the same layer ids) layer by layer, and diagnose."""
     from .compression import apply_plan, resolve_plan
     from .data import samples_for
-    from .diagnose import diagnose
-    from .ranges import compare_models
+    from .compare import diagnose
+    from .compare import compare_models
 
     req.check()
     if plan is None and against is None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from .capture import CaptureResult, _tensors
 from .progress import Progress, Work, checkpoint
+from .weights import weight_bytes
 
 __all__ = ["LayerTiming", "TimingSummary", "TimingResult", "measure", "within_noise"]
 
@@ -127,7 +128,7 @@ class _NodeTimer(fx.Interpreter):
 class _MemoryTracker(fx.Interpreter):
     """Follows live activation storages through one run (weights excluded)."""
 
-    def __init__(self, gm: fx.GraphModule, weight_ptrs: set[int]) -> None:
+    def __init__(self, gm: fx.GraphModule, weight_ptrs: frozenset[int]) -> None:
         super().__init__(gm)
         self.weight_ptrs = weight_ptrs
         self.refs: dict[int, list[int]] = {}  # storage ptr -> [nbytes, holders]
@@ -167,14 +168,6 @@ class _MemoryTracker(fx.Interpreter):
         return out
 
 
-def _weight_bytes(module: nn.Module) -> tuple[int, set[int]]:
-    seen: dict[int, int] = {}
-    for t in [*module.parameters(), *module.buffers()]:
-        st = t.untyped_storage()
-        seen[st.data_ptr()] = st.nbytes()
-    return sum(seen.values()), set(seen)
-
-
 def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor], runs: int = 20, warmup: int = 3) -> Work[TimingResult]:
     """Time every layer and the whole forward; yields Progress, returns TimingResult."""
     if runs < 1:
@@ -185,7 +178,7 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     layer_nodes = cap.node_layer
-    weight_bytes, weight_ptrs = _weight_bytes(model)
+    wb = weight_bytes(model)
 
     per_layer: dict[str, list[float]] = {lid: [] for lid in cap.graph.ids()}
     glue: list[float] = []
@@ -221,17 +214,17 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
         yield Progress("timing" if timed else "warm-up", i + 1, total, f"run {i + 1 - warmup if timed else i + 1}")
 
     with torch.inference_mode():
-        tracker = _MemoryTracker(gm, weight_ptrs)
+        tracker = _MemoryTracker(gm, wb.storages)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
         tracker.run(*[t.clone() for t in inputs])
         if cuda:
             sync()
-            peak_memory = torch.cuda.max_memory_allocated(device) - base + weight_bytes
+            peak_memory = torch.cuda.max_memory_allocated(device) - base + wb.total
             source = "torch.cuda.max_memory_allocated during an instrumented run, plus weights"
         else:
-            peak_memory = weight_bytes + tracker.peak
+            peak_memory = wb.total + tracker.peak
             source = "weights + peak of live activation storages during a real run"
 
     new_by_layer: dict[str, int] = {}
@@ -256,7 +249,7 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
         end_to_end_p75_ms=e75,
         sum_of_layer_medians_ms=sum(t.latency_ms for t in layers.values()),
         glue_ms=statistics.median(glue) if glue else 0.0,
-        weight_bytes=weight_bytes,
+        weight_bytes=wb.total,
         peak_activation_bytes=tracker.peak,
         peak_memory_bytes=int(peak_memory),
         peak_memory_source=source,

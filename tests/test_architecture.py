@@ -3,7 +3,7 @@ import sys
 
 
 def test_importing_the_core_loads_no_qt():
-    code = ("import sys, layerscope.profiler, layerscope.profiler.report, layerscope.cli.main; "
+    code = ("import sys, layerscope.profiler, layerscope.profiler.profile, layerscope.cli.main; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'superqt')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

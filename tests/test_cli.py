@@ -218,7 +218,7 @@ def test_compress_warmup_and_capture_reach_the_measurement(capsys, tmp_path):
 
 
 def test_compare_capture_reaches_both_captures(capsys, tmp_path, monkeypatch):
-    import layerscope.profiler.ranges as ranges
+    import layerscope.profiler.compare.comparison as ranges
 
     seen = []
     real = ranges.capture

@@ -133,3 +133,30 @@ def test_op_without_formula_is_unknown_not_zero():
     assert m.flops is None and m.macs is None and m.formula == "unknown"
     assert m.arithmetic_intensity is None
     assert m.bytes_read == 100  # bytes are still known from the shapes
+
+
+def test_weight_bytes_count_each_storage_once():
+    """One home for model weight bytes: a tied weight, two parameters viewing one tensor and a
+    module registered twice all count once, in the profile, the compression report and timing."""
+    import torch
+    from torch import nn
+
+    from layerscope.profiler.compression import model_bytes
+    from layerscope.profiler.weights import weight_bytes
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 8)
+            self.head = nn.Linear(8, 10, bias=False)
+            self.head.weight = self.emb.weight  # GPT-2 style tying
+            base = torch.randn(4, 6)
+            self.a = nn.Parameter(base)
+            self.b = nn.Parameter(base.view(6, 4))  # another parameter over the same storage
+            self.twice = self.head  # the same module under a second name
+            self.register_buffer("scale", torch.ones(3))
+
+    wb = weight_bytes(Tied())
+    assert wb.total == (10 * 8 + 4 * 6 + 3) * 4  # each storage once
+    assert wb.parameters == 10 * 8 + 24 + 24  # b is a distinct parameter (other shape) over shared memory
+    assert model_bytes(Tied()) == wb.total and len(wb.storages) == 3

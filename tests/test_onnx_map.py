@@ -7,7 +7,7 @@ from torch import nn
 
 from layerscope.profiler import OnnxMappingError, drive, load_model
 from layerscope.profiler.capture import capture
-from layerscope.profiler.onnx_map import MatchHow, OnnxProfile, map_onnx
+from layerscope.profiler.onnx import MatchHow, OnnxProfile, map_onnx
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from layerscope.profiler import Bound, Profile, ProfileFormatError, drive, load_model, profile_model
-from layerscope.profiler.report import CSV_COLUMNS
+from layerscope.profiler.profile import CSV_COLUMNS
 
 
 def test_profile_has_measured_numbers(tiny_profile):

@@ -10,8 +10,10 @@ from layerscope.profiler.capture import capture
 from layerscope.profiler.compression import apply_plan
 from layerscope.profiler.compression.plan import ResolvedSpec
 from layerscope.profiler.data import SampleSet, random_samples
-from layerscope.profiler.diagnose import DiagnosticKind, diagnose
-from layerscope.profiler.ranges import ComparisonError, PairStats, StreamingHistogram, TensorStats, compare_models
+from layerscope.profiler.compare import DiagnosticKind, diagnose
+from layerscope.profiler.compare import StreamingHistogram, TensorStats, compare_models
+from layerscope.profiler.errors import ComparisonError
+from layerscope.profiler.errorstats import PairStats
 
 
 def _samples(shape, n=4, seed=0):
@@ -160,7 +162,7 @@ def test_sqnr_agrees_with_ort_qdq_loss_debug_on_the_same_tensors(tmp_path):
     from layerscope.profiler import load_device_profile, load_model, profile_model
     from layerscope.profiler.compression import CompressionPlan, LayerSpec, quantize_with_ort, resolve_plan
     from layerscope.profiler.data import builtin_samples
-    from layerscope.profiler.ranges_ort import ort_sqnr_check
+    from layerscope.profiler.onnx import ort_sqnr_check
 
     loaded = load_model("digits_cnn")
     profile = drive(profile_model(loaded, load_device_profile("raspberry-pi-5"), runs=1, warmup=0))

@@ -21,6 +21,7 @@ from ..errors import InputSpecError, PlanError
 from ..graph import LayerGraph
 from ..progress import Progress, Work
 from ..resources import release_memory
+from ..weights import weight_bytes
 from .activations import ActivationQuant, calibrate_activations
 from .plan import ResolvedSpec
 from .specs import CastParams, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams
@@ -82,10 +83,8 @@ class CompressionResult:
 
 
 def model_bytes(model: nn.Module) -> int:
-    seen: dict[int, int] = {}
-    for t in [*model.parameters(), *model.buffers()]:
-        seen[t.untyped_storage().data_ptr()] = t.numel() * t.element_size()
-    return sum(seen.values())
+    """All distinct parameter and buffer storages, as stored (``weights.weight_bytes``)."""
+    return weight_bytes(model).total
 
 
 def _flat_output(out: object) -> torch.Tensor:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from ..graph import TensorRole
-from ..report import Profile
+from ..profile import Profile
 from .plan import ResolvedSpec
 from .specs import (
     CastParams, Granularity, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams,

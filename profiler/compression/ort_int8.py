@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import statistics
 import tempfile
 import time
@@ -19,13 +18,19 @@ import torch
 
 from ..data import SampleSet
 from ..errors import OnnxMappingError
+from ..errorstats import sqnr_db
 from ..graph import LayerGraph
-from ..onnx_map import export_onnx, load_onnx, source_map
+from ..onnx import (
+    calibration_reader,
+    export_onnx,
+    load_onnx,
+    quiet_root_logger,
+    source_map,
+)
 from ..progress import Progress, Work
 from ..resources import release_memory
 from .adapters import OrtQuantConfig, ort_quant_config
 from .plan import COMPRESSIBLE_KINDS, ResolvedSpec
-from ..errorstats import sqnr_db
 
 __all__ = ["OrtInt8Result", "onnx_node_layers", "quantize_with_ort"]
 
@@ -62,17 +67,6 @@ def onnx_node_layers(onnx_model, graph: LayerGraph) -> dict[str, tuple[str, str]
 
 
 @contextlib.contextmanager
-def _quiet_root_logger():
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
-@contextlib.contextmanager
 def _tempdir(folder: Path):
     old = tempfile.tempdir
     tempfile.tempdir = str(folder)
@@ -82,30 +76,11 @@ def _tempdir(folder: Path):
         tempfile.tempdir = old
 
 
-class _Reader:
-    """onnxruntime.quantization.CalibrationDataReader over our samples (duck-typed: get_next)."""
-
-    def __init__(self, names: list[str], samples: SampleSet) -> None:
-        self._it = iter([dict(zip(names, [t.numpy() for t in b], strict=True)) for b in samples.batches])
-
-    def get_next(self):
-        return next(self._it, None)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        item = self.get_next()
-        if item is None:
-            raise StopIteration
-        return item
-
-
 def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Sequence[ResolvedSpec], samples: SampleSet,
                       workdir: Path, runs: int = 30) -> Work[OrtInt8Result | None]:
     """Returns None when the plan has nothing ORT can quantise (see the adapter's cannot_express)."""
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import quantize_dynamic, quantize_static
 
     workdir.mkdir(parents=True, exist_ok=True)
     fp32, int8 = workdir / "float.onnx", workdir / "int8.onnx"
@@ -122,9 +97,9 @@ def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Seque
     try:
         # ORT prints calibration chatter; its own temporary models go into our work folder, so a kill
         # leaves nothing outside it (the next start sweeps it)
-        with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger(), _tempdir(workdir):
+        with contextlib.redirect_stdout(io.StringIO()), quiet_root_logger(), _tempdir(workdir):
             if cfg.mode == "static":
-                reader = type("Reader", (_Reader, CalibrationDataReader), {})(names, samples)
+                reader = calibration_reader(names, samples)
                 quantize_static(str(fp32), str(int8), reader, use_external_data_format=True, **cfg.kwargs())
             else:
                 quantize_dynamic(str(fp32), str(int8), use_external_data_format=True, **cfg.kwargs())

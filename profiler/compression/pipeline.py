@@ -22,7 +22,8 @@ from ..data import SampleSet
 from ..graph import CaptureMethod
 from ..hardware import HardwareProfile
 from ..progress import Progress, Work
-from ..report import Profile, profile_model
+from ..pipeline import profile_model
+from ..profile import Profile
 from ..serde import to_jsonable
 from ..source import LoadedModel
 from ..workspace import work_dir

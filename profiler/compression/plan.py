@@ -30,7 +30,7 @@ from typing import Any
 import re2
 
 from ..errors import PlanError
-from ..report import Profile
+from ..profile import Profile
 from ..roofline import Bound
 from ..safeio import parse_json, read_json
 from .specs import CALIBRATIONS, STRUCTURAL, TECHNIQUES, Technique, TechniqueParams, parse_params

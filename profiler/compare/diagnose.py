@@ -23,11 +23,11 @@ from enum import StrEnum
 
 from torch import nn
 
-from .compression.activations import quant_range
-from .compression.specs import Granularity, QuantizeParams
-from .format import fmt_db
-from .graph import LayerGraph
-from .ranges import ActivationComparison
+from ..compression.activations import quant_range
+from ..compression.specs import Granularity, QuantizeParams
+from ..format import fmt_db
+from ..graph import LayerGraph
+from .comparison import ActivationComparison
 
 __all__ = ["DiagnosticKind", "Diagnostic", "diagnose"]
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 
-from .compression.ort_int8 import _quiet_root_logger, _Reader
-from .data import SampleSet
-from .graph import LayerGraph
-from .onnx_map import load_onnx, source_map
-from .errorstats import PairStats
-from .workspace import work_dir
+from ..data import SampleSet
+from ..errorstats import PairStats
+from ..graph import LayerGraph
+from ..workspace import work_dir
+from .export import load_onnx
+from .ort_util import calibration_reader, quiet_root_logger
+from .sources import source_map
 
 __all__ = ["OrtSqnrCheck", "ort_sqnr_check"]
 
@@ -31,22 +32,23 @@ class OrtSqnrCheck:
 
 
 def ort_sqnr_check(float_onnx: str | Path, qdq_onnx: str | Path, samples: SampleSet, graph: LayerGraph | None = None) -> list[OrtSqnrCheck]:
-    from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations, compute_activation_error, create_activation_matching, modify_model_output_intermediate_tensors,
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
     )
 
     fmodel = load_onnx(float_onnx)
     names = [i.name for i in fmodel.graph.input]
     producer = {out: n.name for n in fmodel.graph.node for out in n.output}
     layers = {k: v.layer_ids for k, v in source_map(fmodel, graph).items()} if graph is not None else {}
-    reader_cls = type("Reader", (_Reader, CalibrationDataReader), {})
-    with work_dir("qdqdbg") as tmp, contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+    with work_dir("qdqdbg") as tmp, contextlib.redirect_stdout(io.StringIO()), quiet_root_logger():
         aug_f, aug_q = tmp / "f.onnx", tmp / "q.onnx"
         modify_model_output_intermediate_tensors(str(float_onnx), str(aug_f))
         modify_model_output_intermediate_tensors(str(qdq_onnx), str(aug_q))
-        f_acts = collect_activations(str(aug_f), reader_cls(names, samples))
-        q_acts = collect_activations(str(aug_q), reader_cls(names, samples))
+        f_acts = collect_activations(str(aug_f), calibration_reader(names, samples))
+        q_acts = collect_activations(str(aug_q), calibration_reader(names, samples))
     matched = create_activation_matching(q_acts, f_acts)
     ort = compute_activation_error(matched)
     out = []

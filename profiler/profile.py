@@ -1,37 +1,30 @@
 """The Profile: everything measured about one model on one machine, JSON round-trip stable.
 
-``profile_model`` is the pipeline (capture -> metrics -> timing -> roofline) as a generator that
-yields Progress and returns the Profile; ``Profile.rows()`` is the one joined per-layer view the
-CLI table, CSV and GUI all read.
+``Profile.rows()`` is the one joined per-layer view the CLI table, CSV and GUI all read;
+``pipeline.profile_model`` makes one.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import io
 import json
 import math
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
-import torch
 
-from .capture import capture, capture_exported, run_and_locate_failure
-from .errors import LayerScopeError, ProfileFormatError, ProfilingError
+from .errors import LayerScopeError, ProfileFormatError
 from .graph import CaptureMethod, Layer, LayerGraph
-from .hardware import HardwareProfile, _cpu_name
-from .metrics import LayerMetrics, layer_metrics
-from .progress import Progress, Work
-from .roofline import Bound, RooflinePoint, classify
+from .hardware import HardwareProfile
+from .metrics import LayerMetrics
+from .roofline import Bound, RooflinePoint
 from .safeio import atomic_write_text, parse_json, read_json
 from .serde import from_jsonable, to_jsonable
-from .source import LoadedModel
-from .timing import LayerTiming, TimingSummary, measure
+from .timing import LayerTiming, TimingSummary
 
-__all__ = ["SCHEMA_VERSION", "ModuleTotals", "ModelInfo", "RunInfo", "Profile", "LayerRow", "profile_model", "CSV_COLUMNS"]
+__all__ = ["SCHEMA_VERSION", "ModuleTotals", "ModelInfo", "RunInfo", "Profile", "LayerRow", "CSV_COLUMNS"]
 
 SCHEMA_VERSION = 1
 
@@ -47,7 +40,7 @@ class ModelInfo:
     input_dtypes: tuple[str, ...]
     compute_dtype: str  # dtype of the model's floating-point weights (roofline peak picked for it)
     total_params: int  # distinct parameters of the model
-    total_weight_bytes: int  # distinct parameters + buffers
+    total_weight_bytes: int  # distinct parameter and buffer storages (weights.weight_bytes)
 
 
 @dataclass(frozen=True)
@@ -356,65 +349,3 @@ def _inconsistency(p: Profile) -> str:
 
 def _blank(v: object) -> object:
     return "" if v is None else v
-
-
-def _compute_dtype(model: torch.nn.Module) -> str:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return str(p.dtype).removeprefix("torch.")
-    return "float32"
-
-
-def profile_model(
-    loaded: LoadedModel,
-    hardware: HardwareProfile,
-    runs: int = 20,
-    warmup: int = 3,
-    device: str = "cpu",
-    method: CaptureMethod | None = None,
-) -> Work[Profile]:
-    """Capture, measure and classify every layer of ``loaded``; yields Progress, returns Profile."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ProfilingError("--device cuda: no CUDA device is available here; use --device cpu.")
-    model = loaded.module.to(dev) if loaded.exported is None else loaded.module
-    inputs = tuple(t.to(dev) for t in loaded.inputs)
-    yield Progress("capture", 0, 3, "checking the model runs on the inputs")
-    run_and_locate_failure(model, inputs)
-    yield Progress("capture", 1, 3, "capturing the graph")
-    if loaded.exported is not None:
-        cap = capture_exported(loaded.exported, None, inputs, ["loaded from a saved torch.export program (.pt2)"])
-    else:
-        cap = capture(model, inputs, method)
-    yield Progress("capture", 2, 3, f"{len(cap.graph)} layers via {cap.method.value}")
-    metrics = {layer.id: layer_metrics(layer) for layer in cap.graph}
-    yield Progress("capture", 3, 3, "static metrics computed")
-    timing = yield from measure(cap, model, inputs, runs=runs, warmup=warmup)
-    dtype = _compute_dtype(model)
-    timed_on_target = hardware.kind == "measured" and hardware.device.split(":")[0] == dev.type
-    roofline = {lid: classify(m, timing.layers[lid].latency_ms, hardware, dtype, timed_on_target) for lid, m in metrics.items()}
-    params = {id(p): p for p in model.parameters()}
-    buffers = {id(b): b for b in model.buffers()}
-    info = ModelInfo(
-        name=loaded.name,
-        spec=loaded.spec,
-        source_kind=loaded.kind,
-        capture_method=cap.method,
-        capture_notes=tuple(loaded.notes + cap.notes),
-        input_shapes=tuple(tuple(int(s) for s in t.shape) for t in inputs),
-        input_dtypes=tuple(str(t.dtype).removeprefix("torch.") for t in inputs),
-        compute_dtype=dtype,
-        total_params=sum(p.numel() for p in params.values()),
-        total_weight_bytes=sum(t.numel() * t.element_size() for t in [*params.values(), *buffers.values()]),
-    )
-    from . import __version__
-
-    run = RunInfo(
-        date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        torch_version=torch.__version__,
-        python_version=platform.python_version(),
-        platform=platform.platform(),
-        cpu=_cpu_name(),
-        layerscope_version=__version__,
-    )
-    return Profile(SCHEMA_VERSION, info, run, hardware, cap.graph, metrics, timing.layers, roofline, timing.summary)

@@ -1,0 +1,148 @@
+"""ONNX node -> PyTorch layers, from the exporter's metadata (name scopes, fx node, rewrite rule, stack
+trace); nodes with no source of their own take their nearest mapped neighbour and say so."""
+
+from __future__ import annotations
+
+import ast
+import collections
+import dataclasses
+import re
+import types
+from pathlib import Path
+
+import torch
+
+from ..graph import LayerGraph
+from ..opkinds import aten_kind
+from .results import MatchHow, OnnxNodeSource
+
+__all__ = ["source_map"]
+
+
+def _meta(node) -> dict[str, str]:
+    return {p.key: p.value for p in node.metadata_props}
+
+
+def _scopes(meta: dict[str, str]) -> list[str] | None:
+    raw = meta.get("pkg.torch.onnx.name_scopes")
+    if not raw:
+        return None
+    try:
+        val = ast.literal_eval(raw)
+        return [str(v) for v in val] if isinstance(val, (list, tuple)) else None
+    except (ValueError, SyntaxError):
+        return None
+
+
+_FX_TARGET_RE = re.compile(r"target=torch\.ops\.(aten\.[A-Za-z_0-9]+\.[A-Za-z_0-9]+)")
+_STACK_RE = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def _user_line(meta: dict[str, str]) -> str:
+    trace = meta.get("pkg.torch.onnx.stack_trace", "")
+    torch_dir = str(Path(torch.__file__).parent)
+    frames = [(f, n) for f, n in _STACK_RE.findall(trace) if not f.startswith(torch_dir) and not f.startswith("<")]
+    return f"{frames[-1][0]}:{frames[-1][1]}" if frames else ""
+
+
+def _fx_kind(meta: dict[str, str]) -> str:
+    m = _FX_TARGET_RE.search(meta.get("pkg.torch.onnx.fx_node", ""))
+    if not m:
+        return "unknown"
+    return aten_kind(types.SimpleNamespace(__name__=m.group(1).split(".", 1)[1]))  # "conv2d.default"
+
+
+_KIND_ALIASES = {"adaptive_avg_pool": {"reduce"}, "reduce": {"adaptive_avg_pool"}, "linear": {"matmul", "addmm"},
+                 "matmul": {"linear"}, "identity": {"view"}, "view": {"identity"}}
+
+
+def source_map(model, graph: LayerGraph | None) -> dict[str, OnnxNodeSource]:
+    """Where every node of an exported ONNX model comes from."""
+    nodes = list(model.graph.node)
+    if graph is None:
+        return {n.name: OnnxNodeSource(n.name, n.op_type, (), MatchHow.ONNX_NODE) for n in nodes}
+    by_path: dict[str, list[str]] = collections.defaultdict(list)  # module path -> layer ids by call
+    functional: dict[str, list[str]] = collections.defaultdict(list)  # parent path -> functional layer ids
+    for layer in graph:
+        if layer.module_path is not None:
+            by_path[layer.module_path].append(layer.id)
+        else:
+            functional[layer.parents[-1] if layer.parents else ""].append(layer.id)
+    call_seen: dict[str, list[str]] = collections.defaultdict(list)  # module path -> fx node names seen
+    func_used: dict[str, str] = {}  # exported fx node name (scoped) -> layer id
+    taken: set[str] = set()
+    out: dict[str, OnnxNodeSource] = {}
+    for n in nodes:
+        meta = _meta(n)
+        scopes = _scopes(meta)
+        line = _user_line(meta)
+        layer_ids: tuple[str, ...] = ()
+        how = MatchHow.UNMAPPED
+        if scopes and len(scopes) >= 2:
+            fx_name, path = scopes[-1], scopes[-2]
+            if path in by_path:  # a leaf module call
+                calls = call_seen[path]
+                if fx_name not in calls:
+                    calls.append(fx_name)
+                ids = by_path[path]
+                layer_ids, how = (ids[min(calls.index(fx_name), len(ids) - 1)],), MatchHow.SCOPE
+                if "FuseBatchNormInto" in meta.get("pkg.onnxscript.rewriter.rule_name", ""):
+                    feeders = [p for p in graph.predecessors(layer_ids[0])
+                               if graph[p].op_kind in ("conv", "conv_transpose", "linear")]
+                    layer_ids = tuple(feeders) + layer_ids
+            else:  # a functional op inside module `path`
+                key = f"{path}/{fx_name}"
+                if key not in func_used:
+                    kind = _fx_kind(meta)
+                    cands = [c for c in functional.get(path, []) if c not in taken]
+                    match = [c for c in cands if graph[c].op_kind == kind]
+                    match = match or [c for c in cands if graph[c].op_kind in _KIND_ALIASES.get(kind, ())]
+                    if match:
+                        func_used[key] = match[0]
+                        taken.add(match[0])
+                if key in func_used:
+                    layer_ids, how = (func_used[key],), MatchHow.KIND_ORDER
+        elif n.name.startswith("/"):  # TorchScript exporter: /layer1/layer1.0/conv1/Conv
+            parts = [p for p in n.name.split("/")[1:-1] if p]
+            for comp in reversed(parts):
+                if comp in by_path:
+                    layer_ids, how = (by_path[comp][0],), MatchHow.SCOPE
+                    break
+        out[n.name] = OnnxNodeSource(n.name, n.op_type, layer_ids, how, line, tuple(scopes or ()),
+                                     meta.get("pkg.torch.onnx.class_hierarchy", ""), meta.get("pkg.torch.onnx.fx_node", ""),
+                                     meta.get("pkg.onnxscript.rewriter.rule_name", ""))
+    _fill_nearest(nodes, out)
+    return out
+
+
+def _fill_nearest(nodes, out: dict[str, OnnxNodeSource]) -> None:
+    """Unmapped nodes take the layers of the nearest mapped node along data edges (BFS)."""
+    producer: dict[str, str] = {}
+    consumers: dict[str, list[str]] = collections.defaultdict(list)
+    for n in nodes:
+        for t in n.output:
+            producer[t] = n.name
+        for t in n.input:
+            consumers[t].append(n.name)
+    by_name = {n.name: n for n in nodes}
+
+    def neighbours(name: str) -> list[str]:
+        n = by_name[name]
+        # consumers first: a Constant/Shape helper belongs to the op that uses it
+        return [c for t in n.output for c in consumers.get(t, [])] + [producer[t] for t in n.input if t in producer]
+
+    for n in nodes:
+        if out[n.name].how is not MatchHow.UNMAPPED:
+            continue
+        seen, queue = {n.name}, collections.deque([n.name])
+        while queue:
+            cur = queue.popleft()
+            src = out[cur]
+            if src.how not in (MatchHow.UNMAPPED, MatchHow.NEAREST) and src.layer_ids:
+                out[n.name] = dataclasses.replace(out[n.name], layer_ids=src.layer_ids, how=MatchHow.NEAREST,
+                                                  source=out[n.name].source or src.source)
+                break
+            for nb in neighbours(cur):
+                if nb not in seen:
+                    seen.add(nb)
+                    queue.append(nb)
