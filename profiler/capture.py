@@ -298,105 +298,103 @@ def _assemble(
     records: dict[str, _NodeRecord],
     assign: dict[str, _Assignment],
 ) -> tuple[LayerGraph, dict[str, str]]:
-    param_names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
-    node_layer = {name: a.layer_id for name, a in assign.items()}
-    by_name = {n.name: n for n in gm.graph.nodes}
-    members: dict[str, list[fx.Node]] = {}
-    for n in gm.graph.nodes:
-        checkpoint()
-        if n.name in node_layer:
-            members.setdefault(node_layer[n.name], []).append(n)
+    """One Layer per assigned group of fx nodes, with operands, outputs and the edges between layers."""
+    asm = _Assembler(gm, model, records, assign)
+    layers = [asm.layer(layer_id, nodes) for layer_id, nodes in asm.members().items()]
+    graph = LayerGraph(tuple(layers), tuple(asm.edges), tuple(asm.input_layers), tuple(asm.output_layers))
+    return graph, asm.node_layer
 
-    def producers(src: str, seen: set[str] | None = None) -> list[str]:
+
+class _Assembler:
+    """State shared while turning fx nodes into layers: who produced each value, and the edges,
+    input layers and output layers found so far (dicts used as ordered sets)."""
+
+    def __init__(self, gm: fx.GraphModule, model: nn.Module, records: dict[str, _NodeRecord],
+                 assign: dict[str, _Assignment]) -> None:
+        self.gm, self.records, self.assign = gm, records, assign
+        self.param_names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+        self.node_layer = {name: a.layer_id for name, a in assign.items()}
+        self.by_name = {n.name: n for n in gm.graph.nodes}
+        out_node = next(n for n in gm.graph.nodes if n.op == "output")
+        self.graph_outputs = {a.name for a in out_node.all_input_nodes}
+        self.edges: dict[tuple[str, str], None] = {}
+        self.input_layers: dict[str, None] = {}
+        self.output_layers: dict[str, None] = {}
+
+    def members(self) -> dict[str, list[fx.Node]]:
+        out: dict[str, list[fx.Node]] = {}
+        for n in self.gm.graph.nodes:
+            checkpoint()
+            if n.name in self.node_layer:
+                out.setdefault(self.node_layer[n.name], []).append(n)
+        return out
+
+    def producers(self, src: str, seen: set[str] | None = None) -> list[str]:
         """Layer ids (or 'input:<name>') that a value comes from, looking through glue nodes."""
-        if src in node_layer:
-            return [node_layer[src]]
-        rec_node = by_name.get(src)
-        if rec_node is None:
+        if src in self.node_layer:
+            return [self.node_layer[src]]
+        node = self.by_name.get(src)
+        if node is None or node.op == "get_attr":
             return []
-        if rec_node.op == "placeholder":
+        if node.op == "placeholder":
             return [f"input:{src}"]
-        if rec_node.op == "get_attr":
-            return []
         seen = seen or set()
         if src in seen:
             return []
         seen.add(src)
-        out: list[str] = []
-        for a in rec_node.all_input_nodes:
-            out += producers(a.name, seen)
-        return out
+        return [p for a in node.all_input_nodes for p in self.producers(a.name, seen)]
 
-    layers: list[Layer] = []
-    edges: dict[tuple[str, str], None] = {}
-    input_layers: dict[str, None] = {}
-    output_layers: dict[str, None] = {}
-    out_node = next(n for n in gm.graph.nodes if n.op == "output")
-    graph_outputs = {a.name for a in out_node.all_input_nodes}
+    def _link(self, src: str, layer_id: str) -> None:
+        for p in self.producers(src):
+            if p.startswith("input:"):
+                self.input_layers.setdefault(layer_id, None)
+            elif p != layer_id:
+                self.edges.setdefault((p, layer_id), None)
 
-    for layer_id, nodes in members.items():
-        a = assign[nodes[0].name]
+    def operands(self, layer_id: str, nodes: list[fx.Node], a: _Assignment) -> list[TensorMeta]:
+        """Tensors the layer reads from outside itself (linking their producers), then its module's weights."""
         names = {n.name for n in nodes}
-        operands: list[TensorMeta] = []
+        out: list[TensorMeta] = []
         seen_inputs: set[tuple[str, int]] = set()
         for n in nodes:
-            rec = records.get(n.name)
-            if rec is None:
-                continue
-            for idx, (src, meta) in enumerate(rec.in_shapes):
+            rec = self.records.get(n.name)
+            for idx, (src, meta) in enumerate(rec.in_shapes if rec else ()):
                 if src in names or (src, idx) in seen_inputs:
                     continue
                 seen_inputs.add((src, idx))
-                prod = by_name[src]
-                if prod.op == "get_attr":
-                    if a.module is not None:
-                        continue  # module weights are added below from the module itself
-                    role = TensorRole.PARAMETER if prod.target in param_names else TensorRole.BUFFER
-                    operands.append(TensorMeta(meta.shape, meta.dtype, role, str(prod.target)))
-                else:
-                    operands.append(meta)
-                    for p in producers(src):
-                        if p.startswith("input:"):
-                            input_layers.setdefault(layer_id, None)
-                        elif p != layer_id:
-                            edges.setdefault((p, layer_id), None)
+                prod = self.by_name[src]
+                if prod.op != "get_attr":
+                    out.append(meta)
+                    self._link(src, layer_id)
+                elif a.module is None:  # a module's weights come from the module itself, below
+                    role = TensorRole.PARAMETER if prod.target in self.param_names else TensorRole.BUFFER
+                    out.append(TensorMeta(meta.shape, meta.dtype, role, str(prod.target)))
         if a.module is not None:
-            for pname, p in a.module.named_parameters():
-                operands.append(_meta(p, TensorRole.PARAMETER, f"{a.module_path}.{pname}"))
-            for bname, b in a.module.named_buffers():
-                operands.append(_meta(b, TensorRole.BUFFER, f"{a.module_path}.{bname}"))
-        outputs: list[TensorMeta] = []
+            out += [_meta(p, TensorRole.PARAMETER, f"{a.module_path}.{name}") for name, p in a.module.named_parameters()]
+            out += [_meta(b, TensorRole.BUFFER, f"{a.module_path}.{name}") for name, b in a.module.named_buffers()]
+        return out
+
+    def outputs(self, layer_id: str, nodes: list[fx.Node]) -> list[TensorMeta]:
+        """Values used outside the layer (all of a one-node layer's); marks the model's output layers."""
+        names = {n.name for n in nodes}
+        out: list[TensorMeta] = []
         for n in nodes:
-            rec = records.get(n.name)
-            if rec is None:
-                continue
-            used_outside = n.name in graph_outputs or any(u.name not in names for u in n.users)
-            if used_outside or len(nodes) == 1:
-                outputs += rec.outputs
-        for n in nodes:
-            if n.name in graph_outputs or any(_reaches_output(u, node_layer) for u in n.users):
-                output_layers.setdefault(layer_id, None)
-        is_view = a.kind in VIEW_KINDS and all(records[n.name].aliases_input for n in nodes if n.name in records)
-        layers.append(
-            Layer(
-                id=layer_id,
-                op_kind=a.kind,
-                target=a.target,
-                module_path=a.module_path,
-                module_type=a.module_type,
-                parents=a.parents,
-                source=_source(a.stack_trace),
-                operands=tuple(operands),
-                outputs=tuple(outputs),
-                attrs=a.attrs,
-                is_view=is_view,
-                fx_nodes=tuple(n.name for n in nodes),
-            )
-        )
-    return (
-        LayerGraph(tuple(layers), tuple(edges), tuple(input_layers), tuple(output_layers)),
-        node_layer,
-    )
+            rec = self.records.get(n.name)
+            used_outside = n.name in self.graph_outputs or any(u.name not in names for u in n.users)
+            if rec is not None and (used_outside or len(nodes) == 1):
+                out += rec.outputs
+            if n.name in self.graph_outputs or any(_reaches_output(u, self.node_layer) for u in n.users):
+                self.output_layers.setdefault(layer_id, None)
+        return out
+
+    def layer(self, layer_id: str, nodes: list[fx.Node]) -> Layer:
+        a = self.assign[nodes[0].name]
+        operands = self.operands(layer_id, nodes, a)
+        outputs = self.outputs(layer_id, nodes)
+        is_view = a.kind in VIEW_KINDS and all(self.records[n.name].aliases_input for n in nodes if n.name in self.records)
+        return Layer(id=layer_id, op_kind=a.kind, target=a.target, module_path=a.module_path, module_type=a.module_type,
+                     parents=a.parents, source=_source(a.stack_trace), operands=tuple(operands), outputs=tuple(outputs),
+                     attrs=a.attrs, is_view=is_view, fx_nodes=tuple(n.name for n in nodes))
 
 
 def _reaches_output(n: fx.Node, node_layer: dict[str, str]) -> bool:
