@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import threading
 import time
 from typing import Any
@@ -21,6 +22,8 @@ from layerscope.profiler.progress import cancellable
 
 from .progress_window import JobProgress
 from .state import AppState
+
+log = logging.getLogger(__name__)
 
 # Rough share of a job's time per stage, in the order stages come: overall progress and the ETA.
 PROFILE_STAGES = {"load": 3, "calibrate": 10, "capture": 12, "warm-up": 8, "timing": 60, "views": 7}
@@ -174,6 +177,7 @@ class ProfileController(QObject):
             self._on_aborted()  # the core stopped at a checkpoint: a cancel, not a failure
             return
         msg = str(exc) if isinstance(exc, LayerScopeError) else f"{type(exc).__name__}: {exc}"
+        log.error("job failed: %s", msg, exc_info=(type(exc), exc, exc.__traceback__) if log.isEnabledFor(logging.DEBUG) else None)
         req = self.last_request
         if isinstance(exc, UnsafeFileError) and self.show_dialogs and req is not None and not req.trust_file:
             box = QMessageBox(QMessageBox.Icon.Warning, "This model file wants to run code", msg,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from PySide6.QtCore import QTimer
@@ -53,11 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     ModelRequest.add_arguments(p)
     p.add_argument("--profile", dest="profile_json", help="open a saved profile JSON instead of profiling")
     p.add_argument("--screenshot", help=argparse.SUPPRESS)  # used by docs/tests: save a PNG and quit
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log what LayerScope decides to stderr (-vv: debug)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.verbose:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("layerscope").setLevel(logging.INFO if args.verbose == 1 else logging.DEBUG)
     try:
         return run_gui(args)
     except LayerScopeError as exc:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -12,7 +16,7 @@ from layerscope.profiler.jobs import ModelRequest
 from layerscope.profiler.progress import Work
 from layerscope.profiler.safeio import check_output_path
 
-__all__ = ["err", "run_work", "check_before_work", "request_for"]
+__all__ = ["err", "run_work", "check_before_work", "request_for", "setup_logging"]
 
 err = Console(stderr=True)
 
@@ -46,3 +50,24 @@ def check_before_work(args: argparse.Namespace, flags: dict[str, str]) -> None:
 def request_for(args: argparse.Namespace, spec: str | None = None) -> ModelRequest:
     """The one typed request of a command's MODEL argument and model options."""
     return ModelRequest.from_args(args, spec)
+
+
+@contextlib.contextmanager
+def setup_logging(verbosity: int) -> Iterator[None]:
+    """Quiet by default; ``-v`` shows what LayerScope decided (capture path, calibration, exporter
+    fallbacks, plan resolution), ``-vv`` adds debug detail and the full cause of an error. The
+    handler is removed afterwards, so an in-process caller's logging is left as it was."""
+    if verbosity <= 0:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)  # one plain line per record: greppable, never wrapped
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("layerscope")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -22,7 +22,7 @@ from layerscope.profiler.resources import parse_device
 from layerscope.profiler.safeio import atomic_write_text
 from layerscope.profiler.workspace import Terminated, install_signal_handlers
 
-from .common import check_before_work, err, request_for, run_work
+from .common import check_before_work, err, request_for, run_work, setup_logging
 from .compare import add_compare_parser
 from .compress import add_compress_parser
 
@@ -177,6 +177,8 @@ def cmd_devices(_args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layerscope", description="Find the bottleneck layers of a PyTorch model.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what LayerScope decides to stderr; -vv: debug detail and each error's full cause")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("profile", help="profile every layer and print the ranked bottlenecks")
     ModelRequest.add_arguments(p)
@@ -221,10 +223,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag in ("quiet",):
         setattr(args, flag, getattr(args, flag, False))
     install_signal_handlers()  # SIGTERM unwinds like Ctrl+C: work folders and half-written outputs are removed
+    with setup_logging(args.verbose):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except LayerScopeError as exc:
+        if args.verbose > 1:
+            err.print_exception(show_locals=False)  # the wrapped library error, its cause kept
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        if args.verbose == 1 and exc.__cause__ is not None:
+            cause = exc.__cause__
+            err.print(f"  caused by {type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}",
+                      highlight=False, markup=False)
         return 2
     except OSError as exc:  # a file the user named could not be read or written
         where = f" {exc.filename}" if exc.filename else ""

@@ -9,6 +9,11 @@
 
 __version__ = "0.1.0"
 
+import logging  # noqa: E402
+
+# A library stays quiet unless its user configures logging (``layerscope -v`` does).
+logging.getLogger("layerscope").addHandler(logging.NullHandler())
+
 from .errors import (  # noqa: E402
     CaptureError, Cancelled, HardwareProfileError, InputSpecError, LayerScopeError, ModelLoadError,
     OnnxMappingError, PlanError, ProfileFormatError, ProfilingError,

@@ -30,6 +30,8 @@ from .opkinds import LEAF_MODULES_WITH_CHILDREN, VIEW_KINDS, aten_kind, class_na
 
 __all__ = ["CaptureResult", "capture", "capture_exported", "is_leaf_module", "run_and_locate_failure"]
 
+log = logging.getLogger(__name__)
+
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _FRAME_RE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
 
@@ -265,7 +267,7 @@ def run_and_locate_failure(model: nn.Module, inputs: Sequence[torch.Tensor]) -> 
         raise InputSpecError(
             f"Running the model on inputs [{_shape_text(inputs)}] failed in layer '{layer}' ({cls}): "
             f"{first}. Check --input-shape/--dtype: the model may expect another input."
-        ) from None
+        ) from exc
     finally:
         for h in handles:
             h.remove()
@@ -516,7 +518,7 @@ def _record(gm: fx.GraphModule, inputs: Sequence[torch.Tensor], layer_of: Callab
         raise InputSpecError(
             f"Running the captured graph on inputs [{_shape_text(inputs)}] failed at layer "
             f"'{layer_of(f.node)}' ({target_name(f.node.target)}): {first}"
-        ) from None
+        ) from f
     return rec.records
 
 
@@ -548,12 +550,14 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
             raise
         except Exception as exc:  # noqa: BLE001 - any trace failure means: try export
             fx_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            log.info("torch.fx could not trace %s (%s)", type(model).__name__, fx_error, exc_info=log.isEnabledFor(logging.DEBUG))
             if method is CaptureMethod.FX:
-                raise CaptureError(f"torch.fx could not trace {type(model).__name__}: {fx_error}") from None
+                raise CaptureError(f"torch.fx could not trace {type(model).__name__}: {fx_error}") from exc
         else:
             records = _record(gm, inputs, _node_label)
             assign = _assign_fx(gm, model, records)
             layer_graph, node_layer = _assemble(gm, model, records, assign)
+            log.info("captured %s with torch.fx: %d layers from %d fx nodes", type(model).__name__, len(layer_graph), len(graph.nodes))
             return CaptureResult(layer_graph, gm, node_layer, CaptureMethod.FX)
     try:
         with torch.inference_mode(False), quiet_torch_logs():
@@ -571,6 +575,7 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
             f"Could not capture {type(model).__name__}'s graph. " + " | ".join(parts) + "." + at
             + " Data-dependent Python control flow (if/while on tensor values) blocks both; "
             "move it out of forward() or make it a tensor op (torch.where)."
-        ) from None
+        ) from exc
     notes = [f"torch.fx could not trace the model ({fx_error}); used torch.export."] if fx_error else []
+    log.info("captured %s with torch.export", type(model).__name__)
     return capture_exported(ep, model, inputs, notes)

@@ -50,7 +50,7 @@ def _arrays(path: Path) -> dict[str, torch.Tensor]:
                 return {k: torch.from_numpy(np.array(z[k])) for k in z.files}
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - an unreadable file is the file's fault
-        raise InputSpecError(f"Cannot read data file {path}: {type(exc).__name__}: {exc}") from None
+        raise InputSpecError(f"Cannot read data file {path}: {type(exc).__name__}: {exc}") from exc
     if isinstance(obj, torch.Tensor):
         return {"x": obj}
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -22,7 +22,7 @@ def save_pt2(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: str |
             ep = torch.export.export(model, tuple(inputs), strict=False)
     except Exception as exc:  # noqa: BLE001 - name the failure, keep the user's run
         raise LayerScopeError(f"Could not save {path} as a torch.export program: {type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
     with atomic_path(path, "--out") as tmp:
         try:
             torch.export.save(ep, str(tmp))

@@ -173,8 +173,8 @@ class LayerGraph:
     def __getitem__(self, layer_id: str) -> Layer:
         try:
             return self._index[layer_id]
-        except KeyError:
-            raise KeyError(f"no layer {layer_id!r} in this graph") from None
+        except KeyError as exc:
+            raise KeyError(f"no layer {layer_id!r} in this graph") from exc
 
     def ids(self) -> list[str]:
         return [layer.id for layer in self.layers]

@@ -7,6 +7,7 @@ source. A profile's ridge point (FLOP/byte) = peak FLOP/s / bandwidth.
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import datetime as _dt
 import json
@@ -33,6 +34,8 @@ __all__ = [
     "HardwareProfile", "calibrate", "cache_path", "load_cached", "save_cached", "trusted",
     "device_profile_names", "load_device_profile", "resolve_hardware",
 ]
+
+log = logging.getLogger(__name__)
 
 
 _KINDS = ("measured", "datasheet")
@@ -108,9 +111,9 @@ class HardwareProfile:
         try:
             return from_jsonable(cls, data)
         except HardwareProfileError as exc:
-            raise HardwareProfileError(f"{origin}: {exc}") from None
+            raise HardwareProfileError(f"{origin}: {exc}") from exc
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise HardwareProfileError(f"{origin} is not a valid hardware profile: {exc}") from None
+            raise HardwareProfileError(f"{origin} is not a valid hardware profile: {exc}") from exc
 
     @classmethod
     def from_json(cls, text: str | bytes, origin: str = "hardware profile") -> HardwareProfile:
@@ -293,7 +296,7 @@ def load_cached(device: str = "cpu") -> tuple[HardwareProfile | None, str]:
             where = f"moved to {aside}"
         except OSError as move_exc:
             raise HardwareProfileError(f"The calibration cache {p} is unreadable ({exc}) and cannot be moved aside "
-                                       f"({move_exc.strerror}); delete it and run again.") from None
+                                       f"({move_exc.strerror}); delete it and run again.") from move_exc
         return None, f"the cached calibration was unusable ({exc}); {where} and re-measured"
 
 
@@ -302,7 +305,7 @@ def save_cached(hw: HardwareProfile) -> Path:
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"Cannot create the cache folder {p.parent}: {exc.strerror or exc}.") from None
+        raise OutputError(f"Cannot create the cache folder {p.parent}: {exc.strerror or exc}.") from exc
     atomic_write_text(p, hw.to_json(), "calibration cache")
     return p
 
@@ -335,10 +338,15 @@ def resolve_hardware(target: str | None, device: str = "cpu", recalibrate: bool 
     if target not in (None, "", "this"):
         return load_device_profile(target)
     hw, why = (None, "") if recalibrate else load_cached(device)
-    if hw is None:
+    if hw is not None:
+        log.info("roofline of this machine from the calibration cache %s", cache_path(device))
+    else:
+        log.info("calibrating %s%s", device, f" ({why})" if why else "")
         hw = yield from calibrate(device)
         if trusted(hw):
-            save_cached(hw)
+            log.info("calibration cached at %s", save_cached(hw))
+        else:
+            log.warning("calibration not cached (measured under load): %s", "; ".join(hw.notes))
         if why:
             hw = dataclasses.replace(hw, notes=(*hw.notes, why))
     return hw

@@ -9,6 +9,7 @@ face decides what a workflow does.
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from .resources import parse_device
 from .source import LoadedModel, load_model, parse_dtype, parse_input_shapes
 
 __all__ = ["MODEL_HELP", "ModelRequest", "CompressResult", "profile_job", "onnx_job", "compress_job", "compare_job", "open_profile_job"]
+
+log = logging.getLogger(__name__)
 
 
 def _model_help() -> str:
@@ -129,6 +132,7 @@ def profile_job(req: ModelRequest) -> Work[Profile]:
     yield Progress("load", 0, 1, req.model or "default model")
     loaded = req.load()
     yield Progress("load", 1, 1, loaded.name)
+    log.info("loaded %s (%s) with inputs %s", loaded.name, loaded.kind, [tuple(t.shape) for t in loaded.inputs])
     hw = yield from _hardware(req)
     return (yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device, method=req.method))
 

@@ -246,9 +246,9 @@ class Profile:
         try:
             profile = from_jsonable(cls, data)
         except LayerScopeError as exc:
-            raise ProfileFormatError(f"{origin}: {exc}") from None
+            raise ProfileFormatError(f"{origin}: {exc}") from exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ProfileFormatError(f"{origin} is not a valid LayerScope profile: {exc}") from None
+            raise ProfileFormatError(f"{origin} is not a valid LayerScope profile: {exc}") from exc
         problem = _inconsistency(profile)
         if problem:
             raise ProfileFormatError(f"{origin} is not a consistent LayerScope profile: {problem}. Re-run `layerscope profile`.")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import math
 import os
@@ -26,6 +27,8 @@ from .format import fmt_bytes
 
 __all__ = ["release_memory", "available_memory_bytes", "parse_device", "check_input_bytes", "estimate_activation_bytes", "check_memory",
            "MAX_DIMS", "MAX_ELEMENTS"]
+
+log = logging.getLogger(__name__)
 
 MAX_DIMS = 12
 MAX_ELEMENTS = 2**40  # per tensor: 4 TiB of float32 is not an input shape, it is a typo
@@ -88,8 +91,8 @@ def parse_device(text: str | None) -> torch.device:
     spec = (text or "cpu").strip()
     try:
         dev = torch.device(spec)
-    except (RuntimeError, ValueError, TypeError):
-        raise InputSpecError(f"--device {spec!r} is not a device; use cpu or cuda (cuda:N for the N-th GPU).") from None
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise InputSpecError(f"--device {spec!r} is not a device; use cpu or cuda (cuda:N for the N-th GPU).") from exc
     if dev.type == "meta":
         raise InputSpecError("--device meta: meta tensors carry no values, so nothing could be timed or measured; "
                              "use cpu or cuda.")
@@ -194,6 +197,7 @@ def estimate_activation_bytes(module: nn.Module, inputs: Sequence[InputSpec]) ->
                 module(*fake)
             return tracker.peak
     except Exception:  # noqa: BLE001 - any failure only means "no estimate"; the real run reports real errors
+        log.debug("no activation-memory estimate: the fake-tensor run failed", exc_info=True)
         return None
 
 

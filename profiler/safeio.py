@@ -146,18 +146,18 @@ def parse_json(raw: str | bytes, origin: str, error: type[LayerScopeError], max_
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise error(f"{origin} is not UTF-8 text (invalid byte at offset {exc.start}); is it the right file?") from None
+            raise error(f"{origin} is not UTF-8 text (invalid byte at offset {exc.start}); is it the right file?") from exc
     else:
         text = raw
     try:
         data = json.loads(text, parse_constant=_reject_constant)
         _check_depth(data, max_depth)
     except json.JSONDecodeError as exc:
-        raise error(f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
-    except RecursionError:
-        raise error(f"{origin} nests objects or lists more than {max_depth} deep; it is not a LayerScope file.") from None
+        raise error(f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from exc
+    except RecursionError as exc:
+        raise error(f"{origin} nests objects or lists more than {max_depth} deep; it is not a LayerScope file.") from exc
     except ValueError as exc:  # NaN/Infinity literals; integers too long to convert
-        raise error(f"{origin} is not valid JSON here: {exc}.") from None
+        raise error(f"{origin} is not valid JSON here: {exc}.") from exc
     return data
 
 
@@ -175,7 +175,7 @@ def read_json(path: str | os.PathLike[str], what: str, error: type[LayerScopeErr
             raise error(f"{what} {p} is {fmt_bytes(size)}; LayerScope reads JSON files up to {fmt_bytes(max_bytes)}.")
         raw = p.read_bytes()
     except OSError as exc:
-        raise error(f"Cannot read {what} {p}: {exc.strerror or exc}.") from None
+        raise error(f"Cannot read {what} {p}: {exc.strerror or exc}.") from exc
     return parse_json(raw, f"{what} {p}", error, max_bytes, max_depth)
 
 

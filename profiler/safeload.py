@@ -217,7 +217,7 @@ def scan_pt2(path: Path, max_bytes: int | None = None) -> None:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path} is not a readable torch.export program (.pt2): not a zip archive ({exc}).") from None
+        raise ModelLoadError(f"{path} is not a readable torch.export program (.pt2): not a zip archive ({exc}).") from exc
     with zf:
         infos = zf.infolist()
         if len(infos) > _MAX_ENTRIES:
@@ -447,10 +447,10 @@ def load_exported_program(path: Path, trust: bool = False) -> tuple[torch.export
             ep = torch.export.load(str(path))
             module = ep.module()  # builds the input-guard function from the (scanned) guards code
         except UnsafeFileError as exc:
-            raise _refuse(path, str(exc)) from None
+            raise _refuse(path, str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - a corrupt or incompatible file
             if guard.blocked:
-                raise _refuse(path, guard.blocked[0]) from None
+                raise _refuse(path, guard.blocked[0]) from exc
             raise ModelLoadError(f"{path} is not a readable torch.export program (.pt2): {type(exc).__name__}: "
                                  f"{_first_line(exc)}") from exc
     if guard.blocked:  # a library swallowed our refusal: still refuse

@@ -88,8 +88,8 @@ def from_jsonable(tp: Any, data: Any) -> Any:
             raise TypeError(f"expected a number, got {data!r}")
         try:
             return float(data)
-        except OverflowError:
-            raise ValueError(f"number {str(data)[:20]}… is too large") from None
+        except OverflowError as exc:
+            raise ValueError(f"number {str(data)[:20]}… is too large") from exc
     if tp is int:
         if isinstance(data, bool) or not isinstance(data, int):
             raise TypeError(f"expected an integer, got {data!r}")

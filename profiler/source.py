@@ -48,8 +48,8 @@ def parse_dtype(text: str | None) -> torch.dtype | None:
         return None
     try:
         return DTYPES[text]
-    except KeyError:
-        raise InputSpecError(f"--dtype {text!r} is not supported; choose one of {', '.join(DTYPES)}.") from None
+    except KeyError as exc:
+        raise InputSpecError(f"--dtype {text!r} is not supported; choose one of {', '.join(DTYPES)}.") from exc
 
 
 def parse_input_shapes(text: str | None) -> list[tuple[int, ...]] | None:
@@ -62,8 +62,8 @@ def parse_input_shapes(text: str | None) -> list[tuple[int, ...]] | None:
     for part in text.split(";"):
         try:
             dims = tuple(int(d) for d in re.split(r"[,x×]", part.strip()))  # "1,3,224,224" or "1x3x224x224"
-        except ValueError:
-            raise InputSpecError(f"--input-shape {text!r}: {part!r} is not a comma-separated list of integers, e.g. 1,3,224,224.") from None
+        except ValueError as exc:
+            raise InputSpecError(f"--input-shape {text!r}: {part!r} is not a comma-separated list of integers, e.g. 1,3,224,224.") from exc
         if not dims or any(d <= 0 for d in dims):
             raise InputSpecError(f"--input-shape {text!r}: every dimension must be a positive integer.")
         if len(dims) > MAX_DIMS or any(d >= 2**31 for d in dims):
@@ -114,7 +114,7 @@ def _load_factory(spec: str, seed: int) -> LoadedModel:
         sys.modules[mod_name] = module  # dataclasses and pickling look modules up here
         spec_obj.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - a user's file failed to import
-        raise ModelLoadError(f"Importing {path} failed{_user_frame(exc, path)}: {type(exc).__name__}: {exc}") from None
+        raise ModelLoadError(f"Importing {path} failed{_user_frame(exc, path)}: {type(exc).__name__}: {exc}") from exc
     fn = getattr(module, factory, None)
     if fn is None or not callable(fn):
         names = [n for n in vars(module) if callable(getattr(module, n)) and not n.startswith("_")]
@@ -124,7 +124,7 @@ def _load_factory(spec: str, seed: int) -> LoadedModel:
     try:
         result = fn()
     except Exception as exc:  # noqa: BLE001 - the user's factory raised
-        raise ModelLoadError(f"Factory {path.name}:{factory}() raised{_user_frame(exc, path)}: {type(exc).__name__}: {exc}") from None
+        raise ModelLoadError(f"Factory {path.name}:{factory}() raised{_user_frame(exc, path)}: {type(exc).__name__}: {exc}") from exc
     inputs: tuple[torch.Tensor, ...] = ()
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
         result, ex = result

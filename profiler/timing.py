@@ -12,6 +12,7 @@ until its last use; weights are not activations. On CUDA the allocator's peak is
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from .progress import Progress, Work, checkpoint
 from .weights import weight_bytes
 
 __all__ = ["LayerTiming", "TimingSummary", "TimingResult", "measure", "within_noise"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -254,4 +257,6 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
         peak_memory_bytes=int(peak_memory),
         peak_memory_source=source,
     )
+    log.info("timed %d layers: %d runs after %d warm-up on %s, %d threads; end to end %.3f ms (p25 %.3f, p75 %.3f)",
+             len(layers), runs, warmup, summary.device, summary.threads, e_med, e25, e75)
     return TimingResult(layers, summary)

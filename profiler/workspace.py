@@ -10,6 +10,7 @@ folder of the user's (``--workdir``), which is used as is and never deleted.
 
 from __future__ import annotations
 
+import logging
 import atexit
 import contextlib
 import os
@@ -24,6 +25,8 @@ from .errors import OutputError, ResourceError
 from .safeio import check_free_space
 
 __all__ = ["cache_root", "work_root", "work_dir", "sweep", "install_signal_handlers", "MAX_WORK_BYTES"]
+
+log = logging.getLogger(__name__)
 
 MAX_WORK_BYTES = 8 * 2**30
 _LIVE: set[Path] = set()
@@ -93,6 +96,8 @@ def sweep(max_bytes: int = MAX_WORK_BYTES) -> list[Path]:
         shutil.rmtree(d, ignore_errors=True)
         removed.append(d)
         total -= size
+    if removed:
+        log.info("removed %d stale work folder(s) under %s", len(removed), root)
     return removed
 
 
@@ -104,7 +109,7 @@ def work_dir(prefix: str, keep: str | os.PathLike[str] | None = None, needed_byt
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"--workdir {folder}: cannot create it: {exc.strerror or exc}.") from None
+            raise OutputError(f"--workdir {folder}: cannot create it: {exc.strerror or exc}.") from exc
         check_free_space(folder, needed_bytes, f"{prefix} work files", ResourceError)
         yield folder
         return
@@ -114,7 +119,7 @@ def work_dir(prefix: str, keep: str | os.PathLike[str] | None = None, needed_byt
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"Cannot create LayerScope's work folder {root}: {exc.strerror or exc}; "
-                          f"set XDG_CACHE_HOME or pass --workdir.") from None
+                          f"set XDG_CACHE_HOME or pass --workdir.") from exc
     check_free_space(root, needed_bytes, f"{prefix} work files (--workdir puts them elsewhere)", ResourceError)
     folder = root / f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     folder.mkdir()

@@ -250,3 +250,21 @@ def test_compress_reports_the_diagnostics_the_app_shows(capsys, tmp_path):
     assert rc == 0 and result.diagnostics and "Activations (360 sample(s)): SQNR along depth" in text
     for k, d in enumerate(result.diagnostics, 1):
         assert f"{k}. {d.kind.value} {d.message}" in text
+
+
+def test_quiet_by_default_verbose_logs_decisions_and_causes(capsys, models_py):
+    from layerscope.profiler import ModelLoadError, load_model
+
+    rc, _, err = run(capsys, "profile", "tiny_cnn", "--runs", "2", "--hardware", "raspberry-pi-5")
+    assert rc == 0 and "layerscope." not in err  # a library is quiet unless asked
+    rc, _, err = run(capsys, "-v", "profile", "tiny_cnn", "--runs", "2", "--hardware", "raspberry-pi-5")
+    assert rc == 0 and "INFO layerscope.profiler.capture: captured TinyCNN with torch.fx" in err
+    assert "INFO layerscope.profiler.timing: timed" in err
+    # a wrapped library error keeps its cause, and -v names it
+    with pytest.raises(ModelLoadError) as e:
+        load_model(f"{models_py}:raises")
+    assert isinstance(e.value.__cause__, RuntimeError) and "checkpoint missing" in str(e.value.__cause__)
+    rc, _, err = run(capsys, "-v", "profile", f"{models_py}:raises")
+    assert rc == 2 and "caused by RuntimeError: checkpoint missing" in err
+    rc, _, err = run(capsys, "profile", "tiny_cnn", "--runs", "2", "--hardware", "raspberry-pi-5")
+    assert "layerscope." not in err  # the handler went away with the command

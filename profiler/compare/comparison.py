@@ -206,7 +206,7 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
     except LayerScopeError:
         raise
     except Exception as exc:  # noqa: BLE001 - inputs that do not fit the model
-        raise ComparisonError(f"The data do not fit the model's input ({type(exc).__name__}: {exc}).") from None
+        raise ComparisonError(f"The data do not fit the model's input ({type(exc).__name__}: {exc}).") from exc
     graph = ref_cap.graph
     common = [lid for lid in graph.ids() if lid in cand_cap.graph]
     if not common:
@@ -272,7 +272,7 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
             except LayerScopeError:  # ComparisonError, Cancelled
                 raise
             except Exception as exc:  # noqa: BLE001 - a batch the models cannot take
-                raise ComparisonError(f"Batch {k} does not fit the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None
+                raise ComparisonError(f"Batch {k} does not fit the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from exc
         for lid, r in ref.outputs.items():  # layers the candidate did not produce
             ref_stats[lid].add(r)
         ref.outputs.clear()

@@ -165,7 +165,7 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
         try:
             acts = calibrate_activations(candidate, act_layers, samples.batches)
         except ValueError as exc:
-            raise PlanError(f"activation calibration: {exc}.") from None
+            raise PlanError(f"activation calibration: {exc}.") from exc
     release_memory()  # the per-layer temporaries of the techniques are gone: give their heap pages back
     yield Progress("compress", total, total, "comparing outputs")
     before = model_bytes(model)

@@ -104,7 +104,7 @@ def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Seque
             else:
                 quantize_dynamic(str(fp32), str(int8), use_external_data_format=True, **cfg.kwargs())
     except Exception as exc:  # noqa: BLE001 - ORT's quantizer refused: say so with its words
-        raise OnnxMappingError(f"ONNX Runtime's quantize_{cfg.mode} failed on {fp32}: {type(exc).__name__}: {exc}") from None
+        raise OnnxMappingError(f"ONNX Runtime's quantize_{cfg.mode} failed on {fp32}: {type(exc).__name__}: {exc}") from exc
     release_memory()  # ORT's quantizer freed a few model-sized copies
     q = load_onnx(int8)
     done = sum(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in q.graph.node)

@@ -7,6 +7,7 @@ and candidate end to end (interleaved), and optionally measure real int8 speed t
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import json
 import statistics
@@ -32,6 +33,8 @@ from .ort_int8 import OrtInt8Result, quantize_with_ort
 from .plan import CompressionPlan, ResolvedSpec, resolve_plan
 
 __all__ = ["LayerDelta", "CompressionReport", "CompressionOutcome", "compress", "time_pair"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,10 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
     """Apply ``plan`` to a copy of ``loaded``, profile the copy like ``profile`` (``runs`` timed runs
     after ``warmup``, captured with ``method``), time both interleaved, and report layer by layer."""
     resolved, warnings = resolve_plan(plan, profile)
+    log.info("plan resolved to %d layer spec(s): %s", len(resolved), "; ".join(f"{r.layer_id} {r.describe()}" for r in resolved[:20])
+             + (" …" if len(resolved) > 20 else ""))
+    for w in warnings:
+        log.warning("%s", w)
     ort = None
     if ort_int8:  # first, while only the original (and, with channel pruning, its pruned copy) is in memory
         yield Progress("ort int8", 0, 4, "preparing the float model")

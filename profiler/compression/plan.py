@@ -129,7 +129,7 @@ def _select(selector: str, profile: Profile) -> list[str]:
             rx = re2.compile(selector[3:], _RE2_OPTIONS)
         except re2.error as exc:
             why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-            raise ValueError(f"bad regular expression (RE2 syntax: no backreferences or look-arounds): {why}") from None
+            raise ValueError(f"bad regular expression (RE2 syntax: no backreferences or look-arounds): {why}") from exc
         return [i for i in g.ids() if rx.search(i)]
     if selector.startswith("type:"):
         want = selector[5:]
@@ -140,8 +140,8 @@ def _select(selector: str, profile: Profile) -> list[str]:
     if selector.startswith("top:"):
         try:
             n = int(selector[4:])
-        except ValueError:
-            raise ValueError("top:N needs an integer N") from None
+        except ValueError as exc:
+            raise ValueError("top:N needs an integer N") from exc
         if n < 1:
             raise ValueError(f"top:N needs N >= 1, got {n}")
         return [r.layer.id for r in profile.ranked() if r.layer.id in g and g[r.layer.id].op_kind in COMPRESSIBLE_KINDS][:n]

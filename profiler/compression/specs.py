@@ -208,8 +208,8 @@ def parse_params(technique: str, raw: Mapping[str, Any] | TechniqueParams) -> Te
     naming the field (``'params.bits' is 9; it must be an integer from 2 to 8``)."""
     try:
         cls = PARAMS[Technique(technique)]
-    except ValueError:
-        raise ValueError(f"field 'technique' is {technique!r}; choose one of {', '.join(TECHNIQUES)}") from None
+    except ValueError as exc:
+        raise ValueError(f"field 'technique' is {technique!r}; choose one of {', '.join(TECHNIQUES)}") from exc
     if isinstance(raw, TechniqueParams):
         if not isinstance(raw, cls):
             raise ValueError(f"{type(raw).__name__} given for technique {technique!r}")
@@ -236,8 +236,8 @@ def _coerce(key: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
     if isinstance(typ, type) and issubclass(typ, StrEnum):
         try:
             return typ(value)
-        except ValueError:
-            raise ValueError(bad + " or ".join(str(m) for m in typ)) from None
+        except ValueError as exc:
+            raise ValueError(bad + " or ".join(str(m) for m in typ)) from exc
     if typ is bool:
         if not isinstance(value, bool):
             raise ValueError(bad + "true or false")

@@ -61,7 +61,7 @@ def prune_channels(model: nn.Module, inputs: Sequence[torch.Tensor],
         with torch.inference_mode(False), torch.enable_grad():  # the dependency graph is traced through autograd
             dg = tp.DependencyGraph().build_dependency(model, example_inputs=tuple(inputs))
     except Exception as exc:  # noqa: BLE001 - Torch-Pruning could not trace the model
-        raise PlanError(f"prune_channels: Torch-Pruning could not build the model's dependency graph: {type(exc).__name__}: {exc}") from None
+        raise PlanError(f"prune_channels: Torch-Pruning could not build the model's dependency graph: {type(exc).__name__}: {exc}") from exc
     names = {m: n for n, m in model.named_modules()}
     # Amounts are fractions of each layer's channels in the model as given: a layer already
     # shrunk through coupling with an earlier target is pruned only down to its own target.
@@ -87,13 +87,13 @@ def prune_channels(model: nn.Module, inputs: Sequence[torch.Tensor],
         except PlanError:
             raise
         except Exception as exc:  # noqa: BLE001 - the library refused this layer
-            raise PlanError(f"spec {spec_index}: prune_channels cannot prune layer {layer_id!r}: {type(exc).__name__}: {exc}") from None
+            raise PlanError(f"spec {spec_index}: prune_channels cannot prune layer {layer_id!r}: {type(exc).__name__}: {exc}") from exc
         reports.append(ChannelPruneReport(layer_id, spec_index, norm, before, _out_channels(module), tuple(coupled)))
     try:
         shape = _output_shape(model, inputs)
     except Exception as exc:  # noqa: BLE001 - a repair the library missed
         raise PlanError(f"prune_channels: the pruned model no longer runs ({type(exc).__name__}: {exc}); "
-                        f"exclude {reports[-1].layer_id!r} and its coupled layers.") from None
+                        f"exclude {reports[-1].layer_id!r} and its coupled layers.") from exc
     if shape != ref_shape:
         raise PlanError(f"prune_channels changed the model output shape from {ref_shape} to {shape}; exclude the layers next to the output.")
     return reports

@@ -3,6 +3,7 @@ load an ONNX file back (its graph, with or without the weights)."""
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import io
 import re
@@ -16,6 +17,8 @@ from ..errors import OnnxMappingError, OutputError
 from .results import ExporterKind
 
 __all__ = ["export_onnx", "load_onnx"]
+
+log = logging.getLogger(__name__)
 
 _OP_RES = (re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*::[A-Za-z_][A-Za-z_0-9]*"), re.compile(r"\baten\.[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?"))
 
@@ -46,6 +49,7 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
         with quiet_torch_logs(), contextlib.redirect_stdout(io.StringIO()):
             torch.onnx.export(model, args, str(path), dynamo=False)
         notes.append(f"the dynamo exporter failed ({dynamo_err}); used the TorchScript exporter (no node metadata)")
+        log.warning("the dynamo ONNX exporter failed (%s); used the TorchScript exporter", dynamo_err)
         return ExporterKind.TORCHSCRIPT, notes
     except OSError as exc:
         raise OutputError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
@@ -56,7 +60,7 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
             f"Neither ONNX exporter could export {type(model).__name__}"
             + (f" (unsupported op {ops[0]})" if ops else "")
             + f". dynamo: {dynamo_err} | TorchScript: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        ) from None
+        ) from exc
 
 
 def load_onnx(path: str | Path, weights: bool = False):
@@ -71,7 +75,7 @@ def load_onnx(path: str | Path, weights: bool = False):
         onnx.checker.check_model(str(p))  # from the file: external data is checked where it lies
         model = onnx.load(str(p), load_external_data=weights)
     except Exception as exc:  # noqa: BLE001 - any parse/check failure is the file's fault
-        raise OnnxMappingError(f"{p} is not a valid ONNX model (corrupt or truncated?): {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+        raise OnnxMappingError(f"{p} is not a valid ONNX model (corrupt or truncated?): {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
     if not model.graph.node:
         raise OnnxMappingError(f"{p} has an empty graph.")
     return model

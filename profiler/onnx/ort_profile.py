@@ -51,7 +51,7 @@ def _feed(session, inputs: Sequence[torch.Tensor] | None) -> dict[str, np.ndarra
         check_input_bytes(shapes, itemsizes)
     except LayerScopeError as exc:
         raise OnnxMappingError(f"The ONNX file declares inputs {', '.join(f'{m.name} {tuple(sh)}' for m, sh in zip(metas, shapes))}: "
-                               f"{exc}") from None
+                               f"{exc}") from exc
     for m, shape in zip(metas, shapes, strict=True):
         if "float" in m.type:
             dtype = np.float16 if "float16" in m.type else np.float32
@@ -145,7 +145,7 @@ def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, prov
     try:
         session = ort.InferenceSession(str(path), so, providers=[provider])
     except Exception as exc:  # noqa: BLE001 - ORT rejects the model
-        raise OnnxMappingError(f"ONNX Runtime could not load {path.name}: {str(exc).strip().splitlines()[0]}") from None
+        raise OnnxMappingError(f"ONNX Runtime could not load {path.name}: {str(exc).strip().splitlines()[0]}") from exc
     session_s = time.perf_counter() - t1
     yield Progress("onnx", 2, steps, "session ready")
     feed = _feed(session, inputs if onnx_path is None else None)
@@ -155,7 +155,7 @@ def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, prov
             session.run(None, feed)
             yield Progress("onnx", 3 + i, steps, f"{'warm-up' if i < warmup else 'run'} {i + 1 if i < warmup else i + 1 - warmup}")
     except Exception as exc:  # noqa: BLE001 - wrong inputs for a plain file, typically
-        raise OnnxMappingError(f"ONNX Runtime failed to run {path.name}: {str(exc).strip().splitlines()[0]}") from None
+        raise OnnxMappingError(f"ONNX Runtime failed to run {path.name}: {str(exc).strip().splitlines()[0]}") from exc
     trace = Path(session.end_profiling())
     profile_s = time.perf_counter() - t2
     events = json.loads(trace.read_text())

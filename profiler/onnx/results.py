@@ -149,4 +149,4 @@ class OnnxProfile:
         try:
             return from_jsonable(cls, data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise OnnxMappingError(f"{origin} is not a valid LayerScope ONNX mapping: {exc}") from None
+            raise OnnxMappingError(f"{origin} is not a valid LayerScope ONNX mapping: {exc}") from exc
