@@ -16,23 +16,33 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QListWidget, QMenu, QMessageBox, QPushButton,
-    QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QMenu,
+    QMessageBox,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
 )
 from superqt.utils import create_worker
 
 from layerscope.profiler import LayerScopeError
-from layerscope.profiler.compression import (
-    CompressionPlan, LayerSpec, coreml_configs, estimate_static, resolve_plan, select_layers, torchao_mapping,
-)
-from layerscope.profiler.compression.specs import (
-    Calibration, CastDtype, Granularity, QuantizeParams, Technique, default, limits,
-)
+from layerscope.profiler.compression import CompressionPlan, LayerSpec, coreml_configs, estimate_static, resolve_plan, select_layers, torchao_mapping
+from layerscope.profiler.compression.specs import Calibration, CastDtype, Granularity, QuantizeParams, Technique, default, limits
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
 
 from .controller import ProfileController
 from .files import save_text
 from .state import AppState
+
 
 @dataclass(frozen=True)
 class Knob:

@@ -11,11 +11,10 @@ from superqt import QElidingLabel
 
 from layerscope.profiler import LayerScopeError, Profile
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
+from layerscope.profiler.jobs import ModelRequest
 
 from .compiled_view import CompiledOpsView
 from .compress_panel import CompressionPanel
-from layerscope.profiler.jobs import ModelRequest
-
 from .controller import ProfileController
 from .details import LayerDetails
 from .files import save_text
@@ -98,7 +97,7 @@ class MainWindow(QMainWindow):
         self.controller.stopped.connect(lambda secs: self.statusBar().showMessage(
             f"Cancelled: the work stopped {secs:.2f} s after Cancel; the previous results are kept.", 10000))
 
-    def showEvent(self, event) -> None:  # noqa: N802
+    def showEvent(self, event) -> None:
         super().showEvent(event)
         if not getattr(self, "_fitted", False):  # sizes apply once the window has its real size
             self._fitted = True

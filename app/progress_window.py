@@ -84,7 +84,7 @@ class JobProgress(QDialog):
             return
         self.request_cancel()
 
-    def closeEvent(self, event) -> None:  # noqa: N802
+    def closeEvent(self, event) -> None:
         if self.cancel_btn.isEnabled() and self.isVisible() and not getattr(self, "_closing", False):
             event.ignore()
             self.request_cancel()

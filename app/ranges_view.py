@@ -12,9 +12,9 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QSplitter, QVBoxLayout, QWidget
 
+from layerscope.profiler.compare import ActivationComparison, shared_histograms
 from layerscope.profiler.compression.activations import quant_range
 from layerscope.profiler.format import fmt_db
-from layerscope.profiler.compare import ActivationComparison, shared_histograms
 
 from .state import AppState
 

@@ -9,7 +9,6 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from layerscope.profiler import Profile
 
-
 BIG_MODEL_LAYERS = 3000  # above this, views refresh in separate event-loop turns and lay out off the GUI thread
 
 

@@ -159,7 +159,7 @@ class LayerTableModel(QAbstractTableModel):
         self.position = np.full(n, -1, dtype=np.int64)
         self.position[self.order] = np.arange(len(self.order))
 
-    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:  # noqa: A003
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         if not 0 <= column < len(self.cols):
             return
         self.layoutAboutToBeChanged.emit()
@@ -178,13 +178,13 @@ class LayerTableModel(QAbstractTableModel):
         self.endResetModel()
 
     # ------------------------------------------------------------------ Qt model
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.order)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.cols)
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             kind, k = self.cols[section]
             return (COLUMNS if kind == "p" else DELTA_COLUMNS)[k][0]

@@ -20,9 +20,9 @@ import warnings
 import torch
 
 from layerscope.profiler import drive, load_model, profile_model, resolve_hardware
+from layerscope.profiler.compare import compare_models
 from layerscope.profiler.compression import CompressionPlan, LayerSpec, apply_plan, compress, resolve_plan
 from layerscope.profiler.data import samples_for
-from layerscope.profiler.compare import compare_models
 
 TECHNIQUES = {
     "int8 per-channel": ("quantize", {"bits": 8}),

@@ -118,16 +118,16 @@ def main() -> int:
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 
-    from layerscope.profiler.jobs import ModelRequest
     from layerscope.app.main_window import MainWindow
     from layerscope.app.qtcheck import check_qt_binding
+    from layerscope.profiler.jobs import ModelRequest
 
     check_qt_binding()
     long_events: list[str] = []
     beat_ref: list = [None]
 
     class TracingApp(QApplication):
-        def notify(self, obj, ev):  # noqa: N802
+        def notify(self, obj, ev):
             t = time.perf_counter()
             try:
                 return super().notify(obj, ev)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from layerscope.profiler import LayerScopeError, drive
 from layerscope.profiler.jobs import ModelRequest
@@ -27,7 +27,7 @@ def run_work(work: Work, quiet: bool):
         return drive(work)
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TaskProgressColumn(),
                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(p) -> None:
             if p.stage not in tasks:

@@ -11,14 +11,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from layerscope.profiler.compare import ActivationComparison, Diagnostic
 from layerscope.profiler.compression import CompressionPlan
-from layerscope.profiler.compare import Diagnostic
 from layerscope.profiler.errors import PlanError
 from layerscope.profiler.format import fmt_db
 from layerscope.profiler.jobs import ModelRequest, compare_job
-from layerscope.profiler.compare import ActivationComparison
-from layerscope.profiler.serde import to_jsonable
 from layerscope.profiler.safeio import atomic_write_text
+from layerscope.profiler.serde import to_jsonable
 
 from .common import check_before_work, request_for, run_work
 
@@ -53,7 +52,7 @@ def print_comparison(cmp: ActivationComparison, diags: list[Diagnostic], top: in
     for col in ("#", "layer", "type", "reference range", "p0.01 … p99.99", "candidate range", "SQNR dB", "cosine",
                 "max |err|", "range ratio", "clipped"):
         table.add_column(col, justify="left" if col in ("layer", "type") else "right", overflow="fold")
-    worst = sorted((lc for lc in cmp.layers if lc.sqnr_db is not None), key=lambda lc: lc.sqnr_db)[:top]
+    worst = sorted((lc for lc in cmp.layers if lc.sqnr_db is not None), key=lambda lc: lc.sqnr_db or 0.0)[:top]
     for lc in sorted(worst, key=lambda lc: lc.position):
         r, c = lc.reference, lc.candidate
         table.add_row(str(lc.position), lc.layer_id, lc.type_name, f"[{r.min:.3g}, {r.max:.3g}]",

@@ -59,7 +59,7 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
     console.print(f"FLOPs: {fmt_count(rep.flops_before)} → {fmt_count(rep.flops_after)}")
     console.print(f"Output on {out.samples} sample(s) ({out.data_source}): SQNR {fmt_db(out.sqnr_db)}, cosine {out.cosine:.5f}, "
                   f"max |error| {out.max_abs_error:.3g}")
-    if out.accuracy_reference is not None:
+    if out.accuracy_reference is not None and out.accuracy_candidate is not None:
         console.print(f"Top-1 accuracy: {fmt_pct(out.accuracy_reference)} → [bold]{fmt_pct(out.accuracy_candidate)}[/] "
                       f"({(out.accuracy_candidate - out.accuracy_reference) * 100:+.2f} points)")
     if rep.ort is not None:
@@ -68,8 +68,8 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
                       f"{fmt_ms(o.float_ms)} → {fmt_ms(o.int8_ms)} ms (speed-up [bold]{o.speedup:.2f}×[/]), file "
                       f"{fmt_bytes(o.float_file_bytes)} → {fmt_bytes(o.int8_file_bytes)}, output SQNR vs float ORT {fmt_db(o.output_sqnr_db)}"
                       + (f", top-1 {fmt_pct(o.accuracy_float)} → {fmt_pct(o.accuracy_int8)}" if o.accuracy_float is not None else ""))
-        for c in o.config.cannot_express:
-            console.print(f"  [dim]ORT adapter cannot express:[/] {c}")
+        for line in o.config.cannot_express:
+            console.print(f"  [dim]ORT adapter cannot express:[/] {line}")
 
 
 OUTPUTS = {"json": "--json", "save_plan": "--save-plan", "export_ort": "--export-ort", "export_coreml": "--export-coreml",

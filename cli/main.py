@@ -11,10 +11,11 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from layerscope.profiler import ZOO, Bound, LayerScopeError, Profile, calibrate, device_profile_names
+from layerscope.profiler.errors import describe
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
 from layerscope.profiler.hardware import save_cached, trusted
 from layerscope.profiler.jobs import MODEL_HELP, ModelRequest, onnx_job, profile_job
@@ -48,9 +49,10 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
         console.print("  [yellow]note:[/] bound classes use this target's ridge point; latencies were measured on this "
                       "machine, so '% roof' is not computed against the target.")
     table = Table(title=f"Top {min(top, len(profile.graph))} of {len(profile.graph)} layers by measured latency", title_justify="left")
-    for col, just in [("#", "right"), ("layer", "left"), ("type", "left"), ("latency ms", "right"), ("± IQR", "right"),
-                      ("share", "right"), ("FLOPs", "right"), ("bytes", "right"), ("FLOP/B", "right"),
-                      ("bound", "left"), ("% roof", "right")]:
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("#", "right"), ("layer", "left"), ("type", "left"), ("latency ms", "right"), ("± IQR", "right"), ("share", "right"),
+        ("FLOPs", "right"), ("bytes", "right"), ("FLOP/B", "right"), ("bound", "left"), ("% roof", "right")]
+    for col, just in columns:
         table.add_column(col, justify=just, no_wrap=True, overflow="fold" if col == "layer" else "ellipsis",
                          max_width=16 if col == "type" else None)
     for i, r in enumerate(profile.ranked(top), 1):
@@ -98,8 +100,10 @@ def print_onnx(op: OnnxProfile, top: int, console: Console) -> None:
     for note in op.notes:
         console.print(f"  [yellow]note:[/] {note}")
     table = Table(title=f"Top {min(top, len(op.ops))} of {len(op.ops)} compiled ops by ORT kernel time", title_justify="left")
-    for col, just in [("#", "right"), ("ORT op", "left"), ("op type", "left"), ("ms", "right"), ("share", "right"),
-                      ("source layers", "left"), ("match", "left"), ("source line", "left")]:
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("#", "right"), ("ORT op", "left"), ("op type", "left"), ("ms", "right"), ("share", "right"), ("source layers", "left"),
+        ("match", "left"), ("source line", "left")]
+    for col, just in columns:
         table.add_column(col, justify=just, overflow="fold", no_wrap=col in ("#", "ms", "share", "match"))
     total = op.total_op_ms or 1.0
     for i, o in enumerate(op.ranked()[:top], 1):
@@ -236,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         if args.verbose == 1 and exc.__cause__ is not None:
             cause = exc.__cause__
-            err.print(f"  caused by {type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}",
+            err.print(f"  caused by {describe(cause)}",
                       highlight=False, markup=False)
         return 2
     except OSError as exc:  # a file the user named could not be read or written

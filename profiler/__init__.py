@@ -9,21 +9,29 @@
 
 __version__ = "0.1.0"
 
-import logging  # noqa: E402
+import logging
 
 # A library stays quiet unless its user configures logging (``layerscope -v`` does).
 logging.getLogger("layerscope").addHandler(logging.NullHandler())
 
 from .errors import (  # noqa: E402
-    CaptureError, Cancelled, HardwareProfileError, InputSpecError, LayerScopeError, ModelLoadError,
-    OnnxMappingError, PlanError, ProfileFormatError, ProfilingError,
+    Cancelled,
+    CaptureError,
+    HardwareProfileError,
+    InputSpecError,
+    LayerScopeError,
+    ModelLoadError,
+    OnnxMappingError,
+    PlanError,
+    ProfileFormatError,
+    ProfilingError,
 )
 from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta  # noqa: E402
 from .hardware import HardwareProfile, calibrate, device_profile_names, load_device_profile, resolve_hardware  # noqa: E402
 from .metrics import LayerMetrics, layer_metrics  # noqa: E402
-from .progress import Progress, drive  # noqa: E402
 from .pipeline import profile_model  # noqa: E402
 from .profile import LayerRow, Profile  # noqa: E402
+from .progress import Progress, drive  # noqa: E402
 from .roofline import Bound, RooflinePoint, classify  # noqa: E402
 from .source import LoadedModel, load_model  # noqa: E402
 from .timing import LayerTiming, TimingSummary  # noqa: E402

@@ -23,10 +23,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .progress import checkpoint
-from .errors import Cancelled, CaptureError, InputSpecError
+from .errors import Cancelled, CaptureError, InputSpecError, describe, first_line
 from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta, TensorRole
 from .opkinds import LEAF_MODULES_WITH_CHILDREN, VIEW_KINDS, aten_kind, class_name_kind, function_kind, method_kind, module_kind, target_name
+from .progress import checkpoint
 
 __all__ = ["CaptureResult", "capture", "capture_exported", "is_leaf_module", "run_and_locate_failure"]
 
@@ -76,7 +76,7 @@ class _LeafTracer(fx.Tracer):
         super().__init__()
         self.record_stack_traces = True
 
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:  # noqa: ARG002
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         checkpoint()  # once per module call while tracing: Cancel does not wait for a 10,000-module trace
         return is_leaf_module(m)
 
@@ -222,7 +222,7 @@ class _Recorder(fx.Interpreter):
         in_ptrs = {_storage_ptr(t) for _, t in inputs}
         try:
             value = super().run_node(n)
-        except Exception as exc:  # noqa: BLE001 - re-raised with the node named
+        except Exception as exc:
             raise _NodeFailure(n, exc) from exc
         outs = _tensors(value)
         aliases = bool(outs) and all(_storage_ptr(t) in in_ptrs for t in outs)
@@ -259,11 +259,11 @@ def run_and_locate_failure(model: nn.Module, inputs: Sequence[torch.Tensor]) -> 
     try:
         with torch.inference_mode():
             return model(*inputs)
-    except Exception as exc:  # noqa: BLE001 - turned into a user-facing error
+    except Exception as exc:
         where = [s for s in stack if s]
         layer = where[-1] if where else "(top-level forward)"
         cls = type(model.get_submodule(where[-1])).__name__ if where else type(model).__name__
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputSpecError(
             f"Running the model on inputs [{_shape_text(inputs)}] failed in layer '{layer}' ({cls}): "
             f"{first}. Check --input-shape/--dtype: the model may expect another input."
@@ -514,7 +514,7 @@ def _record(gm: fx.GraphModule, inputs: Sequence[torch.Tensor], layer_of: Callab
         with torch.inference_mode():
             rec.run(*inputs)
     except _NodeFailure as f:
-        first = str(f.exc).strip().splitlines()[0] if str(f.exc).strip() else type(f.exc).__name__
+        first = first_line(f.exc)
         raise InputSpecError(
             f"Running the captured graph on inputs [{_shape_text(inputs)}] failed at layer "
             f"'{layer_of(f.node)}' ({target_name(f.node.target)}): {first}"
@@ -548,8 +548,8 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
             gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
         except Cancelled:
             raise
-        except Exception as exc:  # noqa: BLE001 - any trace failure means: try export
-            fx_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        except Exception as exc:
+            fx_error = f"{describe(exc)}"
             log.info("torch.fx could not trace %s (%s)", type(model).__name__, fx_error, exc_info=log.isEnabledFor(logging.DEBUG))
             if method is CaptureMethod.FX:
                 raise CaptureError(f"torch.fx could not trace {type(model).__name__}: {fx_error}") from exc
@@ -564,9 +564,9 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
             ep = torch.export.export(model, tuple(inputs), strict=False)
     except Cancelled:
         raise
-    except Exception as exc:  # noqa: BLE001 - both capture paths failed: one clear error
+    except Exception as exc:
         text = str(exc).strip()
-        export_error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+        export_error = describe(exc)
         parts = [f"torch.fx: {fx_error}"] if fx_error else []
         parts.append(f"torch.export: {export_error}")
         where = _source(text)

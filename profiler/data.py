@@ -49,7 +49,7 @@ def _arrays(path: Path) -> dict[str, torch.Tensor]:
             with np.load(path, allow_pickle=False) as z:
                 return {k: torch.from_numpy(np.array(z[k])) for k in z.files}
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - an unreadable file is the file's fault
+    except Exception as exc:
         raise InputSpecError(f"Cannot read data file {path}: {type(exc).__name__}: {exc}") from exc
     if isinstance(obj, torch.Tensor):
         return {"x": obj}
@@ -100,7 +100,7 @@ def load_data_folder(folder: str | Path, like: Sequence[torch.Tensor]) -> Sample
     have = [y is not None for y in labels]
     if any(have) and not all(have):
         raise InputSpecError(f"{root}: some files have labels (y) and some do not; label all or none.")
-    return SampleSet(tuple(batches), tuple(labels) if all(have) else None, str(root))
+    return SampleSet(tuple(batches), tuple(y for y in labels if y is not None) if all(have) else None, str(root))
 
 
 def random_samples(like: Sequence[torch.Tensor], n_batches: int, seed: int = 1, high: int | None = None) -> SampleSet:

@@ -74,3 +74,15 @@ class Cancelled(LayerScopeError):
 
 class ComparisonError(LayerScopeError):
     """The two models cannot be compared on these inputs (NaN/Inf, mismatched inputs, no common layers)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library messages run to pages), or its type name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def describe(exc: BaseException) -> str:
+    """``TypeName: first line`` — how a wrapped library error is quoted inside a LayerScope message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

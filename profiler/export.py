@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .capture import quiet_torch_logs
-from .errors import LayerScopeError
+from .errors import LayerScopeError, describe, first_line
 from .safeio import atomic_path
 
 __all__ = ["save_pt2"]
@@ -20,11 +20,10 @@ def save_pt2(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: str |
     try:
         with quiet_torch_logs():
             ep = torch.export.export(model, tuple(inputs), strict=False)
-    except Exception as exc:  # noqa: BLE001 - name the failure, keep the user's run
-        raise LayerScopeError(f"Could not save {path} as a torch.export program: {type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+    except Exception as exc:
+        raise LayerScopeError(f"Could not save {path} as a torch.export program: {describe(exc)}") from exc
     with atomic_path(path, "--out") as tmp:
         try:
             torch.export.save(ep, str(tmp))
         except RuntimeError as exc:  # torch's zip writer reports a full disk as RuntimeError
-            raise OSError(str(exc).strip().splitlines()[0] if str(exc).strip() else "write failed") from exc
+            raise OSError(first_line(exc)) from exc

@@ -7,10 +7,10 @@ source. A profile's ridge point (FLOP/byte) = peak FLOP/s / bandwidth.
 
 from __future__ import annotations
 
-import logging
 import dataclasses
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import platform

@@ -9,21 +9,24 @@ face decides what a workflow does.
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LayerScopeError, PlanError
 from .graph import CaptureMethod
 from .hardware import resolve_hardware
-from .progress import Progress, Work
 from .pipeline import profile_model
 from .profile import Profile
+from .progress import Progress, Work
 from .resources import parse_device
 from .source import LoadedModel, load_model, parse_dtype, parse_input_shapes
+
+if TYPE_CHECKING:
+    from .compression.plan import ResolvedSpec
 
 __all__ = ["MODEL_HELP", "ModelRequest", "CompressResult", "profile_job", "onnx_job", "compress_job", "compare_job", "open_profile_job"]
 
@@ -190,10 +193,9 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
     (the app); otherwise the model is profiled first with ``req``'s runs, warm-up and capture.
     ``on_loaded``: called with the loaded model before any work (the CLI checks room for
     model-sized outputs there)."""
+    from .compare import compare_models, diagnose
     from .compression import compress
     from .data import samples_for
-    from .compare import diagnose
-    from .compare import compare_models
 
     req.check()
     if plan is None:
@@ -221,10 +223,9 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
                 range_factor: float = 10.0):
     """Compare the float model with ``plan`` applied (or ``plan`` against ``plan_b``, or the model
     against another model ``against`` with the same layer ids) layer by layer, and diagnose."""
+    from .compare import compare_models, diagnose
     from .compression import apply_plan, resolve_plan
     from .data import samples_for
-    from .compare import diagnose
-    from .compare import compare_models
 
     req.check()
     if plan is None and against is None:
@@ -235,7 +236,8 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
     batches = samples_for(loaded, data, samples)
     hw = yield from _hardware(req)
     profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.method)  # selectors need bound/latency
-    ref, ref_name, resolved = loaded.module, f"{loaded.name} (float)", []
+    ref, ref_name = loaded.module, f"{loaded.name} (float)"
+    resolved: list[ResolvedSpec] = []
     if plan_b is not None:
         ra, wa = resolve_plan(plan, profile)
         ref, _ = yield from apply_plan(loaded.module, profile.graph, ra, batches, wa)

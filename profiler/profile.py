@@ -195,7 +195,7 @@ class Profile:
         rows, index = self.rows(), self.row_index()
         out = []
         for group, ids in self.groups(key, depth).items():
-            lat = fl = unk = by = pa = 0
+            lat, fl, unk, by, pa = 0.0, 0, 0, 0, 0
             for lid in ids:
                 r = rows[index[lid]]
                 t, m = r.timing, r.metrics
@@ -324,8 +324,8 @@ def _inconsistency(p: Profile) -> str:
         if any(_bad_number(v) for v in (m.params, m.weight_bytes, m.bytes_read, m.bytes_written)) or \
                 any(_bad_number(v, optional=True) for v in (m.flops, m.macs)):
             return f"metrics of layer {lid!r} hold a negative or missing count"
-    for lid, t in p.timings.items():
-        if any(_bad_number(v) for v in (t.latency_ms, t.p25_ms, t.p75_ms, t.min_ms, t.output_bytes, t.live_bytes_after)):
+    for lid, lt in p.timings.items():
+        if any(_bad_number(v) for v in (lt.latency_ms, lt.p25_ms, lt.p75_ms, lt.min_ms, lt.output_bytes, lt.live_bytes_after)):
             return f"timing of layer {lid!r} is negative, NaN or infinite"
     for lid, pt in p.roofline.items():
         if any(_bad_number(v, optional=True, allow_inf=True) for v in
@@ -341,8 +341,8 @@ def _inconsistency(p: Profile) -> str:
     if not math.isclose(total, s.sum_of_layer_medians_ms, rel_tol=1e-3, abs_tol=1e-6):
         return (f"per-layer latencies add up to {total:.4g} ms but the summary says {s.sum_of_layer_medians_ms:.4g} ms, "
                 f"so the latency shares would not sum to 100 %")
-    m = p.model
-    if m.total_params < 0 or m.total_weight_bytes < 0 or len(m.input_shapes) != len(m.input_dtypes):
+    info = p.model
+    if info.total_params < 0 or info.total_weight_bytes < 0 or len(info.input_shapes) != len(info.input_dtypes):
         return "the model section is inconsistent (negative totals or input shapes without dtypes)"
     return ""
 

@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
 import math
 import os
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ MAX_ELEMENTS = 2**40  # per tensor: 4 TiB of float32 is not an input shape, it i
 _HEADROOM = 0.9  # leave a tenth of what is available for everything else
 
 
-_LIBC = None
+_LIBC: Any = None  # libc once loaded, False where there is none
 
 
 def release_memory() -> None:
@@ -171,7 +172,7 @@ def estimate_activation_bytes(module: nn.Module, inputs: Sequence[InputSpec]) ->
             self.peak = 0
             self.alive: set[int] = set()
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ARG002 - torch's protocol
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
@@ -196,7 +197,7 @@ def estimate_activation_bytes(module: nn.Module, inputs: Sequence[InputSpec]) ->
             with tracker, torch.no_grad():
                 module(*fake)
             return tracker.peak
-    except Exception:  # noqa: BLE001 - any failure only means "no estimate"; the real run reports real errors
+    except Exception:
         log.debug("no activation-memory estimate: the fake-tensor run failed", exc_info=True)
         return None
 

@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 
-from .errors import ModelLoadError, UnsafeFileError
+from .errors import ModelLoadError, UnsafeFileError, first_line
 
 __all__ = ["load_exported_program", "scan_pt2", "TRUST_HINT"]
 
@@ -210,8 +210,8 @@ def _walk_program(data: Any, path: Path, entry: str) -> None:
 
 def scan_pt2(path: Path, max_bytes: int | None = None) -> None:
     """Check a .pt2 archive before torch reads it (see the module docstring, layer 1)."""
-    from .resources import available_memory_bytes
     from .format import fmt_bytes
+    from .resources import available_memory_bytes
     from .safeio import MAX_JSON_DEPTH, parse_json
 
     try:
@@ -383,11 +383,6 @@ def _verify_graphs(ep: torch.export.ExportedProgram, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- load
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 class _Collect(logging.Filter):
     """A logger filter that keeps torch's warnings as text and stops every record there, so none
     reaches a handler mid-load (torch formats some of its own warnings wrongly; with TORCH_LOGS
@@ -411,7 +406,7 @@ class _Collect(logging.Filter):
 def _torch_warnings() -> Iterator[_Collect]:
     """torch's warnings during a load are collected, not printed: the caller refuses on a
     security-relevant one (safe mode) or shows them all as notes (--trust-file)."""
-    import torch._export.serde.serialize  # noqa: F401 - the loaders' loggers must exist to be filtered
+    import torch._export.serde.serialize
     import torch.export.pt2_archive._package  # noqa: F401
 
     collect = _Collect()
@@ -437,9 +432,9 @@ def load_exported_program(path: Path, trust: bool = False) -> tuple[torch.export
             try:
                 ep = torch.export.load(str(path))
                 module = ep.module()
-            except Exception as exc:  # noqa: BLE001 - not a readable .pt2
+            except Exception as exc:
                 raise ModelLoadError(f"{path} is not a readable torch.export program (.pt2): {type(exc).__name__}: "
-                                     f"{_first_line(exc)}") from exc
+                                     f"{first_line(exc)}") from exc
         return ep, module, [f"torch warned while loading: {line}" for line in warned.lines]
     scan_pt2(path)
     with _torch_warnings() as warned, _guarded() as guard:
@@ -448,11 +443,11 @@ def load_exported_program(path: Path, trust: bool = False) -> tuple[torch.export
             module = ep.module()  # builds the input-guard function from the (scanned) guards code
         except UnsafeFileError as exc:
             raise _refuse(path, str(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - a corrupt or incompatible file
+        except Exception as exc:
             if guard.blocked:
                 raise _refuse(path, guard.blocked[0]) from exc
             raise ModelLoadError(f"{path} is not a readable torch.export program (.pt2): {type(exc).__name__}: "
-                                 f"{_first_line(exc)}") from exc
+                                 f"{first_line(exc)}") from exc
     if guard.blocked:  # a library swallowed our refusal: still refuse
         raise _refuse(path, guard.blocked[0])
     if any("weights_only=False" in line for line in warned.lines):

@@ -54,7 +54,7 @@ def from_jsonable(tp: Any, data: Any) -> Any:
             except (TypeError, ValueError, KeyError):
                 continue
         raise ValueError(f"{data!r} fits none of {tp}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(data, dict):
             raise TypeError(f"expected an object for {tp.__name__}, got {type(data).__name__}")
         hints = _hints(tp)

@@ -113,17 +113,18 @@ def _load_factory(spec: str, seed: int) -> LoadedModel:
         module = importlib.util.module_from_spec(spec_obj)
         sys.modules[mod_name] = module  # dataclasses and pickling look modules up here
         spec_obj.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - a user's file failed to import
+    except Exception as exc:
         raise ModelLoadError(f"Importing {path} failed{_user_frame(exc, path)}: {type(exc).__name__}: {exc}") from exc
     fn = getattr(module, factory, None)
     if fn is None or not callable(fn):
         names = [n for n in vars(module) if callable(getattr(module, n)) and not n.startswith("_")]
         hint = difflib.get_close_matches(factory, names, n=1)
-        raise ModelLoadError(f"{path} has no callable {factory!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; callables: {', '.join(names[:10]) or 'none'}."))
+        raise ModelLoadError(f"{path} has no callable {factory!r}"
+                             + (f"; did you mean {hint[0]!r}?" if hint else f"; callables: {', '.join(names[:10]) or 'none'}."))
     torch.manual_seed(seed)
     try:
         result = fn()
-    except Exception as exc:  # noqa: BLE001 - the user's factory raised
+    except Exception as exc:
         raise ModelLoadError(f"Factory {path.name}:{factory}() raised{_user_frame(exc, path)}: {type(exc).__name__}: {exc}") from exc
     inputs: tuple[torch.Tensor, ...] = ()
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
@@ -154,7 +155,8 @@ def check_finite(module: nn.Module) -> None:
     bad = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise ModelLoadError(f"The model has NaN/Inf values in {', '.join(bad[:3])}{more}; timings and FLOPs would be meaningless. Fix or re-initialise those weights.")
+        raise ModelLoadError(f"The model has NaN/Inf values in {', '.join(bad[:3])}{more}; timings and FLOPs would be meaningless. "
+                             f"Fix or re-initialise those weights.")
 
 
 def load_model(spec: str | None = None, input_shapes: Sequence[tuple[int, ...]] | None = None,

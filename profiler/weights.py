@@ -35,5 +35,5 @@ def weight_bytes(model: nn.Module) -> WeightBytes:
             key = _key(t)
             sizes[key] = t.untyped_storage().nbytes() if key[0] != "id" else t.numel() * t.element_size()
             if kind == "param":
-                elements[(key, t.storage_offset(), tuple(t.shape), tuple(t.stride()))] = t.numel()
+                elements[(key, int(t.storage_offset()), tuple(t.shape), tuple(t.stride()))] = t.numel()
     return WeightBytes(sum(sizes.values()), sum(elements.values()), frozenset(k[1] for k in sizes if k[0] != "id"))

@@ -10,9 +10,9 @@ folder of the user's (``--workdir``), which is used as is and never deleted.
 
 from __future__ import annotations
 
-import logging
 import atexit
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -143,7 +143,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl+C so every ``finally`` (work folders, temporary outputs) runs."""
 
 
-def _on_sigterm(signum, _frame) -> None:  # noqa: ANN001 - signal handler protocol
+def _on_sigterm(signum, _frame) -> None:
     raise Terminated(f"signal {signum}")
 
 

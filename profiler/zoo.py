@@ -240,7 +240,8 @@ class GPTDecoder(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         t = idx.shape[1]
-        x = self.tok_emb(idx) + self.pos_emb(self.positions[:t])
+        positions: torch.Tensor = self.positions  # type: ignore[assignment]  # a registered buffer
+        x = self.tok_emb(idx) + self.pos_emb(positions[:t])
         return self.lm_head(self.ln_f(self.blocks(x)))
 
 

@@ -34,7 +34,7 @@ def train() -> None:
     model = DigitsCNN()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
-    for epoch in range(40):
+    for _epoch in range(40):
         model.train()
         for idx in torch.randperm(len(y), generator=gen).split(64):
             opt.zero_grad()

@@ -259,7 +259,7 @@ def main() -> int:
         probes = [p for p in build(root) if args.k in p.name]
         counts: collections.Counter[str] = collections.Counter()
         with cf.ThreadPoolExecutor(args.j) as pool:
-            for p, (verdict, detail) in zip(probes, pool.map(lambda p: run_probe(p, root), probes)):
+            for p, (verdict, detail) in zip(probes, pool.map(lambda p: run_probe(p, root), probes), strict=True):
                 counts[verdict] += 1
                 print(f"{verdict:<10} {p.name:<44} {detail}", flush=True)
         print(f"\n{len(probes)} probes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite headless.
+# Set up (idempotent), check the code, and run the whole test suite headless.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -q "$@"
+echo "== ruff"; .venv/bin/ruff check .
+echo "== mypy (layerscope.profiler, layerscope.cli)"; bash scripts/typecheck.sh
+echo "== import contracts"; .venv/bin/lint-imports --no-cache
+echo "== pytest"; QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -q "$@"

@@ -3,8 +3,8 @@ import os
 # Without a display pytest-qt aborts; offscreen renders real widgets (see ENVIRONMENT.md).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

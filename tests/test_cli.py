@@ -2,7 +2,6 @@ import json
 import textwrap
 
 import pytest
-
 from helpers import run
 
 

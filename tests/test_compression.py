@@ -6,8 +6,19 @@ import torch
 
 from layerscope.profiler import PlanError, drive, load_model, profile_model
 from layerscope.profiler.compression import (
-    CompressionPlan, LayerSpec, apply_plan, build_qconfig_mapping, compress, coreml_configs, palettize_weight,
-    prune_weight, quantize_weight, quantize_with_ort, resolve_plan, sqnr_db, torchao_mapping,
+    CompressionPlan,
+    LayerSpec,
+    apply_plan,
+    build_qconfig_mapping,
+    compress,
+    coreml_configs,
+    palettize_weight,
+    prune_weight,
+    quantize_weight,
+    quantize_with_ort,
+    resolve_plan,
+    sqnr_db,
+    torchao_mapping,
 )
 from layerscope.profiler.compression.activations import calibrate_activations
 from layerscope.profiler.data import builtin_samples, load_data_folder, random_samples
@@ -87,7 +98,8 @@ def _plan(*specs, model=None):
     ([("type:Conv2d", "quantize", {"bits": 9})], None, "field 'params.bits' is 9; it must be an integer from 2 to 8"),
     ([("type:Conv2d", "quantize", {"bitz": 4})], None, "field 'params.bitz' is not a quantize parameter"),
     ([("type:Conv2d", "squash", {})], None, "field 'technique' is 'squash'"),
-    ([("type:Conv2d", "quantize", {}), ("bn1", "palettize", {})], None, "spec 1 (select 'bn1'): technique 'palettize' does not apply to layer 'bn1' (BatchNorm2d)"),
+    ([("type:Conv2d", "quantize", {}), ("bn1", "palettize", {})], None,
+     "spec 1 (select 'bn1'): technique 'palettize' does not apply to layer 'bn1' (BatchNorm2d)"),
     ([("type:Conv2d", "prune", {"sparsity": 1.0})], None, "must be a number in [0, 1)"),
     ([("fc", "prune_channels", {"amount": 0.5})], None, "would change the shape of the model's output"),
     ([("type:Conv2d", "quantize", {})], "resnet18", "This plan is for model 'resnet18', not 'tiny_cnn'"),
@@ -195,7 +207,6 @@ def test_torchao_mapping_is_a_working_qconfig_mapping():
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     from layerscope.profiler.capture import capture
-
     from layerscope.profiler.compression.plan import ResolvedSpec
 
     model = load_model("digits_cnn").module
@@ -234,8 +245,8 @@ def test_coreml_configs_by_technique():
 
 
 def test_digits_accuracy_before_and_after_int8():
-    from layerscope.profiler.compression import estimate_plan
     from layerscope.profiler import load_device_profile
+    from layerscope.profiler.compression import estimate_plan
 
     hw = load_device_profile("raspberry-pi-5")
     loaded = load_model("digits_cnn")
@@ -315,9 +326,7 @@ def test_static_estimate_matches_the_techniques_storage(tiny_profile):
 
 
 def test_technique_specs_own_defaults_ranges_and_rules():
-    from layerscope.profiler.compression.specs import (
-        Granularity, PalettizeParams, QuantizeParams, default, limits, parse_params,
-    )
+    from layerscope.profiler.compression.specs import Granularity, PalettizeParams, QuantizeParams, default, limits, parse_params
     q = parse_params("quantize", {"bits": 4, "granularity": "group", "group_size": 64})
     assert isinstance(q, QuantizeParams) and q.granularity is Granularity.GROUP and q.symmetric is True
     assert q.describe() == "bits=4, symmetric=True, granularity=group, group_size=64, activations=False"

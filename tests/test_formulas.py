@@ -2,9 +2,8 @@
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from helpers import metrics_of
+from torch import nn
 
 
 def test_linear_128_to_256_batch_4():
@@ -66,9 +65,9 @@ class SDPA(nn.Module):
 
 
 def test_sdpa():
-    b, h, l, s, e = 2, 4, 16, 16, 8
-    _, m = metrics_of(SDPA(), torch.randn(b, h, l, e), torch.randn(b, h, s, e), torch.randn(b, h, s, e))
-    scores = b * h * l * s  # 2,048
+    b, h, n, s, e = 2, 4, 16, 16, 8
+    _, m = metrics_of(SDPA(), torch.randn(b, h, n, e), torch.randn(b, h, s, e), torch.randn(b, h, s, e))
+    scores = b * h * n * s  # 2,048
     assert m.macs == scores * (e + e)  # QK^T and PV: 32,768
     assert m.flops == 2 * m.macs + scores * (1 + 5 + 1)  # scale, softmax(5), causal mask
 
@@ -85,8 +84,8 @@ def test_multihead_attention_module():
             return self.mha(x, x, x, need_weights=False)[0]
 
     _, m = metrics_of(M(), torch.randn(1, 10, 16), layer_id="mha")
-    e, l = 16, 10
-    assert m.macs == 3 * l * e * e + 2 * l * l * e + l * e * e  # in-proj, QK^T+PV, out-proj = 10,880
+    e, n = 16, 10
+    assert m.macs == 3 * n * e * e + 2 * n * n * e + n * e * e  # in-proj, QK^T+PV, out-proj = 10,880
 
 
 def test_norms_and_pools():

@@ -1,6 +1,7 @@
 """Fuzzing every JSON LayerScope reads — plans, hardware profiles, saved profiles: only a
 LayerScopeError may come out, and whatever loads can be used by every view without failing."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,8 +10,6 @@ from hypothesis import strategies as st
 
 from layerscope.profiler import HardwareProfile, LayerScopeError, Profile
 from layerscope.profiler.compression import CompressionPlan, resolve_plan
-import dataclasses
-
 from layerscope.profiler.compression.specs import PARAMS, TECHNIQUES
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -110,7 +109,7 @@ def _use_every_view(p: Profile) -> None:
     p.ranked(5)
     p.bound_counts()
     p.to_csv()
-    p.unknown_layers
+    assert isinstance(p.unknown_layers, list)
     for path in p.graph.module_paths():
         p.module_totals(path)
     for depth in (None, 1, 2):

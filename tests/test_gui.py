@@ -4,9 +4,8 @@ import pytest
 from gui_helpers import FAST, profile
 from PySide6.QtCore import Qt
 
-from layerscope.profiler.jobs import ModelRequest
 from layerscope.app.main_window import MainWindow
-
+from layerscope.profiler.jobs import ModelRequest
 
 
 def test_click_table_row_selects_layer_in_graph_and_roofline(qtbot, window):

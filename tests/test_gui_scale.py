@@ -10,13 +10,12 @@ from gui_helpers import profile
 from PySide6.QtCore import Qt
 
 from layerscope.app.controller import prepare_views
-from layerscope.profiler.jobs import ModelRequest
 from layerscope.app.main_window import MainWindow
 from layerscope.app.qtcheck import check_qt_binding, none_is_immortal
 from layerscope.app.state import BIG_MODEL_LAYERS
 from layerscope.profiler import Cancelled, LayerScopeError, drive, load_device_profile, load_model, profile_model
+from layerscope.profiler.jobs import ModelRequest
 from layerscope.profiler.progress import cancellable, checkpoint
-
 
 
 @pytest.mark.skipif(none_is_immortal(), reason="None is immortal on this Python: a leak cannot crash it")

@@ -7,11 +7,10 @@ from torch import nn
 
 from layerscope.profiler import drive
 from layerscope.profiler.capture import capture
+from layerscope.profiler.compare import DiagnosticKind, StreamingHistogram, TensorStats, compare_models, diagnose
 from layerscope.profiler.compression import apply_plan
 from layerscope.profiler.compression.plan import ResolvedSpec
 from layerscope.profiler.data import SampleSet, random_samples
-from layerscope.profiler.compare import DiagnosticKind, diagnose
-from layerscope.profiler.compare import StreamingHistogram, TensorStats, compare_models
 from layerscope.profiler.errors import ComparisonError
 from layerscope.profiler.errorstats import PairStats
 

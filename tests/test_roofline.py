@@ -1,8 +1,8 @@
 import pytest
 import torch
+from helpers import metrics_of
 from torch import nn
 
-from helpers import metrics_of
 from layerscope.profiler import Bound, HardwareProfile, HardwareProfileError, classify, load_device_profile
 from layerscope.profiler.hardware import device_profile_names
 
@@ -58,8 +58,7 @@ def test_bad_profiles_are_clear_errors(tmp_path):
 
 
 def test_calibrate_measures_and_caches(monkeypatch):
-    from layerscope.profiler import drive, resolve_hardware
-    from layerscope.profiler import hardware
+    from layerscope.profiler import drive, hardware, resolve_hardware
     from layerscope.profiler.hardware import cache_path
 
     # A busy or noisy CI machine must not make this test flaky: what is tested here is the cache.

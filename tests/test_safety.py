@@ -8,12 +8,12 @@ import textwrap
 import threading
 from pathlib import Path
 
+import crafted
 import pytest
 import torch
+from helpers import run
 from torch import nn
 
-import crafted
-from helpers import run
 from layerscope.profiler import HardwareProfile, HardwareProfileError, PlanError, drive, load_model
 from layerscope.profiler.errors import InputSpecError, OutputError, ResourceError, UnsafeFileError
 from layerscope.profiler.safeio import atomic_path, atomic_write_text, check_output_path
@@ -69,8 +69,8 @@ def test_a_crafted_pt2_never_runs_code_in_any_loader(capsys, qtbot, tmp_path, ba
         rc, _, err = run(capsys, *argv)
         assert rc == 2 and "refused to load" in err and "--trust-file" in err, (argv, err)
     from layerscope.app.controller import ProfileController
-    from layerscope.profiler.jobs import ModelRequest
     from layerscope.app.state import AppState
+    from layerscope.profiler.jobs import ModelRequest
 
     ctl = ProfileController(AppState(), show_dialogs=False)  # the app's File → Open model
     with qtbot.waitSignal(ctl.failed, timeout=60_000) as blocker:

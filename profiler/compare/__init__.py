@@ -2,9 +2,7 @@
 two models on the same inputs (``comparison``) and the ranked range diagnostics over it (``diagnose``).
 """
 
-from .comparison import (
-    COMPARE_VERSION, MERGE_KINDS, ActivationComparison, LayerComparison, OperandRange, compare_models, shared_histograms,
-)
+from .comparison import COMPARE_VERSION, MERGE_KINDS, ActivationComparison, LayerComparison, OperandRange, compare_models, shared_histograms
 from .diagnose import Diagnostic, DiagnosticKind, diagnose
 from .stats import PERCENTILES, ActivationStats, StreamingHistogram, TensorStats
 

@@ -19,11 +19,11 @@ import torch
 from torch import fx, nn
 
 from ..capture import CaptureResult, capture
-from ..graph import CaptureMethod
 from ..compression.activations import FakeQuantInput, clipped
 from ..data import SampleSet
+from ..errors import ComparisonError, LayerScopeError, describe
 from ..errorstats import PairStats
-from ..errors import ComparisonError, LayerScopeError
+from ..graph import CaptureMethod
 from ..progress import Progress, Work, checkpoint
 from ..resources import release_memory
 from .stats import ActivationStats, TensorStats
@@ -147,7 +147,9 @@ class _Recorder(fx.Interpreter):
             ops = []
             for arg in n.args:
                 for node in arg if isinstance(arg, (list, tuple)) else [arg]:
-                    v = self.env.get(node) if isinstance(node, fx.Node) else None
+                    if not isinstance(node, fx.Node):
+                        continue
+                    v = self.env.get(node)
                     if isinstance(v, torch.Tensor) and v.is_floating_point():
                         ops.append((self._source(node), v))
             self.on_inputs(lid, ops)
@@ -205,14 +207,14 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
         cand_cap = capture(candidate, first, method)
     except LayerScopeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - inputs that do not fit the model
+    except Exception as exc:
         raise ComparisonError(f"The data do not fit the model's input ({type(exc).__name__}: {exc}).") from exc
     graph = ref_cap.graph
     common = [lid for lid in graph.ids() if lid in cand_cap.graph]
     if not common:
         raise ComparisonError(f"{reference_name} and {candidate_name} share no layer ids; compare models built from the same code.")
     by_path = _input_quantizers(candidate)
-    quantizers = {lid: by_path[graph[lid].module_path] for lid in common if graph[lid].module_path in by_path}
+    quantizers = {lid: by_path[path] for lid in common if (path := graph[lid].module_path) is not None and path in by_path}
     merge = {lid for lid in common if graph[lid].op_kind in MERGE_KINDS}
     ref_stats = {lid: TensorStats(bins) for lid in common}
     cand_stats = {lid: TensorStats(bins) for lid in common}
@@ -244,14 +246,16 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
                 clip[lid][0] += int(clipped(x, scale, zp).sum())
                 clip[lid][1] += x.numel()
 
-        def ref_output(lid: str, t: torch.Tensor, k: int = k) -> None:
+        held: dict[str, torch.Tensor] = {}  # the reference's outputs of this batch, until the candidate's arrive
+
+        def ref_output(lid: str, t: torch.Tensor, k: int = k, held: dict[str, torch.Tensor] = held) -> None:
             _check_finite(lid, t, reference_name, k, graph)
             if lid in ref_stats:
-                ref.outputs[lid] = t
+                held[lid] = t
 
-        def cand_output(lid: str, c: torch.Tensor, k: int = k) -> None:
+        def cand_output(lid: str, c: torch.Tensor, k: int = k, held: dict[str, torch.Tensor] = held) -> None:
             _check_finite(lid, c, candidate_name, k, cand_cap.graph)
-            r = ref.outputs.pop(lid, None)
+            r = held.pop(lid, None)
             if r is None:
                 return
             folded[0] += 1
@@ -271,11 +275,11 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
                 side.run(*batch)
             except LayerScopeError:  # ComparisonError, Cancelled
                 raise
-            except Exception as exc:  # noqa: BLE001 - a batch the models cannot take
-                raise ComparisonError(f"Batch {k} does not fit the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from exc
-        for lid, r in ref.outputs.items():  # layers the candidate did not produce
+            except Exception as exc:
+                raise ComparisonError(f"Batch {k} does not fit the model ({describe(exc)}).") from exc
+        for lid, r in held.items():  # layers the candidate did not produce
             ref_stats[lid].add(r)
-        ref.outputs.clear()
+        held.clear()
         release_memory()
         yield Progress("compare", k + 1, len(samples.batches) + 1, f"batch {k + 1}/{len(samples.batches)}")
     position = {lid: i for i, lid in enumerate(ref.order)}

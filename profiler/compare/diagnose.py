@@ -89,8 +89,8 @@ def diagnose(cmp: ActivationComparison, graph: LayerGraph, resolved: Sequence = 
 
     for lid, r in weight_specs.items():  # quantised output layer
         if lid in cmp.output_layers and r.technique in ("quantize", "palettize"):
-            lc = by_id.get(lid)
-            sq = lc.sqnr_db if lc else None
+            out_lc = by_id.get(lid)
+            sq = out_lc.sqnr_db if out_lc else None
             out.append(Diagnostic(
                 DiagnosticKind.QUANTIZED_OUTPUT, 3.0 if sq is not None and sq < 30 else 1.5, (lid,),
                 f"The output layer {lid!r} is {r.technique}d ({r.params.describe()})",
@@ -112,12 +112,12 @@ def diagnose(cmp: ActivationComparison, graph: LayerGraph, resolved: Sequence = 
         hit = _outlier(rows)
         if hit and hit[1] > outlier_factor:
             k, ratio = hit
-            lc = by_id.get(lid)
+            w_lc = by_id.get(lid)
             out.append(Diagnostic(
                 DiagnosticKind.OUTLIER_CHANNELS, math.log10(ratio) + 0.5, (lid,),
                 f"{lid!r}: weight channel {k} is {ratio:.0f}× the median channel range, under one per-tensor scale",
                 f"per-tensor int{q.bits} gives every channel the step of channel {k}: the median channel keeps "
-                f"about {2 ** q.bits / ratio:.0f} of {2 ** q.bits} levels; output SQNR {fmt_db(lc.sqnr_db if lc else None)}",
+                f"about {2 ** q.bits / ratio:.0f} of {2 ** q.bits} levels; output SQNR {fmt_db(w_lc.sqnr_db if w_lc else None)}",
                 "Quantise this layer per channel (granularity: per_channel): each output channel gets its own scale.",
             ))
 

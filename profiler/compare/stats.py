@@ -132,7 +132,7 @@ class TensorStats:
         if ax is not None and x.numel():
             moved = x.movedim(ax, 0).reshape(x.shape[ax], -1)
             lo, hi = moved.amin(1), moved.amax(1)
-            if self.ch_min is None or self.ch_min.shape != lo.shape:
+            if self.ch_min is None or self.ch_max is None or self.ch_min.shape != lo.shape:
                 self.ch_min, self.ch_max = lo, hi
             else:
                 self.ch_min, self.ch_max = torch.minimum(self.ch_min, lo), torch.maximum(self.ch_max, hi)

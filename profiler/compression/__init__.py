@@ -6,10 +6,30 @@ from .apply import CompressionResult, LayerCompression, OutputChange, apply_plan
 from .estimate import LayerEstimate, PlanEstimate, estimate_static
 from .ort_int8 import OrtInt8Result, onnx_node_layers, quantize_with_ort
 from .pipeline import CompressionOutcome, CompressionReport, LayerDelta, compress, time_pair
-from .plan import CALIBRATIONS, COMPRESSIBLE_KINDS, ESTIMATES, PLAN_VERSION, TECHNIQUES, CompressionPlan, estimate_plan, LayerSpec, ResolvedSpec, resolve_plan, select_layers
+from .plan import (
+    CALIBRATIONS,
+    COMPRESSIBLE_KINDS,
+    ESTIMATES,
+    PLAN_VERSION,
+    TECHNIQUES,
+    CompressionPlan,
+    LayerSpec,
+    ResolvedSpec,
+    estimate_plan,
+    resolve_plan,
+    select_layers,
+)
 from .specs import (
-    Calibration, CastParams, Granularity, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, Technique,
-    TechniqueParams, parse_params,
+    Calibration,
+    CastParams,
+    Granularity,
+    PalettizeParams,
+    PruneChannelsParams,
+    PruneParams,
+    QuantizeParams,
+    Technique,
+    TechniqueParams,
+    parse_params,
 )
 from .structured import ChannelPruneReport, prune_channels
 from .techniques import WeightReport, cast_weight, palettize_weight, prune_weight, quantize_weight, sqnr_db
@@ -21,7 +41,8 @@ __all__ = [
     "ActivationQuant", "calibrate_activations", "OrtQuantConfig", "build_qconfig_mapping", "coreml_configs", "ort_quant_config",
     "torchao_mapping", "CompressionResult", "LayerCompression", "OutputChange", "apply_plan", "compare_outputs", "model_bytes",
     "OrtInt8Result", "onnx_node_layers", "quantize_with_ort", "CompressionOutcome", "CompressionReport", "LayerDelta", "compress",
-    "time_pair", "ESTIMATES", "estimate_plan", "CALIBRATIONS", "COMPRESSIBLE_KINDS", "PLAN_VERSION", "TECHNIQUES", "CompressionPlan", "LayerSpec", "ResolvedSpec",
+    "time_pair", "ESTIMATES", "estimate_plan", "CALIBRATIONS", "COMPRESSIBLE_KINDS", "PLAN_VERSION", "TECHNIQUES", "CompressionPlan",
+    "LayerSpec", "ResolvedSpec",
     "resolve_plan", "select_layers", "ChannelPruneReport", "prune_channels", "WeightReport", "cast_weight", "palettize_weight",
     "prune_weight", "quantize_weight", "sqnr_db",
 ]

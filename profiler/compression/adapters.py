@@ -18,9 +18,7 @@ from typing import Any
 
 from ..graph import LayerGraph
 from .plan import ResolvedSpec
-from .specs import (
-    Calibration, Granularity, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams,
-)
+from .specs import Calibration, Granularity, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams
 
 __all__ = ["OrtQuantConfig", "ort_quant_config", "coreml_configs", "torchao_mapping", "build_qconfig_mapping", "QUANTIZABLE_ONNX_OPS"]
 
@@ -33,11 +31,11 @@ def _grouped(lines: list[str]) -> tuple[str, ...]:
     groups: dict[str, list[str]] = {}
     for line in lines:
         head, sep, rest = line.partition(": ")
-        key, who = (rest, head) if sep and " " not in head else (line, "")
-        groups.setdefault(key, []).append(who)
+        key, name = (rest, head) if sep and " " not in head else (line, "")
+        groups.setdefault(key, []).append(name)
     out = []
-    for rest, who in groups.items():
-        who = [w for w in who if w]
+    for rest, named in groups.items():
+        who = [w for w in named if w]
         if not who:
             out.append(rest)
         elif len(who) == 1:
@@ -130,7 +128,8 @@ def ort_quant_config(resolved: Sequence[ResolvedSpec], graph: LayerGraph, node_l
     if len(syms) > 1:
         cannot.append("symmetric and asymmetric layers are mixed; ORT's WeightSymmetric is one flag, set to symmetric for all")
     cals = {q.act_calibration for q in with_acts}
-    calib, extra = "MinMax", {"WeightSymmetric": all(syms) if syms else True, "ActivationSymmetric": False}
+    calib = "MinMax"
+    extra: dict[str, Any] = {"WeightSymmetric": all(syms) if syms else True, "ActivationSymmetric": False}
     if "mse" in cals:
         cannot.append("act_calibration=mse has no ORT calibrator; MinMax is used (ORT also offers Entropy)")
     if cals == {"percentile"}:
@@ -152,7 +151,7 @@ def coreml_configs(resolved: Sequence[ResolvedSpec]) -> dict[str, Any]:
         if isinstance(p, QuantizeParams) and p.bits in (4, 8):
             gran = {Granularity.PER_TENSOR: "per_tensor", Granularity.PER_CHANNEL: "per_channel",
                     Granularity.GROUP: "per_block"}[p.granularity]
-            cfg = {"weight_dtype": f"int{p.bits}" if p.symmetric else f"uint{p.bits}",
+            cfg: dict[str, Any] = {"weight_dtype": f"int{p.bits}" if p.symmetric else f"uint{p.bits}",
                    "granularity": gran, "quantization_scheme": "symmetric" if p.symmetric else "affine"}
             if p.granularity is Granularity.GROUP:
                 cfg["block_size"] = p.group_size
@@ -223,8 +222,14 @@ def build_qconfig_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph):
     """The real ``torch.ao.quantization.QConfigMapping`` (global None: only the plan's layers)."""
     import torch
     from torch.ao.quantization import (
-        HistogramObserver, MinMaxObserver, PlaceholderObserver, QConfig, QConfigMapping,
-        default_per_channel_weight_observer, default_weight_observer, float_qparams_weight_only_qconfig,
+        HistogramObserver,
+        MinMaxObserver,
+        PlaceholderObserver,
+        QConfig,
+        QConfigMapping,
+        default_per_channel_weight_observer,
+        default_weight_observer,
+        float_qparams_weight_only_qconfig,
     )
 
     mapping = QConfigMapping()

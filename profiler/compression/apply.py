@@ -12,12 +12,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data import SampleSet
 from ..errors import InputSpecError, PlanError
+from ..errorstats import PairStats
 from ..graph import LayerGraph
 from ..progress import Progress, Work
 from ..resources import release_memory
@@ -26,7 +28,6 @@ from .activations import ActivationQuant, calibrate_activations
 from .plan import ResolvedSpec
 from .specs import CastParams, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams
 from .structured import ChannelPruneReport, prune_channels
-from ..errorstats import PairStats
 from .techniques import WeightReport, cast_weight, palettize_weight, prune_weight, quantize_weight
 
 __all__ = ["LayerCompression", "CompressionResult", "OutputChange", "apply_plan", "pruned_copy", "compare_outputs", "model_bytes"]
@@ -87,11 +88,14 @@ def model_bytes(model: nn.Module) -> int:
     return weight_bytes(model).total
 
 
-def _flat_output(out: object) -> torch.Tensor:
+def _flat_output(out: Any) -> torch.Tensor:
+    """The model's first output tensor (of a tuple, list or dict output)."""
     if isinstance(out, (tuple, list)):
         out = out[0]
     if isinstance(out, dict):
         out = next(iter(out.values()))
+    if not isinstance(out, torch.Tensor):
+        raise InputSpecError(f"The model's first output is a {type(out).__name__}, not a tensor; no comparison is possible.")
     return out.detach().float()
 
 

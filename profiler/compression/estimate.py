@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from ..graph import TensorRole
 from ..profile import Profile
 from .plan import ResolvedSpec
-from .specs import (
-    CastParams, Granularity, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams,
-)
+from .specs import CastParams, Granularity, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams
 
 __all__ = ["LayerEstimate", "PlanEstimate", "estimate_static"]
 

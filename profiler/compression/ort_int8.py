@@ -20,13 +20,7 @@ from ..data import SampleSet
 from ..errors import OnnxMappingError
 from ..errorstats import sqnr_db
 from ..graph import LayerGraph
-from ..onnx import (
-    calibration_reader,
-    export_onnx,
-    load_onnx,
-    quiet_root_logger,
-    source_map,
-)
+from ..onnx import calibration_reader, export_onnx, load_onnx, quiet_root_logger, source_map
 from ..progress import Progress, Work
 from ..resources import release_memory
 from .adapters import OrtQuantConfig, ort_quant_config
@@ -103,7 +97,7 @@ def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Seque
                 quantize_static(str(fp32), str(int8), reader, use_external_data_format=True, **cfg.kwargs())
             else:
                 quantize_dynamic(str(fp32), str(int8), use_external_data_format=True, **cfg.kwargs())
-    except Exception as exc:  # noqa: BLE001 - ORT's quantizer refused: say so with its words
+    except Exception as exc:
         raise OnnxMappingError(f"ONNX Runtime's quantize_{cfg.mode} failed on {fp32}: {type(exc).__name__}: {exc}") from exc
     release_memory()  # ORT's quantizer freed a few model-sized copies
     q = load_onnx(int8)

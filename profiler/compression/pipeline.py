@@ -7,9 +7,9 @@ and candidate end to end (interleaved), and optionally measure real int8 speed t
 
 from __future__ import annotations
 
-import logging
 import dataclasses
 import json
+import logging
 import statistics
 import time
 from collections.abc import Sequence
@@ -22,9 +22,9 @@ from torch import nn
 from ..data import SampleSet
 from ..graph import CaptureMethod
 from ..hardware import HardwareProfile
-from ..progress import Progress, Work
 from ..pipeline import profile_model
 from ..profile import Profile
+from ..progress import Progress, Work
 from ..serde import to_jsonable
 from ..source import LoadedModel
 from ..workspace import work_dir
@@ -86,7 +86,8 @@ def time_pair(a: nn.Module, b: nn.Module, inputs: Sequence[torch.Tensor], runs: 
     for _ in range(warmup):
         a(*inputs)
         b(*inputs)
-    ta, tb = [], []
+    ta: list[float] = []
+    tb: list[float] = []
     for _ in range(runs):
         for m, out in ((a, ta), (b, tb)):
             t0 = time.perf_counter_ns()

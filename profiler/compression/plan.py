@@ -109,7 +109,7 @@ class ResolvedSpec:
     """One layer's technique with its typed parameters (a plain mapping is validated into them)."""
     layer_id: str
     spec_index: int
-    technique: Technique
+    technique: Technique | str  # given as a string, stored as the Technique
     params: TechniqueParams
 
     def __post_init__(self) -> None:

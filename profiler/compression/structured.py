@@ -40,7 +40,9 @@ def _out_channels(module: nn.Module) -> int:
 
 
 def _channel_scores(module: nn.Module, norm: str) -> torch.Tensor:
-    w = module.weight.detach().float()
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    w = weight.detach().float()
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         w = w.transpose(0, 1)  # [in, out/groups, ...] -> output channels first
     if isinstance(module, nn.Embedding):
@@ -60,7 +62,7 @@ def prune_channels(model: nn.Module, inputs: Sequence[torch.Tensor],
     try:
         with torch.inference_mode(False), torch.enable_grad():  # the dependency graph is traced through autograd
             dg = tp.DependencyGraph().build_dependency(model, example_inputs=tuple(inputs))
-    except Exception as exc:  # noqa: BLE001 - Torch-Pruning could not trace the model
+    except Exception as exc:
         raise PlanError(f"prune_channels: Torch-Pruning could not build the model's dependency graph: {type(exc).__name__}: {exc}") from exc
     names = {m: n for n, m in model.named_modules()}
     # Amounts are fractions of each layer's channels in the model as given: a layer already
@@ -86,12 +88,12 @@ def prune_channels(model: nn.Module, inputs: Sequence[torch.Tensor],
                 group.prune()
         except PlanError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the library refused this layer
+        except Exception as exc:
             raise PlanError(f"spec {spec_index}: prune_channels cannot prune layer {layer_id!r}: {type(exc).__name__}: {exc}") from exc
         reports.append(ChannelPruneReport(layer_id, spec_index, norm, before, _out_channels(module), tuple(coupled)))
     try:
         shape = _output_shape(model, inputs)
-    except Exception as exc:  # noqa: BLE001 - a repair the library missed
+    except Exception as exc:
         raise PlanError(f"prune_channels: the pruned model no longer runs ({type(exc).__name__}: {exc}); "
                         f"exclude {reports[-1].layer_id!r} and its coupled layers.") from exc
     if shape != ref_shape:

@@ -3,9 +3,9 @@ load an ONNX file back (its graph, with or without the weights)."""
 
 from __future__ import annotations
 
-import logging
 import contextlib
 import io
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..capture import quiet_torch_logs
-from ..errors import OnnxMappingError, OutputError
+from ..errors import OnnxMappingError, OutputError, describe
 from .results import ExporterKind
 
 __all__ = ["export_onnx", "load_onnx"]
@@ -38,8 +38,10 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
             prog = torch.onnx.export(model, args, dynamo=True, external_data=False, verbose=False)
     except Exception as exc:  # noqa: BLE001 - fall back, then report both
         dynamo_text = f"{exc} {exc.__cause__ or ''}"
-        dynamo_err = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        dynamo_err = f"{describe(exc)}"
     else:
+        if prog is None:
+            raise OnnxMappingError("torch.onnx.export returned no program")
         try:
             prog.save(str(path), external_data=external_data)
         except OSError as exc:
@@ -53,13 +55,13 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
         return ExporterKind.TORCHSCRIPT, notes
     except OSError as exc:
         raise OutputError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
-    except Exception as exc:  # noqa: BLE001 - neither exporter: name the op if we can
+    except Exception as exc:
         text = f"{exc} {dynamo_text}"
         ops = [m.group(0) for r in _OP_RES for m in r.finditer(text) if not m.group(0).startswith(("prim::", "aten::add"))]
         raise OnnxMappingError(
             f"Neither ONNX exporter could export {type(model).__name__}"
             + (f" (unsupported op {ops[0]})" if ops else "")
-            + f". dynamo: {dynamo_err} | TorchScript: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            + f". dynamo: {dynamo_err} | TorchScript: {describe(exc)}"
         ) from exc
 
 
@@ -74,8 +76,8 @@ def load_onnx(path: str | Path, weights: bool = False):
     try:
         onnx.checker.check_model(str(p))  # from the file: external data is checked where it lies
         model = onnx.load(str(p), load_external_data=weights)
-    except Exception as exc:  # noqa: BLE001 - any parse/check failure is the file's fault
-        raise OnnxMappingError(f"{p} is not a valid ONNX model (corrupt or truncated?): {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+    except Exception as exc:
+        raise OnnxMappingError(f"{p} is not a valid ONNX model (corrupt or truncated?): {describe(exc)}") from exc
     if not model.graph.node:
         raise OnnxMappingError(f"{p} has an empty graph.")
     return model

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import re
+from typing import Any
 
 __all__ = ["absorbed_nodes"]
 
@@ -23,7 +24,7 @@ def absorbed_nodes(original, optimized) -> dict[str, list[str]]:
     original graph back from the anchors, up to any other node's anchor or a surviving tensor,
     collects the nodes it absorbed. Helpers with no anchor (``ReorderInput``) join their consumer.
     """
-    producer: dict[str, object] = {}
+    producer: dict[str, Any] = {}  # tensor -> the onnx NodeProto writing it
     orig_names = {n.name: n for n in original.graph.node}
     orig_tensors: set[str] = set()
     for n in original.graph.node:

@@ -10,11 +10,12 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import LayerScopeError, OnnxMappingError
+from ..errors import LayerScopeError, OnnxMappingError, first_line
 from ..graph import LayerGraph
 from ..progress import Progress, Work
 from ..resources import check_input_bytes
@@ -22,15 +23,7 @@ from ..weights import weight_bytes
 from ..workspace import work_dir
 from .export import export_onnx, load_onnx
 from .fusion import absorbed_nodes
-from .results import (
-    MATCH_RANK,
-    ONNX_SCHEMA_VERSION,
-    ExporterKind,
-    MatchHow,
-    OnnxProfile,
-    OpMapping,
-    OptLevel,
-)
+from .results import MATCH_RANK, ONNX_SCHEMA_VERSION, ExporterKind, MatchHow, OnnxProfile, OpMapping, OptLevel
 from .sources import source_map
 
 __all__ = ["map_onnx"]
@@ -50,7 +43,7 @@ def _feed(session, inputs: Sequence[torch.Tensor] | None) -> dict[str, np.ndarra
     try:
         check_input_bytes(shapes, itemsizes)
     except LayerScopeError as exc:
-        raise OnnxMappingError(f"The ONNX file declares inputs {', '.join(f'{m.name} {tuple(sh)}' for m, sh in zip(metas, shapes))}: "
+        raise OnnxMappingError(f"The ONNX file declares inputs {', '.join(f'{m.name} {tuple(sh)}' for m, sh in zip(metas, shapes, strict=True))}: "
                                f"{exc}") from exc
     for m, shape in zip(metas, shapes, strict=True):
         if "float" in m.type:
@@ -63,7 +56,7 @@ def _feed(session, inputs: Sequence[torch.Tensor] | None) -> dict[str, np.ndarra
     return feed
 
 
-def _shapes(arg: object) -> tuple[tuple[int, ...], ...]:
+def _shapes(arg: Any) -> tuple[tuple[int, ...], ...]:
     out = []
     for item in arg or []:
         for dims in (item.values() if isinstance(item, dict) else []):
@@ -144,8 +137,8 @@ def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, prov
     so.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(path), so, providers=[provider])
-    except Exception as exc:  # noqa: BLE001 - ORT rejects the model
-        raise OnnxMappingError(f"ONNX Runtime could not load {path.name}: {str(exc).strip().splitlines()[0]}") from exc
+    except Exception as exc:
+        raise OnnxMappingError(f"ONNX Runtime could not load {path.name}: {first_line(exc)}") from exc
     session_s = time.perf_counter() - t1
     yield Progress("onnx", 2, steps, "session ready")
     feed = _feed(session, inputs if onnx_path is None else None)
@@ -154,8 +147,8 @@ def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, prov
         for i in range(warmup + runs):
             session.run(None, feed)
             yield Progress("onnx", 3 + i, steps, f"{'warm-up' if i < warmup else 'run'} {i + 1 if i < warmup else i + 1 - warmup}")
-    except Exception as exc:  # noqa: BLE001 - wrong inputs for a plain file, typically
-        raise OnnxMappingError(f"ONNX Runtime failed to run {path.name}: {str(exc).strip().splitlines()[0]}") from exc
+    except Exception as exc:
+        raise OnnxMappingError(f"ONNX Runtime failed to run {path.name}: {first_line(exc)}") from exc
     trace = Path(session.end_profiling())
     profile_s = time.perf_counter() - t2
     events = json.loads(trace.read_text())
@@ -188,7 +181,7 @@ def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, prov
             ids = {lid for s in srcs for lid in s.layer_ids}
             layer_ids = tuple(sorted(ids, key=lambda x: order.get(x, 0)))
             mapped = [s for s in srcs if s.layer_ids]
-            how = max((s.how for s in mapped), key=MATCH_RANK.get) if mapped else MatchHow.UNMAPPED
+            how = max((s.how for s in mapped), key=MATCH_RANK.__getitem__) if mapped else MatchHow.UNMAPPED
         lines = tuple(dict.fromkeys(s.source for s in srcs if s.source))
         args = evs[-1].get("args", {})
         ops.append(OpMapping(
