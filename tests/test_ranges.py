@@ -80,6 +80,28 @@ def test_quantized_regression_head_is_diagnosed():
     assert len(hits) == 1 and hits[0].layer_ids == ("2",) and "5.6.4" in hits[0].fix
 
 
+class TwoHeads(nn.Module):
+    """A quantised head that is not the last layer compared: its diagnosis must quote its own error."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.head, self.tail = nn.Linear(8, 32), nn.Linear(32, 1), nn.Linear(32, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        return self.head(h), self.tail(h) * 100
+
+
+def test_quantized_output_diagnosis_quotes_that_layers_own_error():
+    torch.manual_seed(0)
+    model = TwoHeads().eval()
+    cmp, diags, _ = _run(model, [ResolvedSpec("head", 0, "quantize", {"bits": 2})], _samples((16, 8)))
+    head = cmp.layer("head")
+    assert [lc.layer_id for lc in cmp.layers][-1] != "head"
+    (hit,) = [d for d in diags if d.kind is DiagnosticKind.QUANTIZED_OUTPUT]
+    assert f"max |error| {head.max_abs_error:.3g} on outputs in [{head.reference.min:.3g}, {head.reference.max:.3g}]" in hit.evidence
+
+
 def test_model_against_itself_is_exact():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
     cmp = drive(compare_models(model, model, _samples((1, 3, 6, 6), 2)))

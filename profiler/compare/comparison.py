@@ -23,7 +23,7 @@ from ..compression.activations import FakeQuantInput, clipped
 from ..data import SampleSet
 from ..errors import ComparisonError, LayerScopeError, describe
 from ..errorstats import PairStats
-from ..graph import CaptureMethod
+from ..graph import CaptureMethod, LayerGraph
 from ..progress import Progress, Work, checkpoint
 from ..resources import release_memory
 from .stats import ActivationStats, TensorStats
@@ -215,61 +215,12 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
         raise ComparisonError(f"{reference_name} and {candidate_name} share no layer ids; compare models built from the same code.")
     by_path = _input_quantizers(candidate)
     quantizers = {lid: by_path[path] for lid in common if (path := graph[lid].module_path) is not None and path in by_path}
-    merge = {lid for lid in common if graph[lid].op_kind in MERGE_KINDS}
-    ref_stats = {lid: TensorStats(bins) for lid in common}
-    cand_stats = {lid: TensorStats(bins) for lid in common}
-    pairs = {lid: PairStats() for lid in common}
-    operand_stats: dict[str, list[tuple[str, TensorStats]]] = {}
-    in_ch: dict[str, torch.Tensor] = {}
-    clip = {lid: [0, 0] for lid in quantizers}
-    folded = [0]  # layers compared so far: the heap is trimmed every 32 (see release_memory)
+    acc = _Accumulator(common, graph, cand_cap.graph, quantizers, bins, (reference_name, candidate_name))
+    order: list[str] = []
     for k, batch in enumerate(samples.batches):
-        # Memory: the reference's layer outputs of one batch are kept until the candidate produces the
-        # same layer; each candidate output is folded into the statistics and dropped at once, and so
-        # are the inputs the statistics need. Peak: one model's activations of one batch.
-        def ref_inputs(lid: str, ops: list[tuple[str, torch.Tensor]], k: int = k) -> None:
-            if lid in merge:
-                slots = operand_stats.setdefault(lid, [(src, TensorStats(64)) for src, _ in ops])
-                for (_, st), (_, t) in zip(slots, ops, strict=False):
-                    st.add(t)
-            if lid in quantizers and ops:
-                t = ops[0][1]
-                ax = TensorStats.channel_axis(t)
-                if ax is not None:
-                    m = t.detach().abs().movedim(ax, 0).reshape(t.shape[ax], -1).amax(1).double()
-                    in_ch[lid] = m if lid not in in_ch or in_ch[lid].shape != m.shape else torch.maximum(in_ch[lid], m)
-
-        def cand_inputs(lid: str, ops: list[tuple[str, torch.Tensor]]) -> None:
-            if lid in quantizers and ops:
-                scale, zp = quantizers[lid]
-                x = ops[0][1].double()
-                clip[lid][0] += int(clipped(x, scale, zp).sum())
-                clip[lid][1] += x.numel()
-
-        held: dict[str, torch.Tensor] = {}  # the reference's outputs of this batch, until the candidate's arrive
-
-        def ref_output(lid: str, t: torch.Tensor, k: int = k, held: dict[str, torch.Tensor] = held) -> None:
-            _check_finite(lid, t, reference_name, k, graph)
-            if lid in ref_stats:
-                held[lid] = t
-
-        def cand_output(lid: str, c: torch.Tensor, k: int = k, held: dict[str, torch.Tensor] = held) -> None:
-            _check_finite(lid, c, candidate_name, k, cand_cap.graph)
-            r = held.pop(lid, None)
-            if r is None:
-                return
-            folded[0] += 1
-            if folded[0] % 32 == 0:
-                release_memory()
-            ref_stats[lid].add(r)
-            cand_stats[lid].add(c)
-            if c.shape == r.shape:
-                pairs[lid].add(r, c)
-            else:
-                pairs[lid].n = -1  # shapes differ: no elementwise comparison
-
-        ref = _Recorder(ref_cap, merge | set(quantizers), ref_output, ref_inputs)
-        cand = _Recorder(cand_cap, set(quantizers), cand_output, cand_inputs)
+        acc.batch = k
+        ref = _Recorder(ref_cap, acc.merge | set(quantizers), acc.ref_output, acc.ref_inputs)
+        cand = _Recorder(cand_cap, set(quantizers), acc.cand_output, acc.cand_inputs)
         for side in (ref, cand):
             try:
                 side.run(*batch)
@@ -277,31 +228,100 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
                 raise
             except Exception as exc:
                 raise ComparisonError(f"Batch {k} does not fit the model ({describe(exc)}).") from exc
-        for lid, r in held.items():  # layers the candidate did not produce
-            ref_stats[lid].add(r)
-        held.clear()
-        release_memory()
+        acc.end_batch()
+        order = ref.order
         yield Progress("compare", k + 1, len(samples.batches) + 1, f"batch {k + 1}/{len(samples.batches)}")
-    position = {lid: i for i, lid in enumerate(ref.order)}
-    layers = []
-    for lid in sorted((lid for lid in common if ref_stats[lid].count), key=lambda i: position.get(i, 1 << 30)):
-        p = pairs[lid]
-        same = p.n > 0
-        cand_ok = cand_stats[lid].count > 0
-        layers.append(LayerComparison(
-            lid, position.get(lid, -1), graph[lid].op_kind, graph[lid].type_name, ref_stats[lid].freeze(),
-            cand_stats[lid].freeze() if cand_ok else None,
-            p.sqnr_db if same else None, p.mse if same else None, p.cosine if same else None, p.max_abs if same else None,
-            tuple(OperandRange(src, st.min, st.max) for src, st in operand_stats.get(lid, []) if st.count),
-            quantizers.get(lid), clip[lid][0] / clip[lid][1] if lid in clip and clip[lid][1] else None,
-            tuple(in_ch[lid].tolist()) if lid in in_ch else (),
-        ))
+    layers = acc.layers({lid: i for i, lid in enumerate(order)})
     yield Progress("compare", len(samples.batches) + 1, len(samples.batches) + 1, "done")
     notes = []
     if ref_cap.method != cand_cap.method:
         notes.append(f"captured with {ref_cap.method.value} and {cand_cap.method.value}")
     return ActivationComparison(COMPARE_VERSION, reference_name, candidate_name, samples.n_samples, samples.source,
                                 tuple(layers), tuple(graph.output_layers), tuple(notes))
+
+
+class _Accumulator:
+    """Streaming statistics of both models, fed by the two recorders batch by batch.
+
+    Memory: the reference's layer outputs of one batch are ``held`` until the candidate produces the
+    same layer; each candidate output is folded into the statistics and dropped at once, and so are
+    the inputs the statistics need. Peak: one model's activations of one batch."""
+
+    def __init__(self, common: list[str], graph: LayerGraph, cand_graph: LayerGraph,
+                 quantizers: dict[str, tuple[float, int]], bins: int, names: tuple[str, str]) -> None:
+        self.graph, self.cand_graph, self.quantizers, self.names = graph, cand_graph, quantizers, names
+        self.common = common
+        self.merge = {lid for lid in common if graph[lid].op_kind in MERGE_KINDS}
+        self.ref_stats = {lid: TensorStats(bins) for lid in common}
+        self.cand_stats = {lid: TensorStats(bins) for lid in common}
+        self.pairs = {lid: PairStats() for lid in common}
+        self.operand_stats: dict[str, list[tuple[str, TensorStats]]] = {}
+        self.in_ch: dict[str, torch.Tensor] = {}  # per-channel absmax of a quantised layer's input
+        self.clip = {lid: [0, 0] for lid in quantizers}  # clipped, seen
+        self.held: dict[str, torch.Tensor] = {}
+        self.folded = 0  # layers compared so far: the heap is trimmed every 32 (see release_memory)
+        self.batch = 0
+
+    def ref_inputs(self, lid: str, ops: list[tuple[str, torch.Tensor]]) -> None:
+        if lid in self.merge:
+            slots = self.operand_stats.setdefault(lid, [(src, TensorStats(64)) for src, _ in ops])
+            for (_, st), (_, t) in zip(slots, ops, strict=False):
+                st.add(t)
+        if lid in self.quantizers and ops:
+            t = ops[0][1]
+            ax = TensorStats.channel_axis(t)
+            if ax is not None:
+                m = t.detach().abs().movedim(ax, 0).reshape(t.shape[ax], -1).amax(1).double()
+                old = self.in_ch.get(lid)
+                self.in_ch[lid] = m if old is None or old.shape != m.shape else torch.maximum(old, m)
+
+    def cand_inputs(self, lid: str, ops: list[tuple[str, torch.Tensor]]) -> None:
+        if lid in self.quantizers and ops:
+            scale, zp = self.quantizers[lid]
+            x = ops[0][1].double()
+            self.clip[lid][0] += int(clipped(x, scale, zp).sum())
+            self.clip[lid][1] += x.numel()
+
+    def ref_output(self, lid: str, t: torch.Tensor) -> None:
+        _check_finite(lid, t, self.names[0], self.batch, self.graph)
+        if lid in self.ref_stats:
+            self.held[lid] = t
+
+    def cand_output(self, lid: str, c: torch.Tensor) -> None:
+        _check_finite(lid, c, self.names[1], self.batch, self.cand_graph)
+        r = self.held.pop(lid, None)
+        if r is None:
+            return
+        self.folded += 1
+        if self.folded % 32 == 0:
+            release_memory()
+        self.ref_stats[lid].add(r)
+        self.cand_stats[lid].add(c)
+        if c.shape == r.shape:
+            self.pairs[lid].add(r, c)
+        else:
+            self.pairs[lid].n = -1  # shapes differ: no elementwise comparison
+
+    def end_batch(self) -> None:
+        for lid, r in self.held.items():  # layers the candidate did not produce
+            self.ref_stats[lid].add(r)
+        self.held.clear()
+        release_memory()
+
+    def layers(self, position: dict[str, int]) -> list[LayerComparison]:
+        out = []
+        for lid in sorted((lid for lid in self.common if self.ref_stats[lid].count), key=lambda i: position.get(i, 1 << 30)):
+            p, clip = self.pairs[lid], self.clip.get(lid)
+            same = p.n > 0
+            out.append(LayerComparison(
+                lid, position.get(lid, -1), self.graph[lid].op_kind, self.graph[lid].type_name, self.ref_stats[lid].freeze(),
+                self.cand_stats[lid].freeze() if self.cand_stats[lid].count > 0 else None,
+                p.sqnr_db if same else None, p.mse if same else None, p.cosine if same else None, p.max_abs if same else None,
+                tuple(OperandRange(src, st.min, st.max) for src, st in self.operand_stats.get(lid, []) if st.count),
+                self.quantizers.get(lid), clip[0] / clip[1] if clip and clip[1] else None,
+                tuple(self.in_ch[lid].tolist()) if lid in self.in_ch else (),
+            ))
+        return out
 
 
 def shared_histograms(a: ActivationStats, b: ActivationStats | None, bins: int = 120) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
