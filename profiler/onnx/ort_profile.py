@@ -23,7 +23,7 @@ from ..weights import weight_bytes
 from ..workspace import work_dir
 from .export import export_onnx, load_onnx
 from .fusion import absorbed_nodes
-from .results import MATCH_RANK, ONNX_SCHEMA_VERSION, ExporterKind, MatchHow, OnnxProfile, OpMapping, OptLevel
+from .results import MATCH_RANK, ONNX_SCHEMA_VERSION, ExporterKind, MatchHow, OnnxNodeSource, OnnxProfile, OpMapping, OptLevel
 from .sources import source_map
 
 __all__ = ["map_onnx"]
@@ -126,15 +126,7 @@ def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, prov
 
     t1 = time.perf_counter()
     opt_path = work / f"{path.stem}.{level.value}.opt.onnx"
-    so = ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level.value])
-    so.optimized_model_filepath = str(opt_path)
-    # the optimised graph's weights go to a side file, so reading its nodes back loads no weights
-    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", f"{opt_path.name}.data")
-    so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-    so.enable_profiling = True
-    so.profile_file_prefix = str(work / "ort_profile")
-    so.log_severity_level = 3
+    so = _session_options(work, opt_path, level)
     try:
         session = ort.InferenceSession(str(path), so, providers=[provider])
     except Exception as exc:
@@ -151,45 +143,14 @@ def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, prov
         raise OnnxMappingError(f"ONNX Runtime failed to run {path.name}: {first_line(exc)}") from exc
     trace = Path(session.end_profiling())
     profile_s = time.perf_counter() - t2
-    events = json.loads(trace.read_text())
-    node_events: dict[str, list[dict]] = collections.defaultdict(list)
-    runs_ms: list[float] = []
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            node_events[e["name"].removesuffix("_kernel_time")].append(e)
-        elif e.get("cat") == "Session" and e.get("name") == "model_run":
-            runs_ms.append(e["dur"] / 1e3)
-    runs_ms = runs_ms[warmup:]
+    node_events, runs_ms = _read_trace(trace, warmup)
 
     optimized = onnx.load(str(opt_path), load_external_data=False) if opt_path.is_file() else original
     absorbed = absorbed_nodes(original, optimized)
     sources = source_map(original, graph)
     order = {lid: i for i, lid in enumerate(graph.ids())} if graph is not None else {}
-    ops: list[OpMapping] = []
-    for n in optimized.graph.node:
-        evs = node_events.get(n.name, [])[warmup:]
-        if not evs:
-            continue  # not executed (folded into an initializer, or a no-op)
-        durs = sorted(e["dur"] / 1e3 for e in evs)
-        q = statistics.quantiles(durs, n=4, method="inclusive") if len(durs) > 1 else [durs[0], durs[0], durs[0]]
-        orig = absorbed.get(n.name) or ([n.name] if n.name in sources else [])
-        srcs = [sources[o] for o in orig if o in sources]
-        if graph is None:
-            layer_ids: tuple[str, ...] = ()
-            how = MatchHow.ONNX_NODE if srcs else MatchHow.UNMAPPED
-        else:
-            ids = {lid for s in srcs for lid in s.layer_ids}
-            layer_ids = tuple(sorted(ids, key=lambda x: order.get(x, 0)))
-            mapped = [s for s in srcs if s.layer_ids]
-            how = max((s.how for s in mapped), key=MATCH_RANK.__getitem__) if mapped else MatchHow.UNMAPPED
-        lines = tuple(dict.fromkeys(s.source for s in srcs if s.source))
-        args = evs[-1].get("args", {})
-        ops.append(OpMapping(
-            name=n.name, op_type=n.op_type, provider=args.get("provider", provider),
-            latency_ms=statistics.median(durs), p25_ms=q[0], p75_ms=q[2],
-            input_shapes=_shapes(args.get("input_type_shape")), output_shapes=_shapes(args.get("output_type_shape")),
-            onnx_nodes=tuple(orig), layer_ids=layer_ids, how=how, source_lines=lines,
-        ))
+    ops = [op for n in optimized.graph.node
+           if (op := _op_mapping(n, node_events.get(n.name, []), absorbed, sources, graph, order, provider, warmup)) is not None]
     yield Progress("onnx", steps, steps, f"{len(ops)} compiled ops mapped")
     e_med = statistics.median(runs_ms) if runs_ms else float("nan")
     eq = statistics.quantiles(runs_ms, n=4, method="inclusive") if len(runs_ms) > 1 else [e_med, e_med, e_med]
@@ -199,4 +160,60 @@ def _map_onnx(work: Path, model, inputs, graph, onnx_path, level: OptLevel, prov
         runs=runs, warmup=warmup, end_to_end_ms=e_med, end_to_end_p25_ms=eq[0], end_to_end_p75_ms=eq[2],
         export_seconds=export_s, session_seconds=session_s, profile_seconds=profile_s,
         has_source=graph is not None, ops=tuple(ops), nodes=tuple(sources.values()),
+    )
+
+
+def _session_options(work: Path, opt_path: Path, level: OptLevel) -> Any:
+    """ORT session options: the optimisation level, the optimised graph saved (weights to a side file,
+    so reading its nodes back loads no weights) and profiling on."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level.value])
+    so.optimized_model_filepath = str(opt_path)
+    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", f"{opt_path.name}.data")
+    so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    so.enable_profiling = True
+    so.profile_file_prefix = str(work / "ort_profile")
+    so.log_severity_level = 3
+    return so
+
+
+def _read_trace(trace: Path, warmup: int) -> tuple[dict[str, list[dict]], list[float]]:
+    """ORT's profiling trace: kernel events per node, and the timed runs' model_run ms (warm-up dropped)."""
+    node_events: dict[str, list[dict]] = collections.defaultdict(list)
+    runs_ms: list[float] = []
+    for e in json.loads(trace.read_text()):
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            node_events[e["name"].removesuffix("_kernel_time")].append(e)
+        elif e.get("cat") == "Session" and e.get("name") == "model_run":
+            runs_ms.append(e["dur"] / 1e3)
+    return node_events, runs_ms[warmup:]
+
+
+def _op_mapping(n: Any, events: list[dict], absorbed: dict[str, list[str]], sources: dict[str, OnnxNodeSource],
+                graph: LayerGraph | None, order: dict[str, int], provider: str, warmup: int) -> OpMapping | None:
+    """One compiled op: its timed kernel runs (after ``warmup``), the original nodes it absorbed and their source layers.
+    None for an op that never ran (folded into an initializer, or a no-op)."""
+    evs = events[warmup:]
+    if not evs:
+        return None
+    durs = sorted(e["dur"] / 1e3 for e in evs)
+    q = statistics.quantiles(durs, n=4, method="inclusive") if len(durs) > 1 else [durs[0], durs[0], durs[0]]
+    orig = absorbed.get(n.name) or ([n.name] if n.name in sources else [])
+    srcs = [sources[o] for o in orig if o in sources]
+    if graph is None:
+        layer_ids: tuple[str, ...] = ()
+        how = MatchHow.ONNX_NODE if srcs else MatchHow.UNMAPPED
+    else:
+        ids = {lid for s in srcs for lid in s.layer_ids}
+        layer_ids = tuple(sorted(ids, key=lambda x: order.get(x, 0)))
+        mapped = [s for s in srcs if s.layer_ids]
+        how = max((s.how for s in mapped), key=MATCH_RANK.__getitem__) if mapped else MatchHow.UNMAPPED
+    args = evs[-1].get("args", {})
+    return OpMapping(
+        name=n.name, op_type=n.op_type, provider=args.get("provider", provider),
+        latency_ms=statistics.median(durs), p25_ms=q[0], p75_ms=q[2],
+        input_shapes=_shapes(args.get("input_type_shape")), output_shapes=_shapes(args.get("output_type_shape")),
+        onnx_nodes=tuple(orig), layer_ids=layer_ids, how=how, source_lines=tuple(dict.fromkeys(s.source for s in srcs if s.source)),
     )
