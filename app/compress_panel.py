@@ -88,85 +88,7 @@ class CompressionPanel(QWidget):
         self._workers: set = set()
         self.selection_label = QLabel()
         self.selection_label.setWordWrap(True)
-        pick = QHBoxLayout()
-        self.pick_memory = QPushButton("Memory-bound")
-        self.pick_compute = QPushButton("Compute-bound")
-        self.topk = QSpinBox(minimum=1, maximum=999, value=5, prefix="top ")
-        self.pick_top = QPushButton("Slowest")
-        for w in (QLabel("Select:"), self.pick_memory, self.pick_compute, self.pick_top, self.topk):
-            pick.addWidget(w)
-        pick.addStretch(1)
-        self.pick_memory.clicked.connect(lambda: self._select("memory-bound"))
-        self.pick_compute.clicked.connect(lambda: self._select("compute-bound"))
-        self.pick_top.clicked.connect(lambda: self._select(f"top:{self.topk.value()}"))
-
-        self.technique = QComboBox()
-        self.technique.addItems(list(TECHNIQUES))
-        self.strength = QSlider(Qt.Orientation.Horizontal)
-        self.strength_label = QLabel()
-        self.granularity = QComboBox()
-        self.granularity.addItems([Granularity.PER_CHANNEL, Granularity.PER_TENSOR])  # group needs a group size: plan files
-        self.activations = QCheckBox("int8 activations, calibrated with")
-        self.calibration = QComboBox()
-        self.calibration.addItems(list(Calibration))
-        act_row = QHBoxLayout()
-        act_row.addWidget(self.activations)
-        act_row.addWidget(self.calibration)
-        act_row.addStretch(1)
-        form = QFormLayout()
-        form.addRow("Technique", self.technique)
-        strength_row = QHBoxLayout()
-        strength_row.addWidget(self.strength, 1)
-        strength_row.addWidget(self.strength_label)
-        self.strength_label.setMinimumWidth(self.strength_label.fontMetrics().horizontalAdvance("remove 90% of channels"))
-        form.addRow("Strength", strength_row)
-        form.addRow("Granularity", self.granularity)
-        form.addRow("", act_row)
-        self.technique.currentTextChanged.connect(self._on_technique)
-        self.strength.valueChanged.connect(self._on_strength)
-        for w in (self.technique, self.granularity):
-            w.currentIndexChanged.connect(lambda _i: self.update_estimate())
-        self.strength.valueChanged.connect(lambda _v: self.update_estimate())
-        self.activations.toggled.connect(lambda _on: self.update_estimate())
-
-        buttons = QVBoxLayout()  # two rows: fits a narrow right column on a 1366-px screen
-        row1, row2 = QHBoxLayout(), QHBoxLayout()
-        self.apply_btn = QPushButton("Apply to selection")
-        self.apply_btn.setDefault(True)
-        self.ort = QCheckBox("measure int8 in ONNX Runtime")
-        self.undo_btn = QPushButton("Undo")
-        self.clear_btn = QPushButton("Clear plan")
-        for w in (self.apply_btn, self.ort):
-            row1.addWidget(w)
-        for w in (self.undo_btn, self.clear_btn):
-            row2.addWidget(w)
-        for r in (row1, row2):
-            r.addStretch(1)
-            buttons.addLayout(r)
-        self.apply_btn.clicked.connect(self.apply_to_selection)
-        self.undo_btn.clicked.connect(self.state.undo)
-        self.clear_btn.clicked.connect(self.clear_plan)
-
-        self.plan_list = QListWidget()
-        self.plan_list.setMaximumHeight(110)
-        self.plan_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.plan_list.setUniformItemSizes(True)  # a plan over thousands of layers lists fast
-        files = QHBoxLayout()
-        self.save_btn = QPushButton("Save plan…")
-        self.load_btn = QPushButton("Load plan…")
-        self.export_btn = QToolButton(text="Export config ▾")
-        self.export_btn.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        menu = QMenu(self.export_btn)
-        menu.addAction("ONNX Runtime quantize args…", lambda: self.export("ort"))
-        menu.addAction("coremltools.optimize.torch configs…", lambda: self.export("coreml"))
-        menu.addAction("torch.ao QConfigMapping…", lambda: self.export("torchao"))
-        self.export_btn.setMenu(menu)
-        for w in (self.save_btn, self.load_btn, self.export_btn):
-            files.addWidget(w)
-        files.addStretch(1)
-        self.save_btn.clicked.connect(self.save_plan)
-        self.load_btn.clicked.connect(self.load_plan)
-
+        pick, form, buttons, files = self._pick_row(), self._technique_form(), self._buttons(), self._plan_files()
         self.estimate = QLabel()
         self.estimate.setWordWrap(True)
         self.estimate.setTextFormat(Qt.TextFormat.RichText)
@@ -197,6 +119,98 @@ class CompressionPanel(QWidget):
         self._on_technique(self.technique.currentText())
         self._on_selection("")
         self._on_plan(None)
+
+    # ------------------------------------------------------------------ building
+    def _pick_row(self) -> QHBoxLayout:
+        """Select memory-bound, compute-bound or the slowest layers."""
+        pick = QHBoxLayout()
+        self.pick_memory = QPushButton("Memory-bound")
+        self.pick_compute = QPushButton("Compute-bound")
+        self.topk = QSpinBox(minimum=1, maximum=999, value=5, prefix="top ")
+        self.pick_top = QPushButton("Slowest")
+        for w in (QLabel("Select:"), self.pick_memory, self.pick_compute, self.pick_top, self.topk):
+            pick.addWidget(w)
+        pick.addStretch(1)
+        self.pick_memory.clicked.connect(lambda: self._select("memory-bound"))
+        self.pick_compute.clicked.connect(lambda: self._select("compute-bound"))
+        self.pick_top.clicked.connect(lambda: self._select(f"top:{self.topk.value()}"))
+        return pick
+
+    def _technique_form(self) -> QFormLayout:
+        """Technique, strength (range and start from the technique's spec), granularity, activations."""
+        self.technique = QComboBox()
+        self.technique.addItems(list(TECHNIQUES))
+        self.strength = QSlider(Qt.Orientation.Horizontal)
+        self.strength_label = QLabel()
+        self.granularity = QComboBox()
+        self.granularity.addItems([Granularity.PER_CHANNEL, Granularity.PER_TENSOR])  # group needs a group size: plan files
+        self.activations = QCheckBox("int8 activations, calibrated with")
+        self.calibration = QComboBox()
+        self.calibration.addItems(list(Calibration))
+        act_row = QHBoxLayout()
+        act_row.addWidget(self.activations)
+        act_row.addWidget(self.calibration)
+        act_row.addStretch(1)
+        form = QFormLayout()
+        form.addRow("Technique", self.technique)
+        strength_row = QHBoxLayout()
+        strength_row.addWidget(self.strength, 1)
+        strength_row.addWidget(self.strength_label)
+        self.strength_label.setMinimumWidth(self.strength_label.fontMetrics().horizontalAdvance("remove 90% of channels"))
+        form.addRow("Strength", strength_row)
+        form.addRow("Granularity", self.granularity)
+        form.addRow("", act_row)
+        self.technique.currentTextChanged.connect(self._on_technique)
+        self.strength.valueChanged.connect(self._on_strength)
+        for w in (self.technique, self.granularity):
+            w.currentIndexChanged.connect(lambda _i: self.update_estimate())
+        self.strength.valueChanged.connect(lambda _v: self.update_estimate())
+        self.activations.toggled.connect(lambda _on: self.update_estimate())
+        return form
+
+    def _buttons(self) -> QVBoxLayout:
+        """Apply / ORT / Undo / Clear, in two rows: fits a narrow right column on a 1366-px screen."""
+        buttons = QVBoxLayout()  # two rows: fits a narrow right column on a 1366-px screen
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        self.apply_btn = QPushButton("Apply to selection")
+        self.apply_btn.setDefault(True)
+        self.ort = QCheckBox("measure int8 in ONNX Runtime")
+        self.undo_btn = QPushButton("Undo")
+        self.clear_btn = QPushButton("Clear plan")
+        for w in (self.apply_btn, self.ort):
+            row1.addWidget(w)
+        for w in (self.undo_btn, self.clear_btn):
+            row2.addWidget(w)
+        for r in (row1, row2):
+            r.addStretch(1)
+            buttons.addLayout(r)
+        self.apply_btn.clicked.connect(self.apply_to_selection)
+        self.undo_btn.clicked.connect(self.state.undo)
+        self.clear_btn.clicked.connect(self.clear_plan)
+        return buttons
+
+    def _plan_files(self) -> QHBoxLayout:
+        """The plan list, and Save / Load / Export of the plan."""
+        self.plan_list = QListWidget()
+        self.plan_list.setMaximumHeight(110)
+        self.plan_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.plan_list.setUniformItemSizes(True)  # a plan over thousands of layers lists fast
+        files = QHBoxLayout()
+        self.save_btn = QPushButton("Save plan…")
+        self.load_btn = QPushButton("Load plan…")
+        self.export_btn = QToolButton(text="Export config ▾")
+        self.export_btn.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.export_btn)
+        menu.addAction("ONNX Runtime quantize args…", lambda: self.export("ort"))
+        menu.addAction("coremltools.optimize.torch configs…", lambda: self.export("coreml"))
+        menu.addAction("torch.ao QConfigMapping…", lambda: self.export("torchao"))
+        self.export_btn.setMenu(menu)
+        for w in (self.save_btn, self.load_btn, self.export_btn):
+            files.addWidget(w)
+        files.addStretch(1)
+        self.save_btn.clicked.connect(self.save_plan)
+        self.load_btn.clicked.connect(self.load_plan)
+        return files
 
     # ------------------------------------------------------------------ controls
     def _on_technique(self, label: str) -> None:
