@@ -106,8 +106,11 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
     """Apply ``plan`` to a copy of ``loaded``, profile the copy like ``profile`` (``runs`` timed runs
     after ``warmup``, captured with ``method``), time both interleaved, and report layer by layer."""
     resolved, warnings = resolve_plan(plan, profile)
-    log.info("plan resolved to %d layer spec(s): %s", len(resolved), "; ".join(f"{r.layer_id} {r.describe()}" for r in resolved[:20])
-             + (" …" if len(resolved) > 20 else ""))
+    by_spec: dict[str, list[str]] = {}
+    for r in resolved:
+        by_spec.setdefault(r.describe(), []).append(r.layer_id)
+    log.info("plan resolved to %d layer spec(s): %s", len(resolved), "; ".join(
+        f"{d} on {len(ids)} layer(s) ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})" for d, ids in by_spec.items()))
     for w in warnings:
         log.warning("%s", w)
     ort = None
