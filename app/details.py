@@ -44,7 +44,9 @@ class LayerDetails(QTextBrowser):
             ("Arithmetic intensity", "-" if m.arithmetic_intensity is None else f"{m.arithmetic_intensity:.2f} FLOP/byte"),
             ("Latency", f"{fmt_ms(t.latency_ms)} ms (IQR {fmt_ms(t.p25_ms)}–{fmt_ms(t.p75_ms)}, min {fmt_ms(t.min_ms)}), "
                         f"{fmt_pct(r.latency_share)} of total" if t else "-"),
-            ("Bound", f"<b>{r.bound.value}</b>" + (f" — {fmt_pct(pt.roof_fraction)} of roof" if pt and pt.roof_fraction is not None else "")),
+            ("Bound", f"<b>{r.bound.value}</b>" + (f" — {pt.roof_text()} of roof" if pt and pt.roof_fraction is not None else "")
+             + (" <span style='color:#c62828'>faster than the roof allows: the calibration reads low, or the data came from "
+                "cache</span>" if pt and pt.above_roof else "")),
             ("Attained", f"{pt.attained_gflops:.2f} GFLOP/s, {pt.attained_gbs:.2f} GB/s" if pt and pt.attained_gflops and pt.attained_gbs else "-"),
             ("Activation memory", f"allocates {fmt_bytes(t.output_bytes)}, {fmt_bytes(t.live_bytes_after)} live after" if t else "-"),
             ("Graph neighbours", html.escape(f"in: {', '.join(p.graph.predecessors(layer_id)) or 'model input'}; "

@@ -29,6 +29,9 @@ class RooflineView(QWidget):
         self.plot.setLabel("bottom", "Arithmetic intensity (FLOP/byte)")
         self.plot.setLabel("left", "Attained (GFLOP/s, measured)")
         self.roof = pg.PlotCurveItem(pen=pg.mkPen((30, 30, 30), width=2))
+        # the slower of the measured bandwidths (a copy's read+write vs a read-only sum), dotted under the roof
+        self.roof_alt = pg.PlotCurveItem(pen=pg.mkPen((90, 90, 90), width=1.2, style=Qt.PenStyle.DotLine))
+        self.roof_alt_label = pg.TextItem(color=(90, 90, 90), anchor=(0, 0))
         self.ridge = pg.ScatterPlotItem(size=10, symbol="d", brush=pg.mkBrush(30, 30, 30))
         self.ridge_label = pg.TextItem(color=(30, 30, 30), anchor=(1.05, -0.1))
         # one item per bound class: a shared brush each, so 10,000 dots draw without per-dot brushes
@@ -40,7 +43,8 @@ class RooflineView(QWidget):
         self.after = pg.ScatterPlotItem(size=11, symbol="t", brush=None, pen=pg.mkPen((20, 150, 70), width=2), hoverable=True, tip=self._tip_after)
         self.after_ids: list[str] = []
         self.after_xy: dict[str, tuple[float, float]] = {}
-        for item in (self.roof, self.ridge, self.ridge_label, self.moves, *self.scatters.values(), self.after, self.selected):
+        for item in (self.roof, self.roof_alt, self.roof_alt_label, self.ridge, self.ridge_label, self.moves, *self.scatters.values(),
+                     self.after, self.selected):
             self.plot.addItem(item)
         for item in self.scatters.values():
             item.sigClicked.connect(self._on_click)
@@ -62,6 +66,8 @@ class RooflineView(QWidget):
             for item in self.scatters.values():
                 item.setData([])
             self.roof.setData([], [])
+            self.roof_alt.setData([], [])
+            self.roof_alt_label.setText("")
             self.ridge.setData([])
             self.selected.setData([])
             self.caption.setText("")
@@ -86,6 +92,17 @@ class RooflineView(QWidget):
         lo, hi = min(min(xs), ridge) / 4, max(max(xs), ridge) * 4
         x = np.logspace(np.log10(lo), np.log10(hi), 200)
         self.roof.setData(np.log10(x), np.log10(hw.roof_gflops(x, dtype)))
+        slower = min(hw.bandwidths_gbs.items(), key=lambda kv: kv[1]) if len(hw.bandwidths_gbs) > 1 else None
+        if slower is not None:
+            xs_alt = x[x * slower[1] < peak]
+            self.roof_alt.setData(np.log10(xs_alt), np.log10(xs_alt * slower[1]))
+            self.roof_alt_label.setText(f"{slower[0]} {slower[1]:.0f} GB/s" if len(xs_alt) else "")
+            if len(xs_alt):
+                at = xs_alt[len(xs_alt) // 3]
+                self.roof_alt_label.setPos(np.log10(at), np.log10(at * slower[1]))
+        else:
+            self.roof_alt.setData([], [])
+            self.roof_alt_label.setText("")
         self.ridge.setData([{"pos": (np.log10(ridge), np.log10(peak))}])
         self.ridge_label.setText(f"ridge {ridge:.1f} FLOP/B\n{peak:.0f} GFLOP/s, {hw.bandwidth_gbs:.0f} GB/s")
         self.ridge_label.setPos(np.log10(ridge), np.log10(peak))
@@ -101,6 +118,7 @@ class RooflineView(QWidget):
             + (" Dots above the sloped roof were served from cache, faster than the DRAM bandwidth that draws it."
                if hw.kind == "measured" else f" Timings were measured on this machine, not on {hw.name}: dots sit at "
                "this machine's speed and '% of roof' is not computed.")
+            + (f" ⚠ {warning}" if (warning := p.roof_warning()) else "")
         )
         self.plot.getViewBox().autoRange()
 

@@ -40,7 +40,7 @@ COLUMNS: list[Column] = [
     ("Share", lambda r: r.latency_share, lambda r: fmt_pct(r.latency_share)),
     ("Bound", lambda r: r.bound.value, lambda r: r.bound.value),
     ("% of roof", lambda r: r.point.roof_fraction if r.point and r.point.roof_fraction is not None else -1,
-     lambda r: fmt_pct(r.point.roof_fraction) if r.point else "-"),
+     lambda r: r.point.roof_text() if r.point else "-"),
     ("FLOPs", lambda r: -1 if r.metrics.flops is None else r.metrics.flops, lambda r: fmt_count(r.metrics.flops)),
     ("MACs", lambda r: -1 if r.metrics.macs is None else r.metrics.macs, lambda r: fmt_count(r.metrics.macs)),
     ("Params", lambda r: r.metrics.params, lambda r: f"{r.metrics.params:,}"),

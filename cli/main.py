@@ -63,9 +63,11 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
             str(i), r.layer.id, kind, fmt_ms(t.latency_ms) if t else "-", fmt_ms(t.spread_ms) if t else "-",
             fmt_pct(r.latency_share), "unknown" if mt.flops is None else fmt_count(mt.flops), fmt_bytes(mt.bytes_moved),
             "-" if ai is None else f"{ai:.1f}", f"[{BOUND_STYLE[r.bound]}]{r.bound.value}[/]",
-            "-" if not p or p.roof_fraction is None else fmt_pct(p.roof_fraction),
+            "-" if not p else (f"[red]{p.roof_text()}[/]" if p.above_roof else p.roof_text()),
         )
     console.print(table)
+    if (warning := profile.roof_warning()) is not None:
+        console.print(f"  [yellow]warning:[/] {warning}")
     counts = profile.bound_counts()
     unknown = profile.unknown_layers
     console.print(f"Params {m.total_params:,}  weights {fmt_bytes(m.total_weight_bytes)}  MACs {fmt_count(profile.total_macs)}  "
@@ -145,6 +147,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for dt, g in hw.peak_gflops.items():
         console.print(f"peak {dt:<9} {g:10.1f} GFLOP/s")
     console.print(f"bandwidth {hw.bandwidth_gbs:10.1f} GB/s   ridge (float32) {hw.ridge_point():.1f} FLOP/byte")
+    for key, value in hw.details.items():  # every kernel and bandwidth measured, and the theoretical peak
+        if key.startswith(("kernel ", "bandwidth ", "theoretical")):
+            console.print(f"  {key}: {value}", highlight=False)
     for note in hw.notes:
         console.print(f"[yellow]note:[/] {note}")
     if trusted(hw):

@@ -221,6 +221,26 @@ class Profile:
     def unknown_layers(self) -> list[str]:
         return [lid for lid, m in self.metrics.items() if not m.known]
 
+    def above_roof(self) -> list[str]:
+        """Layers measured faster than the roof allows (see ``RooflinePoint.above_roof``), fastest first."""
+        ids = [lid for lid, p in self.roofline.items() if p.above_roof]
+        return sorted(ids, key=lambda lid: -(self.roofline[lid].roof_fraction or 0.0))
+
+    def roof_warning(self) -> str | None:
+        """The one sentence every face shows when layers beat the roof, or None."""
+        ids = self.above_roof()
+        if not ids:
+            return None
+        compute = [lid for lid in ids if self.roofline[lid].bound is Bound.COMPUTE]
+        worst = self.roofline[ids[0]].roof_fraction or 0.0
+        why = []
+        if compute:
+            why.append(f"{len(compute)} compute-bound: the calibrated peak reads low (run `layerscope calibrate` on a quiet machine)")
+        if len(compute) < len(ids):
+            why.append(f"{len(ids) - len(compute)} memory-bound: their data came from cache, faster than the DRAM roof")
+        return (f"{len(ids)} layer(s) ran faster than the roof allows (up to {worst:.0%}, {ids[0]!r}): "
+                + "; ".join(why) + ". Their '% roof' is marked '!' and is not a real efficiency.")
+
     def bound_counts(self) -> dict[Bound, int]:
         counts = {b: 0 for b in Bound}
         for p in self.roofline.values():

@@ -95,3 +95,79 @@ def test_flops_that_move_no_bytes_are_compute_bound_without_infinity(pi5):
     pt = classify(m, 0.001, pi5)
     assert pt.bound.value == "compute-bound" and pt.intensity is None and pt.roof_gflops == pi5.peak_for("float32")[0]
     json.dumps(to_jsonable(pt), allow_nan=False)  # a profile holding it stays valid JSON
+
+
+def test_a_layer_faster_than_the_roof_is_flagged_not_printed_as_a_plain_number():
+    _, mm = metrics_of(MM(), torch.randn(256, 256), torch.randn(256, 256))
+    hw = HardwareProfile("low roof", {"float32": 1.0}, 100.0, "a calibration that read low")  # measured kind
+    # 2*256^3 = 33,554,432 FLOPs in 10 ms = 3.36 GFLOP/s against a 1 GFLOP/s peak: 336 % of roof
+    p = classify(mm, 10.0, hw)
+    assert p.bound is Bound.COMPUTE and p.roof_fraction == pytest.approx(3.3554432)
+    assert p.above_roof and p.roof_text() == "336% !"
+    ok = classify(mm, 10.0, HardwareProfile("roof", {"float32": 10.0}, 100.0, "s"))
+    assert not ok.above_roof and ok.roof_text() == "34%"  # 3.36 GFLOP/s of min(10 peak, 42.7 FLOP/B x 100 GB/s) = 34 %
+
+
+def test_profile_warns_when_layers_beat_the_roof(monkeypatch):
+    from layerscope.profiler import drive, load_model, profile_model
+
+    hw = HardwareProfile("far too low (this machine)", {"float32": 0.01}, 0.01, "a roof no CPU is below")
+    profile = drive(profile_model(load_model("tiny_cnn"), hw, runs=2, warmup=1))
+    assert profile.above_roof() and all(profile.roofline[lid].above_roof for lid in profile.above_roof())
+    warning = profile.roof_warning()
+    assert "faster than the roof allows" in warning and "layerscope calibrate" in warning
+
+
+def test_cache_aware_roof_judges_a_layer_by_the_working_set_it_fits():
+    hw = HardwareProfile("cpu", {"float32": 1000.0}, 20.0, "s", cache_bandwidths_gbs={str(2 * 2**20): 200.0, str(64 * 2**20): 40.0})
+    assert hw.bandwidth_for(None) == 20.0 and hw.bandwidth_for(2**20) == 200.0  # fits the 2 MiB level
+    assert hw.bandwidth_for(3 * 2**20) == 40.0 and hw.bandwidth_for(2**30) == 20.0  # next level; beyond: DRAM
+    _, add = metrics_of(Add(), torch.randn(256, 256), torch.randn(256, 256))  # 3 x 256 KiB = 768 KiB moved
+    # 65,536 FLOPs, 786,432 bytes: roof = (65,536 / 786,432) x 200 GB/s = 16.7 GFLOP/s, not 1.67 at DRAM speed
+    assert classify(add, 0.01, hw).roof_gflops == pytest.approx(65536 / 786432 * 200)
+    with pytest.raises(HardwareProfileError, match="cache_bandwidths_gbs"):
+        HardwareProfile("cpu", {"float32": 1.0}, 1.0, "s", cache_bandwidths_gbs={"L2": 10.0})
+
+
+def test_calibration_measures_blas_and_onednn_kernels_copy_read_and_caches():
+    from layerscope.profiler import drive
+    from layerscope.profiler.hardware import calibrate
+
+    hw = drive(calibrate(copy_mib=8, budget_s=0.02))
+    kernels = {k for k in hw.details if k.startswith("kernel float32")}
+    assert any("BLAS" in k for k in kernels) and sum("oneDNN" in k for k in kernels) == 2
+    peaks = [float(hw.details[k].split()[0]) for k in kernels]
+    assert hw.peak_gflops["float32"] == pytest.approx(max(peaks), rel=1e-2)  # the roof is the fastest kernel
+    assert set(hw.bandwidths_gbs) == {"copy", "read"} and hw.bandwidth_gbs == max(hw.bandwidths_gbs.values())
+    assert set(hw.cache_bandwidths_gbs) == {str(2 * 2**20), str(8 * 2**20)}  # copies of 1 and 4 MiB (< 8 MiB)
+
+
+def test_a_calibration_whose_best_is_a_one_off_is_not_cached(monkeypatch):
+    from layerscope.profiler import drive, hardware
+
+    real = hardware._best_of
+
+    def one_off(fn, sync, budget_s, min_reps=3, max_reps=1000):
+        t = real(fn, sync, budget_s, min_reps, max_reps)
+        return hardware._Timing(t.best, t.median * 3, near_best=1)  # the best was reached once
+
+    real_calibrate = hardware.calibrate
+    monkeypatch.setattr(hardware, "_best_of", one_off)
+    monkeypatch.setattr(hardware._OtherLoad, "share", lambda self: 0.0)  # a quiet machine: only the spread is wrong
+    monkeypatch.setattr(hardware, "calibrate", lambda device="cpu", **kw: real_calibrate(device, copy_mib=8, budget_s=0.01))
+    hw = drive(hardware.resolve_hardware(None))
+    assert hw.notes and "within 10% of the best" in hw.notes[0]
+    assert not hardware.cache_path().exists()
+
+
+def test_the_cached_roof_keeps_the_best_of_clean_calibrations():
+    from layerscope.profiler.hardware import merge_best
+
+    det = {"host": "h", "threads": "2", "calibration": "2"}
+    a = HardwareProfile("m", {"float32": 150.0}, 30.0, "s", details=det, cache_bandwidths_gbs={"2097152": 90.0})
+    b = HardwareProfile("m", {"float32": 180.0}, 20.0, "s", details=det, cache_bandwidths_gbs={"2097152": 100.0})
+    m = merge_best(a, b)
+    assert m.peak_gflops == {"float32": 180.0} and m.bandwidth_gbs == 30.0 and m.cache_bandwidths_gbs == {"2097152": 100.0}
+    assert m.details["calibrations kept"] == "2"
+    other_threads = HardwareProfile("m", {"float32": 90.0}, 10.0, "s", details={**det, "threads": "1"})
+    assert merge_best(a, other_threads) is other_threads  # another thread count: a different roof

@@ -285,13 +285,16 @@ def test_hardware_numbers_must_be_finite_and_positive(tmp_path, doc, why):
         HardwareProfile("x", {"float32": float("nan")}, 10.0, "code can't build one either")
 
 
+_CURRENT = {"calibration": "2"}  # the calibration method whose caches are kept (hardware.CALIBRATION_VERSION)
+
+
 def _fake_calibration(calls):
     from layerscope.profiler.progress import Progress
 
     def calibrate(device="cpu", **_kw):
         calls.append(device)
         yield Progress("calibrate", 1, 1, "fake")
-        return HardwareProfile("fake (this machine)", {"float32": 500.0}, 50.0, "test", device=device)
+        return HardwareProfile("fake (this machine)", {"float32": 500.0}, 50.0, "test", device=device, details=_CURRENT)
 
     return calibrate
 
@@ -313,7 +316,7 @@ def test_a_corrupt_cache_is_moved_aside_and_measured_again(monkeypatch, content)
     assert calls == ["cpu"] and hw.peak_gflops == {"float32": 500.0}
     assert any("moved to" in n and "re-measured" in n for n in hw.notes)
     assert [p for p in path.parent.iterdir() if ".bad-" in p.name]
-    assert hardware.load_cached()[0] == HardwareProfile("fake (this machine)", {"float32": 500.0}, 50.0, "test")
+    assert hardware.load_cached()[0] == HardwareProfile("fake (this machine)", {"float32": 500.0}, 50.0, "test", details=_CURRENT)
     assert drive(hardware.resolve_hardware(None)).notes == () and calls == ["cpu"]  # now cached
 
 
