@@ -213,6 +213,7 @@ class MainWindow(QMainWindow):
                 f"(per-layer sum {fmt_pct(s.fidelity)}) · {m.total_params:,} params · {fmt_count(p.total_macs)} MACs · "
                 f"peak memory {fmt_bytes(s.peak_memory_bytes)} · roof: {p.hardware.name}"
                 + (f" · ⚠ {len(m.capture_notes)} note(s): {'; '.join(m.capture_notes)}" if m.capture_notes else "")
+                + "".join(f" · ⚠ {w}" for w in (*s.warnings, *filter(None, [p.roof_warning()])))
                 + self._compression_totals())
         self.totals.setText(text)
         self.totals.setToolTip(text.replace(" · ", "\n"))

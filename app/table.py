@@ -35,7 +35,8 @@ def _shape(r: LayerRow) -> str:
 COLUMNS: list[Column] = [
     ("Layer", lambda r: r.layer.id, lambda r: r.layer.id),
     ("Type", lambda r: r.layer.type_name, lambda r: r.layer.type_name),
-    ("Latency ms", lambda r: r.timing.latency_ms if r.timing else -1, lambda r: fmt_ms(r.timing.latency_ms) if r.timing else "-"),
+    ("Latency ms", lambda r: r.timing.latency_ms if r.timing else -1,
+     lambda r: (fmt_ms(r.timing.latency_ms) + (" ~" if r.noisy else "")) if r.timing else "-"),
     ("± IQR ms", lambda r: r.timing.spread_ms if r.timing else -1, lambda r: fmt_ms(r.timing.spread_ms) if r.timing else "-"),
     ("Share", lambda r: r.latency_share, lambda r: fmt_pct(r.latency_share)),
     ("Bound", lambda r: r.bound.value, lambda r: r.bound.value),

@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 BOUND_STYLE = {Bound.MEMORY: "cyan", Bound.COMPUTE: "magenta", Bound.NO_WORK: "dim", Bound.UNKNOWN: "yellow"}
 
 
-def print_profile(profile: Profile, top: int, console: Console) -> None:
+def print_profile(profile: Profile, top: int, console: Console, threads_given: bool = False) -> None:
     m, s, hw = profile.model, profile.summary, profile.hardware
+    threads_note = "" if threads_given else " (torch's default here; --threads N)"
     dtype = m.compute_dtype
     peak, peak_dtype = hw.peak_for(dtype)
     console.print(f"[bold]{m.name}[/]  inputs {', '.join('x'.join(map(str, sh)) for sh in m.input_shapes)} "
@@ -55,7 +56,7 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
     for col, just in columns:
         table.add_column(col, justify=just, no_wrap=True, overflow="fold" if col == "layer" else "ellipsis",
                          max_width=16 if col == "type" else None)
-    for i, r in enumerate(profile.ranked(top), 1):
+    for i, r in enumerate(profile.ranked(top, steady_only=True), 1):
         t, p, mt = r.timing, r.point, r.metrics
         kind = r.layer.type_name
         ai = mt.arithmetic_intensity
@@ -74,19 +75,24 @@ def print_profile(profile: Profile, top: int, console: Console) -> None:
                   f"FLOPs {fmt_count(profile.total_flops)}" + (f" (+{len(unknown)} layers unknown: {', '.join(unknown[:5])})" if unknown else ""))
     console.print(f"Layers: {counts[Bound.MEMORY]} memory-bound, {counts[Bound.COMPUTE]} compute-bound, "
                   f"{counts[Bound.NO_WORK]} no-work views, {counts[Bound.UNKNOWN]} unknown")
+    more = f" ({s.runs_requested} asked, more while layers stayed noisy)" if s.runs_requested and s.runs > s.runs_requested else ""
+    load = f", other processes used {s.other_load:.0%} of the CPUs" if s.other_load is not None else ""
     console.print(f"Latency: end-to-end {fmt_ms(s.end_to_end_ms)} ms (IQR {fmt_ms(s.end_to_end_p25_ms)}–{fmt_ms(s.end_to_end_p75_ms)}), "
-                  f"median of {s.runs} runs after {s.warmup} warm-up, {s.threads} threads, {s.device}, {s.timer}")
+                  f"median of {s.runs} runs{more} after {s.warmup} warm-up, {s.threads} thread{'s' if s.threads != 1 else ''}{threads_note}, {s.device}, "
+                  f"{s.timer}{load}")
     console.print(f"Fidelity: sum of per-layer medians {fmt_ms(s.sum_of_layer_medians_ms)} ms = {fmt_pct(s.fidelity)} of end-to-end "
                   f"(glue nodes {fmt_ms(s.glue_ms)} ms)")
     console.print(f"Peak memory {fmt_bytes(s.peak_memory_bytes)} = weights {fmt_bytes(s.weight_bytes)} + "
                   f"peak live activations {fmt_bytes(s.peak_activation_bytes)}")
+    for warning in s.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     check_before_work(args, {"json": "--json", "csv": "--csv"})
     profile = run_work(profile_job(request_for(args)), args.quiet)
     out = Console(width=max(Console().width, 140) if not sys.stdout.isatty() else None)
-    print_profile(profile, args.top, out)
+    print_profile(profile, args.top, out, threads_given=args.threads is not None)
     if args.json:
         profile.save(args.json)
         out.print(f"Wrote {args.json}")

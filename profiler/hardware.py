@@ -27,6 +27,7 @@ import torch
 
 from .errors import HardwareProfileError, OutputError
 from .progress import Progress, Work
+from .resources import OtherLoad
 from .safeio import atomic_write_text, parse_json, positive, read_json
 from .serde import from_jsonable, to_jsonable
 from .workspace import cache_root
@@ -184,36 +185,6 @@ def _time_reps(fn, reps: int, sync) -> _Timing:
     return _Timing(min(secs), statistics.median(secs))
 
 
-def _cpu_jiffies() -> tuple[int, int] | None:
-    """(busy, total) jiffies of the whole machine from /proc/stat (steal counts as busy); None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-class _OtherLoad:
-    """Share of the machine's CPU capacity used by *other* processes over an interval: the
-    machine's busy time (/proc/stat) minus this process's CPU time, over wall time x CPUs."""
-
-    def __init__(self) -> None:
-        self.start = _cpu_jiffies()
-        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
-
-    def share(self) -> float | None:
-        end = _cpu_jiffies()
-        if self.start is None or end is None:
-            return None
-        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        busy_s = (end[0] - self.start[0]) / hz
-        capacity_s = (end[1] - self.start[1]) / hz  # wall time x CPUs, as the kernel counts it
-        ours = time.process_time() - self.cpu0
-        return max(0.0, busy_s - ours) / capacity_s if capacity_s > 0 else None
-
-
 def _matmul_size(dt: torch.dtype, dev: torch.device, max_size: int, sync, min_seconds: float = 0.02) -> int:
     """The smallest power-of-two size up to ``max_size`` whose multiply lasts ``min_seconds``:
     long enough to reach the peak, short enough that a slow dtype (bfloat16 without native
@@ -325,7 +296,7 @@ def calibrate(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 256,
     peaks: dict[str, float] = {}
     kernels: dict[str, float] = {}  # "dtype kernel" -> GFLOP/s
     timings: list[tuple[str, _Timing]] = []
-    load = _OtherLoad()
+    load = OtherLoad()
     for i, name in enumerate(dtypes):  # inference mode never held across a yield (see timing.measure)
         dt = getattr(torch, name)
         with torch.inference_mode():
@@ -402,7 +373,9 @@ def trusted(hw: HardwareProfile) -> bool:
 
 
 def cache_path(device: str = "cpu") -> Path:
-    return cache_root() / f"hardware-{socket.gethostname()}-{device.replace(':', '_')}.json"
+    """One cache per host, device and (on a CPU) thread count: the roof scales with the threads."""
+    threads = f"-t{torch.get_num_threads()}" if device.startswith("cpu") else ""
+    return cache_root() / f"hardware-{socket.gethostname()}-{device.replace(':', '_')}{threads}.json"
 
 
 def load_cached(device: str = "cpu") -> tuple[HardwareProfile | None, str]:

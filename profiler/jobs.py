@@ -10,11 +10,14 @@ face decides what a workflow does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from .errors import LayerScopeError, PlanError
 from .graph import CaptureMethod
@@ -22,8 +25,9 @@ from .hardware import resolve_hardware
 from .pipeline import profile_model
 from .profile import Profile
 from .progress import Progress, Work
-from .resources import parse_device
+from .resources import other_load_now, parse_device, threads
 from .source import LoadedModel, load_model, parse_dtype, parse_input_shapes
+from .timing import BUSY_LOAD
 
 if TYPE_CHECKING:
     from .compression.plan import ResolvedSpec
@@ -59,6 +63,7 @@ class ModelRequest:
     capture: str | None = None  # "fx" or "export"; None = fx with export as fallback
     trust_file: bool = False  # a .pt2 may run code when loaded: only when the user said so
     max_memory_gib: float | None = None  # activation-memory limit; None = what is available now, 0 = off
+    threads: int | None = None  # torch intra-op threads while the job runs; None = torch's default
 
     def check(self) -> None:
         """Everything that can be wrong with the request itself, before any work."""
@@ -69,6 +74,8 @@ class ModelRequest:
         if self.max_memory_gib is not None and not (self.max_memory_gib >= 0 and self.max_memory_gib != float("inf")):
             raise LayerScopeError("--max-memory must be a number of GiB >= 0 (0 turns the memory check off).")
         parse_device(self.device)
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise LayerScopeError(f"--threads {self.threads}: use a number of threads from 1 to 1024.")
 
     @property
     def method(self) -> CaptureMethod | None:
@@ -104,6 +111,9 @@ class ModelRequest:
                        help=f"roofline: 'this' (calibrated here, cached) or a device profile ({', '.join(device_profile_names())}) "
                             "or a .json file")
         p.add_argument("--capture", choices=["fx", "export"], help="force a capture method (default: fx, export as fallback)")
+        p.add_argument("--threads", type=int, metavar="N",
+                       help=f"torch intra-op threads while measuring (default: torch's, {torch.get_num_threads()} here); "
+                            "1 keeps rankings steady on a busy machine")
 
     @classmethod
     def from_args(cls, args: Any, spec: str | None = None) -> ModelRequest:
@@ -112,7 +122,7 @@ class ModelRequest:
                   getattr(args, "dtype", None), runs=getattr(args, "runs", 20), warmup=getattr(args, "warmup", 3),
                   device=getattr(args, "device", "cpu"), hardware=getattr(args, "hardware", "this"),
                   capture=getattr(args, "capture", None), trust_file=getattr(args, "trust_file", False),
-                  max_memory_gib=getattr(args, "max_memory", None))
+                  max_memory_gib=getattr(args, "max_memory", None), threads=getattr(args, "threads", None))
         req.check()
         return req
 
@@ -129,6 +139,16 @@ def _hardware(req: ModelRequest):
     return resolve_hardware(req.hardware, "cuda" if req.device.startswith("cuda") else "cpu")
 
 
+def _in_threads(job: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a job generator with ``req.threads`` torch threads, restored when it ends or is cancelled."""
+    @functools.wraps(job)
+    def run(req: ModelRequest, *args: Any, **kwargs: Any) -> Any:
+        with threads(req.threads):
+            return (yield from job(req, *args, **kwargs))
+    return run
+
+
+@_in_threads
 def profile_job(req: ModelRequest) -> Work[Profile]:
     """Load, (calibrate,) capture, measure and classify every layer."""
     req.check()
@@ -136,8 +156,19 @@ def profile_job(req: ModelRequest) -> Work[Profile]:
     loaded = req.load()
     yield Progress("load", 1, 1, loaded.name)
     log.info("loaded %s (%s) with inputs %s", loaded.name, loaded.kind, [tuple(t.shape) for t in loaded.inputs])
-    hw = yield from _hardware(req)
-    return (yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device, method=req.method))
+    n = torch.get_num_threads()
+    busy = other_load_now() if req.threads is None and n > 1 and not req.device.startswith("cuda") else None
+    one = busy is not None and busy > BUSY_LOAD  # every parallel op would wait for a preempted thread
+    with threads(1 if one else None):
+        hw = yield from _hardware(req)
+        profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device, method=req.method)
+    if one:
+        why = (f"the machine was busy before timing (other processes used {busy:.0%} of the CPUs): timed at 1 thread "
+               f"instead of {n}, because at {n} threads every parallel op waits for a preempted thread and the ranking is "
+               f"lost; --threads {n} to insist")
+        log.warning("%s", why)
+        profile = dataclasses.replace(profile, summary=dataclasses.replace(profile.summary, warnings=(why, *profile.summary.warnings)))
+    return profile
 
 
 def open_profile_job(path: str | Path) -> Work[Profile]:
@@ -148,6 +179,7 @@ def open_profile_job(path: str | Path) -> Work[Profile]:
     return profile
 
 
+@_in_threads
 def onnx_job(req: ModelRequest, opt_level: str = "all", provider: str = "CPUExecutionProvider",
              onnx_path: str | Path | None = None, workdir: str | Path | None = None):
     """Export ``req``'s model to ONNX (or take a plain ``onnx_path``: then only ``req``'s runs and
@@ -185,6 +217,7 @@ class CompressResult:
     inputs: tuple  # the example inputs both models ran on (to export the candidate)
 
 
+@_in_threads
 def compress_job(req: ModelRequest, plan, data: str | Path | None = None, samples: int = 8, ort_int8: bool = False,
                  workdir: str | Path | None = None, profile: Profile | None = None, threshold_db: float = 20.0,
                  range_factor: float = 10.0, on_loaded: Callable[[LoadedModel], None] | None = None) -> Work[CompressResult]:
@@ -218,6 +251,7 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
     return CompressResult(profile, outcome, cmp, diags, tuple(loaded.inputs))
 
 
+@_in_threads
 def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str, str] = ("plan A", "plan B"),
                 against: str | None = None, data: str | Path | None = None, samples: int = 8, threshold_db: float = 20.0,
                 range_factor: float = 10.0):

@@ -62,6 +62,7 @@ class LayerRow:
     timing: LayerTiming | None
     point: RooflinePoint | None
     latency_share: float  # of the sum of per-layer medians
+    noisy: bool = False  # its timing stayed noisy (TimingSummary.noisy_layers): left out of the headline ranking
 
     @property
     def bound(self) -> Bound:
@@ -107,10 +108,12 @@ class Profile:
         """Every layer joined with its overlays, in execution order (computed once; do not mutate)."""
         def build() -> list[LayerRow]:
             total = self.summary.sum_of_layer_medians_ms or 1.0
+            noisy = set(self.summary.noisy_layers)
             out = []
             for layer in self.graph:
                 t = self.timings.get(layer.id)
-                out.append(LayerRow(layer, self.metrics[layer.id], t, self.roofline.get(layer.id), (t.latency_ms / total) if t else 0.0))
+                out.append(LayerRow(layer, self.metrics[layer.id], t, self.roofline.get(layer.id), (t.latency_ms / total) if t else 0.0,
+                                    layer.id in noisy))
             return out
         return self._cached("_rows_cache", build)
 
@@ -124,8 +127,12 @@ class Profile:
             raise KeyError(f"no layer {layer_id!r} in this profile")
         return self.rows()[i]
 
-    def ranked(self, top: int | None = None) -> list[LayerRow]:
+    def ranked(self, top: int | None = None, steady_only: bool = False) -> list[LayerRow]:
+        """Layers by median latency, slowest first; ``steady_only`` leaves out the layers whose timing
+        stayed noisy (``TimingSummary.noisy_layers``): the headline ranking a user acts on."""
         rows = sorted(self.rows(), key=lambda r: r.timing.latency_ms if r.timing else 0.0, reverse=True)
+        if steady_only:
+            rows = [r for r in rows if not r.noisy]
         return rows[:top] if top else rows
 
     def module_table(self) -> dict[str, ModuleTotals]:

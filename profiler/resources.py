@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from .errors import InputSpecError, ResourceError
 from .format import fmt_bytes
 
 __all__ = ["release_memory", "available_memory_bytes", "parse_device", "check_input_bytes", "estimate_activation_bytes", "check_memory",
-           "MAX_DIMS", "MAX_ELEMENTS"]
+           "MAX_DIMS", "MAX_ELEMENTS", "OtherLoad", "threads", "other_load_now"]
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +217,56 @@ def check_memory(module: nn.Module, inputs: Sequence[InputSpec], limit_bytes: in
                             f"(estimated on fake tensors), but {fmt_bytes(limit)} is available. Use a smaller "
                             f"--input-shape, or --max-memory GIB to set the limit yourself (0 turns the check off).")
     return estimate
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies of the whole machine from /proc/stat (steal counts as busy); None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class OtherLoad:
+    """Share of the machine's CPU capacity used by *other* processes over an interval: the
+    machine's busy time (/proc/stat) minus this process's CPU time, over wall time x CPUs."""
+
+    def __init__(self) -> None:
+        self.start = _cpu_jiffies()
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+
+    def share(self) -> float | None:
+        end = _cpu_jiffies()
+        if self.start is None or end is None:
+            return None
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        busy_s = (end[0] - self.start[0]) / hz
+        capacity_s = (end[1] - self.start[1]) / hz  # wall time x CPUs, as the kernel counts it
+        ours = time.process_time() - self.cpu0
+        return max(0.0, busy_s - ours) / capacity_s if capacity_s > 0 else None
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` for the block (None: leave torch's default), restored after."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise InputSpecError(f"--threads {n}: use 1 or more.")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def other_load_now(seconds: float = 0.3) -> float | None:
+    """Share of the CPUs other processes use right now, sampled over ``seconds`` (None off Linux)."""
+    probe = OtherLoad()
+    time.sleep(seconds)
+    return probe.share()

@@ -25,9 +25,17 @@ from torch import nn
 
 from .capture import CaptureResult, _tensors
 from .progress import Progress, Work, checkpoint
+from .resources import OtherLoad
 from .weights import weight_bytes
 
-__all__ = ["LayerTiming", "TimingSummary", "TimingResult", "measure", "within_noise"]
+__all__ = ["LayerTiming", "TimingSummary", "TimingResult", "measure", "within_noise", "NOISY_SPREAD", "FIDELITY_BAND",
+           "BUSY_LOAD"]
+
+NOISY_SPREAD = 0.3  # IQR / median above this: a noisy layer
+NOISY_FLOOR_MS = 0.02
+FIDELITY_BAND = 0.15  # per-layer sum within ±15 % of end-to-end, else the summary explains the gap
+BUSY_LOAD = 0.15  # other processes used more than this share of the CPUs while we timed: warn
+SIGNIFICANT_SHARE = 0.01  # layers below 1 % of the time do not extend the runs
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,10 @@ class TimingSummary:
     peak_activation_bytes: int
     peak_memory_bytes: int  # weights + peak live activations (or the CUDA allocator's peak)
     peak_memory_source: str
+    runs_requested: int = 0  # ``runs`` asked for; ``runs`` is what was taken (more while layers stayed noisy)
+    other_load: float | None = None  # share of the CPUs other processes used while timing (Linux)
+    noisy_layers: tuple[str, ...] = ()  # layers whose spread stayed above NOISY_SPREAD
+    warnings: tuple[str, ...] = ()  # why a number here should not be trusted as it stands
 
     @property
     def fidelity(self) -> float:
@@ -74,6 +86,41 @@ class TimingSummary:
 class TimingResult:
     layers: dict[str, LayerTiming]
     summary: TimingSummary
+
+
+def _still_noisy(per_layer: dict[str, list[float]]) -> list[str]:
+    """Layers holding at least SIGNIFICANT_SHARE of the time whose spread (IQR / median) is above
+    NOISY_SPREAD *and* three times the typical spread of such layers. On a quiet machine that is any
+    layer over 30 %; under a load that widens every layer alike, only the ones hit far worse than the
+    rest (one conv at 27 ms ± 58 beside its 1.5 ms twin): their medians would lead a ranking falsely,
+    while evenly-loaded medians still rank right."""
+    stats = {lid: _quantiles(v) for lid, v in per_layer.items() if v}
+    total = sum(q[0] for q in stats.values()) or 1.0
+    rel = {lid: (p75 - p25) / med for lid, (med, p25, p75, _) in stats.items()
+           if med >= SIGNIFICANT_SHARE * total and p75 - p25 > NOISY_FLOOR_MS}
+    if not rel:
+        return []
+    typical = statistics.median(rel.values()) if len(rel) >= 5 else 0.0
+    limit = max(NOISY_SPREAD, 3 * typical)
+    return [lid for lid, r in rel.items() if r > limit]
+
+
+def _warnings(other: float | None, noisy: tuple[str, ...], fidelity: float, threads: int, runs: int) -> tuple[str, ...]:
+    out = []
+    if other is not None and other > BUSY_LOAD:
+        out.append(f"the machine was busy: other processes used {other:.0%} of the CPUs while timing, so latencies include "
+                   f"their interference" + (f"; at {threads} threads every parallel op waits for its slowest thread, so "
+                                            f"rankings suffer most: --threads 1 keeps them steady" if threads > 1 else ""))
+    if noisy:
+        out.append(f"{len(noisy)} layer(s) stayed noisy after {runs} runs (middle half of the runs wider than "
+                   f"{NOISY_SPREAD:.0%} of the median and than 3x the other layers'): {', '.join(noisy[:5])}"
+                   f"{' …' if len(noisy) > 5 else ''}; they are left out of the headline ranking")
+    if fidelity == fidelity and abs(fidelity - 1) > FIDELITY_BAND:
+        why = ("whole forwards were slowed by interference that per-layer medians skip, or time went to ops no layer owns"
+               if fidelity < 1 else "timing each node costs interpreter and timer overhead, and a layer run alone "
+               "misses the caches a whole forward keeps warm")
+        out.append(f"per-layer medians add up to {fidelity:.0%} of end-to-end (outside ±{FIDELITY_BAND:.0%}): {why}")
+    return tuple(out)
 
 
 def within_noise(before: LayerTiming | None, after: LayerTiming | None) -> bool:
@@ -171,10 +218,18 @@ class _MemoryTracker(fx.Interpreter):
         return out
 
 
-def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor], runs: int = 20, warmup: int = 3) -> Work[TimingResult]:
-    """Time every layer and the whole forward; yields Progress, returns TimingResult."""
+def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor], runs: int = 20, warmup: int = 3,
+            max_runs: int | None = None, extra_budget_s: float = 20.0) -> Work[TimingResult]:
+    """Time every layer and the whole forward; yields Progress, returns TimingResult.
+
+    After ``runs`` timed runs, while a layer holding at least 1 % of the time is still noisy (its
+    IQR over ``NOISY_SPREAD`` of its median), more runs are taken, up to ``max_runs`` (default 4 x
+    ``runs``) or ``extra_budget_s`` seconds more, in the spirit of torch.utils.benchmark's adaptive
+    autorange. Other processes' CPU use is measured meanwhile; a busy machine, layers that stayed
+    noisy and a per-layer sum far from end-to-end each become a warning in the summary."""
     if runs < 1:
         raise ValueError("runs must be >= 1")
+    max_runs = max(runs, max_runs if max_runs is not None else min(4 * runs, 400))
     gm = cap.graph_module
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else (inputs[0].device if inputs else torch.device("cpu"))
@@ -186,12 +241,11 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
     per_layer: dict[str, list[float]] = {lid: [] for lid in cap.graph.ids()}
     glue: list[float] = []
     e2e: list[float] = []
-    total = warmup + runs
-    # Inference mode is entered per run, never held across a yield: a generator suspended (or
-    # cancelled) inside it would leave it on for whatever runs next on this thread.
-    for i in range(total):
+
+    def one_run(timed: bool) -> None:
+        # Inference mode is entered per run, never held across a yield: a generator suspended (or
+        # cancelled) inside it would leave it on for whatever runs next on this thread.
         with torch.inference_mode():
-            timed = i >= warmup
             args = [t.clone() for t in inputs]
             sync()
             t0 = time.perf_counter_ns()
@@ -201,20 +255,36 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
             timer = _NodeTimer(gm, cuda)
             timer.run(*[t.clone() for t in inputs])
             sync()
-            if timed:
-                e2e.append(e2e_ms)
-                sums: dict[str, float] = {}
-                glue_ms = 0.0
-                for node, ms in timer.elapsed_ms().items():
-                    lid = layer_nodes.get(node)
-                    if lid is None:
-                        glue_ms += ms
-                    else:
-                        sums[lid] = sums.get(lid, 0.0) + ms
-                for lid in per_layer:
-                    per_layer[lid].append(sums.get(lid, 0.0))
-                glue.append(glue_ms)
-        yield Progress("timing" if timed else "warm-up", i + 1, total, f"run {i + 1 - warmup if timed else i + 1}")
+            if not timed:
+                return
+            e2e.append(e2e_ms)
+            sums: dict[str, float] = {}
+            glue_ms = 0.0
+            for node, ms in timer.elapsed_ms().items():
+                lid = layer_nodes.get(node)
+                if lid is None:
+                    glue_ms += ms
+                else:
+                    sums[lid] = sums.get(lid, 0.0) + ms
+            for lid in per_layer:
+                per_layer[lid].append(sums.get(lid, 0.0))
+            glue.append(glue_ms)
+
+    for i in range(warmup):
+        one_run(False)
+        yield Progress("warm-up", i + 1, warmup + runs, f"run {i + 1}")
+    load = OtherLoad()
+    target, extra_since = runs, None
+    while True:
+        while len(e2e) < target:
+            one_run(True)
+            yield Progress("timing", warmup + len(e2e), warmup + target, f"run {len(e2e)}"
+                           + (" (more runs while layers stay noisy)" if target > runs else ""))
+        extra_since = extra_since or time.perf_counter()
+        if target >= max_runs or time.perf_counter() - extra_since > extra_budget_s or not _still_noisy(per_layer):
+            break
+        target = min(max_runs, target + max(runs // 2, 3))
+    other = None if cuda else load.share()
 
     with torch.inference_mode():
         tracker = _MemoryTracker(gm, wb.storages)
@@ -241,10 +311,12 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
         med, p25, p75, mn = _quantiles(vals)
         layers[lid] = LayerTiming(med, p25, p75, mn, new_by_layer.get(lid, 0), after_by_layer.get(lid, 0))
     e_med, e25, e75, _ = _quantiles(e2e)
+    noisy_ids = tuple(lid for lid in _still_noisy(per_layer))
+    total_ms = sum(t.latency_ms for t in layers.values())
     summary = TimingSummary(
         device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if cuda else ""),
         timer="CUDA events" if cuda else "time.perf_counter_ns",
-        runs=runs,
+        runs=len(e2e),
         warmup=warmup,
         threads=torch.get_num_threads(),
         end_to_end_ms=e_med,
@@ -256,7 +328,13 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
         peak_activation_bytes=tracker.peak,
         peak_memory_bytes=int(peak_memory),
         peak_memory_source=source,
+        runs_requested=runs,
+        other_load=other,
+        noisy_layers=noisy_ids,
+        warnings=_warnings(other, noisy_ids, total_ms / e_med if e_med > 0 else float("nan"), torch.get_num_threads(), len(e2e)),
     )
     log.info("timed %d layers: %d runs after %d warm-up on %s, %d threads; end to end %.3f ms (p25 %.3f, p75 %.3f)",
-             len(layers), runs, warmup, summary.device, summary.threads, e_med, e25, e75)
+             len(layers), len(e2e), warmup, summary.device, summary.threads, e_med, e25, e75)
+    for w in summary.warnings:
+        log.warning("%s", w)
     return TimingResult(layers, summary)

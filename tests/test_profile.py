@@ -101,3 +101,54 @@ def test_unknown_layer_is_a_key_error_naming_it(tiny_profile):
     with pytest.raises(KeyError, match="no layer 'nope'"):
         tiny_profile.row("nope")
     assert tiny_profile.row("conv2").layer.id == "conv2"
+
+
+def test_a_layer_hit_by_noise_is_flagged_timed_longer_and_kept_out_of_the_headline(monkeypatch):
+    """A test double around the clock: layer "fc" (the cheapest compute layer) gets +20 ms in 6 runs of 10.
+    Its median jumps and its spread explodes: it must be flagged, timed longer, and not lead the headline."""
+    import itertools
+
+    from layerscope.profiler import HardwareProfile, drive, load_model, profile_model, timing
+
+    real = timing._NodeTimer.elapsed_ms
+    runs = itertools.count()
+
+    def delayed(self):
+        out = real(self)
+        k = next(runs)
+        for node in out:
+            if node == "fc" and k % 10 in (1, 3, 5, 7, 8, 9):
+                out[node] += 20.0
+        return out
+
+    monkeypatch.setattr(timing._NodeTimer, "elapsed_ms", delayed)
+    hw = HardwareProfile("test (this machine)", {"float32": 100.0}, 10.0, "s")
+    p = drive(profile_model(load_model("tiny_cnn"), hw, runs=10, warmup=1))
+    s = p.summary
+    assert "fc" in s.noisy_layers and s.runs > s.runs_requested == 10  # more runs were taken while it stayed noisy
+    assert any("stayed noisy" in w and "fc" in w for w in s.warnings)
+    assert p.ranked(1)[0].layer.id == "fc"  # by median alone the noise leads...
+    assert "fc" not in [r.layer.id for r in p.ranked(3, steady_only=True)]  # ...the headline leaves it out
+
+
+def test_threads_are_honoured_and_restored():
+    import torch
+
+    from layerscope.profiler import drive
+    from layerscope.profiler.jobs import ModelRequest, profile_job
+
+    before = torch.get_num_threads()
+    p = drive(profile_job(ModelRequest("tiny_cnn", runs=2, warmup=1, hardware="raspberry-pi-5", threads=1)))
+    assert p.summary.threads == 1 and torch.get_num_threads() == before
+
+
+@pytest.mark.skipif(__import__("torch").get_num_threads() < 2, reason="needs more than one torch thread")
+def test_a_busy_machine_is_timed_at_one_thread_and_says_so(monkeypatch):
+    from layerscope.profiler import drive, jobs
+    from layerscope.profiler.jobs import ModelRequest, profile_job
+
+    monkeypatch.setattr(jobs, "other_load_now", lambda seconds=0.3: 0.9)
+    p = drive(profile_job(ModelRequest("tiny_cnn", runs=2, warmup=1, hardware="raspberry-pi-5")))
+    assert p.summary.threads == 1 and "timed at 1 thread" in p.summary.warnings[0]
+    q = drive(profile_job(ModelRequest("tiny_cnn", runs=2, warmup=1, hardware="raspberry-pi-5", threads=2)))
+    assert q.summary.threads == 2  # an explicit --threads is never overridden

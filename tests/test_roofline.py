@@ -153,7 +153,7 @@ def test_a_calibration_whose_best_is_a_one_off_is_not_cached(monkeypatch):
 
     real_calibrate = hardware.calibrate
     monkeypatch.setattr(hardware, "_best_of", one_off)
-    monkeypatch.setattr(hardware._OtherLoad, "share", lambda self: 0.0)  # a quiet machine: only the spread is wrong
+    monkeypatch.setattr(hardware.OtherLoad, "share", lambda self: 0.0)  # a quiet machine: only the spread is wrong
     monkeypatch.setattr(hardware, "calibrate", lambda device="cpu", **kw: real_calibrate(device, copy_mib=8, budget_s=0.01))
     hw = drive(hardware.resolve_hardware(None))
     assert hw.notes and "within 10% of the best" in hw.notes[0]

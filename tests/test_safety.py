@@ -323,7 +323,7 @@ def test_a_corrupt_cache_is_moved_aside_and_measured_again(monkeypatch, content)
 def test_a_calibration_on_a_busy_machine_is_not_cached(monkeypatch, capsys):
     from layerscope.profiler import hardware
 
-    monkeypatch.setattr(hardware._OtherLoad, "share", lambda self: 0.6)
+    monkeypatch.setattr(hardware.OtherLoad, "share", lambda self: 0.6)
     hw = drive(hardware.resolve_hardware(None))
     assert hw.notes and "busy" in hw.notes[0] and "60%" in hw.notes[0]
     assert not hardware.cache_path().exists()
