@@ -51,7 +51,7 @@ def run_gui(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """``layerscope-gui``'s own arguments: the model options of the core's request, plus the app's."""
     p = argparse.ArgumentParser(prog="layerscope-gui", description="LayerScope desktop app: find and compress bottleneck layers.")
-    ModelRequest.add_arguments(p)
+    ModelRequest.add_arguments(p, static=True)
     p.add_argument("--profile", dest="profile_json", help="open a saved profile JSON instead of profiling")
     p.add_argument("--screenshot", help=argparse.SUPPRESS)  # used by docs/tests: save a PNG and quit
     p.add_argument("-v", "--verbose", action="count", default=0, help="log what LayerScope decides to stderr (-vv: debug)")

@@ -209,9 +209,11 @@ class MainWindow(QMainWindow):
             return
         s, m = p.summary, p.model
         self.setWindowTitle(f"LayerScope — {m.name}")
-        text = (f"{m.name} · {len(p.graph):,} layers via {m.capture_method.value} · end-to-end {fmt_ms(s.end_to_end_ms)} ms "
-                f"(per-layer sum {fmt_pct(s.fidelity)}) · {m.total_params:,} params · {fmt_count(p.total_macs)} MACs · "
-                f"peak memory {fmt_bytes(s.peak_memory_bytes)} · roof: {p.hardware.name}"
+        timed = ("static profile (nothing timed)" if p.static else
+                 f"end-to-end {fmt_ms(s.end_to_end_ms)} ms (per-layer sum {fmt_pct(s.fidelity)})")
+        text = (f"{m.name} · {len(p.graph):,} layers via {m.capture_method.value} · {timed} · {m.total_params:,} params · "
+                f"{fmt_count(p.total_macs)} MACs · {'memory needed' if p.static else 'peak memory'} {fmt_bytes(s.peak_memory_bytes)} · "
+                f"roof: {p.hardware.name}"
                 + (f" · ⚠ {len(m.capture_notes)} note(s): {'; '.join(m.capture_notes)}" if m.capture_notes else "")
                 + "".join(f" · ⚠ {w}" for w in (*s.warnings, *filter(None, [p.roof_warning()])))
                 + self._compression_totals())

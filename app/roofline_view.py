@@ -79,12 +79,14 @@ class RooflineView(QWidget):
         px, py, pb = [], [], []
         for row in p.rows():
             pt = row.point
-            if pt is None or not pt.intensity or not pt.attained_gflops:
+            # a static profile timed nothing: each layer sits on its roof, the most it could attain
+            y = (pt.roof_gflops if p.static else pt.attained_gflops) if pt is not None else None
+            if pt is None or not pt.intensity or not y:
                 skipped += 1
                 continue
-            self.xy[row.layer.id] = (pt.intensity, pt.attained_gflops)
+            self.xy[row.layer.id] = (pt.intensity, y)
             px.append(pt.intensity)
-            py.append(pt.attained_gflops)
+            py.append(y)
             pb.append(pt.bound)
             self.ids.append(row.layer.id)
         self.id_index = {lid: i for i, lid in enumerate(self.ids)}
@@ -110,7 +112,8 @@ class RooflineView(QWidget):
         for b, item in self.scatters.items():
             idx = np.flatnonzero(bounds == b) if len(bounds) else np.zeros(0, dtype=int)
             self.state.later(lambda item=item, idx=idx: item.setData(x=lx[idx], y=ly[idx], data=idx))  # one class per turn
-        self.state.later(self.plot.getViewBox().autoRange)  # once every dot is in
+        if px:
+            self.state.later(self.plot.getViewBox().autoRange)  # once every dot is in
         self.caption.setText(
             f"Roof: {hw.name} ({hw.kind}, {peak_dtype}). Left of the ridge: memory-bound (blue); right: compute-bound "
             f"(orange). {len(self.ids)} layers plotted"
@@ -118,6 +121,8 @@ class RooflineView(QWidget):
             + (" Dots above the sloped roof were served from cache, faster than the DRAM bandwidth that draws it."
                if hw.kind == "measured" else f" Timings were measured on this machine, not on {hw.name}: dots sit at "
                "this machine's speed and '% of roof' is not computed.")
+            + (" Static profile: nothing was timed, so every dot sits on its roof (the most that layer could attain)."
+               if p.static else "")
             + (f" ⚠ {warning}" if (warning := p.roof_warning()) else "")
         )
         self.plot.getViewBox().autoRange()

@@ -49,7 +49,8 @@ def print_profile(profile: Profile, top: int, console: Console, threads_given: b
     if hw.kind != "measured":
         console.print("  [yellow]note:[/] bound classes use this target's ridge point; latencies were measured on this "
                       "machine, so '% roof' is not computed against the target.")
-    table = Table(title=f"Top {min(top, len(profile.graph))} of {len(profile.graph)} layers by measured latency", title_justify="left")
+    by = "FLOPs (static profile: nothing timed)" if profile.static else "measured latency"
+    table = Table(title=f"Top {min(top, len(profile.graph))} of {len(profile.graph)} layers by {by}", title_justify="left")
     columns: list[tuple[str, JustifyMethod]] = [
         ("#", "right"), ("layer", "left"), ("type", "left"), ("latency ms", "right"), ("± IQR", "right"), ("share", "right"),
         ("FLOPs", "right"), ("bytes", "right"), ("FLOP/B", "right"), ("bound", "left"), ("% roof", "right")]
@@ -75,15 +76,18 @@ def print_profile(profile: Profile, top: int, console: Console, threads_given: b
                   f"FLOPs {fmt_count(profile.total_flops)}" + (f" (+{len(unknown)} layers unknown: {', '.join(unknown[:5])})" if unknown else ""))
     console.print(f"Layers: {counts[Bound.MEMORY]} memory-bound, {counts[Bound.COMPUTE]} compute-bound, "
                   f"{counts[Bound.NO_WORK]} no-work views, {counts[Bound.UNKNOWN]} unknown")
-    more = f" ({s.runs_requested} asked, more while layers stayed noisy)" if s.runs_requested and s.runs > s.runs_requested else ""
-    load = f", other processes used {s.other_load:.0%} of the CPUs" if s.other_load is not None else ""
-    console.print(f"Latency: end-to-end {fmt_ms(s.end_to_end_ms)} ms (IQR {fmt_ms(s.end_to_end_p25_ms)}–{fmt_ms(s.end_to_end_p75_ms)}), "
-                  f"median of {s.runs} runs{more} after {s.warmup} warm-up, {s.threads} thread{'s' if s.threads != 1 else ''}{threads_note}, {s.device}, "
-                  f"{s.timer}{load}")
-    console.print(f"Fidelity: sum of per-layer medians {fmt_ms(s.sum_of_layer_medians_ms)} ms = {fmt_pct(s.fidelity)} of end-to-end "
-                  f"(glue nodes {fmt_ms(s.glue_ms)} ms)")
-    console.print(f"Peak memory {fmt_bytes(s.peak_memory_bytes)} = weights {fmt_bytes(s.weight_bytes)} + "
-                  f"peak live activations {fmt_bytes(s.peak_activation_bytes)}")
+    if profile.static:
+        console.print("Latency: not measured (static profile)")
+    else:
+        more = f" ({s.runs_requested} asked, more while layers stayed noisy)" if s.runs_requested and s.runs > s.runs_requested else ""
+        load = f", other processes used {s.other_load:.0%} of the CPUs" if s.other_load is not None else ""
+        console.print(f"Latency: end-to-end {fmt_ms(s.end_to_end_ms)} ms (IQR {fmt_ms(s.end_to_end_p25_ms)}–{fmt_ms(s.end_to_end_p75_ms)}), "
+                      f"median of {s.runs} runs{more} after {s.warmup} warm-up, {s.threads} thread{'s' if s.threads != 1 else ''}{threads_note}, {s.device}, "
+                      f"{s.timer}{load}")
+        console.print(f"Fidelity: sum of per-layer medians {fmt_ms(s.sum_of_layer_medians_ms)} ms = {fmt_pct(s.fidelity)} of end-to-end "
+                      f"(glue nodes {fmt_ms(s.glue_ms)} ms)")
+    console.print(f"{'Memory a run would need (estimated)' if profile.static else 'Peak memory'} {fmt_bytes(s.peak_memory_bytes)} = "
+                  f"weights {fmt_bytes(s.weight_bytes)} + peak live activations {fmt_bytes(s.peak_activation_bytes)}")
     for warning in s.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
 
@@ -196,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log what LayerScope decides to stderr; -vv: debug detail and each error's full cause")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("profile", help="profile every layer and print the ranked bottlenecks")
-    ModelRequest.add_arguments(p)
+    ModelRequest.add_arguments(p, static=True)
     p.add_argument("--top", type=int, default=15, help="rows in the ranked table (default 15)")
     p.add_argument("--json", help="write the full Profile as JSON")
     p.add_argument("--csv", help="write one row per layer as CSV")
@@ -222,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--size", type=int, default=2048, help="largest matmul size, 64 to 16384 (default 2048)")
     c.set_defaults(func=cmd_calibrate)
     g = sub.add_parser("gui", help="open the desktop app")
-    ModelRequest.add_arguments(g)
+    ModelRequest.add_arguments(g, static=True)
     g.add_argument("--profile", dest="profile_json", help="open a saved profile JSON instead of profiling")
     g.add_argument("--screenshot", help=argparse.SUPPRESS)  # used by docs/tests: save a PNG and quit
     g.set_defaults(func=cmd_gui)

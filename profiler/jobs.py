@@ -21,7 +21,7 @@ import torch
 
 from .errors import LayerScopeError, PlanError
 from .graph import CaptureMethod
-from .hardware import resolve_hardware
+from .hardware import HardwareProfile, resolve_hardware
 from .pipeline import profile_model
 from .profile import Profile
 from .progress import Progress, Work
@@ -64,6 +64,7 @@ class ModelRequest:
     trust_file: bool = False  # a .pt2 may run code when loaded: only when the user said so
     max_memory_gib: float | None = None  # activation-memory limit; None = what is available now, 0 = off
     threads: int | None = None  # torch intra-op threads while the job runs; None = torch's default
+    static: bool = False  # profile without timing (shapes, FLOPs, bytes, bound classes); the only mode on --device meta
 
     def check(self) -> None:
         """Everything that can be wrong with the request itself, before any work."""
@@ -73,7 +74,9 @@ class ModelRequest:
             raise LayerScopeError(f"capture {self.capture!r}: use fx or export.")
         if self.max_memory_gib is not None and not (self.max_memory_gib >= 0 and self.max_memory_gib != float("inf")):
             raise LayerScopeError("--max-memory must be a number of GiB >= 0 (0 turns the memory check off).")
-        parse_device(self.device)
+        if parse_device(self.device).type == "meta" and not self.static:
+            raise LayerScopeError("--device meta has no values to time: add --static (a profile of shapes, FLOPs and "
+                                  "bytes that allocates no weights).")
         if self.threads is not None and not 1 <= self.threads <= 1024:
             raise LayerScopeError(f"--threads {self.threads}: use a number of threads from 1 to 1024.")
 
@@ -88,10 +91,10 @@ class ModelRequest:
                           trust_file=self.trust_file, max_memory_bytes=limit)
 
     @staticmethod
-    def add_arguments(p, required: bool = False, runs: int = 20, warmup: int = 3, device: bool = True) -> None:
+    def add_arguments(p, required: bool = False, runs: int = 20, warmup: int = 3, device: bool = True, static: bool = False) -> None:
         """The request's options on an argparse parser (``layerscope`` and ``layerscope-gui`` alike);
         ``runs``/``warmup`` are the command's defaults (the help says them); ``device`` False for
-        commands that measure on the CPU only."""
+        commands that measure on the CPU only; ``static`` for commands that can skip timing (profile, gui)."""
         from .hardware import device_profile_names
 
         p.add_argument("model", nargs=None if required else "?", default=None, help=MODEL_HELP)
@@ -106,11 +109,16 @@ class ModelRequest:
         p.add_argument("--runs", type=int, default=runs, help=f"timed runs per layer (default {runs})")
         p.add_argument("--warmup", type=int, default=warmup, help=f"untimed warm-up runs (default {warmup})")
         if device:
-            p.add_argument("--device", default="cpu", help="cpu or cuda (CUDA events are used on a GPU)")
+            p.add_argument("--device", default="cpu",
+                           help="cpu or cuda (CUDA events are used on a GPU); meta with --static: nothing is allocated")
         p.add_argument("--hardware", default="this",
                        help=f"roofline: 'this' (calibrated here, cached) or a device profile ({', '.join(device_profile_names())}) "
                             "or a .json file")
         p.add_argument("--capture", choices=["fx", "export"], help="force a capture method (default: fx, export as fallback)")
+        if static:
+            p.add_argument("--static", action="store_true",
+                           help="no timing: shapes, FLOPs, bytes, parameters and bound classes, ranked by FLOPs; with "
+                                "--device meta (a factory that builds on torch.device('meta')) no weight is allocated")
         p.add_argument("--threads", type=int, metavar="N",
                        help=f"torch intra-op threads while measuring (default: torch's, {torch.get_num_threads()} here); "
                             "1 keeps rankings steady on a busy machine")
@@ -122,7 +130,8 @@ class ModelRequest:
                   getattr(args, "dtype", None), runs=getattr(args, "runs", 20), warmup=getattr(args, "warmup", 3),
                   device=getattr(args, "device", "cpu"), hardware=getattr(args, "hardware", "this"),
                   capture=getattr(args, "capture", None), trust_file=getattr(args, "trust_file", False),
-                  max_memory_gib=getattr(args, "max_memory", None), threads=getattr(args, "threads", None))
+                  max_memory_gib=getattr(args, "max_memory", None), threads=getattr(args, "threads", None),
+                  static=getattr(args, "static", False))
         req.check()
         return req
 
@@ -135,7 +144,7 @@ class ModelRequest:
         return dataclasses.replace(req, **changes)
 
 
-def _hardware(req: ModelRequest):
+def _hardware(req: ModelRequest) -> Work[HardwareProfile]:
     return resolve_hardware(req.hardware, "cuda" if req.device.startswith("cuda") else "cpu")
 
 
@@ -157,11 +166,12 @@ def profile_job(req: ModelRequest) -> Work[Profile]:
     yield Progress("load", 1, 1, loaded.name)
     log.info("loaded %s (%s) with inputs %s", loaded.name, loaded.kind, [tuple(t.shape) for t in loaded.inputs])
     n = torch.get_num_threads()
-    busy = other_load_now() if req.threads is None and n > 1 and not req.device.startswith("cuda") else None
+    busy = other_load_now() if req.threads is None and n > 1 and req.device.startswith("cpu") and not req.static else None
     one = busy is not None and busy > BUSY_LOAD  # every parallel op would wait for a preempted thread
     with threads(1 if one else None):
         hw = yield from _hardware(req)
-        profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device, method=req.method)
+        profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device, method=req.method,
+                                           static=req.static)
     if one:
         why = (f"the machine was busy before timing (other processes used {busy:.0%} of the CPUs): timed at 1 thread "
                f"instead of {n}, because at {n} threads every parallel op waits for a preempted thread and the ranking is "

@@ -15,9 +15,10 @@ from .hardware import HardwareProfile, _cpu_name
 from .metrics import layer_metrics
 from .profile import SCHEMA_VERSION, ModelInfo, Profile, RunInfo
 from .progress import Progress, Work
+from .resources import estimate_activation_bytes
 from .roofline import classify
 from .source import LoadedModel
-from .timing import measure
+from .timing import TimingResult, TimingSummary, measure
 from .weights import weight_bytes
 
 __all__ = ["profile_model"]
@@ -37,11 +38,22 @@ def profile_model(
     warmup: int = 3,
     device: str = "cpu",
     method: CaptureMethod | None = None,
+    static: bool = False,
 ) -> Work[Profile]:
-    """Capture, measure and classify every layer of ``loaded``; yields Progress, returns Profile."""
+    """Capture, measure and classify every layer of ``loaded``; yields Progress, returns Profile.
+
+    ``static``: no timing. Shapes, FLOPs, bytes, parameters and bound classes only, with the activation
+    peak estimated on fake tensors. On the meta device (``device="meta"``, or a model already there)
+    nothing is allocated: a 7B-parameter decoder built on meta profiles in a few hundred MB."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ProfilingError("--device cuda: no CUDA device is available here; use --device cpu.")
+    on_meta = dev.type == "meta" or any(p.is_meta for p in loaded.module.parameters())
+    if on_meta and not static:
+        raise ProfilingError("The model is on the meta device: its tensors have no values, so nothing can be timed. "
+                             "Profile it statically (--static).")
+    if on_meta:
+        dev = torch.device("meta")
     model = loaded.module.to(dev) if loaded.exported is None else loaded.module
     inputs = tuple(t.to(dev) for t in loaded.inputs)
     yield Progress("capture", 0, 3, "checking the model runs on the inputs")
@@ -54,17 +66,25 @@ def profile_model(
     yield Progress("capture", 2, 3, f"{len(cap.graph)} layers via {cap.method.value}")
     metrics = {layer.id: layer_metrics(layer) for layer in cap.graph}
     yield Progress("capture", 3, 3, "static metrics computed")
-    timing = yield from measure(cap, model, inputs, runs=runs, warmup=warmup)
+    wb = weight_bytes(model)
+    if static:
+        timing = _static_timing(model, inputs, wb.total, dev)
+    else:
+        timing = yield from measure(cap, model, inputs, runs=runs, warmup=warmup)
     dtype = _compute_dtype(model)
     timed_on_target = hardware.kind == "measured" and hardware.device.split(":")[0] == dev.type
-    roofline = {lid: classify(m, timing.layers[lid].latency_ms, hardware, dtype, timed_on_target) for lid, m in metrics.items()}
-    wb = weight_bytes(model)
+    roofline = {lid: classify(m, t.latency_ms if (t := timing.layers.get(lid)) else None, hardware, dtype, timed_on_target)
+                for lid, m in metrics.items()}
+    notes = [*loaded.notes, *cap.notes]
+    if static:
+        notes.append("static profile: shapes, FLOPs, bytes and bound classes; nothing was timed"
+                     + (" (meta device: no weight was allocated and value checks were skipped)" if on_meta else ""))
     info = ModelInfo(
         name=loaded.name,
         spec=loaded.spec,
         source_kind=loaded.kind,
         capture_method=cap.method,
-        capture_notes=tuple(loaded.notes + cap.notes),
+        capture_notes=tuple(notes),
         input_shapes=tuple(tuple(int(s) for s in t.shape) for t in inputs),
         input_dtypes=tuple(str(t.dtype).removeprefix("torch.") for t in inputs),
         compute_dtype=dtype,
@@ -82,3 +102,16 @@ def profile_model(
         layerscope_version=__version__,
     )
     return Profile(SCHEMA_VERSION, info, run, hardware, cap.graph, metrics, timing.layers, roofline, timing.summary)
+
+
+def _static_timing(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], weights: int, dev: torch.device) -> TimingResult:
+    """The summary of a profile that timed nothing: runs 0, no layer timings, the activation peak of one
+    forward estimated on fake tensors (None when the model cannot run on them: then 0 and said so)."""
+    act = estimate_activation_bytes(model, [(tuple(t.shape), t.dtype) for t in inputs])
+    return TimingResult({}, TimingSummary(
+        device=str(dev), timer="none (static profile)", runs=0, warmup=0, threads=torch.get_num_threads(),
+        end_to_end_ms=0.0, end_to_end_p25_ms=0.0, end_to_end_p75_ms=0.0, sum_of_layer_medians_ms=0.0, glue_ms=0.0,
+        weight_bytes=weights, peak_activation_bytes=act or 0, peak_memory_bytes=weights + (act or 0),
+        peak_memory_source="weights + activation peak estimated on fake tensors (static profile)" if act is not None
+        else "weights only: the activation peak could not be estimated on fake tensors",
+    ))

@@ -127,9 +127,17 @@ class Profile:
             raise KeyError(f"no layer {layer_id!r} in this profile")
         return self.rows()[i]
 
+    @property
+    def static(self) -> bool:
+        """Profiled without timing (``--static``): rankings go by FLOPs."""
+        return self.summary.runs == 0 and not self.timings
+
     def ranked(self, top: int | None = None, steady_only: bool = False) -> list[LayerRow]:
-        """Layers by median latency, slowest first; ``steady_only`` leaves out the layers whose timing
-        stayed noisy (``TimingSummary.noisy_layers``): the headline ranking a user acts on."""
+        """Layers by median latency, slowest first (by FLOPs in a static profile); ``steady_only`` leaves
+        out the layers whose timing stayed noisy (``TimingSummary.noisy_layers``): the headline ranking."""
+        if self.static:
+            rows = sorted(self.rows(), key=lambda r: r.metrics.flops or 0, reverse=True)
+            return rows[:top] if top else rows
         rows = sorted(self.rows(), key=lambda r: r.timing.latency_ms if r.timing else 0.0, reverse=True)
         if steady_only:
             rows = [r for r in rows if not r.noisy]
@@ -362,7 +370,7 @@ def _inconsistency(p: Profile) -> str:
     if any(_bad_number(v) for v in (s.end_to_end_ms, s.end_to_end_p25_ms, s.end_to_end_p75_ms, s.sum_of_layer_medians_ms,
                                     s.glue_ms, s.weight_bytes, s.peak_activation_bytes, s.peak_memory_bytes)):
         return "the timing summary holds a negative, NaN or infinite number"
-    if s.runs < 1 or s.warmup < 0 or s.threads < 1:
+    if s.runs < (0 if not p.timings else 1) or s.warmup < 0 or s.threads < 1:
         return "the timing summary's runs/warmup/threads are out of range"
     total = sum(t.latency_ms for t in p.timings.values())
     if not math.isclose(total, s.sum_of_layer_medians_ms, rel_tol=1e-3, abs_tol=1e-6):

@@ -89,15 +89,15 @@ def available_memory_bytes() -> int:
 
 
 def parse_device(text: str | None) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N`` that exists here; anything else is an InputSpecError."""
+    """``cpu``, ``cuda`` or ``cuda:N`` that exists here, or ``meta`` (static profiles: no values, nothing
+    allocated); anything else is an InputSpecError."""
     spec = (text or "cpu").strip()
     try:
         dev = torch.device(spec)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise InputSpecError(f"--device {spec!r} is not a device; use cpu or cuda (cuda:N for the N-th GPU).") from exc
     if dev.type == "meta":
-        raise InputSpecError("--device meta: meta tensors carry no values, so nothing could be timed or measured; "
-                             "use cpu or cuda.")
+        return dev  # static profiles only (the jobs check)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"

@@ -267,3 +267,34 @@ def test_quiet_by_default_verbose_logs_decisions_and_causes(capsys, models_py):
     assert rc == 2 and "caused by RuntimeError: checkpoint missing" in err
     rc, _, err = run(capsys, "profile", "tiny_cnn", "--runs", "2", "--hardware", "raspberry-pi-5")
     assert "layerscope." not in err  # the handler went away with the command
+
+
+def test_a_7b_decoder_on_the_meta_device_profiles_statically_without_allocating(tmp_path):
+    """tests/decoder7b.py builds a Llama-2-7B-shaped decoder on the meta device (6.7 B parameters, 25 GiB
+    in float32). The static profile must count it exactly while the process stays under 2 GB."""
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    factory = Path(__file__).with_name("decoder7b.py")
+    out = tmp_path / "d7b.json"
+    code = ("import sys, resource; from layerscope.cli.main import main; rc = main(sys.argv[1:]); "
+            "print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, "-q", "profile", f"{factory}:build", "--static", "--device", "meta",
+                        "--hardware", "raspberry-pi-5", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "MACs 850.00 G" in r.stdout and "Latency: not measured (static profile)" in r.stdout
+    maxrss_kb = int(r.stdout.split("maxrss_kb")[1].split()[0])
+    assert maxrss_kb < 2 * 2**20, f"{maxrss_kb / 2**20:.2f} GB resident"  # the weights (25 GiB) were never allocated
+    data = json.loads(out.read_text())
+    per_layer = 4 * 128 * 4096 * 4096 + 3 * 128 * 4096 * 11008 + 32 * 128 * 128 * 128 * 2  # q,k,v,o + gate,up,down + QK^T,PV
+    assert per_layer == 26_038_239_232
+    assert sum(m["macs"] or 0 for m in data["metrics"].values()) == 32 * per_layer + 128 * 4096 * 32000 == 850_000_871_424
+    assert data["model"]["total_params"] == 6_738_415_616 and data["timings"] == {} and data["summary"]["runs"] == 0
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 2 * 2**20
+
+
+def test_meta_device_without_static_is_refused_clearly(capsys):
+    rc, _, err = run(capsys, "profile", "tiny_cnn", "--device", "meta")
+    assert rc == 2 and "--static" in err

@@ -152,3 +152,15 @@ def test_a_busy_machine_is_timed_at_one_thread_and_says_so(monkeypatch):
     assert p.summary.threads == 1 and "timed at 1 thread" in p.summary.warnings[0]
     q = drive(profile_job(ModelRequest("tiny_cnn", runs=2, warmup=1, hardware="raspberry-pi-5", threads=2)))
     assert q.summary.threads == 2  # an explicit --threads is never overridden
+
+
+def test_static_profile_counts_without_timing_and_round_trips():
+    from layerscope.profiler.jobs import ModelRequest, profile_job
+
+    p = drive(profile_job(ModelRequest("tiny_cnn", hardware="raspberry-pi-5", static=True)))
+    assert p.static and p.timings == {} and p.summary.runs == 0 and p.total_flops > 0
+    assert [r.layer.id for r in p.ranked(3)] == [r.layer.id for r in sorted(p.rows(), key=lambda r: -(r.metrics.flops or 0))[:3]]
+    assert all(pt.roof_fraction is None for pt in p.roofline.values()) and p.bound_counts()[Bound.COMPUTE] > 0
+    assert p.summary.peak_activation_bytes > 0  # estimated on fake tensors
+    again = Profile.from_json(p.to_json())
+    assert again.static and again.total_macs == p.total_macs
