@@ -263,8 +263,18 @@ class Profile:
         return counts
 
     # ------------------------------------------------------------------ I/O
+    def report(self) -> dict[str, object]:
+        """Every summary line the CLI prints, as data (saved with the profile; ignored when loading)."""
+        s = self.summary
+        return {
+            "static": self.static, "total_flops": self.total_flops, "total_macs": self.total_macs,
+            "bound_counts": {str(b): n for b, n in self.bound_counts().items()}, "unknown_layers": self.unknown_layers,
+            "fidelity": None if self.static else s.fidelity, "warnings": [*s.warnings, *filter(None, [self.roof_warning()])],
+            "above_roof": self.above_roof(), "noisy_layers": list(s.noisy_layers), "notes": [*self.model.capture_notes, *self.hardware.notes],
+        }
+
     def to_json(self) -> str:
-        return json.dumps(to_jsonable(self), indent=1)
+        return json.dumps({**to_jsonable(self), "report": to_jsonable(self.report())}, indent=1)
 
     @classmethod
     def from_json(cls, text: str | bytes, origin: str = "profile") -> Profile:

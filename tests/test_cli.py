@@ -94,6 +94,8 @@ def test_onnx_command_maps_ops_and_writes_json(capsys, tmp_path):
     assert "Coverage: 100.0% of ops and 100.0% of op time mapped to source layers" in " ".join(out.split())
     data = json.loads((tmp_path / "o.json").read_text())
     assert data["opt_level"] == "all" and data["exporter"] == "torch.onnx (dynamo)"
+    assert data["report"]["coverage_ops"] == 1.0 and data["report"]["coverage_time"] == 1.0  # the printed coverage line
+    assert data["report"]["unmapped_ops"] == [] and data["report"]["fused_ops"] >= 1
     assert any(set(op["layer_ids"]) >= {"conv1", "bn1"} for op in data["ops"])  # a fused op
     rc, out, _ = run(capsys, "onnx", data["onnx_path"], "--runs", "1", "--workdir", str(tmp_path / "w2"))
     assert rc == 0 and "ONNX nodes (no PyTorch source)" in " ".join(out.split())
@@ -298,3 +300,14 @@ def test_a_7b_decoder_on_the_meta_device_profiles_statically_without_allocating(
 def test_meta_device_without_static_is_refused_clearly(capsys):
     rc, _, err = run(capsys, "profile", "tiny_cnn", "--device", "meta")
     assert rc == 2 and "--static" in err
+
+
+def test_every_summary_line_of_profile_is_in_its_json(capsys, tmp_path):
+    rc, out, _ = run(capsys, "profile", "tiny_cnn", "--runs", "3", "--hardware", "raspberry-pi-5", "--json", str(tmp_path / "p.json"))
+    report = json.loads((tmp_path / "p.json").read_text())["report"]
+    counts = report["bound_counts"]
+    assert f"{counts['memory-bound']} memory-bound, {counts['compute-bound']} compute-bound" in out
+    assert f"= {report['fidelity']:.1%} of end-to-end" in out.replace("\n", " ")
+    for warning in report["warnings"]:  # the fidelity gap on a model this small, any busy-machine line, roof flags
+        assert warning[:60] in " ".join(out.split())
+    assert set(report) >= {"total_flops", "total_macs", "unknown_layers", "noisy_layers", "above_roof", "notes"}

@@ -141,7 +141,10 @@ class OnnxProfile:
         return dict(out)
 
     def to_json(self) -> str:
-        return json.dumps(to_jsonable(self), indent=1)
+        """The mapping, plus the summary lines the CLI prints (coverage, unmapped ops, totals): ignored when loading."""
+        report = {"coverage_ops": self.coverage_ops, "coverage_time": self.coverage_time, "unmapped_ops": self.unmapped,
+                  "total_op_ms": self.total_op_ms, "fused_ops": sum(o.fused for o in self.ops)}
+        return json.dumps({**to_jsonable(self), "report": report}, indent=1)
 
     @classmethod
     def from_json(cls, text: str | bytes, origin: str = "ONNX mapping") -> OnnxProfile:
