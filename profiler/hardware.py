@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import itertools
 import json
 import logging
 import math
@@ -92,12 +93,19 @@ class HardwareProfile:
         raise HardwareProfileError(f"Hardware profile {self.name!r} has no peak for {dtype} or float32.")
 
     def bandwidth_for(self, bytes_moved: int | None = None) -> float:
-        """GB/s the roof allows for a layer moving ``bytes_moved``: the measured bandwidth of the smallest
-        working set that holds it (a cache level), never below the DRAM bandwidth; DRAM when unknown."""
+        """GB/s the roof allows for a layer moving ``bytes_moved``: the measured copy bandwidth at that
+        working-set size, interpolated in log(size) between the measured sizes (caches fill gradually),
+        the smallest size's below it, never below the DRAM bandwidth; DRAM when unknown or larger."""
         if bytes_moved is None or not self.cache_bandwidths_gbs:
             return self.bandwidth_gbs
-        fits = sorted((int(k), v) for k, v in self.cache_bandwidths_gbs.items() if int(k) >= bytes_moved)
-        return max(fits[0][1], self.bandwidth_gbs) if fits else self.bandwidth_gbs
+        levels = sorted((int(k), v) for k, v in self.cache_bandwidths_gbs.items())
+        if bytes_moved <= levels[0][0]:
+            return max(levels[0][1], self.bandwidth_gbs)
+        for (s0, b0), (s1, b1) in itertools.pairwise(levels):
+            if bytes_moved <= s1:
+                w = math.log(bytes_moved / s0) / math.log(s1 / s0)
+                return max(b0 + w * (b1 - b0), self.bandwidth_gbs)
+        return self.bandwidth_gbs
 
     def roof_gflops(self, intensity, dtype: str = "float32", bytes_moved: int | None = None):
         """The roof at an arithmetic intensity (FLOP/byte): min(peak, intensity × bandwidth), in
@@ -202,8 +210,8 @@ def _matmul_size(dt: torch.dtype, dev: torch.device, max_size: int, sync, min_se
         n *= 2
 
 
-CALIBRATION_VERSION = "2"  # a cache written by another method is measured again
-_CACHE_SIZES_MIB = (1, 4, 16, 64)  # working sets for the cache-aware roof (L2, L3, beyond)
+CALIBRATION_VERSION = "3"  # a cache written by another method is measured again
+_CACHE_SIZES_MIB = (1, 2, 4, 8, 16, 32, 64)  # working sets for the cache-aware roof (L2, L3, beyond)
 
 
 def _best_of(fn: Callable[[], object], sync: Callable[[], object], budget_s: float, min_reps: int = 3,

@@ -121,7 +121,9 @@ def test_profile_warns_when_layers_beat_the_roof(monkeypatch):
 def test_cache_aware_roof_judges_a_layer_by_the_working_set_it_fits():
     hw = HardwareProfile("cpu", {"float32": 1000.0}, 20.0, "s", cache_bandwidths_gbs={str(2 * 2**20): 200.0, str(64 * 2**20): 40.0})
     assert hw.bandwidth_for(None) == 20.0 and hw.bandwidth_for(2**20) == 200.0  # fits the 2 MiB level
-    assert hw.bandwidth_for(3 * 2**20) == 40.0 and hw.bandwidth_for(2**30) == 20.0  # next level; beyond: DRAM
+    # between the levels, log-linear: log2(8 / 2) / log2(64 / 2) = 2/5 of the way from 200 to 40 GB/s
+    assert hw.bandwidth_for(8 * 2**20) == pytest.approx(200 + (40 - 200) * 2 / 5)
+    assert hw.bandwidth_for(64 * 2**20) == 40.0 and hw.bandwidth_for(2**30) == 20.0  # the last level; beyond: DRAM
     _, add = metrics_of(Add(), torch.randn(256, 256), torch.randn(256, 256))  # 3 x 256 KiB = 768 KiB moved
     # 65,536 FLOPs, 786,432 bytes: roof = (65,536 / 786,432) x 200 GB/s = 16.7 GFLOP/s, not 1.67 at DRAM speed
     assert classify(add, 0.01, hw).roof_gflops == pytest.approx(65536 / 786432 * 200)
@@ -139,7 +141,7 @@ def test_calibration_measures_blas_and_onednn_kernels_copy_read_and_caches():
     peaks = [float(hw.details[k].split()[0]) for k in kernels]
     assert hw.peak_gflops["float32"] == pytest.approx(max(peaks), rel=1e-2)  # the roof is the fastest kernel
     assert set(hw.bandwidths_gbs) == {"copy", "read"} and hw.bandwidth_gbs == max(hw.bandwidths_gbs.values())
-    assert set(hw.cache_bandwidths_gbs) == {str(2 * 2**20), str(8 * 2**20)}  # copies of 1 and 4 MiB (< 8 MiB)
+    assert set(hw.cache_bandwidths_gbs) == {str(2 * 2**20), str(4 * 2**20), str(8 * 2**20)}  # copies of 1, 2, 4 MiB (< 8)
 
 
 def test_a_calibration_whose_best_is_a_one_off_is_not_cached(monkeypatch):
@@ -163,7 +165,7 @@ def test_a_calibration_whose_best_is_a_one_off_is_not_cached(monkeypatch):
 def test_the_cached_roof_keeps_the_best_of_clean_calibrations():
     from layerscope.profiler.hardware import merge_best
 
-    det = {"host": "h", "threads": "2", "calibration": "2"}
+    det = {"host": "h", "threads": "2", "calibration": "3"}
     a = HardwareProfile("m", {"float32": 150.0}, 30.0, "s", details=det, cache_bandwidths_gbs={"2097152": 90.0})
     b = HardwareProfile("m", {"float32": 180.0}, 20.0, "s", details=det, cache_bandwidths_gbs={"2097152": 100.0})
     m = merge_best(a, b)

@@ -285,7 +285,7 @@ def test_hardware_numbers_must_be_finite_and_positive(tmp_path, doc, why):
         HardwareProfile("x", {"float32": float("nan")}, 10.0, "code can't build one either")
 
 
-_CURRENT = {"calibration": "2"}  # the calibration method whose caches are kept (hardware.CALIBRATION_VERSION)
+_CURRENT = {"calibration": "3"}  # the calibration method whose caches are kept (hardware.CALIBRATION_VERSION)
 
 
 def _fake_calibration(calls):
