@@ -39,8 +39,8 @@ def _kendall_tau(a: list[str], b: list[str]) -> float:
     return tau * len(common) / len(a)
 
 
-def _profiles(spec: str, n: int, runs: int) -> list:
-    return [drive(profile_job(ModelRequest(spec, runs=runs, warmup=3))) for _ in range(n)]
+def _profiles(spec: str, n: int, runs: int, threads: int | None = None) -> list:
+    return [drive(profile_job(ModelRequest(spec, runs=runs, warmup=3, threads=threads))) for _ in range(n)]
 
 
 def _summary(label: str, profiles: list) -> list[list[str]]:
@@ -64,6 +64,7 @@ def main() -> None:
     for spec in args.models.split(","):
         print(spec)
         quiet = _summary("quiet", _profiles(spec, args.repeats, args.runs))
+        quiet1 = _summary("quiet1", _profiles(spec, 1, args.runs, threads=1))  # what a busy machine is timed at
         stop = mp.Event()
         procs = [mp.Process(target=_spin, args=(stop,), daemon=True) for _ in range(args.load)]
         for p in procs:
@@ -75,9 +76,10 @@ def main() -> None:
             stop.set()
             for p in procs:
                 p.join()
-        same5 = [set(t[:5]) == set(quiet[0][:5]) for t in loaded]
-        tau = statistics.mean(_kendall_tau(quiet[0], t) for t in loaded)
-        print(f"  quiet vs loaded: top-5 the same set in {sum(same5)}/{len(same5)} runs; top-10 Kendall tau {tau:.2f}")
+        for label, ref in (("quiet", quiet[0]), ("quiet at 1 thread", quiet1[0])):
+            same5 = [len(set(t[:5]) & set(ref[:5])) for t in loaded]
+            tau = statistics.mean(_kendall_tau(ref, t) for t in loaded)
+            print(f"  {label} vs loaded: top-5 layers in common per run {same5} (of 5); top-10 Kendall tau {tau:.2f}")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.save_plan:
         _write(args.save_plan, plan.to_json(), console, "--save-plan")
     if args.json:
-        _write(args.json, rep.to_json(), console, "--json")
+        _write(args.json, result.to_json(), console, "--json")
     if args.export_ort:
         if rep.ort is None:
             raise PlanError("--export-ort: the plan has no int8 layer that ONNX Runtime's quantizer can take.")

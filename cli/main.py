@@ -49,7 +49,8 @@ def print_profile(profile: Profile, top: int, console: Console, threads_given: b
     if hw.kind != "measured":
         console.print("  [yellow]note:[/] bound classes use this target's ridge point; latencies were measured on this "
                       "machine, so '% roof' is not computed against the target.")
-    by = "FLOPs (static profile: nothing timed)" if profile.static else "measured latency"
+    by = ("FLOPs (static profile: nothing timed)" if profile.static else
+          "measured latency (25th percentile: the machine was busy)" if s.busy else "measured latency")
     table = Table(title=f"Top {min(top, len(profile.graph))} of {len(profile.graph)} layers by {by}", title_justify="left")
     columns: list[tuple[str, JustifyMethod]] = [
         ("#", "right"), ("layer", "left"), ("type", "left"), ("latency ms", "right"), ("± IQR", "right"), ("share", "right"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -225,6 +226,26 @@ class CompressResult:
     comparison: Any  # ActivationComparison
     diagnostics: list
     inputs: tuple  # the example inputs both models ran on (to export the candidate)
+
+    def to_json(self) -> str:
+        """The report, the activation comparison and the diagnostics, with every summary line the CLI
+        prints as data under ``summary``."""
+        from .serde import to_jsonable
+
+        rep = self.outcome.report
+        res = rep.result
+        out = res.output
+        summary = {
+            "size_bytes_before": res.model_bytes_before, "size_bytes_after": res.model_bytes_after, "size_ratio": res.size_ratio,
+            "latency_ms_before": rep.latency_ms_before, "latency_ms_after": rep.latency_ms_after, "latency_ratio": rep.latency_ratio,
+            "simulated": res.simulated, "flops_before": rep.flops_before, "flops_after": rep.flops_after,
+            "output_sqnr_db": out.sqnr_db, "output_cosine": out.cosine, "output_max_abs_error": out.max_abs_error,
+            "accuracy_before": out.accuracy_reference, "accuracy_after": out.accuracy_candidate, "warnings": list(res.warnings),
+            "ort_int8_speedup": rep.ort.speedup if rep.ort is not None else None,
+            "first_layer_under_20_db": (f := self.comparison.first_below(20.0)) and f.layer_id,
+        }
+        return json.dumps({**json.loads(rep.to_json()), "comparison": to_jsonable(self.comparison),
+                           "diagnostics": to_jsonable(self.diagnostics), "summary": to_jsonable(summary)}, indent=1)
 
 
 @_in_threads

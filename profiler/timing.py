@@ -77,6 +77,11 @@ class TimingSummary:
     warnings: tuple[str, ...] = ()  # why a number here should not be trusted as it stands
 
     @property
+    def busy(self) -> bool:
+        """Other processes used more than BUSY_LOAD of the CPUs while timing."""
+        return self.other_load is not None and self.other_load > BUSY_LOAD
+
+    @property
     def fidelity(self) -> float:
         """Sum of per-layer medians / end-to-end median (1.0 = per-layer times add up exactly)."""
         return self.sum_of_layer_medians_ms / self.end_to_end_ms if self.end_to_end_ms > 0 else float("nan")

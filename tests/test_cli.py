@@ -118,6 +118,9 @@ def test_compress_estimate_int8_on_digits_reports_accuracy_and_exports(capsys, t
     assert "fc2: this is the model's output layer" in out  # warn, not forbid (paper 5.6.4)
     data = json.loads(rep.read_text())
     assert data["result"]["output"]["samples"] == 360 and data["ort"]["config"]["mode"] == "static"
+    summary = data["summary"]  # every summary line printed is in the JSON too
+    assert f"({summary['size_ratio']:.3f}×)" in out and f"speed-up {summary['ort_int8_speedup']:.2f}×" in out
+    assert f"Top-1 accuracy: {summary['accuracy_before']:.1%}" in out and data["diagnostics"] and data["comparison"]["layers"]
     assert len(json.loads(ort_cfg.read_text())["nodes_to_quantize"]) == 5
     assert set(json.loads(ao.read_text())["module_name"]) == {"conv1", "conv2", "conv3", "fc1", "fc2"}
     rc, out, _ = run(capsys, "profile", str(tmp_path / "c.pt2"), "--runs", "1", "--top", "1")

@@ -122,6 +122,7 @@ def test_a_layer_hit_by_noise_is_flagged_timed_longer_and_kept_out_of_the_headli
         return out
 
     monkeypatch.setattr(timing._NodeTimer, "elapsed_ms", delayed)
+    monkeypatch.setattr(timing.OtherLoad, "share", lambda self: 0.0)  # a quiet machine: rank by the median
     hw = HardwareProfile("test (this machine)", {"float32": 100.0}, 10.0, "s")
     p = drive(profile_model(load_model("tiny_cnn"), hw, runs=10, warmup=1))
     s = p.summary
@@ -164,3 +165,21 @@ def test_static_profile_counts_without_timing_and_round_trips():
     assert p.summary.peak_activation_bytes > 0  # estimated on fake tensors
     again = Profile.from_json(p.to_json())
     assert again.static and again.total_macs == p.total_macs
+
+
+def test_a_busy_profile_ranks_by_the_fast_quarter_of_runs():
+    """Preemption only adds time: on a busy machine the 25th percentile ranks, not the median."""
+    import dataclasses
+
+    from layerscope.profiler import HardwareProfile
+    from layerscope.profiler.timing import LayerTiming
+
+    p = drive(profile_model(load_model("tiny_cnn"), HardwareProfile("t (this machine)", {"float32": 100.0}, 10.0, "s"),
+                            runs=2, warmup=1))
+    a, b = [r.layer.id for r in p.ranked(2)]
+    # a: slower median but a fast quarter; b: steady. Quiet machine ranks a first, a busy one b.
+    timings = {**p.timings, a: LayerTiming(9.0, 1.0, 12.0, 0.9, 0, 0), b: LayerTiming(5.0, 4.9, 5.1, 4.8, 0, 0)}
+    total = sum(t.latency_ms for t in timings.values())
+    quiet = dataclasses.replace(p, timings=timings, summary=dataclasses.replace(p.summary, sum_of_layer_medians_ms=total, other_load=0.0))
+    busy = dataclasses.replace(quiet, summary=dataclasses.replace(quiet.summary, other_load=0.8))
+    assert quiet.ranked(1)[0].layer.id == a and busy.ranked(1)[0].layer.id == b
