@@ -48,8 +48,8 @@ def _summary(label: str, profiles: list) -> list[list[str]]:
     fid = [p.summary.fidelity for p in profiles]
     taus = [_kendall_tau(a, b) for a, b in itertools.combinations(tops, 2)]
     s = profiles[-1].summary
-    print(f"  {label:<6} fidelity {', '.join(f'{f:.1%}' for f in fid)}; top-10 Kendall tau between runs "
-          f"{min(taus):.2f}..{max(taus):.2f}; {s.threads} thread(s), {s.runs} runs; "
+    between = f"top-10 Kendall tau between runs {min(taus):.2f}..{max(taus):.2f}" if taus else "one run"
+    print(f"  {label:<6} fidelity {', '.join(f'{f:.1%}' for f in fid)}; {between}; {s.threads} thread(s), {s.runs} runs; "
           f"warnings: {len(s.warnings)}" + (f" ({s.warnings[0][:90]}…)" if s.warnings else ""))
     return tops
 
