@@ -100,7 +100,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
     print_comparison(cmp, diags, args.top, args.threshold, console)
     if args.json:
-        atomic_write_text(args.json, json.dumps({"comparison": to_jsonable(cmp), "diagnostics": to_jsonable(diags)}, indent=1), "--json")
+        atomic_write_text(args.json, json.dumps({"comparison": to_jsonable(cmp), "diagnostics": to_jsonable(diags),
+                                                 "summary": to_jsonable(cmp.summary(args.threshold))}, indent=1), "--json")
         console.print(f"Wrote {args.json}")
     return 0
 

@@ -226,6 +226,7 @@ class CompressResult:
     comparison: Any  # ActivationComparison
     diagnostics: list
     inputs: tuple  # the example inputs both models ran on (to export the candidate)
+    threshold_db: float = 20.0  # the SQNR under which a layer counts as broken (the diagnostics used it too)
 
     def to_json(self) -> str:
         """The report, the activation comparison and the diagnostics, with every summary line the CLI
@@ -242,7 +243,7 @@ class CompressResult:
             "output_sqnr_db": out.sqnr_db, "output_cosine": out.cosine, "output_max_abs_error": out.max_abs_error,
             "accuracy_before": out.accuracy_reference, "accuracy_after": out.accuracy_candidate, "warnings": list(res.warnings),
             "ort_int8_speedup": rep.ort.speedup if rep.ort is not None else None,
-            "first_layer_under_20_db": (f := self.comparison.first_below(20.0)) and f.layer_id,
+            "activations": self.comparison.summary(self.threshold_db),
         }
         return json.dumps({**json.loads(rep.to_json()), "comparison": to_jsonable(self.comparison),
                            "diagnostics": to_jsonable(self.diagnostics), "summary": to_jsonable(summary)}, indent=1)
@@ -279,7 +280,7 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
                                     f"{loaded.name} (compressed)", method=req.method)
     diags = diagnose(cmp, profile.graph, outcome.report.resolved, loaded.module, range_factor=range_factor,
                      sqnr_threshold_db=threshold_db)
-    return CompressResult(profile, outcome, cmp, diags, tuple(loaded.inputs))
+    return CompressResult(profile, outcome, cmp, diags, tuple(loaded.inputs), threshold_db)
 
 
 @_in_threads

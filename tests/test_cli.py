@@ -169,6 +169,9 @@ def test_compare_float_vs_plan_and_two_plans(capsys, tmp_path):
     assert "quantized-output The output layer 'fc2'" in out
     data = json.loads((tmp_path / "c.json").read_text())
     assert data["comparison"]["samples"] == 360 and data["diagnostics"][0]["kind"] == "quantized-output"
+    first = data["summary"]["first_layer_under_threshold"]  # the printed "First layer under 20 dB:" line, as data
+    assert f"First layer under 20 dB: {first['layer_id'] if first else 'none'}" in " ".join(out.split())
+    assert data["summary"]["layers_compared"] == len(data["comparison"]["layers"])
     rc, out, _ = run(capsys, "compare", "digits_cnn", "--plan", str(a), "--plan-b", str(b), "--threshold", "30")
     assert rc == 0 and "digits_cnn + a.json vs digits_cnn + b.json" in out
 

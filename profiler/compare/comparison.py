@@ -12,6 +12,7 @@ data. Diagnostics live in ``diagnose``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,6 +95,19 @@ class ActivationComparison:
     def sqnr_curve(self) -> list[tuple[int, str, float]]:
         """(position, layer id, SQNR dB) along depth, for the layers both models have with equal shapes."""
         return [(lc.position, lc.layer_id, lc.sqnr_db) for lc in self.layers if lc.sqnr_db is not None]
+
+    def summary(self, threshold_db: float = 20.0) -> dict[str, object]:
+        """The lines the CLI prints over a comparison, as data (for every --json)."""
+        first = self.first_below(threshold_db)
+        curve = self.sqnr_curve()
+        finite = [db for _, _, db in curve if math.isfinite(db)]
+        return {
+            "layers_compared": len(self.layers), "threshold_db": threshold_db,
+            "first_layer_under_threshold": None if first is None else
+            {"layer_id": first.layer_id, "type": first.type_name, "sqnr_db": first.sqnr_db, "position": first.position},
+            "sqnr_min_db": min(finite) if finite else None, "sqnr_max_db": max(finite) if finite else None,
+            "shape_changed": [lc.layer_id for lc in self.layers if lc.sqnr_db is None and lc.candidate is not None],
+        }
 
 
 # --------------------------------------------------------------------------- running both models
