@@ -14,7 +14,7 @@ def test_profile_has_measured_numbers(tiny_profile):
     assert len(p.graph) == 9 and p.model.capture_method.value == "torch.fx"
     assert all(t.latency_ms > 0 and t.p25_ms <= t.latency_ms <= t.p75_ms for t in p.timings.values())
     s = p.summary
-    assert s.runs == 3 and s.warmup == 1 and s.end_to_end_ms > 0
+    assert s.runs_requested == 3 and s.runs >= 3 and s.warmup == 1 and s.end_to_end_ms > 0  # more runs while a layer stays noisy
     assert math.isfinite(s.fidelity) and 0.2 < s.fidelity < 5
     assert s.peak_memory_bytes == s.weight_bytes + s.peak_activation_bytes
     # conv1's output 1x16x32x32 float32 is newly allocated activation memory
