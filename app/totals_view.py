@@ -147,7 +147,8 @@ class TotalsView(QWidget):
             return
         what = "op types" if key == "type" else f"modules at depth {depth} (layers above that depth stand alone)"
         top = totals[:3]
-        self.caption.setText(f"{len(totals):,} {what}; largest: " + ", ".join(f"{t.path} {fmt_pct(t.latency_share)}" for t in top)
+        of = " (share of FLOPs: a static profile timed nothing)" if p.static else ""
+        self.caption.setText(f"{len(totals):,} {what}; largest{of}: " + ", ".join(f"{t.path} {fmt_pct(t.share(p.static))}" for t in top)
                              if top else "")
         self._on_selection(self.state.selected)
 
@@ -156,7 +157,9 @@ class TotalsView(QWidget):
         self.bar_groups = [t.path for t in top]
         n = len(top)
         y = np.arange(n)[::-1].astype(float)  # largest at the top
-        self.bars.setOpts(x0=np.zeros(n), y=y, width=np.array([100 * t.latency_share for t in top]), height=0.7)
+        static = self.state.profile is not None and self.state.profile.static
+        self.chart.setLabel("bottom", "share of FLOPs (%)" if static else "share of latency (%)")
+        self.bars.setOpts(x0=np.zeros(n), y=y, width=np.array([100 * t.share(static) for t in top]), height=0.7)
         ax = self.chart.getAxis("left")
         ax.setTicks([[(float(y[i]), _short(top[i].path)) for i in range(n)]])
         self.chart.getViewBox().autoRange()

@@ -81,6 +81,11 @@ class ModuleTotals:
     unknown_layers: int
     bytes_moved: int
     params: int
+    flops_share: float = 0.0  # of the model's known FLOPs (what a static profile ranks by)
+
+    def share(self, static: bool) -> float:
+        """The share a chart shows: of FLOPs in a static profile, of measured time otherwise."""
+        return self.flops_share if static else self.latency_share
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,9 @@ class Profile:
                     a[4] += m.bytes_moved
                     a[5] += m.params
             total = self.summary.sum_of_layer_medians_ms or 1.0
-            return {path: ModuleTotals(path, n, lat, lat / total, fl, unk, by, pa) for path, (n, lat, fl, unk, by, pa) in acc.items()}
+            total_flops = self.total_flops or 1
+            return {path: ModuleTotals(path, n, lat, lat / total, fl, unk, by, pa, fl / total_flops)
+                    for path, (n, lat, fl, unk, by, pa) in acc.items()}
         return self._cached("_module_table_cache", build)
 
     def module_totals(self, path: str) -> ModuleTotals:
@@ -174,7 +181,7 @@ class Profile:
             r = self.row(path)
             m = r.metrics
             return ModuleTotals(path, 1, r.timing.latency_ms if r.timing else 0.0, r.latency_share, m.flops or 0,
-                                0 if m.known else 1, m.bytes_moved, m.params)
+                                0 if m.known else 1, m.bytes_moved, m.params, (m.flops or 0) / (self.total_flops or 1))
         return ModuleTotals(path, 0, 0.0, 0.0, 0, 0, 0, 0)
 
     def groups(self, key: str = "type", depth: int = 1) -> dict[str, list[str]]:
@@ -205,12 +212,13 @@ class Profile:
 
     def totals_by(self, key: str = "type", depth: int = 1) -> list[ModuleTotals]:
         """Time, FLOPs, bytes and params summed per group of ``groups(key, depth)`` (``path`` holds
-        the type name or module path), slowest first."""
+        the type name or module path), slowest first (most FLOPs first in a static profile)."""
         cache = self._cached("_totals_by_cache", dict)
         found = cache.get((key, depth))
         if found is not None:
             return found
         total = self.summary.sum_of_layer_medians_ms or 1.0
+        total_flops = self.total_flops or 1
         rows, index = self.rows(), self.row_index()
         out = []
         for group, ids in self.groups(key, depth).items():
@@ -223,8 +231,8 @@ class Profile:
                 unk += 0 if m.known else 1
                 by += m.bytes_moved
                 pa += m.params
-            out.append(ModuleTotals(group, len(ids), float(lat), lat / total, fl, unk, by, pa))
-        out.sort(key=lambda x: -x.latency_ms)
+            out.append(ModuleTotals(group, len(ids), float(lat), lat / total, fl, unk, by, pa, fl / total_flops))
+        out.sort(key=(lambda x: -x.flops) if self.static else (lambda x: -x.latency_ms))
         cache[(key, depth)] = out
         return out
 

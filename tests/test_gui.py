@@ -255,3 +255,10 @@ def test_refused_model_file_can_be_trusted_from_the_dialog(qtbot, tmp_path):
     assert "refused to load" in clicked[0] and marker.exists()
     assert win.state.profile.model.spec == str(evil) and any("--trust-file" in n for n in win.state.profile.model.capture_notes)
     qtbot.waitUntil(lambda: win.controller.worker is None)
+
+
+def test_a_static_profile_opens_with_flops_shares_and_dots_on_the_roof(qtbot, window):
+    p = profile(qtbot, window, model="tiny_cnn", static=True)
+    assert p.static and window.table.model.rowCount() == len(p.graph)
+    assert "share of FLOPs" in window.totals_view.caption.text() and "static profile" in window.totals.text()
+    assert window.roofline.ids and "every dot sits on its roof" in window.roofline.caption.text()

@@ -165,6 +165,9 @@ def test_static_profile_counts_without_timing_and_round_trips():
     assert p.summary.peak_activation_bytes > 0  # estimated on fake tensors
     again = Profile.from_json(p.to_json())
     assert again.static and again.total_macs == p.total_macs
+    groups = p.totals_by("type")  # a static profile's totals rank by FLOPs, with shares of FLOPs
+    assert [g.flops for g in groups] == sorted((g.flops for g in groups), reverse=True)
+    assert sum(g.flops_share for g in groups) == pytest.approx(1.0) and groups[0].share(static=True) == groups[0].flops_share
 
 
 def test_a_busy_profile_ranks_by_the_fast_quarter_of_runs():
