@@ -150,6 +150,27 @@ class LayerGraph:
             object.__setattr__(self, "_index_cache", cache)
         return cache
 
+    def activation_peak_bytes(self) -> int:
+        """Peak bytes of layer outputs alive at once in execution order, from the captured shapes: an
+        output lives from its layer to its last consumer (the model's outputs to the end); views
+        allocate nothing. The same definition a timed profile measures on real storages, so a static
+        profile (no forward at all) reports the same peak."""
+        order = {lid: i for i, lid in enumerate(self.ids())}
+        last = {lid: i for lid, i in order.items()}
+        for a, b in self.edges:
+            last[a] = max(last[a], order[b])
+        outputs = set(self.output_layers)
+        frees: dict[int, int] = {}
+        live = peak = 0
+        for i, layer in enumerate(self.layers):
+            size = 0 if layer.is_view else sum(t.nbytes for t in layer.outputs)
+            live += size
+            peak = max(peak, live)
+            if layer.id not in outputs:
+                frees[last[layer.id]] = frees.get(last[layer.id], 0) + size
+            live -= frees.pop(i, 0)
+        return peak
+
     @property
     def nx(self) -> nx.DiGraph:
         g = self.__dict__.get("_nx_cache")

@@ -10,12 +10,11 @@ import torch
 
 from .capture import capture, capture_exported, run_and_locate_failure
 from .errors import ProfilingError
-from .graph import CaptureMethod
+from .graph import CaptureMethod, LayerGraph
 from .hardware import HardwareProfile, _cpu_name
 from .metrics import layer_metrics
 from .profile import SCHEMA_VERSION, ModelInfo, Profile, RunInfo
 from .progress import Progress, Work
-from .resources import estimate_activation_bytes
 from .roofline import classify
 from .source import LoadedModel
 from .timing import TimingResult, TimingSummary, measure
@@ -43,7 +42,7 @@ def profile_model(
     """Capture, measure and classify every layer of ``loaded``; yields Progress, returns Profile.
 
     ``static``: no timing. Shapes, FLOPs, bytes, parameters and bound classes only, with the activation
-    peak estimated on fake tensors. On the meta device (``device="meta"``, or a model already there)
+    peak from the captured shapes. On the meta device (``device="meta"``, or a model already there)
     nothing is allocated: a 7B-parameter decoder built on meta profiles in a few hundred MB."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -68,7 +67,7 @@ def profile_model(
     yield Progress("capture", 3, 3, "static metrics computed")
     wb = weight_bytes(model)
     if static:
-        timing = _static_timing(model, inputs, wb.total, dev)
+        timing = _static_timing(cap.graph, wb.total, dev)
     else:
         timing = yield from measure(cap, model, inputs, runs=runs, warmup=warmup)
     dtype = _compute_dtype(model)
@@ -104,14 +103,13 @@ def profile_model(
     return Profile(SCHEMA_VERSION, info, run, hardware, cap.graph, metrics, timing.layers, roofline, timing.summary)
 
 
-def _static_timing(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], weights: int, dev: torch.device) -> TimingResult:
-    """The summary of a profile that timed nothing: runs 0, no layer timings, the activation peak of one
-    forward estimated on fake tensors (None when the model cannot run on them: then 0 and said so)."""
-    act = estimate_activation_bytes(model, [(tuple(t.shape), t.dtype) for t in inputs])
+def _static_timing(graph: LayerGraph, weights: int, dev: torch.device) -> TimingResult:
+    """The summary of a profile that timed nothing: runs 0, no layer timings, and the activation peak
+    from the captured shapes (``LayerGraph.activation_peak_bytes``: no forward is run for it)."""
+    act = graph.activation_peak_bytes()
     return TimingResult({}, TimingSummary(
         device=str(dev), timer="none (static profile)", runs=0, warmup=0, threads=torch.get_num_threads(),
         end_to_end_ms=0.0, end_to_end_p25_ms=0.0, end_to_end_p75_ms=0.0, sum_of_layer_medians_ms=0.0, glue_ms=0.0,
-        weight_bytes=weights, peak_activation_bytes=act or 0, peak_memory_bytes=weights + (act or 0),
-        peak_memory_source="weights + activation peak estimated on fake tensors (static profile)" if act is not None
-        else "weights only: the activation peak could not be estimated on fake tensors",
+        weight_bytes=weights, peak_activation_bytes=act, peak_memory_bytes=weights + act,
+        peak_memory_source="weights + peak of live layer outputs from the captured shapes (static profile)",
     ))
