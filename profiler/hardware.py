@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import itertools
 import json
 import logging
@@ -182,17 +183,6 @@ class _Timing:
         return f"median {self.spread:.0%} over best"
 
 
-def _time_reps(fn, reps: int, sync) -> _Timing:
-    secs = []
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        secs.append(time.perf_counter() - t0)
-    return _Timing(min(secs), statistics.median(secs))
-
-
 def _matmul_size(dt: torch.dtype, dev: torch.device, max_size: int, sync, min_seconds: float = 0.02) -> int:
     """The smallest power-of-two size up to ``max_size`` whose multiply lasts ``min_seconds``:
     long enough to reach the peak, short enough that a slow dtype (bfloat16 without native
@@ -217,7 +207,8 @@ _CACHE_SIZES_MIB = (1, 2, 4, 8, 16, 32, 64)  # working sets for the cache-aware 
 def _best_of(fn: Callable[[], object], sync: Callable[[], object], budget_s: float, min_reps: int = 3,
              max_reps: int = 1000) -> _Timing:
     """Time a short kernel again and again for ``budget_s`` (at least ``min_reps`` times): the
-    fastest run is the machine's speed; a run the scheduler preempted only makes the median slower."""
+    fastest run is the machine's speed; a run the scheduler preempted only makes the median slower.
+    ``budget_s`` 0: exactly ``min_reps`` runs, judged by their median (``_Timing.steady``)."""
     secs: list[float] = []
     deadline = time.perf_counter() + budget_s
     while len(secs) < min_reps or (time.perf_counter() < deadline and len(secs) < max_reps):
@@ -227,7 +218,8 @@ def _best_of(fn: Callable[[], object], sync: Callable[[], object], budget_s: flo
         sync()
         secs.append(time.perf_counter() - t0)
     best = min(secs)
-    return _Timing(best, statistics.median(secs), sum(t <= best * 1.10 for t in secs) if len(secs) >= 10 else None)
+    repeated = budget_s > 0 and len(secs) >= 10
+    return _Timing(best, statistics.median(secs), sum(t <= best * 1.10 for t in secs) if repeated else None)
 
 
 def _copy_gbs(mib: int, sync: Callable[[], object], budget_s: float, reps: int) -> float:
@@ -318,7 +310,7 @@ def calibrate(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 256,
                 n = _matmul_size(dt, dev, matmul_size, sync)
                 a, b = torch.randn(n, n, device=dev).to(dt), torch.randn(n, n, device=dev).to(dt)
                 torch.mm(a, b)
-                t = _time_reps(lambda a=a, b=b: torch.mm(a, b), reps, sync)
+                t = _best_of(functools.partial(torch.mm, a, b), sync, 0.0, min_reps=reps)
                 kernels[f"{name} torch.mm {n}x{n}x{n}"] = 2 * n**3 / t.best / 1e9
                 timings.append((f"{name} matmul", t))
         peaks[name] = max(v for k, v in kernels.items() if k.startswith(f"{name} "))
@@ -330,8 +322,8 @@ def calibrate(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 256,
         dst.copy_(src)
         copy, read = (lambda s=src, d=dst: d.copy_(s)), (lambda s=src: s.sum())
         read()
-        t_copy = _best_of(copy, sync, budget_s, min_reps=reps) if cpu else _time_reps(copy, reps, sync)
-        t_read = _best_of(read, sync, budget_s, min_reps=reps) if cpu else _time_reps(read, reps, sync)
+        t_copy = _best_of(copy, sync, budget_s if cpu else 0.0, min_reps=reps)
+        t_read = _best_of(read, sync, budget_s if cpu else 0.0, min_reps=reps)
         bandwidths = {"copy": 2 * src.nbytes / t_copy.best / 1e9, "read": src.nbytes / t_read.best / 1e9}
         timings += [("copy", t_copy), ("read", t_read)]
         del src, dst

@@ -316,7 +316,7 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
         med, p25, p75, mn = _quantiles(vals)
         layers[lid] = LayerTiming(med, p25, p75, mn, new_by_layer.get(lid, 0), after_by_layer.get(lid, 0))
     e_med, e25, e75, _ = _quantiles(e2e)
-    noisy_ids = tuple(lid for lid in _still_noisy(per_layer))
+    noisy_ids = tuple(_still_noisy(per_layer))
     total_ms = sum(t.latency_ms for t in layers.values())
     summary = TimingSummary(
         device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if cuda else ""),
