@@ -263,7 +263,11 @@ class CompressionPanel(QWidget):
             "No layer selected (click the table, graph or roofline; Ctrl+click adds)." if not ids else
             f"<b>{len(ids)} selected</b>: {shown}" + ("" if n_ok == len(ids) else
                                                      f" — {len(ids) - n_ok} without a weight to compress will be skipped"))
-        self.apply_btn.setEnabled(bool(n_ok) and not self.state.busy)
+        p = self.state.profile
+        on_meta = p is not None and p.summary.device == "meta"
+        self.apply_btn.setEnabled(bool(n_ok) and not self.state.busy and not on_meta)
+        self.apply_btn.setToolTip("The model is on the meta device: its weights have no values to compress. The estimate "
+                                  "below still holds; profile it on cpu to apply." if on_meta else "")
 
     def _on_busy(self, busy: bool) -> None:
         self._on_selection(self.state.selected)

@@ -23,12 +23,12 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .errors import Cancelled, CaptureError, InputSpecError, describe, first_line
+from .errors import Cancelled, CaptureError, InputSpecError, ProfilingError, describe, first_line
 from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta, TensorRole
 from .opkinds import LEAF_MODULES_WITH_CHILDREN, VIEW_KINDS, aten_kind, class_name_kind, function_kind, method_kind, module_kind, target_name
 from .progress import checkpoint
 
-__all__ = ["CaptureResult", "capture", "capture_exported", "is_leaf_module", "run_and_locate_failure"]
+__all__ = ["CaptureResult", "capture", "capture_exported", "input_error", "is_leaf_module", "run_and_locate_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,17 @@ def quiet_torch_logs():
 @dataclass
 class CaptureResult:
     graph: LayerGraph
-    graph_module: fx.GraphModule  # runnable; node names match node_layer keys
+    graph_module: fx.GraphModule | None  # runnable, node names match node_layer keys; None for an eager capture (shapes only)
     node_layer: dict[str, str]  # fx node name -> layer id (glue nodes absent)
     method: CaptureMethod
     notes: list[str] = field(default_factory=list)  # e.g. why fx failed when export was used
+
+    def runnable(self) -> fx.GraphModule:
+        """The graph to run (timing, recording activations); an eager capture has none."""
+        if self.graph_module is None:
+            raise ProfilingError(f"A {self.method.value} capture records shapes only and cannot be run or timed; "
+                                 "capture with fx or export.")
+        return self.graph_module
 
 
 def is_leaf_module(m: nn.Module) -> bool:
@@ -240,6 +247,14 @@ def _shape_text(inputs: Sequence[torch.Tensor]) -> str:
     return ", ".join(f"{tuple(t.shape)} {_dtype_name(t.dtype)}" for t in inputs)
 
 
+def input_error(inputs: Sequence[torch.Tensor], layer: str | None, cls: str, exc: BaseException) -> InputSpecError:
+    """The error of a forward that failed in ``layer`` (a module path; None: the top-level forward)."""
+    return InputSpecError(
+        f"Running the model on inputs [{_shape_text(inputs)}] failed in layer '{layer or '(top-level forward)'}' ({cls}): "
+        f"{first_line(exc)}. Check --input-shape/--dtype: the model may expect another input."
+    )
+
+
 def run_and_locate_failure(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Any:
     """Run the model eagerly; on failure raise InputSpecError naming the innermost module."""
     stack: list[str] = []
@@ -261,13 +276,8 @@ def run_and_locate_failure(model: nn.Module, inputs: Sequence[torch.Tensor]) -> 
             return model(*inputs)
     except Exception as exc:
         where = [s for s in stack if s]
-        layer = where[-1] if where else "(top-level forward)"
         cls = type(model.get_submodule(where[-1])).__name__ if where else type(model).__name__
-        first = first_line(exc)
-        raise InputSpecError(
-            f"Running the model on inputs [{_shape_text(inputs)}] failed in layer '{layer}' ({cls}): "
-            f"{first}. Check --input-shape/--dtype: the model may expect another input."
-        ) from exc
+        raise input_error(inputs, where[-1] if where else None, cls, exc) from exc
     finally:
         for h in handles:
             h.remove()
@@ -295,29 +305,28 @@ def _unique(base: str, taken: set[str]) -> str:
 
 
 def _assemble(
-    gm: fx.GraphModule,
+    graph: fx.Graph,
     model: nn.Module,
     records: dict[str, _NodeRecord],
     assign: dict[str, _Assignment],
 ) -> tuple[LayerGraph, dict[str, str]]:
     """One Layer per assigned group of fx nodes, with operands, outputs and the edges between layers."""
-    asm = _Assembler(gm, model, records, assign)
+    asm = _Assembler(graph, model, records, assign)
     layers = [asm.layer(layer_id, nodes) for layer_id, nodes in asm.members().items()]
-    graph = LayerGraph(tuple(layers), tuple(asm.edges), tuple(asm.input_layers), tuple(asm.output_layers))
-    return graph, asm.node_layer
+    return LayerGraph(tuple(layers), tuple(asm.edges), tuple(asm.input_layers), tuple(asm.output_layers)), asm.node_layer
 
 
 class _Assembler:
     """State shared while turning fx nodes into layers: who produced each value, and the edges,
     input layers and output layers found so far (dicts used as ordered sets)."""
 
-    def __init__(self, gm: fx.GraphModule, model: nn.Module, records: dict[str, _NodeRecord],
+    def __init__(self, graph: fx.Graph, model: nn.Module, records: dict[str, _NodeRecord],
                  assign: dict[str, _Assignment]) -> None:
-        self.gm, self.records, self.assign = gm, records, assign
+        self.graph, self.records, self.assign = graph, records, assign
         self.param_names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
         self.node_layer = {name: a.layer_id for name, a in assign.items()}
-        self.by_name = {n.name: n for n in gm.graph.nodes}
-        out_node = next(n for n in gm.graph.nodes if n.op == "output")
+        self.by_name = {n.name: n for n in graph.nodes}
+        out_node = next(n for n in graph.nodes if n.op == "output")
         self.graph_outputs = {a.name for a in out_node.all_input_nodes}
         self.edges: dict[tuple[str, str], None] = {}
         self.input_layers: dict[str, None] = {}
@@ -325,7 +334,7 @@ class _Assembler:
 
     def members(self) -> dict[str, list[fx.Node]]:
         out: dict[str, list[fx.Node]] = {}
-        for n in self.gm.graph.nodes:
+        for n in self.graph.nodes:
             checkpoint()
             if n.name in self.node_layer:
                 out.setdefault(self.node_layer[n.name], []).append(n)
@@ -418,11 +427,11 @@ def _is_tuple_getitem(n: fx.Node, records: dict[str, _NodeRecord]) -> bool:
 
 
 # --------------------------------------------------------------------------- fx path
-def _assign_fx(gm: fx.GraphModule, model: nn.Module, records: dict[str, _NodeRecord]) -> dict[str, _Assignment]:
+def _assign_fx(graph: fx.Graph, model: nn.Module, records: dict[str, _NodeRecord]) -> dict[str, _Assignment]:
     assign: dict[str, _Assignment] = {}
     taken: set[str] = set()
     calls: dict[str, int] = {}
-    for n in gm.graph.nodes:
+    for n in graph.nodes:
         checkpoint()
         if n.op not in ("call_module", "call_function", "call_method") or n.name not in records:
             continue
@@ -535,7 +544,7 @@ def capture_exported(ep: torch.export.ExportedProgram, model: nn.Module | None, 
     gm = ep.module()
     records = _record(gm, inputs, _node_label)
     assign = _assign_export(gm, model, records)
-    graph, node_layer = _assemble(gm, model if model is not None else gm, records, assign)
+    graph, node_layer = _assemble(gm.graph, model if model is not None else gm, records, assign)
     return CaptureResult(graph, gm, node_layer, CaptureMethod.EXPORT, list(notes or []))
 
 
@@ -555,8 +564,8 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
                 raise CaptureError(f"torch.fx could not trace {type(model).__name__}: {fx_error}") from exc
         else:
             records = _record(gm, inputs, _node_label)
-            assign = _assign_fx(gm, model, records)
-            layer_graph, node_layer = _assemble(gm, model, records, assign)
+            assign = _assign_fx(gm.graph, model, records)
+            layer_graph, node_layer = _assemble(gm.graph, model, records, assign)
             log.info("captured %s with torch.fx: %d layers from %d fx nodes", type(model).__name__, len(layer_graph), len(graph.nodes))
             return CaptureResult(layer_graph, gm, node_layer, CaptureMethod.FX)
     try:

@@ -28,6 +28,7 @@ _DTYPE_BYTES = {
 class CaptureMethod(StrEnum):
     FX = "torch.fx"
     EXPORT = "torch.export"
+    EAGER = "eager forward"  # recorded from one eager forward (static profiles: shapes only, nothing runnable)
 
 
 class TensorRole(StrEnum):

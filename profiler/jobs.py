@@ -61,7 +61,7 @@ class ModelRequest:
     warmup: int = 3
     device: str = "cpu"
     hardware: str = "this"  # "this" (calibrated here), a device profile name, or a .json file
-    capture: str | None = None  # "fx" or "export"; None = fx with export as fallback
+    capture: str | None = None  # "fx", "export" or "eager" (static only); None = fx with export as fallback, eager when static
     trust_file: bool = False  # a .pt2 may run code when loaded: only when the user said so
     max_memory_gib: float | None = None  # activation-memory limit; None = what is available now, 0 = off
     threads: int | None = None  # torch intra-op threads while the job runs; None = torch's default
@@ -71,8 +71,10 @@ class ModelRequest:
         """Everything that can be wrong with the request itself, before any work."""
         if self.runs < 1 or self.warmup < 0:
             raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
-        if self.capture not in (None, "fx", "export"):
-            raise LayerScopeError(f"capture {self.capture!r}: use fx or export.")
+        if self.capture not in (None, "fx", "export", "eager"):
+            raise LayerScopeError(f"capture {self.capture!r}: use fx, export or eager.")
+        if self.capture == "eager" and not self.static:
+            raise LayerScopeError("--capture eager records shapes only and cannot be timed: add --static, or capture with fx or export.")
         if self.max_memory_gib is not None and not (self.max_memory_gib >= 0 and self.max_memory_gib != float("inf")):
             raise LayerScopeError("--max-memory must be a number of GiB >= 0 (0 turns the memory check off).")
         if parse_device(self.device).type == "meta" and not self.static:
@@ -83,7 +85,13 @@ class ModelRequest:
 
     @property
     def method(self) -> CaptureMethod | None:
-        return {"fx": CaptureMethod.FX, "export": CaptureMethod.EXPORT}.get(self.capture or "")
+        return {"fx": CaptureMethod.FX, "export": CaptureMethod.EXPORT, "eager": CaptureMethod.EAGER}.get(self.capture or "")
+
+    @property
+    def run_method(self) -> CaptureMethod | None:
+        """The capture for work that runs the graph (timing, activations, ONNX mapping): an eager
+        capture records shapes only, so a static profile's Apply captures the default way."""
+        return None if self.method is CaptureMethod.EAGER else self.method
 
     def load(self) -> LoadedModel:
         self.check()
@@ -115,7 +123,9 @@ class ModelRequest:
         p.add_argument("--hardware", default="this",
                        help=f"roofline: 'this' (calibrated here, cached) or a device profile ({', '.join(device_profile_names())}) "
                             "or a .json file")
-        p.add_argument("--capture", choices=["fx", "export"], help="force a capture method (default: fx, export as fallback)")
+        p.add_argument("--capture", choices=["fx", "export", "eager"] if static else ["fx", "export"],
+                       help="force a capture method (default: fx, export as fallback"
+                            + ("; a --static profile records one eager forward, which needs no tracing)" if static else ")"))
         if static:
             p.add_argument("--static", action="store_true",
                            help="no timing: shapes, FLOPs, bytes, parameters and bound classes, ranked by FLOPs; with "
@@ -211,7 +221,7 @@ def onnx_job(req: ModelRequest, opt_level: str = "all", provider: str = "CPUExec
     if loaded.exported is not None:
         graph = capture_exported(loaded.exported, None, loaded.inputs).graph
     else:
-        graph = capture(loaded.module, loaded.inputs, req.method).graph
+        graph = capture(loaded.module, loaded.inputs, req.run_method).graph
     return (yield from map_onnx(loaded.module, loaded.inputs, graph, opt_level=opt_level, provider=provider,
                                 runs=runs, warmup=warmup, name=loaded.name, workdir=workdir))
 
@@ -273,11 +283,11 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
     batches = samples_for(loaded, data, samples)
     hw = profile.hardware if profile is not None else (yield from _hardware(req))
     if profile is None:
-        profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.method)
+        profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)
     outcome = yield from compress(loaded, profile, plan, batches, hw, runs=req.runs, ort_int8=ort_int8,
-                                  workdir=Path(workdir) if workdir else None, warmup=req.warmup, method=req.method)
+                                  workdir=Path(workdir) if workdir else None, warmup=req.warmup, method=req.run_method)
     cmp = yield from compare_models(loaded.module, outcome.candidate, batches, f"{loaded.name} (float)",
-                                    f"{loaded.name} (compressed)", method=req.method)
+                                    f"{loaded.name} (compressed)", method=req.run_method)
     diags = diagnose(cmp, profile.graph, outcome.report.resolved, loaded.module, range_factor=range_factor,
                      sqnr_threshold_db=threshold_db)
     return CompressResult(profile, outcome, cmp, diags, tuple(loaded.inputs), threshold_db)
@@ -301,7 +311,7 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
     yield Progress("load", 1, 1, loaded.name)
     batches = samples_for(loaded, data, samples)
     hw = yield from _hardware(req)
-    profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.method)  # selectors need bound/latency
+    profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)  # selectors need bound/latency
     ref, ref_name = loaded.module, f"{loaded.name} (float)"
     resolved: list[ResolvedSpec] = []
     if plan_b is not None:
@@ -316,5 +326,5 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
         resolved, warnings = resolve_plan(chosen, profile)
         cand, _ = yield from apply_plan(loaded.module, profile.graph, resolved, batches, warnings)
         cand_name = f"{loaded.name} + {name}"
-    cmp = yield from compare_models(ref, cand, batches, ref_name, cand_name, method=req.method)
+    cmp = yield from compare_models(ref, cand, batches, ref_name, cand_name, method=req.run_method)
     return cmp, diagnose(cmp, profile.graph, resolved, loaded.module, range_factor=range_factor, sqnr_threshold_db=threshold_db)

@@ -9,6 +9,7 @@ import platform
 import torch
 
 from .capture import capture, capture_exported, run_and_locate_failure
+from .eager import capture_eager
 from .errors import ProfilingError
 from .graph import CaptureMethod, LayerGraph
 from .hardware import HardwareProfile, _cpu_name
@@ -42,7 +43,8 @@ def profile_model(
     """Capture, measure and classify every layer of ``loaded``; yields Progress, returns Profile.
 
     ``static``: no timing. Shapes, FLOPs, bytes, parameters and bound classes only, with the activation
-    peak from the captured shapes. On the meta device (``device="meta"``, or a model already there)
+    peak from the captured shapes. The graph is recorded from one eager forward (``capture_eager``)
+    unless ``method`` asks for fx or export. On the meta device (``device="meta"``, or a model already there)
     nothing is allocated: a 7B-parameter decoder built on meta profiles in a few hundred MB."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -55,13 +57,20 @@ def profile_model(
         dev = torch.device("meta")
     model = loaded.module.to(dev) if loaded.exported is None else loaded.module
     inputs = tuple(t.to(dev) for t in loaded.inputs)
-    yield Progress("capture", 0, 3, "checking the model runs on the inputs")
-    run_and_locate_failure(model, inputs)
-    yield Progress("capture", 1, 3, "capturing the graph")
-    if loaded.exported is not None:
-        cap = capture_exported(loaded.exported, None, inputs, ["loaded from a saved torch.export program (.pt2)"])
+    if method is CaptureMethod.EAGER and not static:
+        raise ProfilingError("An eager capture records shapes only and cannot be timed: add --static, or capture with fx or export.")
+    eager = loaded.exported is None and (method is CaptureMethod.EAGER or (static and method is None))
+    if eager:  # one recorded forward is the whole capture; a failing forward is named by it
+        yield Progress("capture", 1, 3, "recording one forward")
+        cap = capture_eager(model, inputs)
     else:
-        cap = capture(model, inputs, method)
+        yield Progress("capture", 0, 3, "checking the model runs on the inputs")
+        run_and_locate_failure(model, inputs)
+        yield Progress("capture", 1, 3, "capturing the graph")
+        if loaded.exported is not None:
+            cap = capture_exported(loaded.exported, None, inputs, ["loaded from a saved torch.export program (.pt2)"])
+        else:
+            cap = capture(model, inputs, method)
     yield Progress("capture", 2, 3, f"{len(cap.graph)} layers via {cap.method.value}")
     metrics = {layer.id: layer_metrics(layer) for layer in cap.graph}
     yield Progress("capture", 3, 3, "static metrics computed")

@@ -235,7 +235,7 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
     if runs < 1:
         raise ValueError("runs must be >= 1")
     max_runs = max(runs, max_runs if max_runs is not None else min(4 * runs, 400))
-    gm = cap.graph_module
+    gm = cap.runnable()
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else (inputs[0].device if inputs else torch.device("cpu"))
     cuda = device.type == "cuda"

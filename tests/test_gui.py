@@ -262,3 +262,13 @@ def test_a_static_profile_opens_with_flops_shares_and_dots_on_the_roof(qtbot, wi
     assert p.static and window.table.model.rowCount() == len(p.graph)
     assert "share of FLOPs" in window.totals_view.caption.text() and "static profile" in window.totals.text()
     assert window.roofline.ids and "every dot sits on its roof" in window.roofline.caption.text()
+
+
+def test_apply_is_off_for_a_meta_device_profile_and_says_why(qtbot, window):
+    """Weights on the meta device have no values: the estimate shows, Apply does not run."""
+    p = profile(qtbot, window, model="tiny_cnn", static=True, device="meta")
+    assert p.summary.device == "meta"
+    window.state.select("conv2")
+    panel = window.compression
+    assert not panel.apply_btn.isEnabled() and "meta device" in panel.apply_btn.toolTip()
+    assert "Estimate" in panel.estimate.text()

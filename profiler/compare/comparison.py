@@ -137,13 +137,13 @@ class _Recorder(fx.Interpreter):
     default callbacks keep them (``outputs``, ``inputs``)."""
 
     def __init__(self, cap: CaptureResult, input_layers: set[str], on_output=None, on_inputs=None) -> None:
-        super().__init__(cap.graph_module)
+        super().__init__(cap.runnable())
         self.on_output = on_output or self.outputs_setitem
         self.on_inputs = on_inputs or self.inputs_setitem
         self.node_layer = cap.node_layer
         last: dict[str, str] = {}
         first: dict[str, str] = {}
-        for n in cap.graph_module.graph.nodes:
+        for n in self.graph.nodes:
             lid = cap.node_layer.get(n.name)
             if lid is not None:
                 last[lid] = n.name
