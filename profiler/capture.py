@@ -27,6 +27,7 @@ from .errors import Cancelled, CaptureError, InputSpecError, ProfilingError, des
 from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta, TensorRole
 from .opkinds import LEAF_MODULES_WITH_CHILDREN, VIEW_KINDS, aten_kind, class_name_kind, function_kind, method_kind, module_kind, target_name
 from .progress import checkpoint
+from .resources import untouched
 
 __all__ = ["CaptureResult", "capture", "capture_exported", "input_error", "is_leaf_module", "run_and_locate_failure"]
 
@@ -272,7 +273,7 @@ def run_and_locate_failure(model: nn.Module, inputs: Sequence[torch.Tensor]) -> 
         handles.append(m.register_forward_pre_hook(pre))
         handles.append(m.register_forward_hook(post))
     try:
-        with torch.inference_mode():
+        with untouched(model), torch.no_grad():
             return model(*inputs)
     except Exception as exc:
         where = [s for s in stack if s]
@@ -553,8 +554,9 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
     fx_error: str | None = None
     if method in (None, CaptureMethod.FX):
         try:
-            graph = _LeafTracer().trace(model)
-            gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+            with untouched(model):  # a trace runs forward() on Proxies: what it caches on the model must not stay
+                graph = _LeafTracer().trace(model)
+                gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
         except Cancelled:
             raise
         except Exception as exc:
@@ -563,13 +565,14 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
             if method is CaptureMethod.FX:
                 raise CaptureError(f"torch.fx could not trace {type(model).__name__}: {fx_error}") from exc
         else:
-            records = _record(gm, inputs, _node_label)
+            with untouched(model):
+                records = _record(gm, inputs, _node_label)
             assign = _assign_fx(gm.graph, model, records)
             layer_graph, node_layer = _assemble(gm.graph, model, records, assign)
             log.info("captured %s with torch.fx: %d layers from %d fx nodes", type(model).__name__, len(layer_graph), len(graph.nodes))
             return CaptureResult(layer_graph, gm, node_layer, CaptureMethod.FX)
     try:
-        with torch.inference_mode(False), quiet_torch_logs():
+        with torch.inference_mode(False), quiet_torch_logs(), untouched(model):
             ep = torch.export.export(model, tuple(inputs), strict=False)
     except Cancelled:
         raise

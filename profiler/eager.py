@@ -40,6 +40,7 @@ from .capture import CaptureResult, _assemble, _assign_fx, _meta, _NodeRecord, _
 from .errors import Cancelled
 from .graph import CaptureMethod
 from .progress import checkpoint
+from .resources import untouched
 
 __all__ = ["capture_eager"]
 
@@ -52,7 +53,7 @@ def capture_eager(model: nn.Module, inputs: Sequence[torch.Tensor]) -> CaptureRe
     """Layer graph of one eager forward of ``model`` on ``inputs`` (shapes, no timing)."""
     rec = _Recorder(model, inputs)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), untouched(model):
             out = rec.run()
     finally:
         rec.remove_hooks()

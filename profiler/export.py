@@ -9,6 +9,7 @@ import torch
 
 from .capture import quiet_torch_logs
 from .errors import LayerScopeError, describe, first_line
+from .resources import untouched
 from .safeio import atomic_path
 
 __all__ = ["save_pt2"]
@@ -18,7 +19,7 @@ def save_pt2(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: str |
     """Export and write ``path`` atomically: a failure (or Ctrl+C) never leaves a truncated file
     in place of a good one."""
     try:
-        with quiet_torch_logs():
+        with quiet_torch_logs(), untouched(model):
             ep = torch.export.export(model, tuple(inputs), strict=False)
     except Exception as exc:
         raise LayerScopeError(f"Could not save {path} as a torch.export program: {describe(exc)}") from exc

@@ -28,7 +28,7 @@ from .errors import InputSpecError, ResourceError
 from .format import fmt_bytes
 
 __all__ = ["release_memory", "available_memory_bytes", "parse_device", "check_input_bytes", "estimate_activation_bytes", "check_memory",
-           "MAX_DIMS", "MAX_ELEMENTS", "OtherLoad", "threads", "other_load_now"]
+           "MAX_DIMS", "MAX_ELEMENTS", "OtherLoad", "threads", "other_load_now", "untouched"]
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,14 @@ def check_input_bytes(shapes: Sequence[Sequence[int]], itemsizes: Sequence[int],
 
 
 @contextlib.contextmanager
-def _attributes_restored(module: nn.Module) -> Iterator[None]:
-    """Undo whatever a forward stores on the modules (attributes, and entries of dict/list/set
-    attributes such as per-device caches): the fake run must leave the model untouched."""
+def untouched(module: nn.Module) -> Iterator[None]:
+    """Undo whatever a pass stores on the user's modules: attributes (ultralytics' anchors cached on
+    the first forward, here possibly inference tensors or fakes), entries of dict/list/set attributes
+    (timm LeViT's per-device bias cache, which a trace fills with an fx Proxy), parameters, buffers and
+    submodules swapped in. Every pass LayerScope makes over a model (the reference run, fx trace,
+    export, timing, ONNX export, the comparison) runs inside one, so the next pass sees the model the
+    user gave. Values changed in place inside existing tensors are not undone (eval-mode forwards do
+    not change them; training-mode batch norm statistics would)."""
     saved = []
     for m in module.modules():
         containers = [(v, dict(v) if isinstance(v, dict) else type(v)(v)) for v in vars(m).values()
@@ -192,7 +197,7 @@ def estimate_activation_bytes(module: nn.Module, inputs: Sequence[InputSpec]) ->
                 self.live -= n
 
     try:
-        with _attributes_restored(module), FakeTensorMode(allow_non_fake_inputs=True):
+        with untouched(module), FakeTensorMode(allow_non_fake_inputs=True):
             fake = [torch.zeros(shape, dtype=dtype) for shape, dtype in inputs]
             tracker = _Live()
             with tracker, torch.no_grad():

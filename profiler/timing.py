@@ -25,7 +25,7 @@ from torch import nn
 
 from .capture import CaptureResult, _tensors
 from .progress import Progress, Work, checkpoint
-from .resources import OtherLoad
+from .resources import OtherLoad, untouched
 from .weights import weight_bytes
 
 __all__ = ["LayerTiming", "TimingSummary", "TimingResult", "measure", "within_noise", "NOISY_SPREAD", "FIDELITY_BAND",
@@ -232,6 +232,12 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
     ``runs``) or ``extra_budget_s`` seconds more, in the spirit of torch.utils.benchmark's adaptive
     autorange. Other processes' CPU use is measured meanwhile; a busy machine, layers that stayed
     noisy and a per-layer sum far from end-to-end each become a warning in the summary."""
+    with untouched(model):  # whatever the runs cache on the model is gone afterwards
+        return (yield from _measure(cap, model, inputs, runs, warmup, max_runs, extra_budget_s))
+
+
+def _measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor], runs: int, warmup: int,
+             max_runs: int | None, extra_budget_s: float) -> Work[TimingResult]:
     if runs < 1:
         raise ValueError("runs must be >= 1")
     max_runs = max(runs, max_runs if max_runs is not None else min(4 * runs, 400))

@@ -26,7 +26,7 @@ from ..errors import ComparisonError, LayerScopeError, describe
 from ..errorstats import PairStats
 from ..graph import CaptureMethod, LayerGraph
 from ..progress import Progress, Work, checkpoint
-from ..resources import release_memory
+from ..resources import release_memory, untouched
 from .stats import ActivationStats, TensorStats
 
 __all__ = [
@@ -206,12 +206,18 @@ def _check_finite(lid: str, t: torch.Tensor, side: str, batch: int, graph) -> No
                               f"(an overflow in float16, a division by zero, a log of a negative?).")
 
 
-@torch.inference_mode()
 def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSet, reference_name: str = "reference",
                    candidate_name: str = "candidate", bins: int = 1024,
                    method: CaptureMethod | None = None) -> Work[ActivationComparison]:
     """Stream ``samples`` through both models and compare every layer they share (both captured with
     ``method``: fx, or export; None: fx with export as fallback)."""
+    with untouched(reference), untouched(candidate):  # the traces and runs leave both models as they were
+        return (yield from _compare_models(reference, candidate, samples, reference_name, candidate_name, bins, method))
+
+
+@torch.inference_mode()
+def _compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSet, reference_name: str,
+                    candidate_name: str, bins: int, method: CaptureMethod | None) -> Work[ActivationComparison]:
     if not samples.batches:
         raise ComparisonError("No samples to compare on.")
     first = samples.batches[0]
@@ -221,8 +227,8 @@ def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSe
         cand_cap = capture(candidate, first, method)
     except LayerScopeError:
         raise
-    except Exception as exc:
-        raise ComparisonError(f"The data do not fit the model's input ({type(exc).__name__}: {exc}).") from exc
+    except Exception as exc:  # not a capture or input error (those are LayerScopeErrors): say what failed, not a guess
+        raise ComparisonError(f"Capturing the models for the comparison failed: {describe(exc)}") from exc
     graph = ref_cap.graph
     common = [lid for lid in graph.ids() if lid in cand_cap.graph]
     if not common:

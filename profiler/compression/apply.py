@@ -22,7 +22,7 @@ from ..errors import InputSpecError, PlanError
 from ..errorstats import PairStats
 from ..graph import LayerGraph
 from ..progress import Progress, Work
-from ..resources import release_memory
+from ..resources import release_memory, untouched
 from ..weights import weight_bytes
 from .activations import ActivationQuant, calibrate_activations
 from .plan import ResolvedSpec
@@ -105,7 +105,8 @@ def compare_outputs(reference: nn.Module, candidate: nn.Module, samples: SampleS
         raise InputSpecError(f"{samples.source}: no samples to compare the outputs on.")
     err, hits_r, hits_c = PairStats(), 0, 0
     for k, batch in enumerate(samples.batches):
-        r, c = _flat_output(reference(*batch)), _flat_output(candidate(*batch))
+        with untouched(reference), untouched(candidate):
+            r, c = _flat_output(reference(*batch)), _flat_output(candidate(*batch))
         if not torch.isfinite(r).all():
             raise InputSpecError(f"The original model's output holds NaN/Inf on batch {k} of {samples.source}; "
                                  f"no comparison is meaningful. Check the data and the model.")

@@ -25,6 +25,7 @@ from ..hardware import HardwareProfile
 from ..pipeline import profile_model
 from ..profile import Profile
 from ..progress import Progress, Work
+from ..resources import untouched
 from ..serde import to_jsonable
 from ..source import LoadedModel
 from ..workspace import work_dir
@@ -83,16 +84,17 @@ class CompressionOutcome:
 @torch.inference_mode()
 def time_pair(a: nn.Module, b: nn.Module, inputs: Sequence[torch.Tensor], runs: int = 20, warmup: int = 3) -> tuple[float, float]:
     """Median eager latency (ms) of two models, interleaved run by run on the same inputs."""
-    for _ in range(warmup):
-        a(*inputs)
-        b(*inputs)
     ta: list[float] = []
     tb: list[float] = []
-    for _ in range(runs):
-        for m, out in ((a, ta), (b, tb)):
-            t0 = time.perf_counter_ns()
-            m(*inputs)
-            out.append((time.perf_counter_ns() - t0) / 1e6)
+    with untouched(a), untouched(b):
+        for _ in range(warmup):
+            a(*inputs)
+            b(*inputs)
+        for _ in range(runs):
+            for m, out in ((a, ta), (b, tb)):
+                t0 = time.perf_counter_ns()
+                m(*inputs)
+                out.append((time.perf_counter_ns() - t0) / 1e6)
     return statistics.median(ta), statistics.median(tb)
 
 

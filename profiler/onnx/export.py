@@ -14,6 +14,7 @@ import torch
 
 from ..capture import quiet_torch_logs
 from ..errors import OnnxMappingError, OutputError, describe
+from ..resources import untouched
 from .results import ExporterKind
 
 __all__ = ["export_onnx", "load_onnx"]
@@ -34,7 +35,7 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
     if not path.parent.is_dir():
         raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     try:
-        with quiet_torch_logs(), contextlib.redirect_stdout(io.StringIO()):
+        with quiet_torch_logs(), contextlib.redirect_stdout(io.StringIO()), untouched(model):
             prog = torch.onnx.export(model, args, dynamo=True, external_data=False, verbose=False)
     except Exception as exc:  # noqa: BLE001 - fall back, then report both
         dynamo_text = f"{exc} {exc.__cause__ or ''}"
@@ -48,7 +49,7 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
             raise OutputError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
         return ExporterKind.DYNAMO, notes
     try:
-        with quiet_torch_logs(), contextlib.redirect_stdout(io.StringIO()):
+        with quiet_torch_logs(), contextlib.redirect_stdout(io.StringIO()), untouched(model):
             torch.onnx.export(model, args, str(path), dynamo=False)
         notes.append(f"the dynamo exporter failed ({dynamo_err}); used the TorchScript exporter (no node metadata)")
         log.warning("the dynamo ONNX exporter failed (%s); used the TorchScript exporter", dynamo_err)

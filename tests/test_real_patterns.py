@@ -1,0 +1,77 @@
+"""Patterns of real third-party models (tests/patterns.py), through every command: issue 13."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from layerscope.profiler import drive
+from layerscope.profiler.compression import estimate_plan
+from layerscope.profiler.jobs import ModelRequest, compare_job, compress_job, onnx_job, profile_job
+from layerscope.profiler.resources import untouched
+
+PATTERNS = Path(__file__).parent / "patterns.py"
+FAST = {"runs": 2, "warmup": 1, "hardware": "raspberry-pi-5"}
+
+
+def _state(model: torch.nn.Module) -> list:
+    """What a pass could leave on a model: every module's plain attributes and container entries."""
+    out = []
+    for name, m in model.named_modules():
+        for k, v in vars(m).items():
+            if k.startswith("_") and k not in ("_parameters", "_buffers", "_modules"):
+                continue
+            out.append((name, k, v if not isinstance(v, dict) else dict(v)))
+    return out
+
+
+def _same(a: list, b: list) -> bool:
+    def eq(x, y):
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            return x is y
+        if isinstance(x, dict) and isinstance(y, dict):
+            return x.keys() == y.keys() and all(eq(x[k], y[k]) for k in x)
+        return x is y or x == y
+    return len(a) == len(b) and all(ka == kb and eq(va, vb) for (*ka, va), (*kb, vb) in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("factory", ["anchor_head", "device_bias_cache"])
+def test_models_that_cache_state_in_forward_pass_every_command(factory, monkeypatch):
+    """ultralytics caches anchors (here, inference tensors after a run under inference_mode) and timm LeViT caches
+    a bias per str(device) (an fx Proxy after a trace): each pass must leave the model as it found it, or the next
+    one fails (export: "Inference tensors cannot be saved for backward"; the comparison: a node of another graph)."""
+    from layerscope.profiler import jobs
+
+    seen = []
+    real_load = jobs.load_model
+
+    def load(*a, **k):
+        loaded = real_load(*a, **k)
+        seen.append((loaded.module, _state(loaded.module)))
+        return loaded
+
+    monkeypatch.setattr(jobs, "load_model", load)
+
+    req = ModelRequest(f"{PATTERNS}:{factory}", **FAST)
+    p = drive(profile_job(req))
+    assert len(p.graph) >= 3 and p.timings
+    onnx = drive(onnx_job(req))
+    assert onnx.coverage_ops == pytest.approx(1.0)
+    result = drive(compress_job(req, estimate_plan("int8")))
+    assert result.comparison.layers and result.outcome.report.result.size_ratio < 1
+    cmp, _ = drive(compare_job(ModelRequest(f"{PATTERNS}:{factory}", runs=1, warmup=0, hardware="raspberry-pi-5"),
+                               estimate_plan("int8")))
+    assert cmp.layers
+    assert len(seen) == 4 and all(_same(before, _state(m)) for m, before in seen)
+
+
+def test_untouched_undoes_attributes_container_entries_and_swapped_buffers():
+    m = torch.nn.Linear(2, 2)
+    m.cache = {"cpu": 1}
+    m.register_buffer("b", torch.zeros(1))
+    old_b = m.b
+    with untouched(m):
+        m.cache["Proxy(getattr_1)"] = object()
+        m.anchors = torch.ones(3)
+        m.b = torch.ones(1)
+    assert m.cache == {"cpu": 1} and not hasattr(m, "anchors") and m.b is old_b
