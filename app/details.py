@@ -27,9 +27,14 @@ class LayerDetails(QTextBrowser):
         r = p.row(layer_id)
         layer, m, t, pt = r.layer, r.metrics, r.timing, r.point
 
+        def one(x) -> str:
+            text = f"{'×'.join(map(str, x.shape)) or 'scalar'} {x.dtype}"
+            if x.is_weight:
+                text += f"  ({x.role.value} {x.name}" + (f", tied to {x.tied_to}: one storage" if x.tied_to else "") + ")"
+            return html.escape(text)
+
         def shapes(ts) -> str:
-            return "<br>".join(html.escape(f"{'×'.join(map(str, x.shape)) or 'scalar'} {x.dtype}" + (f"  ({x.role.value} {x.name})" if x.is_weight else ""))
-                               for x in ts) or "-"
+            return "<br>".join(one(x) for x in ts) or "-"
 
         rows = [
             ("Type", html.escape(layer.module_type or layer.target)),

@@ -114,6 +114,12 @@ def _storage_ptr(t: torch.Tensor) -> int:
         return -1
 
 
+def _storage_key(t: torch.Tensor) -> tuple[str, int]:
+    """One key per storage (tensors without real storage, on the meta device, by identity)."""
+    ptr = _storage_ptr(t)
+    return (str(t.device), ptr) if ptr > 0 else ("id", id(t))
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, bool | int | float | str) or v is None:
         return v
@@ -325,6 +331,9 @@ class _Assembler:
                  assign: dict[str, _Assignment]) -> None:
         self.graph, self.records, self.assign = graph, records, assign
         self.param_names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+        self.first_name: dict[tuple[str, int], str] = {}  # storage -> the name it was first registered under
+        for n, t in (*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)):
+            self.first_name.setdefault(_storage_key(t), n)
         self.node_layer = {name: a.layer_id for name, a in assign.items()}
         self.by_name = {n.name: n for n in graph.nodes}
         out_node = next(n for n in graph.nodes if n.op == "output")
@@ -382,9 +391,13 @@ class _Assembler:
                     role = TensorRole.PARAMETER if prod.target in self.param_names else TensorRole.BUFFER
                     out.append(TensorMeta(meta.shape, meta.dtype, role, str(prod.target)))
         if a.module is not None:
-            out += [_meta(p, TensorRole.PARAMETER, f"{a.module_path}.{name}") for name, p in a.module.named_parameters()]
-            out += [_meta(b, TensorRole.BUFFER, f"{a.module_path}.{name}") for name, b in a.module.named_buffers()]
+            out += [self.weight(p, TensorRole.PARAMETER, f"{a.module_path}.{name}") for name, p in a.module.named_parameters()]
+            out += [self.weight(b, TensorRole.BUFFER, f"{a.module_path}.{name}") for name, b in a.module.named_buffers()]
         return out
+
+    def weight(self, t: torch.Tensor, role: TensorRole, name: str) -> TensorMeta:
+        first = self.first_name.get(_storage_key(t), name)
+        return TensorMeta(tuple(int(s) for s in t.shape), _dtype_name(t.dtype), role, name, first if first != name else "")
 
     def outputs(self, layer_id: str, nodes: list[fx.Node]) -> list[TensorMeta]:
         """Values used outside the layer (all of a one-node layer's); marks the model's output layers."""

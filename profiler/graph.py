@@ -43,6 +43,7 @@ class TensorMeta:
     dtype: str  # torch dtype name without the "torch." prefix
     role: TensorRole = TensorRole.ACTIVATION
     name: str = ""  # parameter/buffer name where it is one
+    tied_to: str = ""  # a tied weight (GPT-2's lm_head.weight is wte.weight): the name its storage was first registered under
 
     @property
     def numel(self) -> int:

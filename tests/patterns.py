@@ -60,3 +60,22 @@ class DeviceBiasCache(nn.Module):
 def device_bias_cache():
     torch.manual_seed(0)
     return nn.Sequential(DeviceBiasCache(), nn.ReLU(), DeviceBiasCache()).eval(), (torch.randn(2, 16),)
+
+
+class TiedDecoder(nn.Module):
+    """GPT-2 / T5: the output projection is the token embedding (one storage, two layers)."""
+
+    def __init__(self, vocab: int = 512, dim: int = 64) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, dim)
+        self.block = nn.Linear(dim, dim)
+        self.lm_head = nn.Linear(dim, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(torch.relu(self.block(self.wte(ids))))
+
+
+def tied_decoder():
+    torch.manual_seed(0)
+    return TiedDecoder().eval(), (torch.randint(0, 512, (1, 16)),)

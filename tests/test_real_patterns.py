@@ -75,3 +75,41 @@ def test_untouched_undoes_attributes_container_entries_and_swapped_buffers():
         m.anchors = torch.ones(3)
         m.b = torch.ones(1)
     assert m.cache == {"cpu": 1} and not hasattr(m, "anchors") and m.b is old_b
+
+
+def test_a_tied_embedding_is_counted_and_compressed_once():
+    """GPT-2's lm_head.weight is wte.weight: before, the shared storage was counted once and subtracted twice
+    (GPT-2 printed 55.4 MiB -> -18.1 MiB)."""
+    r = drive(compress_job(ModelRequest(f"{PATTERNS}:tied_decoder", **FAST), estimate_plan("int8")))
+    res = r.outcome.report.result
+    # float32: wte 512x64 (lm_head is the same storage) 131,072 B + block 64x64 + 64 = 16,640 B
+    assert res.model_bytes_before == 512 * 64 * 4 + (64 * 64 + 64) * 4 == 147_712
+    # int8 per output channel, symmetric (a float32 scale per row, no zero points): wte 512x64 + 512 scales,
+    # block 64x64 + 64 scales, block.bias stays float32
+    assert res.model_bytes_after == (512 * 64 + 512 * 4) + (64 * 64 + 64 * 4) + 64 * 4 == 39_424
+    tied = {c.layer_id: c.weight for c in res.layers}
+    assert tied["lm_head"] is tied["wte"]  # one report: one storage compressed once
+    assert any("'lm_head' shares its weight with 'wte' (tied)" in w for w in res.warnings)
+
+
+def test_compressing_one_side_of_a_tie_says_the_other_changes_too():
+    from layerscope.profiler.compression import CompressionPlan, LayerSpec
+
+    plan = CompressionPlan((LayerSpec("lm_head", "palettize", {"bits": 4}),))
+    r = drive(compress_job(ModelRequest(f"{PATTERNS}:tied_decoder", **FAST), plan))
+    res = r.outcome.report.result
+    assert res.model_bytes_after > 0 and res.size_ratio < 1
+    assert any("lm_head.weight is tied to wte.weight (one storage)" in w for w in res.warnings)
+
+
+def test_the_static_estimate_counts_a_tied_weight_once_and_the_profile_shows_the_tie():
+    from layerscope.profiler.compression import estimate_static, resolve_plan
+
+    p = drive(profile_job(ModelRequest(f"{PATTERNS}:tied_decoder", static=True, hardware="raspberry-pi-5")))
+    head = next(t for t in p.graph["lm_head"].operands if t.is_weight)
+    assert (head.name, head.tied_to) == ("lm_head.weight", "wte.weight")
+    assert all(not t.tied_to for t in p.graph["wte"].operands)
+    resolved, _ = resolve_plan(estimate_plan("int8"), p)
+    e = estimate_static(p, resolved)
+    # the same storages as the real compression above: 147,712 B -> 39,424 B
+    assert e.model_weight_bytes == 147_712 and e.weight_bytes_saved == 147_712 - 39_424

@@ -133,6 +133,19 @@ def pruned_copy(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec
     return candidate, prune_channels(candidate, inputs, targets) if targets else []
 
 
+def _storage(t: torch.Tensor) -> tuple[str, int]:
+    ptr = t.untyped_storage().data_ptr()
+    return (str(t.device), ptr) if ptr else ("id", id(t))
+
+
+def _ties(model: nn.Module) -> dict[tuple[str, int], list[str]]:
+    """Parameter names per storage, for storages held under more than one name (tied weights)."""
+    names: dict[tuple[str, int], list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(_storage(p), []).append(name)
+    return {k: v for k, v in names.items() if len(v) > 1}
+
+
 def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec], samples: SampleSet,
                warnings: tuple[str, ...] | list[str] = ()) -> Work[tuple[nn.Module, CompressionResult]]:
     """Compress a deep copy of ``model``; returns (candidate, result). Memory: the original and one
@@ -143,6 +156,9 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
     structural = [r for r in resolved if r.params.structural]
     done: list[LayerCompression] = []
     act_layers: list[tuple[str, str, str, float]] = []
+    notes = list(warnings)
+    ties = _ties(candidate)
+    compressed: dict[tuple[str, int], LayerCompression] = {}  # weight storage -> the spec that compressed it
     step = len(structural)
     for r in resolved:
         if r.params.structural:
@@ -154,13 +170,20 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor):
             raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r} has no weight tensor to compress.")
+        key = _storage(weight)
+        if key in compressed:  # a tied weight (GPT-2's lm_head is wte): one storage, compressed once
+            first = compressed[key]
+            notes.append(f"layer {r.layer_id!r} shares its weight with {first.layer_id!r} (tied); it was compressed "
+                            f"once, by spec {first.spec_index}, and both layers use it")
+            done.append(LayerCompression(r.layer_id, r.spec_index, first.weight))
+            continue
         try:
             w_hat, rep = _compress_weight(r.params, weight.data, f"{layer.module_path}.weight")
         except ValueError as exc:
             raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}: {exc}.") from exc
         with torch.no_grad():
             weight.copy_(w_hat)
-        done.append(LayerCompression(r.layer_id, r.spec_index, rep))
+        done.append(compressed.setdefault(key, LayerCompression(r.layer_id, r.spec_index, rep)))
         p = r.params
         if isinstance(p, QuantizeParams) and p.activations and layer.op_kind != "embedding":  # an embedding's input is token ids
             act_layers.append((r.layer_id, layer.module_path or "", str(p.act_calibration), p.act_percentile))
@@ -173,10 +196,16 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
             raise PlanError(f"activation calibration: {exc}.") from exc
     release_memory()  # the per-layer temporaries of the techniques are gone: give their heap pages back
     yield Progress("compress", total, total, "comparing outputs")
+    chosen = {graph[c.layer_id].module_path for c in done}
+    for key, c in compressed.items():
+        others = [n for n in ties.get(key, ()) if n != c.weight.name and n.rsplit(".", 1)[0] not in chosen]
+        if others:
+            notes.append(f"{c.weight.name} is tied to {', '.join(others)} (one storage): compressing layer {c.layer_id!r} "
+                            f"changes {'it' if len(others) == 1 else 'them'} too")
     before = model_bytes(model)
-    per_weight = {c.weight.name: c.weight for c in done}  # a shared module is stored once
-    after = model_bytes(candidate) - sum(w.numel * w.bits_before // 8 for w in per_weight.values()) + sum(w.bytes_after for w in per_weight.values())
+    per_weight = [c.weight for c in compressed.values()]  # per storage: a tied weight is stored, and compressed, once
+    after = model_bytes(candidate) - sum(w.numel * w.bits_before // 8 for w in per_weight) + sum(w.bytes_after for w in per_weight)
     output = compare_outputs(model, candidate, samples)
     simulated = bool(done or acts)  # zeros and fake-quant run on dense float kernels
     return candidate, CompressionResult(tuple(done), tuple(channels), tuple(acts), before, int(after), output,
-                                        tuple(warnings), simulated)
+                                        tuple(notes), simulated)

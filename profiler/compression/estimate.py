@@ -74,16 +74,23 @@ def estimate_static(profile: Profile, resolved: list[ResolvedSpec] | tuple[Resol
     hw, dtype = profile.hardware, profile.model.compute_dtype
     out, saved, fl_before, fl_after = [], 0, 0, 0
     approx: set[str] = set()
+    counted: set[str] = set()  # weights already counted: a tied weight is one storage, saved once
     for r in resolved:
         layer, m = profile.graph[r.layer_id], profile.metrics[r.layer_id]
         before = after = 0
+        shared = 0  # bytes this layer saves on a weight another chosen layer already saved
         for t in layer.operands:
             if t.role is not TensorRole.PARAMETER:
                 continue
+            storage = t.tied_to or t.name
             bits = t.itemsize * 8
             before += t.nbytes
             compress = t.name.endswith("weight") or r.technique == "prune_channels"
-            after += math.ceil(_storage_bits(r.params, t.shape, bits) / 8) if compress else t.nbytes
+            t_after = math.ceil(_storage_bits(r.params, t.shape, bits) / 8) if compress else t.nbytes
+            after += t_after
+            if storage in counted:
+                shared += t.nbytes - t_after
+            counted.add(storage)
         flops_after = m.flops
         p = r.params
         if isinstance(p, PruneChannelsParams) and m.flops is not None:
@@ -97,7 +104,7 @@ def estimate_static(profile: Profile, resolved: list[ResolvedSpec] | tuple[Resol
             m.arithmetic_intensity, (flops_after / moved_after) if flops_after is not None and moved_after else None,
             None if m.flops is None else hw.roof_ms(m.flops, m.bytes_moved, dtype),
             None if flops_after is None else hw.roof_ms(flops_after, moved_after, dtype)))
-        saved += before - after
+        saved += before - after - shared
         fl_before += m.flops or 0
         fl_after += flops_after or 0
     return PlanEstimate(tuple(out), profile.model.total_weight_bytes, saved, fl_before, fl_after, tuple(sorted(approx)))
