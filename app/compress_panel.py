@@ -8,6 +8,7 @@ builds LayerSpecs and shows the core's CompressionReport.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections.abc import Callable
@@ -362,7 +363,7 @@ class CompressionPanel(QWidget):
                 return None
             return rep.ort.config.to_json()
         if kind == "coreml":
-            return json.dumps(coreml_configs(rep.resolved), indent=2)
+            return json.dumps(coreml_configs(rep.resolved, self.state.profile.graph), indent=2)
         return json.dumps(torchao_mapping(rep.resolved, self.state.profile.graph), indent=2)
 
     def _error(self, msg: str) -> None:
@@ -400,6 +401,9 @@ class CompressionPanel(QWidget):
         if rep.ort is not None:
             lines.append(f"<b>ORT int8</b> {fmt_ms(rep.ort.float_ms)} → {fmt_ms(rep.ort.int8_ms)} ms "
                          f"(speed-up {rep.ort.speedup:.2f}×, real kernels)")
+        if (left := res.not_compressed_text()) is not None:
+            color = "#b58900" if res.unreachable else "gray"
+            lines.append(f"<span style='color:{color}'><b>Not compressed</b> {html.escape(left)}</span>")
         lines += [f"<span style='color:#b58900'>⚠ {w}</span>" for w in res.warnings]
         self.summary.setText("<br>".join(lines))
 

@@ -24,7 +24,9 @@ __all__ = ["add_compress_parser", "print_report"]
 def print_report(rep: CompressionReport, top: int, console: Console) -> None:
     res = rep.result
     out = res.output
-    console.print(f"[bold]{rep.model}[/]: {len(rep.plan['specs'])} spec(s) → {len(res.layers)} weight-compressed layer(s), "
+    n_layers = len({c.layer_id for c in res.layers})
+    weights = "" if n_layers == len(res.layers) else f" ({len(res.layers)} weights)"
+    console.print(f"[bold]{rep.model}[/]: {len(rep.plan['specs'])} spec(s) → {n_layers} weight-compressed layer(s){weights}, "
                   f"{len(res.channels)} channel-pruned, {len(res.activations)} with int8 activations")
     for w in res.warnings:
         console.print(f"  [yellow]warning:[/] {w}")
@@ -34,7 +36,9 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
     deltas = {d.layer_id: d for d in rep.layers}
     for c in res.layers[:top]:
         d = deltas[c.layer_id]
-        table.add_row(c.layer_id, c.weight.technique, f"{c.weight.bits_per_weight:.2f}", fmt_bytes(c.weight.bytes_before),
+        one_weight = c.weight.name == f"{c.layer_id}.weight"
+        label = c.layer_id if one_weight else f"{c.layer_id} ({c.weight.name})"
+        table.add_row(label, c.weight.technique, f"{c.weight.bits_per_weight:.2f}", fmt_bytes(c.weight.bytes_before),
                       fmt_bytes(c.weight.bytes_after), fmt_db(c.weight.sqnr_db), fmt_ms(d.latency_ms_before),
                       "-" if d.latency_ms_after is None else fmt_ms(d.latency_ms_after))
     if len(res.layers) > top:
@@ -52,6 +56,8 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
                       f"[{a.observed_min:.3g}, {a.observed_max:.3g}], clipped {fmt_pct(a.clip_rate)}, SQNR {fmt_db(a.sqnr_db)}")
     console.print(f"Size: {fmt_bytes(res.model_bytes_before)} → {fmt_bytes(res.model_bytes_after)} "
                   f"([bold]{res.size_ratio:.3f}×[/]), real storage incl. scales, zero points, LUTs and masks")
+    if (left := res.not_compressed_text()) is not None:
+        console.print(f"{'[yellow]' if res.unreachable else ''}Not compressed: {left}{'[/]' if res.unreachable else ''}")
     sim = " [yellow](simulated: weights are decoded to float and activations fake-quantised, so eager kernels are unchanged)[/]" if res.simulated else ""
     console.print(f"Latency (eager, interleaved, median of {rep.latency_runs} after {rep.warmup_runs} warm-up; layers captured with "
                   f"{rep.capture_method}): {fmt_ms(rep.latency_ms_before)} → "
@@ -111,7 +117,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             raise PlanError("--export-ort: the plan has no int8 layer that ONNX Runtime's quantizer can take.")
         _write(args.export_ort, rep.ort.config.to_json(), console, "--export-ort")
     if args.export_coreml:
-        _write(args.export_coreml, json.dumps(coreml_configs(rep.resolved), indent=2), console, "--export-coreml")
+        _write(args.export_coreml, json.dumps(coreml_configs(rep.resolved, profile.graph), indent=2), console, "--export-coreml")
     if args.export_torchao:
         _write(args.export_torchao, json.dumps(torchao_mapping(rep.resolved, profile.graph), indent=2), console, "--export-torchao")
     if args.out:

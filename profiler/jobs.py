@@ -253,6 +253,7 @@ class CompressResult:
             "output_sqnr_db": out.sqnr_db, "output_cosine": out.cosine, "output_max_abs_error": out.max_abs_error,
             "accuracy_before": out.accuracy_reference, "accuracy_after": out.accuracy_candidate, "warnings": list(res.warnings),
             "ort_int8_speedup": rep.ort.speedup if rep.ort is not None else None,
+            "not_compressed": res.not_compressed_text(), "not_compressed_bytes": sum(w.bytes for w in res.not_compressed),
             "activations": self.comparison.summary(self.threshold_db),
         }
         return json.dumps({**json.loads(rep.to_json()), "comparison": to_jsonable(self.comparison),

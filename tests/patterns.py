@@ -79,3 +79,40 @@ class TiedDecoder(nn.Module):
 def tied_decoder():
     torch.manual_seed(0)
     return TiedDecoder().eval(), (torch.randint(0, 512, (1, 16)),)
+
+
+class Conv1D(nn.Module):
+    """transformers.pytorch_utils.Conv1D (GPT-2's c_attn, c_proj, c_fc): a linear layer with its weight
+    transposed, (in, out), called as addmm; it is no torch.nn layer type."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size_out = x.size()[:-1] + (self.nf,)
+        x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        return x.view(size_out)
+
+
+class AttentionBlock(nn.Module):
+    """torchvision ViT's encoder block: nn.MultiheadAttention, then a GPT-2 style MLP of Conv1D layers."""
+
+    def __init__(self, dim: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.c_fc = Conv1D(4 * dim, dim)
+        self.c_proj = Conv1D(dim, 4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.c_proj(torch.relu(self.c_fc(x)))
+
+
+def attention_block():
+    torch.manual_seed(0)
+    return AttentionBlock().eval(), (torch.randn(1, 16, 64),)

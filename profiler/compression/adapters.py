@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..graph import LayerGraph
-from .plan import ResolvedSpec
+from .plan import COMPRESSIBLE_KINDS, ResolvedSpec, compressible_weights
 from .specs import Calibration, Granularity, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams
 
 __all__ = ["OrtQuantConfig", "ort_quant_config", "coreml_configs", "torchao_mapping", "build_qconfig_mapping", "QUANTIZABLE_ONNX_OPS"]
@@ -143,9 +143,28 @@ def ort_quant_config(resolved: Sequence[ResolvedSpec], graph: LayerGraph, node_l
 
 
 # --------------------------------------------------------------------------- coremltools
-def coreml_configs(resolved: Sequence[ResolvedSpec]) -> dict[str, Any]:
+def _module_layers(resolved: Sequence[ResolvedSpec], graph: LayerGraph | None, tool: str) -> tuple[list[ResolvedSpec], list[str]]:
+    """The specs on conv/linear/embedding modules (what module-name configs reach), and a line for each
+    other one: attention projections and weights passed to functions are compressed by LayerScope, but
+    ``tool`` configures torch.nn layers by module name. ``graph`` None: every layer is taken as such a module."""
+    if graph is None:
+        return list(resolved), []
+    kept, cannot = [], []
+    for r in resolved:
+        layer = graph[r.layer_id]
+        if layer.module_path is not None and layer.op_kind in COMPRESSIBLE_KINDS:
+            kept.append(r)
+        else:
+            names = ", ".join(t.name for t in compressible_weights(layer))
+            cannot.append(f"{r.layer_id} ({layer.type_name}, {names}) — {tool} configures conv, linear and embedding "
+                          f"modules by name; LayerScope compressed this weight in its own evaluation only")
+    return kept, cannot
+
+
+def coreml_configs(resolved: Sequence[ResolvedSpec], graph: LayerGraph | None = None) -> dict[str, Any]:
     """coremltools.optimize.torch configs in their ``from_dict`` form, one per technique family."""
-    quant, palette, prune, cannot = {}, {}, {}, []
+    quant, palette, prune = {}, {}, {}
+    resolved, cannot = _module_layers(resolved, graph, "coremltools")
     for r in resolved:
         p = r.params
         if isinstance(p, QuantizeParams) and p.bits in (4, 8):
@@ -203,7 +222,8 @@ def _ao_entry(r: ResolvedSpec, kind: str) -> dict[str, str] | None:
 
 def torchao_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph) -> dict[str, Any]:
     """JSON description of the QConfigMapping ``build_qconfig_mapping`` builds."""
-    names, cannot = {}, []
+    names = {}
+    resolved, cannot = _module_layers(resolved, graph, "torch.ao's QConfigMapping")
     for r in resolved:
         entry = _ao_entry(r, graph[r.layer_id].op_kind)
         if entry is None:
@@ -233,7 +253,7 @@ def build_qconfig_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph):
     )
 
     mapping = QConfigMapping()
-    for r in resolved:
+    for r in _module_layers(resolved, graph, "torch.ao")[0]:
         entry = _ao_entry(r, graph[r.layer_id].op_kind)
         if entry is None:
             continue

@@ -20,12 +20,13 @@ from torch import nn
 from ..data import SampleSet
 from ..errors import InputSpecError, PlanError
 from ..errorstats import PairStats
-from ..graph import LayerGraph
+from ..format import fmt_bytes
+from ..graph import LayerGraph, TensorRole
 from ..progress import Progress, Work
 from ..resources import release_memory, untouched
 from ..weights import weight_bytes
 from .activations import ActivationQuant, calibrate_activations
-from .plan import ResolvedSpec
+from .plan import COMPRESSIBLE_KINDS, ResolvedSpec, compressible_weights
 from .specs import CastParams, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams
 from .structured import ChannelPruneReport, prune_channels
 from .techniques import WeightReport, cast_weight, palettize_weight, prune_weight, quantize_weight
@@ -77,10 +78,63 @@ class CompressionResult:
     # True when weights/activations are fake-quantised: storage sizes are real, but the kernels
     # still run in float, so measured latency does not show the int8 speed-up (see the ORT check).
     simulated: bool
+    # every weight matrix (a parameter of 2+ dims, once per storage) the plan left as it was, largest first
+    not_compressed: tuple[UncompressedWeight, ...] = ()
 
     @property
     def size_ratio(self) -> float:
         return self.model_bytes_after / self.model_bytes_before if self.model_bytes_before else float("nan")
+
+    @property
+    def unreachable(self) -> tuple[UncompressedWeight, ...]:
+        """Weights left as they were because no technique reaches them (not because the plan chose so)."""
+        return tuple(w for w in self.not_compressed if not w.selectable)
+
+    def not_compressed_text(self, limit: int = 3) -> str | None:
+        """One line: how much stays float, and which weights no technique reaches, by name and size."""
+        if not self.not_compressed:
+            return None
+        total = sum(w.bytes for w in self.not_compressed)
+        share = f" ({total / self.model_bytes_before:.0%} of the model)" if self.model_bytes_before else ""
+        skipped = len(self.not_compressed) - len(self.unreachable)
+        parts = [f"{skipped} not selected by the plan"] if skipped else []
+        if self.unreachable:
+            named = ", ".join(f"{w.name} {fmt_bytes(w.bytes)} ({w.reason})" for w in self.unreachable[:limit])
+            more = f" and {len(self.unreachable) - limit} more" if len(self.unreachable) > limit else ""
+            parts.append(f"{len(self.unreachable)} no technique reaches: {named}{more}")
+        return f"{len(self.not_compressed)} weight matrices, {fmt_bytes(total)}{share}: " + "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class UncompressedWeight:
+    name: str  # parameter name (the first one, for a tied storage)
+    bytes: int
+    selectable: bool  # a layer a plan can select holds it; False: no technique reaches it
+    reason: str  # "not selected", or why no technique reaches it (the layer and op that read it)
+
+
+def _not_compressed(model: nn.Module, graph: LayerGraph, done: set[tuple[str, int]]) -> tuple[UncompressedWeight, ...]:
+    reachable = {t.name for layer in graph for t in compressible_weights(layer)}
+    readers: dict[str, str] = {}
+    for layer in graph:
+        for t in layer.operands:
+            if t.role is TensorRole.PARAMETER:
+                readers.setdefault(t.name, f"read by {layer.id}, a {layer.type_name}")
+    names: dict[tuple[str, int], list[str]] = {}
+    sizes: dict[tuple[str, int], int] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p.dim() >= 2:
+            key = _storage(p)
+            names.setdefault(key, []).append(name)
+            sizes[key] = p.numel() * p.element_size()
+    out = []
+    for key, ns in names.items():
+        if key in done:
+            continue
+        selectable = any(n in reachable for n in ns)
+        reason = "not selected" if selectable else next((readers[n] for n in ns if n in readers), "read by no captured layer")
+        out.append(UncompressedWeight(ns[0], sizes[key], selectable, reason))
+    return tuple(sorted(out, key=lambda w: -w.bytes))
 
 
 def model_bytes(model: nn.Module) -> int:
@@ -157,6 +211,7 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
     done: list[LayerCompression] = []
     act_layers: list[tuple[str, str, str, float]] = []
     notes = list(warnings)
+    no_act: list[str] = []  # int8 activations asked where there is no conv/linear module input to observe
     ties = _ties(candidate)
     compressed: dict[tuple[str, int], LayerCompression] = {}  # weight storage -> the spec that compressed it
     step = len(structural)
@@ -166,27 +221,35 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
         step += 1
         yield Progress("compress", step, total, r.layer_id)
         layer = graph[r.layer_id]
-        module = candidate.get_submodule(layer.module_path or "")
-        weight = getattr(module, "weight", None)
-        if not isinstance(weight, torch.Tensor):
+        weights = compressible_weights(layer)
+        if not weights:
             raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r} has no weight tensor to compress.")
-        key = _storage(weight)
-        if key in compressed:  # a tied weight (GPT-2's lm_head is wte): one storage, compressed once
-            first = compressed[key]
-            notes.append(f"layer {r.layer_id!r} shares its weight with {first.layer_id!r} (tied); it was compressed "
-                            f"once, by spec {first.spec_index}, and both layers use it")
-            done.append(LayerCompression(r.layer_id, r.spec_index, first.weight))
-            continue
-        try:
-            w_hat, rep = _compress_weight(r.params, weight.data, f"{layer.module_path}.weight")
-        except ValueError as exc:
-            raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}: {exc}.") from exc
-        with torch.no_grad():
-            weight.copy_(w_hat)
-        done.append(compressed.setdefault(key, LayerCompression(r.layer_id, r.spec_index, rep)))
+        for meta in weights:
+            try:
+                weight = candidate.get_parameter(meta.name)
+            except AttributeError as exc:
+                raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}: the model has no parameter {meta.name!r} "
+                                f"(was the profile taken of another model?).") from exc
+            key = _storage(weight)
+            if key in compressed:  # a tied weight (GPT-2's lm_head is wte): one storage, compressed once
+                first = compressed[key]
+                notes.append(f"layer {r.layer_id!r} shares its weight with {first.layer_id!r} (tied); it was compressed "
+                             f"once, by spec {first.spec_index}, and both layers use it")
+                done.append(LayerCompression(r.layer_id, r.spec_index, first.weight))
+                continue
+            try:
+                w_hat, rep = _compress_weight(r.params, weight.data, meta.name)
+            except ValueError as exc:
+                raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}, {meta.name}: {exc}.") from exc
+            with torch.no_grad():
+                weight.copy_(w_hat)
+            done.append(compressed.setdefault(key, LayerCompression(r.layer_id, r.spec_index, rep)))
         p = r.params
         if isinstance(p, QuantizeParams) and p.activations and layer.op_kind != "embedding":  # an embedding's input is token ids
-            act_layers.append((r.layer_id, layer.module_path or "", str(p.act_calibration), p.act_percentile))
+            if layer.module_path is not None and layer.op_kind in COMPRESSIBLE_KINDS:
+                act_layers.append((r.layer_id, layer.module_path, str(p.act_calibration), p.act_percentile))
+            else:
+                no_act.append(r.layer_id)
     acts: list[ActivationQuant] = []
     if act_layers:
         yield Progress("compress", total - 1, total, f"calibrating {len(act_layers)} activation range(s) on {samples.n_samples} samples")
@@ -196,16 +259,20 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
             raise PlanError(f"activation calibration: {exc}.") from exc
     release_memory()  # the per-layer temporaries of the techniques are gone: give their heap pages back
     yield Progress("compress", total, total, "comparing outputs")
-    chosen = {graph[c.layer_id].module_path for c in done}
+    if no_act:
+        notes.append(f"int8 activations apply to conv and linear modules (a hook fake-quantises the module's input); "
+                     f"{len(no_act)} layer(s) got weights only: {', '.join(no_act[:3])}{' …' if len(no_act) > 3 else ''}")
+    chosen = {t.name for c in done for t in compressible_weights(graph[c.layer_id])}
     for key, c in compressed.items():
-        others = [n for n in ties.get(key, ()) if n != c.weight.name and n.rsplit(".", 1)[0] not in chosen]
+        others = [n for n in ties.get(key, ()) if n not in chosen]
         if others:
             notes.append(f"{c.weight.name} is tied to {', '.join(others)} (one storage): compressing layer {c.layer_id!r} "
                             f"changes {'it' if len(others) == 1 else 'them'} too")
+    left = _not_compressed(candidate, graph, set(compressed))
     before = model_bytes(model)
     per_weight = [c.weight for c in compressed.values()]  # per storage: a tied weight is stored, and compressed, once
     after = model_bytes(candidate) - sum(w.numel * w.bits_before // 8 for w in per_weight) + sum(w.bytes_after for w in per_weight)
     output = compare_outputs(model, candidate, samples)
     simulated = bool(done or acts)  # zeros and fake-quant run on dense float kernels
     return candidate, CompressionResult(tuple(done), tuple(channels), tuple(acts), before, int(after), output,
-                                        tuple(notes), simulated)
+                                        tuple(notes), simulated, left)

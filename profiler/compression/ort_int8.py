@@ -24,7 +24,7 @@ from ..onnx import calibration_reader, export_onnx, load_onnx, quiet_root_logger
 from ..progress import Progress, Work
 from ..resources import release_memory
 from .adapters import OrtQuantConfig, ort_quant_config
-from .plan import COMPRESSIBLE_KINDS, ResolvedSpec
+from .plan import ResolvedSpec, compressible_weights
 
 __all__ = ["OrtInt8Result", "onnx_node_layers", "quantize_with_ort"]
 
@@ -54,7 +54,7 @@ def onnx_node_layers(onnx_model, graph: LayerGraph) -> dict[str, tuple[str, str]
     """ONNX node name -> (op type, the compressible layer it computes)."""
     out = {}
     for name, src in source_map(onnx_model, graph).items():
-        lids = [lid for lid in src.layer_ids if lid in graph and graph[lid].op_kind in COMPRESSIBLE_KINDS]
+        lids = [lid for lid in src.layer_ids if lid in graph and compressible_weights(graph[lid])]
         if lids:
             out[name] = (src.op_type, lids[0])
     return out

@@ -134,8 +134,11 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
     techniques: dict[str, list[str]] = {}
     for r in resolved:
         techniques.setdefault(r.layer_id, []).append(r.technique)
-    stored = {c.layer_id: c.weight.bytes_after for c in result.layers}
     wb_before, wb_after = _weight_bytes(profile), _weight_bytes(after)
+    stored: dict[str, int] = {}  # a layer's parameters as stored: its compressed weights at their real size, the rest as is
+    for c in result.layers:
+        so_far = stored.get(c.layer_id, wb_after.get(c.layer_id, 0))
+        stored[c.layer_id] = so_far - c.weight.numel * c.weight.bits_before // 8 + c.weight.bytes_after
     deltas = []
     for lid in profile.graph.ids():
         t_after = after.timings.get(lid)

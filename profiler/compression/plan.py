@@ -9,8 +9,10 @@ JSON, schema version 1::
 
 Selectors: an exact layer id; ``glob:layer1.*``; ``re:^layer[12]\\.``; ``type:Linear`` (module
 class); ``memory-bound`` / ``compute-bound``; ``top:10`` (the 10 slowest compressible layers by
-measured latency); ``all``. A selector picks only layers with a weight to compress (conv, linear,
-embedding); naming any other layer exactly is an error.
+measured latency); ``all``. A selector picks only layers with a weight to compress
+(``compressible_weights``: conv, linear and embedding modules, ``nn.MultiheadAttention``'s projections,
+and a parameter matrix passed to a linear-like function, e.g. transformers' ``Conv1D`` in GPT-2);
+naming any other layer exactly is an error.
 
 Techniques: ``quantize`` (weights int2–8, optional int8 activations), ``cast`` (float16/bfloat16),
 ``palettize`` (k-means LUT), ``prune`` (unstructured magnitude), ``prune_channels`` (structured,
@@ -30,12 +32,13 @@ from typing import Any
 import re2
 
 from ..errors import PlanError
+from ..graph import Layer, TensorMeta, TensorRole
 from ..profile import Profile
 from ..roofline import Bound
 from ..safeio import parse_json, read_json
 from .specs import CALIBRATIONS, STRUCTURAL, TECHNIQUES, Technique, TechniqueParams, parse_params
 
-__all__ = ["PLAN_VERSION", "LayerSpec", "CompressionPlan", "ResolvedSpec", "resolve_plan", "COMPRESSIBLE_KINDS",
+__all__ = ["PLAN_VERSION", "LayerSpec", "CompressionPlan", "ResolvedSpec", "resolve_plan", "COMPRESSIBLE_KINDS", "compressible_weights",
            "TECHNIQUES", "STRUCTURAL", "CALIBRATIONS", "select_layers", "ESTIMATES", "estimate_plan"]
 
 PLAN_VERSION = 1
@@ -44,7 +47,28 @@ MAX_PLAN_BYTES = 16 * 2**20
 # somewhere else cannot hang LayerScope with catastrophic backtracking such as ``re:^(.|.|.)*!$``.
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
-COMPRESSIBLE_KINDS = frozenset({"conv", "conv_transpose", "linear", "embedding"})
+COMPRESSIBLE_KINDS = frozenset({"conv", "conv_transpose", "linear", "embedding"})  # module kinds with one `weight`
+# functional calls whose parameter matrices are weights (transformers' Conv1D is addmm(bias, x, weight))
+_FUNCTIONAL_WEIGHT_KINDS = frozenset({"linear", "addmm", "matmul", "einsum", "conv", "conv_transpose", "embedding"})
+STRUCTURAL_KINDS = COMPRESSIBLE_KINDS  # prune_channels removes channels of these modules (Torch-Pruning)
+
+
+def compressible_weights(layer: Layer) -> tuple[TensorMeta, ...]:
+    """The weights a weight technique (quantize, cast, palettize, prune) compresses in ``layer``, by
+    parameter name: a conv/linear/embedding module's ``weight``; a MultiheadAttention's projection
+    matrices (``in_proj_weight`` or ``q/k/v_proj_weight``, ``out_proj.weight``); the parameter
+    matrices a functional linear-like call reads. Empty: nothing to compress (biases and norm scales
+    are never compressed)."""
+    params = [t for t in layer.operands if t.role is TensorRole.PARAMETER]
+    if layer.module_path is not None:
+        if layer.op_kind in COMPRESSIBLE_KINDS:
+            return tuple(t for t in params if t.name == f"{layer.module_path}.weight")
+        if layer.op_kind == "multihead_attention":
+            return tuple(t for t in params if t.name.rsplit(".", 1)[-1].endswith("weight") and len(t.shape) >= 2)
+        return ()
+    if layer.op_kind in _FUNCTIONAL_WEIGHT_KINDS:
+        return tuple(t for t in params if len(t.shape) >= 2)
+    return ()
 @dataclass(frozen=True)
 class LayerSpec:
     select: str
@@ -144,17 +168,16 @@ def _select(selector: str, profile: Profile) -> list[str]:
             raise ValueError("top:N needs an integer N") from exc
         if n < 1:
             raise ValueError(f"top:N needs N >= 1, got {n}")
-        return [r.layer.id for r in profile.ranked() if r.layer.id in g and g[r.layer.id].op_kind in COMPRESSIBLE_KINDS][:n]
+        return [r.layer.id for r in profile.ranked() if r.layer.id in g and compressible_weights(g[r.layer.id])][:n]
     if selector == "all":
-        return [layer.id for layer in g if layer.op_kind in COMPRESSIBLE_KINDS]
+        return [layer.id for layer in g if compressible_weights(layer)]
     return [selector] if selector in g else []
 
 
 def select_layers(selector: str, profile: Profile) -> list[str]:
     """Compressible layers a selector picks (for 'select memory-bound' / 'top-k' in the app)."""
     index = profile.graph._index  # one dict lookup per layer: "Memory-bound" on 10,000 layers is a click
-    return [lid for lid in _select(selector, profile)
-            if index[lid].op_kind in COMPRESSIBLE_KINDS and index[lid].module_path]
+    return [lid for lid in _select(selector, profile) if compressible_weights(index[lid])]
 
 
 def resolve_plan(plan: CompressionPlan, profile: Profile) -> tuple[list[ResolvedSpec], list[str]]:
@@ -175,14 +198,20 @@ def resolve_plan(plan: CompressionPlan, profile: Profile) -> tuple[list[Resolved
             raise PlanError(f"{where}: {exc}.") from exc
         if not ids:
             raise PlanError(f"{where}: matches no layer. Use a layer id, glob:…, re:…, type:…, memory-bound, compute-bound or top:N.")
-        usable = [lid for lid in ids if g[lid].op_kind in COMPRESSIBLE_KINDS and g[lid].module_path]
+        structural = params.structural
+        if structural:
+            usable = [lid for lid in ids if g[lid].op_kind in STRUCTURAL_KINDS and g[lid].module_path]
+        else:
+            usable = [lid for lid in ids if compressible_weights(g[lid])]
+        what = ("only conv and linear modules lose channels" if structural else
+                "only conv, linear, embedding and attention weights, and weight matrices passed to linear-like functions, "
+                "can be compressed")
         if not usable:
             bad = g[ids[0]]
-            raise PlanError(f"{where}: technique {spec.technique!r} does not apply to layer {bad.id!r} ({bad.type_name}): "
-                            f"only conv, linear and embedding weights can be compressed.")
+            raise PlanError(f"{where}: technique {spec.technique!r} does not apply to layer {bad.id!r} ({bad.type_name}): {what}.")
         if spec.select in g and spec.select not in usable:
-            raise PlanError(f"{where}: technique {spec.technique!r} does not apply to layer {spec.select!r} ({g[spec.select].type_name}).")
-        structural = params.structural
+            raise PlanError(f"{where}: technique {spec.technique!r} does not apply to layer {spec.select!r} "
+                            f"({g[spec.select].type_name}): {what}.")
         if structural:
             outputs = [lid for lid in usable if lid in g.output_layers]
             if outputs and spec.select == outputs[0]:
