@@ -116,3 +116,33 @@ class AttentionBlock(nn.Module):
 def attention_block():
     torch.manual_seed(0)
     return AttentionBlock().eval(), (torch.randn(1, 16, 64),)
+
+
+class InPlaceResidual(nn.Module):
+    """torchvision's ResNet block: BatchNorm then ReLU(inplace=True), an `out += identity` residual, then an
+    in-place ReLU method. ``inplace=False`` builds the twin that overwrites nothing."""
+
+    def __init__(self, inplace: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=inplace)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn(self.conv(x)))
+        out = self.conv2(out)
+        if self.inplace:
+            out += x
+            return out.relu_()
+        return torch.relu(out + x)
+
+
+def in_place_residual(inplace: bool = True):
+    torch.manual_seed(0)
+    m = InPlaceResidual(inplace)
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-0.5, 0.5)
+        m.bn.running_var.uniform_(0.5, 2.0)
+    return m.eval(), (torch.randn(1, 8, 8, 8),)

@@ -162,3 +162,32 @@ def test_a_partial_plan_counts_what_it_left_out():
 
 def json_summary(result):
     return json.loads(result.to_json())["summary"]
+
+
+def test_ranges_are_read_before_an_in_place_op_overwrites_them():
+    """In compare on torchvision ResNet-50, bn1 showed min 0 and 50 % zeros, the ReLU(inplace=True) after it."""
+    import sys
+
+    from layerscope.profiler.compare import compare_models
+    from layerscope.profiler.compression import apply_plan, resolve_plan
+    from layerscope.profiler.data import samples_for
+    from layerscope.profiler.source import LoadedModel
+
+    sys.path.insert(0, str(PATTERNS.parent))
+    from patterns import in_place_residual
+
+    stats = {}
+    for inplace in (True, False):
+        m, x = in_place_residual(inplace)
+        loaded = LoadedModel("twin", "twin", "factory", m, x)
+        batches = samples_for(loaded, None, 4)
+        p = drive(profile_job(ModelRequest(f"{PATTERNS}:in_place_residual", static=True, hardware="raspberry-pi-5")))
+        resolved, warns = resolve_plan(estimate_plan("int8-weights"), p)
+        cand, _ = drive(apply_plan(m, p.graph, resolved, batches, warns))
+        cmp = drive(compare_models(m, cand, batches))
+        stats[inplace] = {lay.layer_id: (lay.reference.min, lay.reference.max, lay.candidate.min) for lay in cmp.layers}
+        # percentiles come from a histogram, interpolated within a bin: never outside the exact extremes
+        assert all(s.min <= v <= s.max for lay in cmp.layers for s in (lay.reference, lay.candidate) for v in s.percentiles.values())
+    assert stats[True]["bn"] == stats[False]["bn"]
+    assert stats[True]["bn"][0] < 0  # a BatchNorm output has negatives; only the ReLU after it is >= 0
+    assert stats[True]["relu"][0] == 0 and stats[True]["conv2"] == stats[False]["conv2"]

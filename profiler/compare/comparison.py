@@ -25,6 +25,7 @@ from ..data import SampleSet
 from ..errors import ComparisonError, LayerScopeError, describe
 from ..errorstats import PairStats
 from ..graph import CaptureMethod, LayerGraph
+from ..opkinds import function_kind, method_kind
 from ..progress import Progress, Work, checkpoint
 from ..resources import release_memory, untouched
 from .stats import ActivationStats, TensorStats
@@ -132,6 +133,42 @@ def _input_quantizers(model: nn.Module) -> dict[str, tuple[float, int]]:
     return out
 
 
+def _in_place(n: fx.Node, root: nn.Module) -> bool:
+    """``n`` overwrites its first argument: ``ReLU(inplace=True)``, ``x.relu_()``, ``F.relu(x, inplace=True)``, ``operator.iadd``."""
+    if n.op == "call_module":
+        return bool(getattr(root.get_submodule(str(n.target)), "inplace", False))
+    if n.kwargs.get("inplace") is True:
+        return True
+    if n.op == "call_method":
+        name = str(n.target)
+    elif n.op == "call_function":
+        name = getattr(n.target, "__name__", "")
+        if getattr(n.target, "__module__", "") in ("_operator", "operator"):
+            return name.startswith("i") and name not in ("index", "inv", "invert", "is_", "is_not", "itemgetter")
+    else:
+        return False
+    return name.endswith("_") and not name.endswith("__")
+
+
+def _overwritten(root: nn.Module, graph: fx.Graph) -> set[str]:
+    """Nodes whose value a later in-place op overwrites (through views of it too): their layer's statistics must
+    be read from a copy, or ``bn1`` shows the ranges of the ``ReLU(inplace=True)`` after it."""
+    out: set[str] = set()
+    for n in graph.nodes:
+        if n.op in ("call_module", "call_method", "call_function") and n.args and isinstance(n.args[0], fx.Node) and _in_place(n, root):
+            src: fx.Node | None = n.args[0]
+            while src is not None and src.name not in out:
+                out.add(src.name)  # a view's source shares its storage: walk back through single-input views
+                inputs = [a for a in src.all_input_nodes if a.op != "get_attr"]
+                src = inputs[0] if len(inputs) == 1 and src.op in ("call_method", "call_function") and _is_view(src) else None
+    return out
+
+
+def _is_view(n: fx.Node) -> bool:
+    kind = method_kind(str(n.target)) if n.op == "call_method" else function_kind(n.target)
+    return kind == "view"
+
+
 class _Recorder(fx.Interpreter):
     """Runs a captured model and hands each layer's output (and chosen inputs) to callbacks; the
     default callbacks keep them (``outputs``, ``inputs``)."""
@@ -150,6 +187,7 @@ class _Recorder(fx.Interpreter):
                 first.setdefault(lid, n.name)
         self.last_node = {v: k for k, v in last.items()}  # node name -> layer id whose output it is
         self.first_node = {v: k for k, v in first.items() if k in input_layers}
+        self.overwritten = _overwritten(self.module, self.graph)  # outputs a later in-place op changes: handed over as copies
         self.outputs: dict[str, torch.Tensor] = {}
         self.inputs: dict[str, list[tuple[str, torch.Tensor]]] = {}
         self.order: list[str] = []
@@ -173,7 +211,7 @@ class _Recorder(fx.Interpreter):
             t = _first_tensor(out)
             if t is not None and t.is_floating_point():
                 self.order.append(lid)
-                self.on_output(lid, t)
+                self.on_output(lid, t.clone() if n.name in self.overwritten else t)
         return out
 
     def outputs_setitem(self, lid: str, t: torch.Tensor) -> None:

@@ -143,7 +143,8 @@ class TensorStats:
         var = max(self.sumsq / n - mean * mean, 0.0)
         return ActivationStats(
             self.count, self.shape, self.min, self.max, mean, math.sqrt(var),
-            {str(q): self.hist.percentile(q) for q in PERCENTILES}, self.zeros / n, self.nonfinite,
+            # a percentile interpolated within a bin may pass the exact extremes; it never lies outside them
+            {str(q): min(max(self.hist.percentile(q), self.min), self.max) for q in PERCENTILES}, self.zeros / n, self.nonfinite,
             self.hist.lo, self.hist.width, tuple(int(c) for c in self.hist.counts),
             tuple(self.ch_min.tolist()) if self.ch_min is not None else (),
             tuple(self.ch_max.tolist()) if self.ch_max is not None else (),
