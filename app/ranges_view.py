@@ -127,7 +127,9 @@ class RangesView(QWidget):
         self.exact_bars.setOpts(x=xs[~np.isfinite(heights)], height=np.full(int((~np.isfinite(heights)).sum()), cap))
         first = self.cmp.first_below(self.threshold.value())
         self.title.setText(f"<b>{self.cmp.reference}</b> vs <b>{self.cmp.candidate}</b> · {self.cmp.samples} samples · "
-                           f"first layer under {self.threshold.value():.0f} dB: {first.layer_id if first else 'none'}")
+                           f"first layer under {self.threshold.value():.0f} dB: {first.layer_id if first else 'none'}"
+                           + (f" · <span style='color:#b58900'>⚠ {len(self.cmp.notes)} note(s)</span>" if self.cmp.notes else ""))
+        self.title.setToolTip("\n".join(self.cmp.notes))
         for d in analysis[1]:
             item = QListWidgetItem(f"{d.kind.value}: {d.message}")
             item.setToolTip(f"evidence: {d.evidence}\nfix: {d.fix}")

@@ -43,6 +43,8 @@ def sparkline(values: list[float]) -> str:
 def print_comparison(cmp: ActivationComparison, diags: list[Diagnostic], top: int, threshold: float, console: Console) -> None:
     console.print(f"[bold]{cmp.reference}[/] vs [bold]{cmp.candidate}[/] on {cmp.samples} sample(s) ({cmp.data_source}); "
                   f"{len(cmp.layers)} layers compared")
+    for note in cmp.notes:
+        console.print(f"  note: {note}")
     curve = cmp.sqnr_curve()
     console.print(f"SQNR along depth: {sparkline([c[2] for c in curve])}")
     first = cmp.first_below(threshold)
@@ -72,6 +74,8 @@ def print_diagnostics(cmp: ActivationComparison, diags: list[Diagnostic], thresh
     """The short form ``compress`` prints: SQNR along depth, the first broken layer, the diagnostics."""
     curve = cmp.sqnr_curve()
     console.print(f"Activations ({cmp.samples} sample(s)): SQNR along depth {sparkline([c[2] for c in curve])}")
+    for note in cmp.notes:
+        console.print(f"  note: {note}")
     first = cmp.first_below(threshold)
     console.print(f"First layer under {threshold:g} dB: " + (f"[bold]{first.layer_id}[/] ({first.type_name}, {fmt_db(first.sqnr_db)})"
                                                              if first else "none"))

@@ -146,3 +146,38 @@ def in_place_residual(inplace: bool = True):
         m.bn.running_mean.uniform_(-0.5, 0.5)
         m.bn.running_var.uniform_(0.5, 2.0)
     return m.eval(), (torch.randn(1, 8, 8, 8),)
+
+
+class RelativeBuckets(nn.Module):
+    """T5's relative-position bucketing: log(0) = -inf for the nearby positions, discarded by torch.where."""
+
+    def __init__(self, n: int = 16, dim: int = 32) -> None:
+        super().__init__()
+        self.n = n
+        self.bias = nn.Embedding(8, 1)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(x.shape[1], device=x.device)
+        rel = (pos[None, :] - pos[:, None]).abs()
+        is_small = rel < 4
+        large = 4 + (torch.log(rel.float() / 4) / 2).to(torch.long)  # log(0) = -inf where rel == 0
+        buckets = torch.where(is_small, rel, large.clamp(max=7))
+        scores = self.proj(x) @ x.transpose(-1, -2) + self.bias(buckets)[..., 0]
+        return scores.softmax(-1) @ x
+
+
+def relative_buckets():
+    torch.manual_seed(0)
+    return RelativeBuckets().eval(), (torch.randn(1, 16, 32),)
+
+
+def nan_output():
+    """A model whose output itself holds -inf (log of a ReLU's zeros)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), _Log()).eval(), (torch.randn(4, 8),)
+
+
+class _Log(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x)

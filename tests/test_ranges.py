@@ -156,7 +156,12 @@ def test_nan_is_reported_with_the_layer_where_it_first_appears():
     bad.load_state_dict(model.state_dict())
     with torch.no_grad():
         bad[2].bias[0] = float("nan")
-    with pytest.raises(ComparisonError, match=r"NaN/Inf first appear in the candidate model at layer '2' \(Linear\)"):
+    with pytest.raises(ComparisonError, match=r"NaN/Inf reach the candidate model's output at layer '2' \(Linear\) on batch 0: 2 of 4 values\. "):
+        drive(compare_models(model, bad, _samples((2, 4), 1)))
+    with torch.no_grad():
+        bad[2].bias[0] = 0.0
+        bad[0].bias[1] = float("inf")  # through the ReLU into layer 2: named where it first appears
+    with pytest.raises(ComparisonError, match=r"at layer '2' .*; they first appear at layer '0' \(Linear\)\. Check the weights and inputs of layer '0'"):
         drive(compare_models(model, bad, _samples((2, 4), 1)))
 
 

@@ -191,3 +191,30 @@ def test_ranges_are_read_before_an_in_place_op_overwrites_them():
     assert stats[True]["bn"] == stats[False]["bn"]
     assert stats[True]["bn"][0] < 0  # a BatchNorm output has negatives; only the ReLU after it is >= 0
     assert stats[True]["relu"][0] == 0 and stats[True]["conv2"] == stats[False]["conv2"]
+
+
+def test_a_discarded_log_of_zero_is_a_note_and_non_finite_outputs_still_stop():
+    """T5's bucketing takes log(0) = -inf and drops it with torch.where: compare used to abort on it."""
+    from layerscope.profiler.compression import CompressionPlan, LayerSpec
+    from layerscope.profiler.errors import ComparisonError
+
+    plan = CompressionPlan((LayerSpec("all", "quantize", {"bits": 8}),))
+    cmp, _ = drive(compare_job(ModelRequest(f"{PATTERNS}:relative_buckets", runs=1, warmup=0, hardware="raspberry-pi-5"), plan))
+    # 16 positions: the diagonal of |i - j| is 0, so 16 of the 16 x 16 logs are -inf
+    assert any(n.startswith("NaN/Inf at layer 'log' (log)") and "16 of 256 values" in n for n in cmp.notes)
+    log = next(lay for lay in cmp.layers if lay.layer_id == "log")
+    assert log.reference.nonfinite > 0 and all(v == v for v in log.reference.percentiles.values())  # numbers, not NaN
+    assert cmp.layers[-1].sqnr_db is not None and cmp.layers[-1].sqnr_db > 20
+
+    import copy
+    import sys
+
+    from layerscope.profiler.compare import compare_models
+    from layerscope.profiler.data import SampleSet
+
+    sys.path.insert(0, str(PATTERNS.parent))
+    from patterns import nan_output
+
+    m, x = nan_output()
+    with pytest.raises(ComparisonError, match=r"NaN/Inf reach the reference model's output at layer '2\.log' \(log\)"):
+        drive(compare_models(m, copy.deepcopy(m), SampleSet((x,), None, "test")))

@@ -108,6 +108,7 @@ class ActivationComparison:
             {"layer_id": first.layer_id, "type": first.type_name, "sqnr_db": first.sqnr_db, "position": first.position},
             "sqnr_min_db": min(finite) if finite else None, "sqnr_max_db": max(finite) if finite else None,
             "shape_changed": [lc.layer_id for lc in self.layers if lc.sqnr_db is None and lc.candidate is not None],
+            "notes": list(self.notes),
         }
 
 
@@ -175,6 +176,7 @@ class _Recorder(fx.Interpreter):
 
     def __init__(self, cap: CaptureResult, input_layers: set[str], on_output=None, on_inputs=None) -> None:
         super().__init__(cap.runnable())
+        self.extra_traceback = False  # our errors name the layer; fx's graph dump would bury that
         self.on_output = on_output or self.outputs_setitem
         self.on_inputs = on_inputs or self.inputs_setitem
         self.node_layer = cap.node_layer
@@ -236,12 +238,16 @@ class _Recorder(fx.Interpreter):
         return node.name
 
 
-def _check_finite(lid: str, t: torch.Tensor, side: str, batch: int, graph) -> None:
-    if not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
-        raise ComparisonError(f"NaN/Inf first appear in the {side} model at layer {lid!r} ({graph[lid].type_name}) "
-                              f"on batch {batch}: {bad} of {t.numel()} values. Check that layer's weights and inputs "
-                              f"(an overflow in float16, a division by zero, a log of a negative?).")
+def _nonfinite(t: torch.Tensor) -> int:
+    return 0 if bool(torch.isfinite(t).all()) else int((~torch.isfinite(t)).sum())
+
+
+def _nonfinite_error(lid: str, bad: int, t: torch.Tensor, side: str, batch: int, graph, first: str | None) -> ComparisonError:
+    where = lid if first is None else first
+    origin = "" if first is None or first == lid else f"; they first appear at layer {first!r} ({graph[first].type_name})"
+    return ComparisonError(f"NaN/Inf reach the {side} model's output at layer {lid!r} ({graph[lid].type_name}) "
+                           f"on batch {batch}: {bad} of {t.numel()} values{origin}. Check the weights and inputs of layer {where!r} "
+                           f"(an overflow in float16, a division by zero, a log of a negative?).")
 
 
 def compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleSet, reference_name: str = "reference",
@@ -291,7 +297,11 @@ def _compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleS
         yield Progress("compare", k + 1, len(samples.batches) + 1, f"batch {k + 1}/{len(samples.batches)}")
     layers = acc.layers({lid: i for i, lid in enumerate(order)})
     yield Progress("compare", len(samples.batches) + 1, len(samples.batches) + 1, "done")
-    notes = []
+    sides: dict[str, list[str]] = {}
+    for (side, lid), what in acc.nonfinite.items():
+        sides.setdefault(lid, []).append(side if len(sides.get(lid, ())) else f"{side}: {what}")
+    notes = [f"NaN/Inf at layer {lid!r} ({graph[lid].type_name if lid in graph else lid}) in {' and '.join(s)}; they do not "
+             f"reach the output (discarded later, e.g. by torch.where), and the statistics skip them" for lid, s in sides.items()]
     if ref_cap.method != cand_cap.method:
         notes.append(f"captured with {ref_cap.method.value} and {cand_cap.method.value}")
     return ActivationComparison(COMPARE_VERSION, reference_name, candidate_name, samples.n_samples, samples.source,
@@ -319,6 +329,7 @@ class _Accumulator:
         self.held: dict[str, torch.Tensor] = {}
         self.folded = 0  # layers compared so far: the heap is trimmed every 32 (see release_memory)
         self.batch = 0
+        self.nonfinite: dict[tuple[str, str], str] = {}  # (model, layer) -> the first NaN/Inf seen in an intermediate
 
     def ref_inputs(self, lid: str, ops: list[tuple[str, torch.Tensor]]) -> None:
         if lid in self.merge:
@@ -340,13 +351,27 @@ class _Accumulator:
             self.clip[lid][0] += int(clipped(x, scale, zp).sum())
             self.clip[lid][1] += x.numel()
 
+    def _finite(self, lid: str, t: torch.Tensor, side: int, graph: LayerGraph) -> None:
+        """Only NaN/Inf at the model's output stop the comparison. An intermediate one that is discarded later (T5's
+        relative-position bucketing takes log(0) = -inf and drops it with torch.where) becomes a note; the statistics
+        skip the non-finite values."""
+        bad = _nonfinite(t)
+        if not bad:
+            return
+        if lid in graph.output_layers:
+            first = next((layer for (name, layer) in self.nonfinite if name == self.names[side]), None)
+            raise _nonfinite_error(lid, bad, t, self.names[side], self.batch, graph, first)
+        key = (self.names[side], lid)
+        if key not in self.nonfinite:
+            self.nonfinite[key] = f"{bad} of {t.numel()} values on batch {self.batch}"
+
     def ref_output(self, lid: str, t: torch.Tensor) -> None:
-        _check_finite(lid, t, self.names[0], self.batch, self.graph)
+        self._finite(lid, t, 0, self.graph)
         if lid in self.ref_stats:
             self.held[lid] = t
 
     def cand_output(self, lid: str, c: torch.Tensor) -> None:
-        _check_finite(lid, c, self.names[1], self.batch, self.cand_graph)
+        self._finite(lid, c, 1, self.cand_graph)
         r = self.held.pop(lid, None)
         if r is None:
             return
@@ -356,6 +381,9 @@ class _Accumulator:
         self.ref_stats[lid].add(r)
         self.cand_stats[lid].add(c)
         if c.shape == r.shape:
+            if (self.names[0], lid) in self.nonfinite or (self.names[1], lid) in self.nonfinite:
+                ok = torch.isfinite(r) & torch.isfinite(c)  # compare where both are numbers
+                r, c = r[ok], c[ok]
             self.pairs[lid].add(r, c)
         else:
             self.pairs[lid].n = -1  # shapes differ: no elementwise comparison
