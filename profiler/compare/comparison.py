@@ -297,11 +297,11 @@ def _compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleS
         yield Progress("compare", k + 1, len(samples.batches) + 1, f"batch {k + 1}/{len(samples.batches)}")
     layers = acc.layers({lid: i for i, lid in enumerate(order)})
     yield Progress("compare", len(samples.batches) + 1, len(samples.batches) + 1, "done")
-    sides: dict[str, list[str]] = {}
-    for (side, lid), what in acc.nonfinite.items():
-        sides.setdefault(lid, []).append(side if len(sides.get(lid, ())) else f"{side}: {what}")
+    seen_in: dict[str, list[str]] = {}
+    for (model_name, lid), what in acc.nonfinite.items():
+        seen_in.setdefault(lid, []).append(model_name if lid in seen_in else f"{model_name}: {what}")
     notes = [f"NaN/Inf at layer {lid!r} ({graph[lid].type_name if lid in graph else lid}) in {' and '.join(s)}; they do not "
-             f"reach the output (discarded later, e.g. by torch.where), and the statistics skip them" for lid, s in sides.items()]
+             f"reach the output (discarded later, e.g. by torch.where), and the statistics skip them" for lid, s in seen_in.items()]
     if ref_cap.method != cand_cap.method:
         notes.append(f"captured with {ref_cap.method.value} and {cand_cap.method.value}")
     return ActivationComparison(COMPARE_VERSION, reference_name, candidate_name, samples.n_samples, samples.source,
