@@ -299,7 +299,8 @@ def _compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleS
     yield Progress("compare", len(samples.batches) + 1, len(samples.batches) + 1, "done")
     seen_in: dict[str, list[str]] = {}
     for (model_name, lid), what in acc.nonfinite.items():
-        seen_in.setdefault(lid, []).append(model_name if lid in seen_in else f"{model_name}: {what}")
+        entry = model_name if lid in seen_in else f"{model_name}: {what}"  # the count once, from the first model
+        seen_in.setdefault(lid, []).append(entry)
     notes = [f"NaN/Inf at layer {lid!r} ({graph[lid].type_name if lid in graph else lid}) in {' and '.join(s)}; they do not "
              f"reach the output (discarded later, e.g. by torch.where), and the statistics skip them" for lid, s in seen_in.items()]
     if ref_cap.method != cand_cap.method:
