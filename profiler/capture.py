@@ -135,6 +135,7 @@ _MODULE_ATTRS = (
     "in_features", "out_features", "num_features", "affine", "eps", "normalized_shape",
     "elementwise_affine", "num_groups", "embed_dim", "num_heads", "kdim", "vdim", "batch_first",
     "num_embeddings", "embedding_dim", "inplace", "p", "mode", "scale_factor", "output_size",
+    "input_size", "hidden_size", "num_layers", "bidirectional", "proj_size", "bias",
 )
 
 
@@ -170,6 +171,9 @@ def _call_attrs(kind: str, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[
     elif kind in ("layer_norm", "group_norm"):
         w = _arg(args, kwargs, 2, "weight")
         attrs["affine"] = w is not None
+    elif kind == "interpolate":  # F.interpolate(input, size, scale_factor, mode, ...)
+        mode = _arg(args, kwargs, 3, "mode")  # None: F.interpolate's default (nearest), or an aten op named by its mode
+        attrs["mode"] = mode if isinstance(mode, str) else None
     return {k: v for k, v in attrs.items() if v is not None}
 
 

@@ -246,8 +246,9 @@ def _target(func: Any) -> tuple[str | None, Any]:
     """fx's (op, target) for a function seen by ``__torch_function__``; (None, None) for a property
     read that is no tensor (``.shape``, ``.dtype``), which fx would record as glue."""
     objclass = getattr(func, "__objclass__", None)
-    if objclass is not None and issubclass(objclass, torch._C.TensorBase):
-        name = func.__name__
+    name = getattr(func, "__name__", "")
+    if (objclass is not None and issubclass(objclass, torch._C.TensorBase)) or (name and getattr(torch.Tensor, name, None) is func):
+        # a C method (view, add_), or one torch defines in Python (Tensor.split, Tensor.unique)
         if name == "__getitem__":
             return "call_function", operator.getitem
         return "call_method", name

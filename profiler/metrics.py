@@ -16,6 +16,16 @@ numbers are computed). Conventions, so that every number can be re-derived by ha
   element.
 * Attention (SDPA) is counted dense: 2·B·H·L·S·(E+Ev) for the two matmuls, plus 1 scale and 5
   softmax FLOPs per score, plus 1 per score for a mask (or causal mask).
+* Comparisons, masks and logic (eq … ge, and/or/not, isfinite), cumsum/cumprod/diff: 1 per output
+  element. Gathers and indexing (gather, index, index_select), copies (flip, roll, repeat, clone),
+  views and eval-mode identities (stochastic depth, drop path): 0 FLOPs; they still move bytes.
+* Interpolation per output element: nearest 0 (a copy); linear over d dimensions (linear,
+  bilinear, trilinear) 2·2^d − 1 (2^d weighted taps summed); bicubic 2·16 − 1 = 31; area 1 per input.
+* Recurrent layers (LSTM, GRU, RNN), per time step, direction and layer, batch element: gate
+  matrices G·H·(I + H) MACs (G = 4, 3, 1; I the layer's input size: input_size, then H × directions;
+  an LSTM with proj_size P uses P for the recurrent size, plus H·P MACs for the projection), 2 bias
+  adds per gate output when biased, and per hidden unit: LSTM 18 FLOPs (3 sigmoids, 2 tanh, 4 for
+  the cell and hidden updates), GRU 14 (2 sigmoids, 1 tanh, r·(W·h + b) 1, the update 4), RNN 1 (tanh).
 * Bytes: read = every tensor operand (activations and weights), written = every output. A view
   that really aliased its input moves 0 bytes. Embedding reads only the gathered rows.
 * An op with no formula has ``flops``/``macs`` = None ("unknown") and never counts as zero.
@@ -180,6 +190,54 @@ def _zero(layer: Layer) -> Cost:
     return 0, 0
 
 
+_INTERP_DIMS = {"linear": 1, "bilinear": 2, "trilinear": 3}
+
+
+def _interpolate(layer: Layer) -> Cost:
+    """Per output element: nearest 0, (bi/tri)linear 2·2^d − 1, bicubic 31, area one per input element."""
+    mode = layer.attrs.get("mode")
+    if not isinstance(mode, str):  # F.interpolate's default, or an aten op named by its mode (upsample_bilinear2d)
+        named = [m for m in ("bicubic", "trilinear", "bilinear", "linear", "nearest") if m in layer.target]
+        mode = named[0] if named else ("nearest" if layer.target in ("F.interpolate", "F.upsample") else None)
+    if mode is None:
+        raise KeyError("mode")
+    out = _out(layer).numel
+    if mode.startswith("nearest"):
+        return 0, 0
+    if mode == "area":
+        return _act(layer).numel, 0
+    if mode == "bicubic":
+        return 31 * out, 0
+    return (2 * 2 ** _INTERP_DIMS[mode] - 1) * out, 0
+
+
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_PER_UNIT = {"lstm": 18, "gru": 14, "rnn": 1}
+
+
+def _recurrent(layer: Layer) -> Cost:
+    """LSTM/GRU/RNN modules: every gate's matrices at every time step, layer and direction."""
+    a, kind = layer.attrs, layer.op_kind
+    x = _act(layer)
+    hidden, layers = int(a["hidden_size"]), int(a.get("num_layers", 1))
+    dirs = 2 if a.get("bidirectional") else 1
+    proj = int(a.get("proj_size", 0) or 0)
+    rec = proj or hidden  # the recurrent state's size
+    if len(x.shape) == 2:  # unbatched (T, I)
+        steps, batch = x.shape[0], 1
+    else:
+        steps, batch = (x.shape[1], x.shape[0]) if a.get("batch_first") else (x.shape[0], x.shape[1])
+    gates = _GATES[kind]
+    macs = flops = 0
+    for k in range(layers):
+        size_in = int(a["input_size"]) if k == 0 else rec * dirs
+        per_step = gates * hidden * (size_in + rec) + (hidden * proj if proj else 0)
+        macs += per_step
+        flops += 2 * per_step + (2 * gates * hidden if a.get("bias", True) else 0) + _PER_UNIT[kind] * hidden
+    n = steps * batch * dirs
+    return flops * n, macs * n
+
+
 FORMULAS: dict[str, Formula] = {
     "conv": _conv,
     "conv_transpose": _conv_transpose,
@@ -208,6 +266,9 @@ FORMULAS: dict[str, Formula] = {
     "reduce": _per_input,
     "view": _zero, "identity": _zero, "concat": _zero, "pad": _zero, "cast": _zero, "factory": _zero,
     "embedding": _zero, "upsample_nearest": _zero,
+    "compare": _per_output(1), "cumulative": _per_output(1), "gather": _zero, "copy": _zero,
+    "interpolate": _interpolate,
+    "lstm": _recurrent, "gru": _recurrent, "rnn": _recurrent,
 }
 
 

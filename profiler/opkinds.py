@@ -52,6 +52,9 @@ _MODULE_KINDS: list[tuple[tuple[type, ...], str]] = [
     ((nn.Flatten, nn.Unflatten), "view"),
     ((nn.Embedding,), "embedding"),
     ((nn.MultiheadAttention,), "multihead_attention"),
+    ((nn.LSTM,), "lstm"),
+    ((nn.GRU,), "gru"),
+    ((nn.RNN,), "rnn"),
 ]
 
 # Modules that stay one layer even though they own child modules (they have a formula).
@@ -62,8 +65,8 @@ def module_kind(module: nn.Module) -> str:
     for classes, kind in _MODULE_KINDS:
         if isinstance(module, classes):
             return kind
-    if isinstance(module, nn.Upsample) and module.mode == "nearest":
-        return "upsample_nearest"
+    if isinstance(module, nn.Upsample):
+        return "upsample_nearest" if module.mode == "nearest" else "interpolate"
     return "unknown"
 
 
@@ -138,10 +141,20 @@ _FUNCTION_KINDS = _kinds({
     "view": [torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.unsqueeze, torch.squeeze,
              torch.unbind, torch.chunk, torch.split, torch.narrow, torch.select, torch.t, torch.movedim,
              operator.getitem],
-    "reduce": [torch.mean, torch.sum, torch.amax, torch.amin],
+    "reduce": [torch.mean, torch.sum, torch.amax, torch.amin, torch.min, torch.max, torch.argmax, torch.argmin, torch.all,
+               torch.any, torch.prod, torch.std, torch.var, torch.norm],
     "unary": [torch.exp, torch.sqrt, torch.rsqrt, torch.neg, torch.abs, torch.log, torch.cos, torch.sin,
               torch.erf, torch.reciprocal, torch.square, torch.pow],
     "elementwise": [torch.where, torch.masked_fill],
+    "compare": [operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, operator.and_, operator.or_,
+                operator.xor, operator.invert, operator.not_, torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge,
+                torch.logical_and, torch.logical_or, torch.logical_not, torch.logical_xor, torch.bitwise_and,
+                torch.bitwise_or, torch.bitwise_not, torch.isfinite, torch.isnan, torch.isinf],
+    "cumulative": [torch.cumsum, torch.cumprod, torch.diff],
+    "gather": [torch.gather, torch.index_select, torch.take_along_dim, torch.masked_select],
+    "copy": [torch.flip, torch.roll, torch.tile, torch.repeat_interleave, torch.clone],
+    "interpolate": [F.interpolate, F.upsample, F.upsample_bilinear],
+    "upsample_nearest": [F.upsample_nearest],
     "clamp": [torch.clamp, torch.clip],
     "factory": [torch.arange, torch.zeros, torch.ones, torch.full, torch.empty, torch.zeros_like,
                 torch.ones_like, torch.full_like, torch.empty_like],
@@ -150,14 +163,26 @@ _FUNCTION_KINDS = _kinds({
 _METHOD_KINDS = {
     **{m: "view" for m in ["view", "reshape", "permute", "transpose", "unsqueeze", "squeeze", "expand",
                            "expand_as", "view_as", "flatten", "unflatten", "contiguous", "unbind", "chunk",
-                           "split", "narrow", "select", "t", "movedim", "detach"]},
+                           "split", "narrow", "select", "t", "movedim", "detach", "reshape_as", "T", "mT", "H", "mH",
+                           "data", "real", "imag", "squeeze_", "unsqueeze_", "transpose_", "t_", "as_strided",
+                           "swapaxes", "swapdims", "view_as_real", "view_as_complex", "unfold"]},
+    **{m: "compare" for m in ["eq", "ne", "lt", "le", "gt", "ge", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
+                              "__and__", "__or__", "__xor__", "__invert__", "__rand__", "__ror__", "__rxor__", "logical_and",
+                              "logical_or", "logical_not", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_not",
+                              "isfinite", "isnan", "isinf"]},
+    **{m: "cumulative" for m in ["cumsum", "cumprod", "diff"]},
+    **{m: "gather" for m in ["gather", "index_select", "take_along_dim", "masked_select"]},
+    **{m: "copy" for m in ["flip", "roll", "repeat", "tile", "repeat_interleave", "clone"]},
+    "where": "elementwise",
     **{m: "add" for m in ["add", "add_"]}, **{m: "sub" for m in ["sub", "sub_"]},
     **{m: "mul" for m in ["mul", "mul_"]}, **{m: "div" for m in ["div", "div_"]},
     "matmul": "matmul", "bmm": "matmul", "mm": "matmul",
     "relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
     "softmax": "softmax", "log_softmax": "log_softmax",
-    **{m: "reduce" for m in ["mean", "sum", "amax", "amin"]},
-    **{m: "unary" for m in ["exp", "sqrt", "rsqrt", "neg", "abs", "log", "pow", "square", "reciprocal"]},
+    **{m: "reduce" for m in ["mean", "sum", "amax", "amin", "min", "max", "argmax", "argmin", "all", "any", "prod",
+                             "std", "var", "norm"]},
+    **{m: "unary" for m in ["exp", "sqrt", "rsqrt", "neg", "abs", "log", "pow", "square", "reciprocal", "cos", "sin", "erf",
+                            "log1p", "expm1", "exp_", "sqrt_", "__neg__", "__abs__", "__pow__", "__rpow__"]},
     "masked_fill": "elementwise", "masked_fill_": "elementwise", "clamp": "clamp", "clip": "clamp",
     **{m: "cast" for m in ["to", "float", "half", "bfloat16", "double", "type", "type_as", "int", "long"]},
 }
@@ -195,14 +220,37 @@ _ATEN_KINDS = {
     **{n: "factory" for n in ["arange", "zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like",
                               "empty_like", "scalar_tensor", "lift_fresh_copy"]},
     **{n: "cast" for n in ["_to_copy", "to", "type_as"]},
+    **{n: "compare" for n in ["eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not", "logical_xor",
+                              "bitwise_and", "bitwise_or", "bitwise_not", "bitwise_xor", "__and__", "__or__", "isfinite",
+                              "isnan", "isinf"]},
+    **{n: "cumulative" for n in ["cumsum", "cumprod", "diff"]},
+    **{n: "gather" for n in ["gather", "index_select", "index", "take_along_dim", "masked_select"]},
+    **{n: "copy" for n in ["flip", "roll", "repeat", "tile", "repeat_interleave"]},
+    **{n: "reduce" for n in ["min", "max", "argmax", "argmin", "all", "any", "prod", "std", "var", "norm", "linalg_vector_norm"]},
+    **{n: "view" for n in ["expand_as", "view_as", "reshape_as", "as_strided", "unfold", "swapaxes", "lift_fresh"]},
+    **{n: "upsample_nearest" for n in ["upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact2d"]},
+    **{n: "interpolate" for n in ["upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d", "upsample_bicubic2d",
+                                  "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa"]},
+    **{n: "lstm" for n in ["lstm"]}, **{n: "gru" for n in ["gru"]}, **{n: "rnn" for n in ["rnn_tanh", "rnn_relu"]},
+}
+
+
+# Third-party functions by qualified name (their packages are not dependencies): what they do in eval mode.
+_NAMED_FUNCTION_KINDS = {
+    "torchvision.ops.stochastic_depth.stochastic_depth": "identity",  # returns its input when not training
+    "timm.layers.drop.drop_path": "identity",
+    "timm.models.layers.drop.drop_path": "identity",
 }
 
 
 def function_kind(fn: Any) -> str:
     try:
-        return _FUNCTION_KINDS.get(fn, "unknown")
+        kind = _FUNCTION_KINDS.get(fn)
     except TypeError:  # unhashable target
         return "unknown"
+    if kind is None:
+        kind = _NAMED_FUNCTION_KINDS.get(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}", "unknown")
+    return kind
 
 
 def method_kind(name: str) -> str:
@@ -229,6 +277,6 @@ def target_name(target: Any) -> str:
         return f"operator.{name}"
     if mod.startswith("torch.nn.functional") or mod == "torch.nn.functional":
         return f"F.{name}"
-    if mod.startswith("torch") or mod == "":
+    if mod in ("torch", "") or mod.startswith(("torch.", "torch._")):  # not torchvision or torchaudio
         return f"torch.{getattr(target, '__name__', name)}"
     return f"{mod}.{name}"

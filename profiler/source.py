@@ -127,15 +127,53 @@ def _load_factory(spec: str, seed: int) -> LoadedModel:
     except Exception as exc:
         raise ModelLoadError(f"Factory {path.name}:{factory}() raised{_user_frame(exc, path)}: {type(exc).__name__}: {exc}") from exc
     inputs: tuple[torch.Tensor, ...] = ()
-    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
-        result, ex = result
-        ex = (ex,) if isinstance(ex, torch.Tensor) else tuple(ex)
-        if not all(isinstance(t, torch.Tensor) for t in ex):
-            raise ModelLoadError(f"{path.name}:{factory}() returned example inputs that are not all tensors.")
-        inputs = ex
+    if isinstance(result, tuple) and len(result) in (2, 3) and isinstance(result[0], nn.Module):
+        args, kwargs = (result[1], {}) if len(result) == 2 else result[1:]
+        if isinstance(args, dict):  # (module, {"input_ids": ..., "attention_mask": ...})
+            args, kwargs = (), args
+        args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+        if not all(isinstance(t, torch.Tensor) for t in args):
+            raise ModelLoadError(f"{path.name}:{factory}() returned positional example inputs that are not all tensors; "
+                                 f"pass the others by keyword: return (module, args, kwargs).")
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise ModelLoadError(f"{path.name}:{factory}() returned {type(kwargs).__name__} as keyword inputs; return (module, args, kwargs) "
+                                 f"with a dict of name -> tensor.")
+        result = result[0] if not kwargs else KeywordInputs(result[0], len(args), kwargs)
+        inputs = tuple(args) + tuple(v for v in kwargs.values() if isinstance(v, torch.Tensor))
     if not isinstance(result, nn.Module):
         raise ModelLoadError(f"{path.name}:{factory}() returned {type(result).__name__}; return an nn.Module or (module, example_inputs).")
     return LoadedModel(f"{path.stem}:{factory}", spec, "factory", result.eval(), inputs)
+
+
+class KeywordInputs(nn.Module):
+    """A model called with keyword inputs (``model(input_ids=..., attention_mask=..., decoder_input_ids=...)``)
+    as one that takes positional tensors, so every pass (trace, export, timing, ONNX, comparison) can feed
+    it a tuple. It shares the model's submodules, parameters and buffers (its layer ids are the model's own,
+    not ``model.…``) and calls the model's forward directly; keyword values that are not tensors (None,
+    ``use_cache=False``) stay fixed."""
+
+    wrapped: nn.Module
+
+    def __init__(self, model: nn.Module, n_positional: int, kwargs: dict[str, object]) -> None:
+        super().__init__()
+        object.__setattr__(self, "wrapped", model)  # not a child: its children are ours
+        self._modules = model._modules
+        self._parameters = model._parameters
+        self._buffers = model._buffers
+        self.n_positional = n_positional
+        self.tensor_names = tuple(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+        self.fixed = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
+        self.train(model.training)
+
+    def forward(self, *tensors: torch.Tensor) -> object:
+        n = self.n_positional
+        named = dict(zip(self.tensor_names, tensors[n:], strict=True))
+        return type(self.wrapped).forward(self.wrapped, *tensors[:n], **named, **self.fixed)
+
+    def train(self, mode: bool = True) -> KeywordInputs:
+        super().train(mode)
+        self.wrapped.training = mode
+        return self
 
 
 def _load_pt2(path: Path, trust: bool) -> LoadedModel:

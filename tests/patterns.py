@@ -181,3 +181,32 @@ def nan_output():
 class _Log(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.log(x)
+
+
+class KeywordModel(nn.Module):
+    """A Hugging Face-style forward: keyword tensors, optional ones, flags, and a dict output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(100, 16)
+        self.proj = nn.Linear(16, 16)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids: None = None,
+                return_dict: bool = False) -> object:
+        h = self.proj(self.emb(input_ids))
+        if attention_mask is not None:
+            h = h * attention_mask[..., None]
+        return {"last_hidden_state": h} if return_dict else h
+
+
+def keyword_inputs():
+    torch.manual_seed(0)
+    ids = torch.randint(0, 100, (2, 8))
+    mask = torch.ones(2, 8)
+    mask[1, 6:] = 0
+    return KeywordModel().eval(), (), {"input_ids": ids, "attention_mask": mask, "token_type_ids": None, "return_dict": True}
+
+
+def keyword_inputs_positional_none():
+    m, _, kw = keyword_inputs()
+    return m, (kw["input_ids"], None)

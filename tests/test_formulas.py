@@ -122,13 +122,13 @@ def test_embedding_reads_only_gathered_rows():
     assert m.bytes_read == 2 * 5 * 8 + 2 * 5 * 64 * 4  # int64 indices + 10 rows of 64 floats
 
 
-class Cumsum(nn.Module):
+class Erfinv(nn.Module):
     def forward(self, x):
-        return torch.cumsum(x, 0)
+        return torch.erfinv(x)  # no formula (cumsum, the example here once, has one now)
 
 
 def test_op_without_formula_is_unknown_not_zero():
-    layer, m = metrics_of(Cumsum(), torch.randn(5, 5))
+    layer, m = metrics_of(Erfinv(), torch.randn(5, 5))
     assert m.flops is None and m.macs is None and m.formula == "unknown"
     assert m.arithmetic_intensity is None
     assert m.bytes_read == 100  # bytes are still known from the shapes
@@ -159,3 +159,102 @@ def test_weight_bytes_count_each_storage_once():
     assert wb.total == (10 * 8 + 4 * 6 + 3) * 4  # each storage once
     assert wb.parameters == 10 * 8 + 24 + 24  # b is a distinct parameter (other shape) over shared memory
     assert model_bytes(Tied()) == wb.total and len(wb.storages) == 3
+
+
+# ---------------------------------------------------------------- recurrent, interpolation, masks (issue 13)
+def _all_captures(module, *inputs):
+    """The layer graphs of every capture method that can take the module: fx, export and eager."""
+    from layerscope.profiler.capture import capture
+    from layerscope.profiler.eager import capture_eager
+    from layerscope.profiler.graph import CaptureMethod
+
+    module = module.eval()
+    graphs = {"eager": capture_eager(module, list(inputs)).graph}
+    for method in (CaptureMethod.FX, CaptureMethod.EXPORT):
+        try:
+            graphs[method.value] = capture(module, list(inputs), method).graph
+        except Exception:  # noqa: BLE001 - a method that cannot trace this model is left out; the others must agree
+            pass
+    return graphs
+
+
+def test_lstm_one_layer_counts_every_gate_at_every_step():
+    from layerscope.profiler.metrics import layer_metrics
+
+    lstm = nn.LSTM(10, 20)
+    _, m = metrics_of(nn.Sequential(lstm), torch.randn(5, 3, 10))  # T=5, B=3
+    # per step: 4 gates x H=20 x (I=10 + H=20) = 2,400 MACs; x T x B = 36,000 (the issue's tagger read 1,280)
+    assert m.macs == 4 * 20 * (10 + 20) * 5 * 3 == 36_000
+    # FLOPs per step: 2 x 2,400 + 2 bias adds x 4 x 20 + 18 per hidden unit x 20 = 5,320; x 15 = 79,800
+    assert m.flops == (2 * 2400 + 2 * 4 * 20 + 18 * 20) * 15 == 79_800
+    assert m.params == 4 * 20 * (10 + 20) + 2 * 4 * 20
+    for graph in _all_captures(nn.Sequential(lstm), torch.randn(5, 3, 10)).values():
+        assert [layer_metrics(layer).macs for layer in graph if layer.op_kind == "lstm"] == [36_000]
+
+
+def test_two_layer_bidirectional_lstm_and_gru_batch_first():
+    lstm = nn.LSTM(10, 20, num_layers=2, bidirectional=True, batch_first=True)
+    _, m = metrics_of(nn.Sequential(lstm), torch.randn(3, 5, 10))  # B=3, T=5
+    # layer 0: 4 x 20 x (10 + 20) = 2,400; layer 1 reads both directions: 4 x 20 x (40 + 20) = 4,800
+    assert m.macs == (2400 + 4800) * 5 * 3 * 2 == 216_000  # x T x B x 2 directions
+    gru = nn.GRU(10, 20)
+    _, g = metrics_of(nn.Sequential(gru), torch.randn(5, 3, 10))
+    assert g.macs == 3 * 20 * (10 + 20) * 15 == 27_000  # 3 gates
+    assert g.flops == (2 * 1800 + 2 * 3 * 20 + 14 * 20) * 15 == 60_000
+    rnn = nn.RNN(10, 20, bias=False)
+    _, r = metrics_of(nn.Sequential(rnn), torch.randn(5, 3, 10))
+    assert r.macs == 20 * 30 * 15 and r.flops == (2 * 600 + 20) * 15  # tanh: 1 per hidden unit, no bias
+
+
+class _Interp(nn.Module):
+    def __init__(self, mode):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x):
+        return F.interpolate(x, scale_factor=2, mode=self.mode) if self.mode else F.interpolate(x, scale_factor=2)
+
+
+def test_interpolation_per_mode_in_every_capture():
+    from layerscope.profiler.metrics import layer_metrics
+
+    x = torch.randn(1, 3, 8, 8)
+    out = 3 * 16 * 16  # 768 output elements
+    expected = {"bilinear": 7 * out, "bicubic": 31 * out, "nearest": 0, None: 0}  # bilinear: 4 taps weighted and summed
+    for mode, flops in expected.items():
+        for method, graph in _all_captures(_Interp(mode), x).items():
+            layer = next(iter(graph))
+            assert layer_metrics(layer).flops == flops, (mode, method)
+    _, m = metrics_of(nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear")), x)
+    assert m.flops == 7 * out and m.macs == 0
+
+
+class _Masks(nn.Module):
+    def forward(self, x, idx):
+        keep = (x > 0) & (x < 1)  # 2 compares + 1 and, 1 FLOP per element each
+        c = torch.cumsum(x, -1)  # 1 per element
+        g = torch.gather(c, 1, idx)  # a gather: 0 FLOPs
+        y = g.reshape_as(idx)  # a view
+        return torch.where(keep[:, :4], y, torch.zeros_like(y)) + torch.diff(x, dim=-1)[:, :4]
+
+
+def test_masks_comparisons_cumsum_gather_and_views_have_formulas():
+    from layerscope.profiler.metrics import layer_metrics
+
+    x, idx = torch.randn(2, 8), torch.randint(0, 8, (2, 4))
+    for method, graph in _all_captures(_Masks(), x, idx).items():
+        unknown = [layer.id for layer in graph if not layer_metrics(layer).known]
+        assert unknown == [], (method, unknown)
+        flops = {layer.op_kind: layer_metrics(layer).flops for layer in graph}
+        assert flops["compare"] == 16 and flops["cumulative"] in (16, 14) and flops["gather"] == 0, (method, flops)
+
+
+def test_eval_mode_stochastic_depth_is_an_identity_not_a_torch_function():
+    from layerscope.profiler.opkinds import function_kind, target_name
+
+    def stochastic_depth(x, p=0.1, mode="row", training=False):
+        return x
+
+    stochastic_depth.__module__, stochastic_depth.__qualname__ = "torchvision.ops.stochastic_depth", "stochastic_depth"
+    assert function_kind(stochastic_depth) == "identity"
+    assert target_name(stochastic_depth) == "torchvision.ops.stochastic_depth.stochastic_depth"

@@ -218,3 +218,36 @@ def test_a_discarded_log_of_zero_is_a_note_and_non_finite_outputs_still_stop():
     m, x = nan_output()
     with pytest.raises(ComparisonError, match=r"NaN/Inf reach the reference model's output at layer '2\.log' \(log\)"):
         drive(compare_models(m, copy.deepcopy(m), SampleSet((x,), None, "test")))
+
+
+def test_a_keyword_input_model_runs_every_command_with_its_own_layer_ids():
+    """Raw Hugging Face models take keyword inputs (attention_mask=..., decoder_input_ids=...): a factory may
+    return (module, args, kwargs); tensors become inputs, the rest stays fixed."""
+    req = ModelRequest(f"{PATTERNS}:keyword_inputs", **FAST)
+    loaded = req.load()
+    assert [tuple(t.shape) for t in loaded.inputs] == [(2, 8), (2, 8)]  # input_ids, attention_mask
+    p = drive(profile_job(req))
+    assert [lay.id for lay in p.graph][:2] == ["emb", "proj"] and p.graph.layers[-1].id == "mul"  # the model's ids, no wrapper prefix
+    assert p.model.total_params == 100 * 16 + 16 * 16 + 16
+    assert drive(profile_job(ModelRequest(f"{PATTERNS}:keyword_inputs", static=True, hardware="raspberry-pi-5"))).total_macs == p.total_macs
+    assert drive(onnx_job(req)).coverage_ops == pytest.approx(1.0)
+    r = drive(compress_job(req, estimate_plan("int8-weights")))
+    assert r.outcome.report.result.output.sqnr_db > 20 and {c.layer_id for c in r.outcome.report.result.layers} == {"emb", "proj"}
+    with pytest.raises(Exception, match="positional example inputs that are not all tensors"):
+        ModelRequest(f"{PATTERNS}:keyword_inputs_positional_none").load()
+
+
+def test_state_dict_and_copies_of_a_keyword_input_model_are_the_models():
+    import copy
+
+    from layerscope.profiler.source import KeywordInputs
+
+    loaded = ModelRequest(f"{PATTERNS}:keyword_inputs").load()
+    wrapper = loaded.module
+    assert isinstance(wrapper, KeywordInputs)
+    assert list(wrapper.state_dict()) == list(wrapper.wrapped.state_dict()) == ["emb.weight", "proj.weight", "proj.bias"]
+    twin = copy.deepcopy(wrapper)
+    assert twin.proj is not wrapper.proj and twin.wrapped.proj is twin.proj  # a copy shares its own children
+    with torch.no_grad():
+        twin.proj.weight.zero_()
+    assert torch.equal(twin(*loaded.inputs)["last_hidden_state"], twin.proj.bias.expand(2, 8, 16) * loaded.inputs[1][..., None])
