@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "LayerScopeError",
     "ModelLoadError",
@@ -17,6 +19,10 @@ __all__ = [
     "ResourceError",
     "Cancelled",
     "ComparisonError",
+    "describe",
+    "first_line",
+    "plain",
+    "root_cause",
 ]
 
 
@@ -76,13 +82,37 @@ class ComparisonError(LayerScopeError):
     """The two models cannot be compared on these inputs (NaN/Inf, mismatched inputs, no common layers)."""
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_MAX_LINE = 300  # a quoted library error is one readable line; --verbose (-vv) logs the whole text
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal colour codes (torch.onnx colours its banners)."""
+    return _ANSI.sub("", text)
+
+
+def _line(text: str) -> str:
+    line = plain(text).strip().splitlines()[0]
+    return line if len(line) <= _MAX_LINE else line[:_MAX_LINE - 1] + "…"
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (library messages run to pages), or its type name."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    text = plain(str(exc)).strip()
+    return _line(text) if text else type(exc).__name__
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception a library wrapped (``raise … from``): torch.onnx's ConversionError says
+    "Failed to decompose the FX graph"; its cause says which view of which tensor failed."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
 
 
 def describe(exc: BaseException) -> str:
     """``TypeName: first line`` — how a wrapped library error is quoted inside a LayerScope message."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    text = plain(str(exc)).strip()
+    return f"{type(exc).__name__}: {_line(text)}" if text else type(exc).__name__

@@ -163,3 +163,31 @@ def test_torchscript_fallback_when_dynamo_export_fails(tmp_path, monkeypatch):
     assert "simulated dynamo exporter failure" in p.notes[0]
     assert p.coverage_time >= 0.99  # matched through the TorchScript scope names (/conv/Conv …)
     assert {"conv", "relu"} <= {lid for o in p.ops for lid in o.layer_ids}
+
+
+def test_torchscript_node_names_map_to_module_paths():
+    """The TorchScript exporter (the fallback when dynamo fails, as on T5) names nodes by scopes that are full
+    paths or relative names: /encoder/block.0/layer.1/DenseReluDense/wo/MatMul is encoder.block.0.layer.1.DenseReluDense.wo."""
+    from layerscope.profiler.onnx.sources import _scope_path
+
+    known = {"encoder", "encoder.block.0", "encoder.block.0.layer.1", "encoder.block.0.layer.1.DenseReluDense",
+             "encoder.block.0.layer.1.DenseReluDense.wo", "layer1", "layer1.0", "layer1.0.conv1"}
+    assert _scope_path(["encoder", "block.0", "layer.1", "DenseReluDense", "wo"], known) == "encoder.block.0.layer.1.DenseReluDense.wo"
+    assert _scope_path(["layer1", "layer1.0", "conv1"], known) == "layer1.0.conv1"  # full, full, relative
+    assert _scope_path(["model", "encoder", "block.0"], known) == "encoder.block.0"  # a wrapper's own scope is skipped
+    assert _scope_path(["nothing"], known) is None
+
+
+def test_exporter_errors_are_the_real_cause_in_one_plain_line():
+    from layerscope.profiler.onnx.export import _export_error
+
+    try:
+        try:
+            raise ValueError("Cannot view a tensor with shape torch.Size([1, 16, 4, 16])\n\nWhile executing %view_4 ...")
+        except ValueError as inner:
+            raise RuntimeError("Failed to decompose the FX graph. \x1b[96mThis is step 2/3\x1b[0m of exporting") from inner
+    except RuntimeError as exc:
+        assert _export_error(exc) == "ValueError: Cannot view a tensor with shape torch.Size([1, 16, 4, 16])"
+    ir = "\n".join(["graph(%x : Float(1, 3)):", *[f"  %{i} : Tensor = aten::add(%x, %x)" for i in range(600)],
+                    "RuntimeError: Unsupported: ONNX export of operator grid_sampler"])
+    assert _export_error(RuntimeError(ir)) == "RuntimeError: RuntimeError: Unsupported: ONNX export of operator grid_sampler"

@@ -251,3 +251,15 @@ def test_state_dict_and_copies_of_a_keyword_input_model_are_the_models():
     with torch.no_grad():
         twin.proj.weight.zero_()
     assert torch.equal(twin(*loaded.inputs)["last_hidden_state"], twin.proj.bias.expand(2, 8, 16) * loaded.inputs[1][..., None])
+
+
+def test_a_dropped_ort_measurement_says_why():
+    """T5 once printed `ort: null` without a word when the ORT int8 check had nothing to take."""
+    from layerscope.profiler.compression import CompressionPlan, LayerSpec
+
+    plan = CompressionPlan((LayerSpec("all", "palettize", {"bits": 4}),))
+    r = drive(compress_job(ModelRequest(f"{PATTERNS}:attention_block", **FAST), plan, ort_int8=True))
+    assert r.outcome.report.ort is None
+    said = [w for w in r.outcome.report.result.warnings if w.startswith("ONNX Runtime int8 was not measured")]
+    assert said and "palettize" in said[0]
+    assert said[0] in json_summary(r)["warnings"]

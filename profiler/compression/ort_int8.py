@@ -71,8 +71,8 @@ def _tempdir(folder: Path):
 
 
 def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Sequence[ResolvedSpec], samples: SampleSet,
-                      workdir: Path, runs: int = 30) -> Work[OrtInt8Result | None]:
-    """Returns None when the plan has nothing ORT can quantise (see the adapter's cannot_express)."""
+                      workdir: Path, runs: int = 30) -> Work[OrtInt8Result | str]:
+    """The measurement, or why there is none: a sentence naming what ORT's quantizer could not take."""
     import onnxruntime as ort
     from onnxruntime.quantization import quantize_dynamic, quantize_static
 
@@ -85,7 +85,8 @@ def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Seque
     onnx_model = load_onnx(fp32)
     cfg = ort_quant_config(resolved, graph, onnx_node_layers(onnx_model, graph))
     if not cfg.nodes_to_quantize:
-        return None
+        why = "; ".join(cfg.cannot_express[:2]) or "no ONNX node maps to the plan's layers"
+        return f"ONNX Runtime int8 was not measured: none of the plan's layers became a node ORT's quantizer takes ({why})"
     yield Progress("ort int8", 1, 4, f"ORT quantize_{cfg.mode} on {len(cfg.nodes_to_quantize)} node(s)")
     names = [i.name for i in onnx_model.graph.input]
     try:

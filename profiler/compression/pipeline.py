@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..data import SampleSet
+from ..errors import OnnxMappingError
 from ..graph import CaptureMethod
 from ..hardware import HardwareProfile
 from ..pipeline import profile_model
@@ -115,16 +116,22 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
         f"{d} on {len(ids)} layer(s) ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})" for d, ids in by_spec.items()))
     for w in warnings:
         log.warning("%s", w)
-    ort = None
+    ort: OrtInt8Result | None = None
     if ort_int8:  # first, while only the original (and, with channel pruning, its pruned copy) is in memory
         yield Progress("ort int8", 0, 4, "preparing the float model")
         has_structure = any(r.params.structural for r in resolved)
         base = pruned_copy(loaded.module, profile.graph, resolved, samples.batches[0])[0] if has_structure else loaded.module
         with work_dir("ort-int8", keep=workdir, needed_bytes=2 * model_bytes(base)) as folder:
-            ort = yield from quantize_with_ort(base, profile.graph, resolved, samples, folder, runs=runs)
+            try:
+                measured = yield from quantize_with_ort(base, profile.graph, resolved, samples, folder, runs=runs)
+            except OnnxMappingError as exc:  # an extra measurement: its failure is reported, the compression goes on
+                measured = f"ONNX Runtime int8 was not measured: {exc}"
         del base
-        if not workdir and ort is not None:  # the scratch files are gone: report no paths to them
-            ort = dataclasses.replace(ort, float_onnx="", int8_onnx="")
+        if isinstance(measured, str):
+            warnings.append(measured)
+            log.warning("%s", measured)
+        else:
+            ort = measured if workdir else dataclasses.replace(measured, float_onnx="", int8_onnx="")  # scratch files are gone
     candidate, result = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
     cand_loaded = LoadedModel(f"{loaded.name} (compressed)", loaded.spec, loaded.kind, candidate, loaded.inputs)
     after = yield from profile_model(cand_loaded, hardware, runs=runs, warmup=warmup, method=method)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..capture import quiet_torch_logs
-from ..errors import OnnxMappingError, OutputError, describe
+from ..errors import OnnxMappingError, OutputError, describe, first_line, plain, root_cause
 from ..resources import untouched
 from .results import ExporterKind
 
@@ -37,9 +37,10 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
     try:
         with quiet_torch_logs(), contextlib.redirect_stdout(io.StringIO()), untouched(model):
             prog = torch.onnx.export(model, args, dynamo=True, external_data=False, verbose=False)
-    except Exception as exc:  # noqa: BLE001 - fall back, then report both
+    except Exception as exc:  # fall back, then report both (the exception is logged at -vv)
         dynamo_text = f"{exc} {exc.__cause__ or ''}"
-        dynamo_err = f"{describe(exc)}"
+        dynamo_err = _export_error(exc)
+        log.debug("the dynamo ONNX exporter failed", exc_info=True)
     else:
         if prog is None:
             raise OnnxMappingError("torch.onnx.export returned no program")
@@ -62,8 +63,22 @@ def export_onnx(model: torch.nn.Module, inputs: Sequence[torch.Tensor], path: Pa
         raise OnnxMappingError(
             f"Neither ONNX exporter could export {type(model).__name__}"
             + (f" (unsupported op {ops[0]})" if ops else "")
-            + f". dynamo: {dynamo_err} | TorchScript: {describe(exc)}"
+            + f". dynamo: {dynamo_err} | TorchScript: {_export_error(exc)} (-vv logs both in full)"
         ) from exc
+
+
+_ERROR_LINE = re.compile(r"Error|error|[Uu]nsupported|not supported|[Ff]ailed|[Cc]annot|[Uu]nable")
+
+
+def _export_error(exc: BaseException) -> str:
+    """The line of an exporter's error that says what failed: the innermost cause (torch.onnx wraps it in a
+    banner), without colour codes, skipping the TorchScript IR a failure can print first."""
+    inner = root_cause(exc)
+    lines = [ln.strip() for ln in plain(str(inner)).splitlines() if ln.strip()]
+    said = [ln for ln in lines if _ERROR_LINE.search(ln) and not ln.startswith(("%", "graph(", "return ", "#"))]
+    if not said or said[0] == (lines[0] if lines else None):
+        return describe(inner)
+    return f"{type(inner).__name__}: {first_line(RuntimeError(said[0]))}"
 
 
 def load_onnx(path: str | Path, weights: bool = False):

@@ -68,6 +68,7 @@ def source_map(model, graph: LayerGraph | None) -> dict[str, OnnxNodeSource]:
             by_path[layer.module_path].append(layer.id)
         else:
             functional[layer.parents[-1] if layer.parents else ""].append(layer.id)
+    known = set(by_path) | {p for layer in graph for p in layer.parents}  # every module path the graph knows
     call_seen: dict[str, list[str]] = collections.defaultdict(list)  # module path -> fx node names seen
     func_used: dict[str, str] = {}  # exported fx node name (scoped) -> layer id
     taken: set[str] = set()
@@ -102,17 +103,28 @@ def source_map(model, graph: LayerGraph | None) -> dict[str, OnnxNodeSource]:
                         taken.add(match[0])
                 if key in func_used:
                     layer_ids, how = (func_used[key],), MatchHow.KIND_ORDER
-        elif n.name.startswith("/"):  # TorchScript exporter: /layer1/layer1.0/conv1/Conv
-            parts = [p for p in n.name.split("/")[1:-1] if p]
-            for comp in reversed(parts):
-                if comp in by_path:
-                    layer_ids, how = (by_path[comp][0],), MatchHow.SCOPE
-                    break
+        elif n.name.startswith("/"):  # TorchScript exporter: /layer1/layer1.0/conv1/Conv, /encoder/block.0/layer.1/wo/MatMul
+            scoped = _scope_path([p for p in n.name.split("/")[1:-1] if p], known)
+            if scoped is not None and scoped in by_path:
+                layer_ids, how = (by_path[scoped][0],), MatchHow.SCOPE
         out[n.name] = OnnxNodeSource(n.name, n.op_type, layer_ids, how, line, tuple(scopes or ()),
                                      meta.get("pkg.torch.onnx.class_hierarchy", ""), meta.get("pkg.torch.onnx.fx_node", ""),
                                      meta.get("pkg.onnxscript.rewriter.rule_name", ""))
     _fill_nearest(nodes, out)
     return out
+
+
+def _scope_path(parts: list[str], known: set[str]) -> str | None:
+    """The module path a TorchScript node name's scopes spell. A scope is either a full path (``layer1.0``)
+    or a name relative to the one before (``wo`` inside ``…DenseReluDense``); a scope that is no module
+    (a wrapper's own name) is skipped. The deepest known path wins."""
+    prefix, found = "", None
+    for comp in parts:
+        for cand in ((f"{prefix}.{comp}" if prefix else comp), comp):
+            if cand in known:
+                prefix = found = cand
+                break
+    return found
 
 
 def _fill_nearest(nodes, out: dict[str, OnnxNodeSource]) -> None:
