@@ -3,6 +3,7 @@ the roofline target."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget
@@ -16,7 +17,7 @@ class OpenModelDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Open model")
         self.setMinimumWidth(680)  # long paths (path/to/file.py:factory) stay readable
-        cur = current or ModelRequest()
+        cur = self.current = current or ModelRequest()
         self.model = QComboBox(editable=True)
         self.model.addItems(list(ZOO))
         self.model.setCurrentText(cur.model or "resnet18")
@@ -31,6 +32,11 @@ class OpenModelDialog(QDialog):
         row.addWidget(browse)
         self.factory = QLineEdit(placeholderText="factory function name (for .py files)")
         self.input_shape = QLineEdit(cur.input_shape or "", placeholderText="default: the model's example inputs, e.g. 1,3,224,224")
+        self.submodule = QLineEdit(cur.submodule or "", placeholderText="optional: profile one part, e.g. backbone or model.decoder")
+        self.submodule.setToolTip("Work on one named submodule, fed the inputs a forward of the whole model gives it: a "
+                                  "detection model's backbone and head without the pre- and post-processing tracing cannot take.")
+        self.static = QCheckBox("Static profile: shapes, FLOPs and bytes, nothing timed (any model that runs; fast)")
+        self.static.setChecked(cur.static)
         self.dtype = QComboBox()
         self.dtype.addItems(["(model's own)", "float32", "bfloat16", "float16"])
         self.runs = QSpinBox(minimum=1, maximum=1000, value=cur.runs)
@@ -46,9 +52,11 @@ class OpenModelDialog(QDialog):
         form.addRow("Model", row)
         form.addRow("Factory", self.factory)
         form.addRow("Input shape", self.input_shape)
+        form.addRow("Submodule", self.submodule)
         form.addRow("dtype", self.dtype)
         form.addRow("Timed runs", self.runs)
         form.addRow("Roofline target", self.hardware)
+        form.addRow("", self.static)
         form.addRow("", self.trust)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -65,11 +73,14 @@ class OpenModelDialog(QDialog):
         if spec.endswith(".py") and self.factory.text().strip():
             spec = f"{spec}:{self.factory.text().strip()}"
         dtype = self.dtype.currentText()
-        return ModelRequest(
+        return dataclasses.replace(  # what the dialog does not show (warm-up, device, threads, capture) carries over
+            self.current,
             model=spec or None,
             input_shape=self.input_shape.text().strip() or None,
             dtype=None if dtype.startswith("(") else dtype,
             runs=self.runs.value(),
             hardware=self.hardware.currentData(),
             trust_file=self.trust.isChecked(),
+            submodule=self.submodule.text().strip() or None,
+            static=self.static.isChecked(),
         )

@@ -566,6 +566,16 @@ def capture_exported(ep: torch.export.ExportedProgram, model: nn.Module | None, 
     return CaptureResult(graph, gm, node_layer, CaptureMethod.EXPORT, list(notes or []))
 
 
+def _submodule_hint(model: nn.Module) -> str:
+    """For a model whose pre/post-processing blocks tracing (detection: anchors, NMS): the parts that may trace."""
+    sizes = sorted(((sum(p.numel() for p in m.parameters()), n) for n, m in model.named_children()), reverse=True)
+    parts = [n for size, n in sizes if size][:4]
+    if not parts:
+        return ""
+    return (f" A static profile records one eager forward and needs no tracing (--static); or work on a part without the "
+            f"pre/post-processing: --submodule {parts[0]}" + (f" (largest parts: {', '.join(parts)})" if len(parts) > 1 else "") + ".")
+
+
 def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMethod | None = None) -> CaptureResult:
     """Capture ``model`` on ``inputs``; fx first, export if fx cannot trace (or as asked)."""
     fx_error: str | None = None
@@ -603,7 +613,7 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
         raise CaptureError(
             f"Could not capture {type(model).__name__}'s graph. " + " | ".join(parts) + "." + at
             + " Data-dependent Python control flow (if/while on tensor values) blocks both; "
-            "move it out of forward() or make it a tensor op (torch.where)."
+            "move it out of forward() or make it a tensor op (torch.where)." + _submodule_hint(model)
         ) from exc
     notes = [f"torch.fx could not trace the model ({fx_error}); used torch.export."] if fx_error else []
     log.info("captured %s with torch.export", type(model).__name__)

@@ -27,7 +27,7 @@ from .pipeline import profile_model
 from .profile import Profile
 from .progress import Progress, Work
 from .resources import other_load_now, parse_device, threads
-from .source import LoadedModel, load_model, parse_dtype, parse_input_shapes
+from .source import LoadedModel, load_model, parse_dtype, parse_input_shapes, submodule_of
 from .timing import BUSY_LOAD
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class ModelRequest:
     max_memory_gib: float | None = None  # activation-memory limit; None = what is available now, 0 = off
     threads: int | None = None  # torch intra-op threads while the job runs; None = torch's default
     static: bool = False  # profile without timing (shapes, FLOPs, bytes, bound classes); the only mode on --device meta
+    submodule: str | None = None  # work on this named submodule, with the inputs a forward of the whole model gives it
 
     def check(self) -> None:
         """Everything that can be wrong with the request itself, before any work."""
@@ -96,8 +97,9 @@ class ModelRequest:
     def load(self) -> LoadedModel:
         self.check()
         limit = None if self.max_memory_gib is None else int(self.max_memory_gib * 2**30)
-        return load_model(self.model, parse_input_shapes(self.input_shape), parse_dtype(self.dtype),
-                          trust_file=self.trust_file, max_memory_bytes=limit)
+        loaded = load_model(self.model, parse_input_shapes(self.input_shape), parse_dtype(self.dtype),
+                            trust_file=self.trust_file, max_memory_bytes=limit)
+        return submodule_of(loaded, self.submodule) if self.submodule else loaded
 
     @staticmethod
     def add_arguments(p, required: bool = False, runs: int = 20, warmup: int = 3, device: bool = True, static: bool = False) -> None:
@@ -130,6 +132,9 @@ class ModelRequest:
             p.add_argument("--static", action="store_true",
                            help="no timing: shapes, FLOPs, bytes, parameters and bound classes, ranked by FLOPs; with "
                                 "--device meta (a factory that builds on torch.device('meta')) no weight is allocated")
+        p.add_argument("--submodule", metavar="NAME",
+                       help="work on one named submodule (e.g. backbone, model.decoder), fed the inputs a forward of the whole "
+                            "model gives it: a detection model without its pre- and post-processing")
         p.add_argument("--threads", type=int, metavar="N",
                        help=f"torch intra-op threads while measuring (default: torch's, {torch.get_num_threads()} here); "
                             "1 keeps rankings steady on a busy machine")
@@ -142,7 +147,7 @@ class ModelRequest:
                   device=getattr(args, "device", "cpu"), hardware=getattr(args, "hardware", "this"),
                   capture=getattr(args, "capture", None), trust_file=getattr(args, "trust_file", False),
                   max_memory_gib=getattr(args, "max_memory", None), threads=getattr(args, "threads", None),
-                  static=getattr(args, "static", False))
+                  static=getattr(args, "static", False), submodule=getattr(args, "submodule", None))
         req.check()
         return req
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
+import keyword
 import re
 import sys
 import traceback
@@ -15,12 +17,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
 
 from .errors import InputSpecError, ModelLoadError
-from .resources import MAX_DIMS, check_input_bytes, check_memory
+from .resources import MAX_DIMS, check_input_bytes, check_memory, untouched
 from .zoo import DEFAULT_MODEL, ZOO, build_zoo_model
 
 __all__ = ["LoadedModel", "load_model", "parse_input_shapes", "parse_dtype", "DTYPES"]
@@ -138,42 +142,125 @@ def _load_factory(spec: str, seed: int) -> LoadedModel:
         if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
             raise ModelLoadError(f"{path.name}:{factory}() returned {type(kwargs).__name__} as keyword inputs; return (module, args, kwargs) "
                                  f"with a dict of name -> tensor.")
-        result = result[0] if not kwargs else KeywordInputs(result[0], len(args), kwargs)
+        result = result[0] if not kwargs else CallWith(result[0], args, kwargs)
         inputs = tuple(args) + tuple(v for v in kwargs.values() if isinstance(v, torch.Tensor))
     if not isinstance(result, nn.Module):
         raise ModelLoadError(f"{path.name}:{factory}() returned {type(result).__name__}; return an nn.Module or (module, example_inputs).")
     return LoadedModel(f"{path.stem}:{factory}", spec, "factory", result.eval(), inputs)
 
 
-class KeywordInputs(nn.Module):
-    """A model called with keyword inputs (``model(input_ids=..., attention_mask=..., decoder_input_ids=...)``)
-    as one that takes positional tensors, so every pass (trace, export, timing, ONNX, comparison) can feed
-    it a tuple. It shares the model's submodules, parameters and buffers (its layer ids are the model's own,
-    not ``model.…``) and calls the model's forward directly; keyword values that are not tensors (None,
-    ``use_cache=False``) stay fixed."""
+class CallWith(nn.Module):
+    """A model called with keyword, optional or nested inputs (``model(input_ids=..., attention_mask=...)``,
+    a detection head's list of feature maps) as one that takes positional tensors, so every pass (trace,
+    export, timing, ONNX, comparison) can feed it a tuple. It shares the model's submodules, parameters and
+    buffers (its layer ids are the model's own, not ``wrapped.…``) and calls the model's forward directly;
+    values that are not tensors (None, ``use_cache=False``, sizes) stay fixed. Its forward names each tensor
+    (``input_ids``, ``features_0``), so fx traces it and the profile names its inputs."""
 
     wrapped: nn.Module
 
-    def __init__(self, model: nn.Module, n_positional: int, kwargs: dict[str, object]) -> None:
+    def __init__(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         super().__init__()
         object.__setattr__(self, "wrapped", model)  # not a child: its children are ours
         self._modules = model._modules
         self._parameters = model._parameters
         self._buffers = model._buffers
-        self.n_positional = n_positional
-        self.tensor_names = tuple(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
-        self.fixed = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
+        leaves, self.spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
+        self.slots = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor)]
+        self.fixed = [None if isinstance(v, torch.Tensor) else v for v in leaves]
+        names = _input_names(model, args, kwargs)
+        scope: dict[str, Any] = {}
+        # names checked by _input_names: identifiers, no keywords. The forward lives on a class of this instance's
+        # own, because torch.fx traces type(root).forward.
+        exec(f"def forward(self, {', '.join(names)}):\n    return self.call_wrapped(({', '.join(names)},))", scope)
+        self.__class__ = type(type(model).__name__, (CallWith,), {"forward": scope["forward"], "__module__": __name__})
         self.train(model.training)
 
-    def forward(self, *tensors: torch.Tensor) -> object:
-        n = self.n_positional
-        named = dict(zip(self.tensor_names, tensors[n:], strict=True))
-        return type(self.wrapped).forward(self.wrapped, *tensors[:n], **named, **self.fixed)
+    def call_wrapped(self, tensors: tuple[torch.Tensor, ...]) -> Any:
+        leaves = list(self.fixed)
+        for i, t in zip(self.slots, tensors, strict=True):
+            leaves[i] = t
+        args, kwargs = pytree.tree_unflatten(leaves, self.spec)
+        return type(self.wrapped).forward(self.wrapped, *args, **kwargs)
 
-    def train(self, mode: bool = True) -> KeywordInputs:
+    def train(self, mode: bool = True) -> CallWith:
         super().train(mode)
         self.wrapped.training = mode
         return self
+
+
+def _input_names(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+    """A Python name per tensor input: the forward's parameter name (``input_ids``), with ``_0``, ``_1`` for the
+    tensors of a list or dict argument."""
+    try:
+        params = [p.name for p in inspect.signature(type(model).forward).parameters.values()][1:]
+    except (TypeError, ValueError):
+        params = []
+    names: list[str] = []
+    for i, value in enumerate(args):
+        base = params[i] if i < len(params) and params[i].isidentifier() else f"arg{i}"
+        names += _leaf_names(base, value)
+    for key, value in kwargs.items():
+        names += _leaf_names(key if key.isidentifier() else "kwarg", value)
+    out, seen = [], set()
+    for n in names:
+        n = n if not keyword.iskeyword(n) and n != "self" else f"{n}_"
+        while n in seen:
+            n += "_"
+        seen.add(n)
+        out.append(n)
+    return out
+
+
+def _leaf_names(base: str, value: Any) -> list[str]:
+    leaves = [v for v in pytree.tree_leaves(value) if isinstance(v, torch.Tensor)]
+    return [base] if isinstance(value, torch.Tensor) else [f"{base}_{k}" for k in range(len(leaves))]
+
+
+class _Recorded(Exception):
+    """Raised by the pre-hook once the submodule's inputs are recorded: the rest of the forward is not needed."""
+
+
+def submodule_of(loaded: LoadedModel, name: str) -> LoadedModel:
+    """``loaded``'s submodule ``name``, with the inputs one real forward of the whole model gives it: profile a
+    detection model's backbone and head without its pre- and post-processing (which tracing cannot take)."""
+    model = loaded.module
+    try:
+        sub = model.get_submodule(name)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n]
+        close = difflib.get_close_matches(name, names, n=3)
+        top = [n for n, _ in model.named_children()]
+        raise ModelLoadError(f"{loaded.name} has no submodule {name!r}"
+                             + (f"; did you mean {', '.join(map(repr, close))}?" if close else f"; its children: {', '.join(top[:12])}.")) from None
+    seen: dict[str, Any] = {}
+
+    def record(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        seen["call"] = (args, kwargs)
+        raise _Recorded
+
+    handle = sub.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        with untouched(model), torch.no_grad():
+            model(*loaded.inputs)
+    except _Recorded:
+        pass
+    except Exception as exc:
+        raise InputSpecError(f"Running {loaded.name} to record the inputs of {name!r} failed: {type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+    finally:
+        handle.remove()
+    if "call" not in seen:
+        raise ModelLoadError(f"{name!r} is not called in a forward of {loaded.name} on these inputs: nothing to profile.")
+    args, kwargs = pytree.tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v, seen["call"])
+    tensors = tuple(v for v in pytree.tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor))
+    plain = not kwargs and all(isinstance(a, torch.Tensor) for a in args)
+    module = sub if plain else CallWith(sub, args, kwargs)
+    shapes = ", ".join("x".join(map(str, t.shape)) for t in tensors)
+    note = (f"submodule {name!r} of {loaded.name} ({type(sub).__name__}), with the inputs one forward of the whole model "
+            f"gave it ({shapes}); its layer ids are relative to {name!r}")
+    return LoadedModel(f"{loaded.name}.{name}", f"{loaded.spec} --submodule {name}", loaded.kind, module.eval(), tensors, None,
+                       [*loaded.notes, note])
 
 
 def _load_pt2(path: Path, trust: bool) -> LoadedModel:

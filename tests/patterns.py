@@ -210,3 +210,54 @@ def keyword_inputs():
 def keyword_inputs_positional_none():
     m, _, kw = keyword_inputs()
     return m, (kw["input_ids"], None)
+
+
+class _Backbone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU())
+        self.stage = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f1 = self.stem(x)
+        return [f1, self.stage(f1)]
+
+
+class _Head(nn.Module):
+    """SSD/YOLO-style: one class and one box conv per feature level, fed a list of feature maps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cls = nn.ModuleList([nn.Conv2d(8, 3, 1), nn.Conv2d(16, 3, 1)])
+        self.box = nn.ModuleList([nn.Conv2d(8, 4, 1), nn.Conv2d(16, 4, 1)])
+
+    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        cls = torch.cat([c(f).flatten(2) for c, f in zip(self.cls, features, strict=True)], 2)
+        box = torch.cat([b(f).flatten(2) for b, f in zip(self.box, features, strict=True)], 2)
+        return cls, box
+
+
+class TinyDetector(nn.Module):
+    """torchvision SSDlite / ultralytics: the network between pre-processing and a data-dependent NMS loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.backbone = _Backbone()
+        self.head = _Head()
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = images - self.mean
+        scores, boxes = self.head(self.backbone(x))
+        best = scores.sigmoid().amax(1)[0]
+        keep: list[int] = []
+        order = best.argsort(descending=True)
+        while order.numel() > 0 and len(keep) < 5:  # NMS-like: a loop on tensor values
+            keep.append(int(order[0]))
+            order = order[1:][best[order[1:]] < best[order[0]] - 0.01]
+        return [boxes[0, :, keep]]
+
+
+def tiny_detector():
+    torch.manual_seed(0)
+    return TinyDetector().eval(), (torch.randn(1, 3, 32, 32),)

@@ -272,3 +272,14 @@ def test_apply_is_off_for_a_meta_device_profile_and_says_why(qtbot, window):
     panel = window.compression
     assert not panel.apply_btn.isEnabled() and "meta device" in panel.apply_btn.toolTip()
     assert "Estimate" in panel.estimate.text()
+
+
+def test_the_open_dialog_names_a_submodule_and_keeps_what_it_does_not_show(qtbot):
+    from layerscope.app.open_dialog import OpenModelDialog
+
+    dlg = OpenModelDialog(None, ModelRequest("resnet18", warmup=7, threads=1, device="cpu"))
+    qtbot.addWidget(dlg)
+    dlg.submodule.setText(" layer1 ")
+    dlg.static.setChecked(True)
+    req = dlg.request()
+    assert (req.model, req.submodule, req.static, req.warmup, req.threads) == ("resnet18", "layer1", True, 7, 1)
