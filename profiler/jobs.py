@@ -319,6 +319,7 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
     hw = yield from _hardware(req)
     profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)  # selectors need bound/latency
     ref, ref_name = loaded.module, f"{loaded.name} (float)"
+    said: list[str] = []
     resolved: list[ResolvedSpec] = []
     if plan_b is not None:
         ra, wa = resolve_plan(plan, profile)
@@ -330,7 +331,10 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
     else:
         chosen, name = (plan_b, plan_names[1]) if plan_b is not None else (plan, plan_names[0])
         resolved, warnings = resolve_plan(chosen, profile)
-        cand, _ = yield from apply_plan(loaded.module, profile.graph, resolved, batches, warnings)
+        cand, applied = yield from apply_plan(loaded.module, profile.graph, resolved, batches, warnings)
+        said = list(applied.warnings)
         cand_name = f"{loaded.name} + {name}"
     cmp = yield from compare_models(ref, cand, batches, ref_name, cand_name, method=req.run_method)
+    if said:  # what applying the plan found (ties, weights left float, a constant output) belongs with the comparison
+        cmp = dataclasses.replace(cmp, notes=(*cmp.notes, *said))
     return cmp, diagnose(cmp, profile.graph, resolved, loaded.module, range_factor=range_factor, sqnr_threshold_db=threshold_db)

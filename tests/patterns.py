@@ -261,3 +261,29 @@ class TinyDetector(nn.Module):
 def tiny_detector():
     torch.manual_seed(0)
     return TinyDetector().eval(), (torch.randn(1, 3, 32, 32),)
+
+
+def constant_output():
+    """A random-weight model whose output ignores its input: the first layer's ReLU is always 0."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    with torch.no_grad():
+        m[0].bias.fill_(-100.0)
+    return m.eval(), (torch.randn(1, 8),)
+
+
+class TinyBranches(nn.Module):
+    """An add of two branches whose ranges differ 100x, both around 1e-10: numerically zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) * 1e-10 + self.b(x) * 1e-12
+
+
+def tiny_branches():
+    torch.manual_seed(0)
+    return TinyBranches().eval(), (torch.randn(1, 8),)

@@ -291,3 +291,19 @@ def test_a_detection_model_is_profiled_by_submodule_with_recorded_inputs(capsys)
         ModelRequest(f"{PATTERNS}:tiny_detector", submodule="heads").load()
     static = drive(profile_job(ModelRequest(f"{PATTERNS}:tiny_detector", static=True, hardware="raspberry-pi-5")))
     assert static.total_macs == 21_504 + 8 * 27 * 256 + 16 * 72 * 64  # the whole network, NMS loop included, recorded eagerly
+
+
+def test_a_constant_output_is_called_out_and_numerically_zero_ranges_are_not_diagnosed():
+    r = drive(compress_job(ModelRequest(f"{PATTERNS}:constant_output", **FAST), estimate_plan("int8-weights")))
+    out = r.outcome.report.result.output
+    assert out.variation is not None and out.variation < 1e-6 and out.constant
+    assert any("output barely changes across the 8 samples" in w for w in r.outcome.report.result.warnings)
+    normal = drive(compress_job(ModelRequest(f"{PATTERNS}:attention_block", **FAST), estimate_plan("int8-weights")))
+    assert not normal.outcome.report.result.output.constant and normal.outcome.report.result.output.variation > 0.1
+
+    cmp, diags = drive(compare_job(ModelRequest(f"{PATTERNS}:tiny_branches", runs=1, warmup=0, hardware="raspberry-pi-5"),
+                                   estimate_plan("int8-weights")))
+    add = next(lay for lay in cmp.layers if lay.op_kind == "add")
+    big, small = sorted(o.absmax for o in add.operands)[::-1]
+    assert big < 1e-6 and big / small > 10  # a 100x "mismatch" of numbers that are zero for any purpose
+    assert not [d for d in diags if d.kind.value == "range-mismatch"]

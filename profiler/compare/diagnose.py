@@ -79,6 +79,10 @@ def diagnose(cmp: ActivationComparison, graph: LayerGraph, resolved: Sequence = 
     return sorted(out, key=lambda d: -d.score)
 
 
+MIN_MAGNITUDE = 1e-6  # ranges below this are numerically zero (a random-weight model's constant output): no diagnosis
+FLOAT32_EPS = 2.0 ** -23
+
+
 def _range_mismatches(cmp: ActivationComparison, range_factor: float) -> Iterator[Diagnostic]:
     """Merges (add/sub/concat) whose inputs' ranges differ by more than ``range_factor``."""
     for lc in cmp.layers:
@@ -87,8 +91,8 @@ def _range_mismatches(cmp: ActivationComparison, range_factor: float) -> Iterato
             continue
         big, small = max(ops, key=lambda o: o.absmax), min(ops, key=lambda o: o.absmax)
         ratio = big.absmax / small.absmax
-        if ratio <= range_factor:
-            continue
+        if ratio <= range_factor or big.absmax < MIN_MAGNITUDE or ratio > 1 / FLOAT32_EPS:
+            continue  # both numerically zero, or a branch below float32's own resolution: nothing quantisation could lose
         levels = 256 / ratio
         yield Diagnostic(
             DiagnosticKind.RANGE_MISMATCH, math.log10(ratio), (lc.layer_id, big.source, small.source),

@@ -54,6 +54,9 @@ class LayerCompression:
     weight: WeightReport
 
 
+CONSTANT_OUTPUT = 1e-3  # reference outputs that differ between samples by less than this (relative) are "constant"
+
+
 @dataclass(frozen=True)
 class OutputChange:
     """Model output, reference (original) vs candidate (compressed), over every sample."""
@@ -64,6 +67,14 @@ class OutputChange:
     max_abs_error: float
     accuracy_reference: float | None  # top-1, when the samples are labelled
     accuracy_candidate: float | None
+    # the largest change of the reference output between samples, relative to its magnitude (None: one sample):
+    # near 0, the output is a constant (random weights) and SQNR/cosine measure noise around it
+    variation: float | None = None
+
+    @property
+    def constant(self) -> bool:
+        return self.variation is not None and self.variation < CONSTANT_OUTPUT
+
 
 
 @dataclass(frozen=True)
@@ -158,9 +169,18 @@ def compare_outputs(reference: nn.Module, candidate: nn.Module, samples: SampleS
     if samples.n_samples == 0:
         raise InputSpecError(f"{samples.source}: no samples to compare the outputs on.")
     err, hits_r, hits_c = PairStats(), 0, 0
+    first: torch.Tensor | None = None  # the first sample's reference output
+    spread, scale = 0.0, 0.0
     for k, batch in enumerate(samples.batches):
         with untouched(reference), untouched(candidate):
             r, c = _flat_output(reference(*batch)), _flat_output(candidate(*batch))
+        rows = r.reshape(r.shape[0], -1) if r.dim() > 0 and r.shape[0] == batch[0].shape[0] else r.reshape(1, -1)
+        first = rows[0] if first is None else first
+        if rows.shape[1] == first.shape[0]:
+            finite = torch.isfinite(rows).all()
+            if finite:
+                spread = max(spread, float((rows - first).abs().max()))
+                scale = max(scale, float(rows.abs().max()))
         if not torch.isfinite(r).all():
             raise InputSpecError(f"The original model's output holds NaN/Inf on batch {k} of {samples.source}; "
                                  f"no comparison is meaningful. Check the data and the model.")
@@ -172,8 +192,9 @@ def compare_outputs(reference: nn.Module, candidate: nn.Module, samples: SampleS
     n = samples.n_samples
     labelled = samples.labels is not None
     cos = err.cosine
+    variation = (spread / scale if scale > 0 else 0.0) if n > 1 else None
     return OutputChange(n, samples.source, err.sqnr_db, cos if math.isfinite(cos) else float("nan"), err.max_abs,
-                        hits_r / n if labelled else None, hits_c / n if labelled else None)
+                        hits_r / n if labelled else None, hits_c / n if labelled else None, variation)
 
 
 def pruned_copy(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec],
@@ -273,6 +294,10 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
     per_weight = [c.weight for c in compressed.values()]  # per storage: a tied weight is stored, and compressed, once
     after = model_bytes(candidate) - sum(w.numel * w.bits_before // 8 for w in per_weight) + sum(w.bytes_after for w in per_weight)
     output = compare_outputs(model, candidate, samples)
+    if output.constant:
+        notes.append(f"the original model's output barely changes across the {output.samples} samples (by {output.variation:.1e} of "
+                     f"its magnitude): random weights, or inputs it ignores? SQNR and cosine then measure noise around a "
+                     f"constant; judge with trained weights and --data with real inputs")
     simulated = bool(done or acts)  # zeros and fake-quant run on dense float kernels
     return candidate, CompressionResult(tuple(done), tuple(channels), tuple(acts), before, int(after), output,
                                         tuple(notes), simulated, left)
