@@ -14,7 +14,8 @@ import io
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -258,11 +259,12 @@ def _shape_text(inputs: Sequence[torch.Tensor]) -> str:
     return ", ".join(f"{tuple(t.shape)} {_dtype_name(t.dtype)}" for t in inputs)
 
 
-def input_error(inputs: Sequence[torch.Tensor], layer: str | None, cls: str, exc: BaseException) -> InputSpecError:
-    """The error of a forward that failed in ``layer`` (a module path; None: the top-level forward)."""
+def input_error(inputs: Sequence[torch.Tensor], layer: str | None, cls: str, exc: BaseException, hint: str = "") -> InputSpecError:
+    """The error of a forward that failed in ``layer`` (a module path; None: the top-level forward, outside
+    every submodule: pre/post-processing, where ``hint`` says how to profile a part)."""
     return InputSpecError(
         f"Running the model on inputs [{_shape_text(inputs)}] failed in layer '{layer or '(top-level forward)'}' ({cls}): "
-        f"{first_line(exc)}. Check --input-shape/--dtype: the model may expect another input."
+        f"{first_line(exc)}. Check --input-shape/--dtype: the model may expect another input.{hint}"
     )
 
 
@@ -288,7 +290,7 @@ def run_and_locate_failure(model: nn.Module, inputs: Sequence[torch.Tensor]) -> 
     except Exception as exc:
         where = [s for s in stack if s]
         cls = type(model.get_submodule(where[-1])).__name__ if where else type(model).__name__
-        raise input_error(inputs, where[-1] if where else None, cls, exc) from exc
+        raise input_error(inputs, where[-1] if where else None, cls, exc, "" if where else _submodule_hint(model, run=True)) from exc
     finally:
         for h in handles:
             h.remove()
@@ -566,26 +568,83 @@ def capture_exported(ep: torch.export.ExportedProgram, model: nn.Module | None, 
     return CaptureResult(graph, gm, node_layer, CaptureMethod.EXPORT, list(notes or []))
 
 
-def _submodule_hint(model: nn.Module) -> str:
-    """For a model whose pre/post-processing blocks tracing (detection: anchors, NMS): the parts that may trace."""
+class _Opaque(Exception):
+    def __init__(self, names: list[str], exc: BaseException) -> None:
+        super().__init__(", ".join(names))
+        self.names, self.exc = names, exc
+
+
+def _opaque_calls(graph: fx.Graph) -> list[str]:
+    """Python functions outside torch that fx kept as one node (``torch.fx.wrap``) and that have no formula."""
+    out = []
+    for n in graph.nodes:
+        if n.op != "call_function" or not isinstance(n.target, types.FunctionType) or function_kind(n.target) != "unknown":
+            continue
+        mod = getattr(n.target, "__module__", "") or ""
+        if mod in ("torch", "_operator", "operator", "builtins", "math") or mod.startswith("torch."):
+            continue
+        name = f"{mod}.{n.target.__qualname__}"
+        if name not in out:
+            out.append(name)
+    return out
+
+
+@contextlib.contextmanager
+def _fx_wrap_off() -> Iterator[None]:
+    """Trace into functions registered with ``torch.fx.wrap`` (fx patches each into a leaf while tracing)."""
+    from torch.fx import _symbolic_trace
+
+    saved = dict(_symbolic_trace._wrapped_fns_to_patch)
+    _symbolic_trace._wrapped_fns_to_patch.clear()
+    try:
+        yield
+    finally:
+        _symbolic_trace._wrapped_fns_to_patch.update(saved)
+
+
+def _submodule_hint(model: nn.Module, run: bool = False) -> str:
+    """For a model whose pre/post-processing blocks tracing or running (detection: anchors, NMS): the parts to try."""
     sizes = sorted(((sum(p.numel() for p in m.parameters()), n) for n, m in model.named_children()), reverse=True)
     parts = [n for size, n in sizes if size][:4]
     if not parts:
         return ""
+    largest = f" (largest parts: {', '.join(parts)})" if len(parts) > 1 else ""
+    if run:
+        return f" If it failed in pre/post-processing, work on a part: --submodule {parts[0]}{largest}."
     return (f" A static profile records one eager forward and needs no tracing (--static); or work on a part without the "
-            f"pre/post-processing: --submodule {parts[0]}" + (f" (largest parts: {', '.join(parts)})" if len(parts) > 1 else "") + ".")
+            f"pre/post-processing: --submodule {parts[0]}{largest}.")
 
 
 def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMethod | None = None) -> CaptureResult:
     """Capture ``model`` on ``inputs``; fx first, export if fx cannot trace (or as asked)."""
     fx_error: str | None = None
+    fx_notes: list[str] = []
     if method in (None, CaptureMethod.FX):
         try:
             with untouched(model):  # a trace runs forward() on Proxies: what it caches on the model must not stay
                 graph = _LeafTracer().trace(model)
                 gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+            opaque = _opaque_calls(graph)
+            if opaque:  # torch.fx.wrap'ed library functions (torchvision Swin's attention) are one node each, uncounted
+                try:
+                    with untouched(model), _fx_wrap_off():
+                        graph = _LeafTracer().trace(model)
+                        gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+                    fx_notes.append(f"traced through {len(opaque)} torch.fx.wrap'ed function(s) ({', '.join(opaque[:3])}) to count their work")
+                except Cancelled:
+                    raise
+                except Exception as exc:
+                    if method is CaptureMethod.FX:
+                        fx_notes.append(f"{len(opaque)} torch.fx.wrap'ed function(s) stay single layers with unknown work "
+                                        f"({', '.join(opaque[:3])}): tracing inside them failed ({describe(exc)})")
+                    else:
+                        raise _Opaque(opaque, exc) from exc
         except Cancelled:
             raise
+        except _Opaque as exc:
+            fx_error = (f"it calls {len(exc.names)} torch.fx.wrap'ed function(s) whose work fx cannot see "
+                        f"({', '.join(exc.names[:3])}), and tracing inside them failed ({describe(exc.exc)})")
+            log.info("torch.fx: %s", fx_error)
         except Exception as exc:
             fx_error = f"{describe(exc)}"
             log.info("torch.fx could not trace %s (%s)", type(model).__name__, fx_error, exc_info=log.isEnabledFor(logging.DEBUG))
@@ -597,7 +656,7 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
             assign = _assign_fx(gm.graph, model, records)
             layer_graph, node_layer = _assemble(gm.graph, model, records, assign)
             log.info("captured %s with torch.fx: %d layers from %d fx nodes", type(model).__name__, len(layer_graph), len(graph.nodes))
-            return CaptureResult(layer_graph, gm, node_layer, CaptureMethod.FX)
+            return CaptureResult(layer_graph, gm, node_layer, CaptureMethod.FX, fx_notes)
     try:
         with torch.inference_mode(False), quiet_torch_logs(), untouched(model):
             ep = torch.export.export(model, tuple(inputs), strict=False)

@@ -287,3 +287,21 @@ class TinyBranches(nn.Module):
 def tiny_branches():
     torch.manual_seed(0)
     return TinyBranches().eval(), (torch.randn(1, 8),)
+
+
+class LSTMTagger(nn.Module):
+    """A sequence tagger: embedding, a 2-layer bidirectional LSTM, a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(100, 16)
+        self.lstm = nn.LSTM(16, 32, num_layers=2, bidirectional=True, batch_first=True)
+        self.out = nn.Linear(64, 5)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.lstm(self.emb(ids))[0])
+
+
+def lstm_tagger():
+    torch.manual_seed(0)
+    return LSTMTagger().eval(), (torch.randint(0, 100, (1, 12)),)

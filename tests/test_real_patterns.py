@@ -307,3 +307,14 @@ def test_a_constant_output_is_called_out_and_numerically_zero_ranges_are_not_dia
     big, small = sorted(o.absmax for o in add.operands)[::-1]
     assert big < 1e-6 and big / small > 10  # a 100x "mismatch" of numbers that are zero for any purpose
     assert not [d for d in diags if d.kind.value == "range-mismatch"]
+
+
+def test_recurrent_weights_are_counted_and_compressed():
+    p = drive(profile_job(ModelRequest(f"{PATTERNS}:lstm_tagger", static=True, hardware="raspberry-pi-5")))
+    # LSTM per step and direction: layer 0 4x32x(16+32) = 6,144, layer 1 4x32x(64+32) = 12,288; x T=12 x 2 directions;
+    # the head 12 x 64 x 5 (the tagger counted 1,280 MACs, its head alone)
+    assert p.total_macs == (6144 + 12288) * 12 * 2 + 12 * 64 * 5 == 446_208
+    r = drive(compress_job(ModelRequest(f"{PATTERNS}:lstm_tagger", **FAST), estimate_plan("int8-weights")))
+    names = {c.weight.name for c in r.outcome.report.result.layers}
+    assert {f"lstm.weight_{m}_l{k}{d}" for m in ("ih", "hh") for k in (0, 1) for d in ("", "_reverse")} <= names
+    assert r.outcome.report.result.not_compressed == () and r.outcome.report.result.size_ratio < 0.3

@@ -56,15 +56,16 @@ STRUCTURAL_KINDS = COMPRESSIBLE_KINDS  # prune_channels removes channels of thes
 def compressible_weights(layer: Layer) -> tuple[TensorMeta, ...]:
     """The weights a weight technique (quantize, cast, palettize, prune) compresses in ``layer``, by
     parameter name: a conv/linear/embedding module's ``weight``; a MultiheadAttention's projection
-    matrices (``in_proj_weight`` or ``q/k/v_proj_weight``, ``out_proj.weight``); the parameter
+    matrices (``in_proj_weight`` or ``q/k/v_proj_weight``, ``out_proj.weight``); an LSTM/GRU/RNN's
+    input and recurrent matrices (``weight_ih_l0``, ``weight_hh_l0_reverse``, …); the parameter
     matrices a functional linear-like call reads. Empty: nothing to compress (biases and norm scales
     are never compressed)."""
     params = [t for t in layer.operands if t.role is TensorRole.PARAMETER]
     if layer.module_path is not None:
         if layer.op_kind in COMPRESSIBLE_KINDS:
             return tuple(t for t in params if t.name == f"{layer.module_path}.weight")
-        if layer.op_kind == "multihead_attention":
-            return tuple(t for t in params if t.name.rsplit(".", 1)[-1].endswith("weight") and len(t.shape) >= 2)
+        if layer.op_kind in ("multihead_attention", "lstm", "gru", "rnn"):  # in_proj_weight, out_proj.weight, weight_ih_l0, …
+            return tuple(t for t in params if "weight" in t.name.rsplit(".", 1)[-1] and len(t.shape) >= 2)
         return ()
     if layer.op_kind in _FUNCTIONAL_WEIGHT_KINDS:
         return tuple(t for t in params if len(t.shape) >= 2)
