@@ -568,6 +568,32 @@ def capture_exported(ep: torch.export.ExportedProgram, model: nn.Module | None, 
     return CaptureResult(graph, gm, node_layer, CaptureMethod.EXPORT, list(notes or []))
 
 
+def _trace_once(model: nn.Module) -> fx.GraphModule:
+    with untouched(model):  # a trace runs forward() on Proxies: what it caches on the model must not stay
+        return fx.GraphModule(model, _LeafTracer().trace(model), class_name=type(model).__name__)
+
+
+def _fx_trace(model: nn.Module, forced: bool) -> tuple[fx.GraphModule, list[str]]:
+    """fx's graph of ``model``, traced through library functions registered with ``torch.fx.wrap`` (torchvision
+    Swin's attention would otherwise be one node of unknown work). When tracing inside them fails, raises
+    ``_Opaque`` (export may see inside), or with ``forced`` (--capture fx) keeps them whole and says so."""
+    gm = _trace_once(model)
+    opaque = _opaque_calls(gm.graph)
+    if not opaque:
+        return gm, []
+    names = ", ".join(opaque[:3])
+    try:
+        with _fx_wrap_off():
+            return _trace_once(model), [f"traced through {len(opaque)} torch.fx.wrap'ed function(s) ({names}) to count their work"]
+    except Cancelled:
+        raise
+    except Exception as exc:
+        if not forced:
+            raise _Opaque(opaque, exc) from exc
+        return gm, [f"{len(opaque)} torch.fx.wrap'ed function(s) stay single layers of unknown work ({names}): "
+                    f"tracing inside them failed ({describe(exc)})"]
+
+
 class _Opaque(Exception):
     def __init__(self, names: list[str], exc: BaseException) -> None:
         super().__init__(", ".join(names))
@@ -618,27 +644,9 @@ def _submodule_hint(model: nn.Module, run: bool = False) -> str:
 def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMethod | None = None) -> CaptureResult:
     """Capture ``model`` on ``inputs``; fx first, export if fx cannot trace (or as asked)."""
     fx_error: str | None = None
-    fx_notes: list[str] = []
     if method in (None, CaptureMethod.FX):
         try:
-            with untouched(model):  # a trace runs forward() on Proxies: what it caches on the model must not stay
-                graph = _LeafTracer().trace(model)
-                gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
-            opaque = _opaque_calls(graph)
-            if opaque:  # torch.fx.wrap'ed library functions (torchvision Swin's attention) are one node each, uncounted
-                try:
-                    with untouched(model), _fx_wrap_off():
-                        graph = _LeafTracer().trace(model)
-                        gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
-                    fx_notes.append(f"traced through {len(opaque)} torch.fx.wrap'ed function(s) ({', '.join(opaque[:3])}) to count their work")
-                except Cancelled:
-                    raise
-                except Exception as exc:
-                    if method is CaptureMethod.FX:
-                        fx_notes.append(f"{len(opaque)} torch.fx.wrap'ed function(s) stay single layers with unknown work "
-                                        f"({', '.join(opaque[:3])}): tracing inside them failed ({describe(exc)})")
-                    else:
-                        raise _Opaque(opaque, exc) from exc
+            gm, fx_notes = _fx_trace(model, forced=method is CaptureMethod.FX)
         except Cancelled:
             raise
         except _Opaque as exc:
@@ -655,7 +663,7 @@ def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMet
                 records = _record(gm, inputs, _node_label)
             assign = _assign_fx(gm.graph, model, records)
             layer_graph, node_layer = _assemble(gm.graph, model, records, assign)
-            log.info("captured %s with torch.fx: %d layers from %d fx nodes", type(model).__name__, len(layer_graph), len(graph.nodes))
+            log.info("captured %s with torch.fx: %d layers from %d fx nodes", type(model).__name__, len(layer_graph), len(gm.graph.nodes))
             return CaptureResult(layer_graph, gm, node_layer, CaptureMethod.FX, fx_notes)
     try:
         with torch.inference_mode(False), quiet_torch_logs(), untouched(model):

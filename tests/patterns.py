@@ -305,3 +305,29 @@ class LSTMTagger(nn.Module):
 def lstm_tagger():
     torch.manual_seed(0)
     return LSTMTagger().eval(), (torch.randint(0, 100, (1, 12)),)
+
+
+def window_attention(x: torch.Tensor, qkv_weight: torch.Tensor) -> torch.Tensor:
+    """Registered with torch.fx.wrap like torchvision's shifted_window_attention: fx keeps it as one node."""
+    return torch.nn.functional.linear(x, qkv_weight).softmax(-1)
+
+
+def padded_window_attention(x: torch.Tensor, qkv_weight: torch.Tensor) -> torch.Tensor:
+    """Wrapped too, with Python control flow on a shape (fx cannot trace inside; export can)."""
+    if x.shape[-1] % 2:
+        x = torch.nn.functional.pad(x, (0, 1))
+    return torch.nn.functional.linear(x, qkv_weight)
+
+
+torch.fx.wrap("window_attention")
+torch.fx.wrap("padded_window_attention")
+
+
+class WrappedAttention(nn.Module):
+    def __init__(self, padded: bool = False) -> None:
+        super().__init__()
+        self.padded = padded
+        self.qkv = nn.Parameter(torch.randn(24, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return padded_window_attention(x, self.qkv) if self.padded else window_attention(x, self.qkv)
