@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--max-memory", type=float, metavar="GIB", help="activation memory limit for --input-shape (see profile --help)")
     o.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224")
     o.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"])
+    o.add_argument("--submodule", metavar="NAME", help="export one named submodule (see profile --help)")
     o.add_argument("--opt-level", choices=["disabled", "basic", "extended", "all"], default="all",
                    help="ONNX Runtime graph optimisation level (default all)")
     o.add_argument("--provider", default="CPUExecutionProvider", help="ONNX Runtime execution provider")

@@ -318,3 +318,15 @@ def test_recurrent_weights_are_counted_and_compressed():
     names = {c.weight.name for c in r.outcome.report.result.layers}
     assert {f"lstm.weight_{m}_l{k}{d}" for m in ("ih", "hh") for k in (0, 1) for d in ("", "_reverse")} <= names
     assert r.outcome.report.result.not_compressed == () and r.outcome.report.result.size_ratio < 0.3
+
+
+def test_every_command_takes_submodule(capsys, tmp_path):
+    from helpers import run
+
+    spec = f"{PATTERNS}:tiny_detector"
+    for argv in (["profile", spec, "--runs", "2", "--warmup", "1"], ["onnx", spec, "--runs", "2", "--warmup", "1"],
+                 ["compress", spec, "--estimate", "int8-weights", "--runs", "2", "--warmup", "1", "--samples", "2"]):
+        extra = [] if argv[0] == "onnx" else ["--hardware", "raspberry-pi-5"]  # onnx measures in ORT, no roofline
+        rc, out, err = run(capsys, *argv, "--submodule", "head", *extra)
+        assert rc == 0, (argv[0], err)
+        assert "tiny_detector.head" in out, argv[0]
