@@ -64,7 +64,10 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
                   f"{fmt_ms(rep.latency_ms_after)} ms ([bold]{rep.latency_ratio:.2f}× of before[/]){sim}")
     console.print(f"FLOPs: {fmt_count(rep.flops_before)} → {fmt_count(rep.flops_after)}")
     console.print(f"Output on {out.samples} sample(s) ({out.data_source}): SQNR {fmt_db(out.sqnr_db)}, cosine {out.cosine:.5f}, "
-                  f"max |error| {out.max_abs_error:.3g}")
+                  f"max |error| {out.max_abs_error:.3g}" + (f" (the first of {len(out.leaves)} outputs)" if out.leaves else ""))
+    if out.leaves:
+        console.print("  every output: " + ", ".join(f"{name} {fmt_db(db)}" for name, db in out.leaves[:8])
+                      + (f" … (--json for all {len(out.leaves)})" if len(out.leaves) > 8 else ""))
     if out.accuracy_reference is not None and out.accuracy_candidate is not None:
         console.print(f"Top-1 accuracy: {fmt_pct(out.accuracy_reference)} → [bold]{fmt_pct(out.accuracy_candidate)}[/] "
                       f"({(out.accuracy_candidate - out.accuracy_reference) * 100:+.2f} points)")

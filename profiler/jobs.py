@@ -256,6 +256,7 @@ class CompressResult:
             "latency_ms_before": rep.latency_ms_before, "latency_ms_after": rep.latency_ms_after, "latency_ratio": rep.latency_ratio,
             "simulated": res.simulated, "flops_before": rep.flops_before, "flops_after": rep.flops_after,
             "output_sqnr_db": out.sqnr_db, "output_cosine": out.cosine, "output_max_abs_error": out.max_abs_error,
+            "outputs_sqnr_db": dict(out.leaves),
             "accuracy_before": out.accuracy_reference, "accuracy_after": out.accuracy_candidate, "warnings": list(res.warnings),
             "ort_int8_speedup": rep.ort.speedup if rep.ort is not None else None,
             "not_compressed": res.not_compressed_text(), "not_compressed_bytes": sum(w.bytes for w in res.not_compressed),

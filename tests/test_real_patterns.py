@@ -283,7 +283,9 @@ def test_a_detection_model_is_profiled_by_submodule_with_recorded_inputs(capsys)
     assert {lay.id for lay in p.graph if lay.module_path} == {"cls.0", "cls.1", "box.0", "box.1"}  # ids relative to head
     assert any("submodule 'head'" in n for n in p.model.capture_notes)
     r = drive(compress_job(req, estimate_plan("int8-weights")))
-    assert r.outcome.report.result.output.sqnr_db > 20
+    out = r.outcome.report.result.output
+    assert out.sqnr_db > 20 and [name for name, _ in out.leaves] == ["0", "1"]  # (cls, box): compared leaf by leaf
+    assert all(db > 20 for _, db in out.leaves) and json_summary(r)["outputs_sqnr_db"] == dict(out.leaves)
     cmp, _ = drive(compare_job(ModelRequest(f"{PATTERNS}:tiny_detector", submodule="backbone", runs=1, warmup=0,
                                             hardware="raspberry-pi-5"), estimate_plan("int8-weights")))
     assert [lay.layer_id for lay in cmp.layers][:2] == ["stem.0", "stem.1"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
 
 from ..data import SampleSet
@@ -70,6 +71,8 @@ class OutputChange:
     # the largest change of the reference output between samples, relative to its magnitude (None: one sample):
     # near 0, the output is a constant (random weights) and SQNR/cosine measure noise around it
     variation: float | None = None
+    # SQNR of every output when there are several (tuple, dict, ModelOutput), by path; the numbers above are the first's
+    leaves: tuple[tuple[str, float], ...] = ()
 
     @property
     def constant(self) -> bool:
@@ -153,15 +156,18 @@ def model_bytes(model: nn.Module) -> int:
     return weight_bytes(model).total
 
 
-def _flat_output(out: Any) -> torch.Tensor:
-    """The model's first output tensor (of a tuple, list or dict output)."""
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if isinstance(out, dict):
-        out = next(iter(out.values()))
-    if not isinstance(out, torch.Tensor):
-        raise InputSpecError(f"The model's first output is a {type(out).__name__}, not a tensor; no comparison is possible.")
-    return out.detach().float()
+def _output_leaves(out: Any) -> list[tuple[str, torch.Tensor]]:
+    """Every floating tensor of a model's output (a tensor, tuple, list, dict or Hugging Face ModelOutput),
+    named by its path (``last_hidden_state``, ``[1]``), in order."""
+    if isinstance(out, torch.Tensor):
+        leaves = [("output", out)]
+    else:
+        flat, _ = pytree.tree_flatten_with_path(dict(out) if isinstance(out, dict) else out)
+        leaves = [(pytree.keystr(path).strip("[]'\""), v) for path, v in flat if isinstance(v, torch.Tensor)]
+    floats = [(name, t.detach().float()) for name, t in leaves if t.is_floating_point()]
+    if not floats:
+        raise InputSpecError(f"The model's output ({type(out).__name__}) holds no floating tensor; no comparison is possible.")
+    return floats
 
 
 @torch.no_grad()
@@ -169,11 +175,16 @@ def compare_outputs(reference: nn.Module, candidate: nn.Module, samples: SampleS
     if samples.n_samples == 0:
         raise InputSpecError(f"{samples.source}: no samples to compare the outputs on.")
     err, hits_r, hits_c = PairStats(), 0, 0
+    per_leaf: dict[str, PairStats] = {}  # every output, compared leaf by leaf (the first one leads: logits, last_hidden_state)
     first: torch.Tensor | None = None  # the first sample's reference output
     spread, scale = 0.0, 0.0
     for k, batch in enumerate(samples.batches):
         with untouched(reference), untouched(candidate):
-            r, c = _flat_output(reference(*batch)), _flat_output(candidate(*batch))
+            r_leaves, c_leaves = _output_leaves(reference(*batch)), _output_leaves(candidate(*batch))
+        for (name, rl), (_, cl) in zip(r_leaves, c_leaves, strict=False):
+            if rl.shape == cl.shape and bool(torch.isfinite(rl).all()):
+                per_leaf.setdefault(name, PairStats()).add(rl, cl)
+        r, c = r_leaves[0][1], c_leaves[0][1]
         rows = r.reshape(r.shape[0], -1) if r.dim() > 0 and r.shape[0] == batch[0].shape[0] else r.reshape(1, -1)
         first = rows[0] if first is None else first
         if rows.shape[1] == first.shape[0]:
@@ -193,8 +204,9 @@ def compare_outputs(reference: nn.Module, candidate: nn.Module, samples: SampleS
     labelled = samples.labels is not None
     cos = err.cosine
     variation = (spread / scale if scale > 0 else 0.0) if n > 1 else None
+    leaves = tuple((name, st.sqnr_db) for name, st in per_leaf.items()) if len(per_leaf) > 1 else ()
     return OutputChange(n, samples.source, err.sqnr_db, cos if math.isfinite(cos) else float("nan"), err.max_abs,
-                        hits_r / n if labelled else None, hits_c / n if labelled else None, variation)
+                        hits_r / n if labelled else None, hits_c / n if labelled else None, variation, leaves)
 
 
 def pruned_copy(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec],
