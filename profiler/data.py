@@ -2,8 +2,8 @@
 
 A data folder holds one batch per file, read in name order:
 
-* ``.npz`` with an array ``x`` (or ``x0``, ``x1``, … for several inputs) and, optionally, ``y``
-  (integer class labels, one per sample);
+* ``.npz`` with an array ``x`` (or ``x0``, ``x1``, … for several inputs, or the model's input names:
+  ``input_ids``, ``attention_mask``) and, optionally, ``y`` (integer class labels, one per sample);
 * ``.pt`` with a dict of the same keys, or a bare tensor (inputs only).
 
 The built-in digits task (scikit-learn's bundled 8x8 digits, shipped in assets/data) backs the
@@ -64,8 +64,9 @@ def _cast_like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return t.to(ref.dtype)
 
 
-def load_data_folder(folder: str | Path, like: Sequence[torch.Tensor]) -> SampleSet:
-    """Read every .npz/.pt file of ``folder`` as one batch; inputs cast to the model's input dtypes."""
+def load_data_folder(folder: str | Path, like: Sequence[torch.Tensor], names: Sequence[str] = ()) -> SampleSet:
+    """Read every .npz/.pt file of ``folder`` as one batch; inputs cast to the model's input dtypes. Arrays are
+    taken by the model's input ``names`` when a file has them all, else as x (or x0, x1, …)."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise InputSpecError(f"Data folder not found: {root}.")
@@ -75,10 +76,14 @@ def load_data_folder(folder: str | Path, like: Sequence[torch.Tensor]) -> Sample
     batches, labels = [], []
     for f in files:
         arrays = _arrays(f)
-        keys = ["x"] if "x" in arrays else sorted((k for k in arrays if k[:1] == "x" and k[1:].isdigit()), key=lambda k: int(k[1:]))
+        if names and all(n in arrays for n in names):
+            keys = list(names)
+        else:
+            keys = ["x"] if "x" in arrays else sorted((k for k in arrays if k[:1] == "x" and k[1:].isdigit()), key=lambda k: int(k[1:]))
         if len(keys) != len(like):
+            by_name = f", or by the model's input names ({', '.join(names)})" if names else ""
             raise InputSpecError(f"{f}: holds {len(keys)} input array(s) ({', '.join(keys) or 'none'}) but the model takes {len(like)}; "
-                                 f"name them x, or x0, x1, ….")
+                                 f"name them x, or x0, x1, …{by_name}.")
         xs = tuple(_cast_like(arrays[k], ref) for k, ref in zip(keys, like, strict=True))
         for k, x, ref in zip(keys, xs, like, strict=True):
             if x.dim() != ref.dim() or x.shape[1:] != ref.shape[1:]:
@@ -141,7 +146,7 @@ def samples_for(loaded, data: str | Path | None = None, n: int = 8) -> SampleSet
     from .zoo import ZOO
 
     if data:
-        return load_data_folder(data, loaded.inputs)
+        return load_data_folder(data, loaded.inputs, loaded.input_names)
     entry = ZOO.get(loaded.spec)
     if entry is not None and entry.dataset:
         return builtin_samples(entry.dataset)

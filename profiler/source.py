@@ -46,6 +46,19 @@ class LoadedModel:
     def input_shapes(self) -> list[tuple[int, ...]]:
         return [tuple(t.shape) for t in self.inputs]
 
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """A name per input: the forward's parameter names (``input_ids``, ``attention_mask``); () when unknown."""
+        names = getattr(self.module, "input_names", None)
+        if isinstance(names, tuple):
+            return names
+        try:
+            params = [p for p in inspect.signature(self.module.forward).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (TypeError, ValueError):
+            return ()
+        return tuple(p.name for p in params[:len(self.inputs)]) if len(params) >= len(self.inputs) else ()
+
 
 def parse_dtype(text: str | None) -> torch.dtype | None:
     if text is None:
@@ -169,6 +182,7 @@ class CallWith(nn.Module):
         self.slots = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor)]
         self.fixed = [None if isinstance(v, torch.Tensor) else v for v in leaves]
         names = _input_names(model, args, kwargs)
+        self.input_names = tuple(names)
         scope: dict[str, Any] = {}
         # names checked by _input_names: identifiers, no keywords. The forward lives on a class of this instance's
         # own, because torch.fx traces type(root).forward.

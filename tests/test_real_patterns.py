@@ -332,3 +332,19 @@ def test_every_command_takes_submodule(capsys, tmp_path):
         rc, out, err = run(capsys, *argv, "--submodule", "head", *extra)
         assert rc == 0, (argv[0], err)
         assert "tiny_detector.head" in out, argv[0]
+
+
+def test_data_files_may_name_the_inputs_of_a_keyword_model(tmp_path):
+    import numpy as np
+
+    loaded = ModelRequest(f"{PATTERNS}:keyword_inputs").load()
+    assert loaded.input_names == ("input_ids", "attention_mask")
+    g = np.random.default_rng(0)
+    for k in range(2):  # one batch per file, arrays named like the forward's parameters
+        np.savez(tmp_path / f"b{k}.npz", input_ids=g.integers(0, 100, (3, 8)), attention_mask=np.ones((3, 8), np.float32))
+    torch.save({"attention_mask": torch.ones(3, 8), "input_ids": torch.randint(0, 100, (3, 8))}, tmp_path / "b2.pt")
+    r = drive(compress_job(ModelRequest(f"{PATTERNS}:keyword_inputs", **FAST), estimate_plan("int8-weights"), data=tmp_path))
+    assert r.outcome.report.result.output.samples == 9
+    np.savez(tmp_path / "b3.npz", ids=np.zeros((3, 8), np.int64))
+    with pytest.raises(Exception, match=r"by the model's input names \(input_ids, attention_mask\)"):
+        drive(compress_job(ModelRequest(f"{PATTERNS}:keyword_inputs", **FAST), estimate_plan("int8-weights"), data=tmp_path))
