@@ -28,7 +28,7 @@ import operator
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.fx as fx
@@ -38,7 +38,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from .capture import CaptureResult, _assemble, _assign_fx, _meta, _NodeRecord, _storage_ptr, _tensors, input_error, is_leaf_module
 from .errors import Cancelled
-from .graph import CaptureMethod
+from .graph import CaptureMethod, TensorMeta
 from .progress import checkpoint
 from .resources import untouched
 
@@ -76,7 +76,7 @@ class _Recorder(TorchFunctionMode):
         self.stack: list[tuple[str, str, str]] = []  # (key, path, class) of the modules being called, outermost first
         self.calls: dict[str, int] = {}
         self.leaf: nn.Module | None = None  # the leaf module running now: nothing inside it is recorded
-        self.leaf_in: tuple[list[tuple[str, torch.Tensor]], Any, Any, str | None] | None = None
+        self.leaf_in: _LeafCall | None = None  # what the running leaf module was called with
         self.handles: list[Any] = []
         module_names = {m: n for n, m in model.named_modules(remove_duplicate=False)}
         for m, name in module_names.items():
@@ -197,7 +197,7 @@ class _Recorder(TorchFunctionMode):
                 with _Paused(self):
                     node_args, node_kwargs, read = self._args(args, kwargs)
                     in_shapes = [(name, _meta(t)) for name, t in read]
-                self.leaf_in = (read, node_args, (node_kwargs, in_shapes), _where())
+                self.leaf_in = _LeafCall(read, node_args, node_kwargs, in_shapes, _where())
                 self.leaf = mod
         return hook
 
@@ -208,7 +208,7 @@ class _Recorder(TorchFunctionMode):
             if self.leaf is mod:
                 self.leaf = None
                 assert self.leaf_in is not None
-                read, node_args, (node_kwargs, in_shapes), where = self.leaf_in
+                read, node_args, node_kwargs, in_shapes, where = self.leaf_in
                 self.leaf_in = None
                 with _Paused(self):
                     outs = _tensors(out)
@@ -224,6 +224,14 @@ class _Recorder(TorchFunctionMode):
             if self.stack and self.stack[-1][1] == path:
                 self.stack.pop()
         return hook
+
+
+class _LeafCall(NamedTuple):
+    read: list[tuple[str, torch.Tensor]]  # (producer node name, tensor) of every tensor argument
+    args: Any  # the arguments with nodes for tensors
+    kwargs: Any
+    in_shapes: list[tuple[str, TensorMeta]]  # taken before the module ran (it may work in place)
+    where: str | None
 
 
 class _Paused:
