@@ -59,7 +59,9 @@ TEXT_COLUMNS = {0, 1, BOUND_COLUMN, len(COLUMNS) - 2}  # left-aligned
 
 # Shown after a plan is applied: (header, raw, text) over the core's LayerDelta (None = not compressed).
 def _delta_ms(d) -> float | None:
-    return None if d is None or d.latency_ms_after is None else d.latency_ms_after - d.latency_ms_before
+    if d is None or d.latency_ms_after is None or d.latency_ms_before is None:
+        return None
+    return d.latency_ms_after - d.latency_ms_before
 
 
 DELTA_COLUMNS = [

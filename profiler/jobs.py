@@ -155,8 +155,10 @@ class ModelRequest:
     def for_profile(cls, profile: Profile, trust_file: bool = False, **changes: Any) -> ModelRequest:
         """The request that loads ``profile``'s model again, on the inputs it was profiled with."""
         m = profile.model
-        req = cls(m.spec, ";".join(",".join(map(str, s)) for s in m.input_shapes) or None,
-                  None if m.compute_dtype == "float32" else m.compute_dtype, trust_file=trust_file, max_memory_gib=0)
+        shapes = m.model_input_shapes if m.submodule else m.input_shapes  # a part is found again in the whole model
+        req = cls(m.spec, ";".join(",".join(map(str, s)) for s in shapes) or None,
+                  None if m.compute_dtype == "float32" else m.compute_dtype, trust_file=trust_file, max_memory_gib=0,
+                  submodule=m.submodule)
         return dataclasses.replace(req, **changes)
 
 

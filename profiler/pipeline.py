@@ -98,6 +98,8 @@ def profile_model(
         compute_dtype=dtype,
         total_params=wb.parameters,
         total_weight_bytes=wb.total,
+        submodule=loaded.submodule,
+        model_input_shapes=loaded.model_input_shapes,
     )
     from . import __version__
 

@@ -41,6 +41,8 @@ class ModelInfo:
     compute_dtype: str  # dtype of the model's floating-point weights (roofline peak picked for it)
     total_params: int  # distinct parameters of the model
     total_weight_bytes: int  # distinct parameter and buffer storages (weights.weight_bytes)
+    submodule: str | None = None  # the part of ``spec`` profiled (--submodule); input_shapes are then its own
+    model_input_shapes: tuple[tuple[int, ...], ...] = ()  # with a submodule: the whole model's inputs, to load it again
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ class LoadedModel:
     inputs: tuple[torch.Tensor, ...]
     exported: torch.export.ExportedProgram | None = None  # set for .pt2 sources
     notes: list[str] = field(default_factory=list)
+    submodule: str | None = None  # the named part of ``spec`` this is (submodule_of); inputs are then the part's
+    model_input_shapes: tuple[tuple[int, ...], ...] = ()  # with a submodule: the whole model's input shapes
 
     @property
     def input_shapes(self) -> list[tuple[int, ...]]:
@@ -273,8 +275,8 @@ def submodule_of(loaded: LoadedModel, name: str) -> LoadedModel:
     shapes = ", ".join("x".join(map(str, t.shape)) for t in tensors)
     note = (f"submodule {name!r} of {loaded.name} ({type(sub).__name__}), with the inputs one forward of the whole model "
             f"gave it ({shapes}); its layer ids are relative to {name!r}")
-    return LoadedModel(f"{loaded.name}.{name}", f"{loaded.spec} --submodule {name}", loaded.kind, module.eval(), tensors, None,
-                       [*loaded.notes, note])
+    return LoadedModel(f"{loaded.name}.{name}", loaded.spec, loaded.kind, module.eval(), tensors, None, [*loaded.notes, note],
+                       name, tuple(tuple(int(s) for s in t.shape) for t in loaded.inputs))
 
 
 def _load_pt2(path: Path, trust: bool) -> LoadedModel:

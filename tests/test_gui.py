@@ -283,3 +283,18 @@ def test_the_open_dialog_names_a_submodule_and_keeps_what_it_does_not_show(qtbot
     dlg.static.setChecked(True)
     req = dlg.request()
     assert (req.model, req.submodule, req.static, req.warmup, req.threads) == ("resnet18", "layer1", True, 7, 1)
+
+
+def test_apply_after_a_static_profile_of_a_submodule(qtbot, window):
+    """Apply loads the model again from the profile: a static reference (nothing timed) and a submodule
+    (found again in the whole model) both work."""
+    from pathlib import Path
+
+    spec = f"{Path(__file__).parent / 'patterns.py'}:tiny_detector"
+    p = profile(qtbot, window, model=spec, submodule="head", static=True)
+    assert p.static and p.model.submodule == "head"
+    window.state.select("cls.0")
+    outcome = _apply(qtbot, window)
+    assert outcome.report.result.size_ratio < 1 and window.state.compression is outcome
+    assert all(d.latency_ms_before is None for d in outcome.report.layers)  # the static reference timed nothing
+    assert window.table.model.rowCount() == len(p.graph)

@@ -348,3 +348,17 @@ def test_data_files_may_name_the_inputs_of_a_keyword_model(tmp_path):
     np.savez(tmp_path / "b3.npz", ids=np.zeros((3, 8), np.int64))
     with pytest.raises(Exception, match=r"by the model's input names \(input_ids, attention_mask\)"):
         drive(compress_job(ModelRequest(f"{PATTERNS}:keyword_inputs", **FAST), estimate_plan("int8-weights"), data=tmp_path))
+
+
+@pytest.mark.parametrize("spec, sub", [("tiny_detector", "head"), ("keyword_inputs", None)])
+def test_a_profile_reloads_its_model_as_the_app_does_for_apply(spec, sub):
+    """The app's Apply loads the profiled model again from the profile (ModelRequest.for_profile): a submodule is
+    found again in the whole model on the whole model's inputs, a keyword model gets its named inputs back."""
+    p = drive(profile_job(ModelRequest(f"{PATTERNS}:{spec}", submodule=sub, static=True, hardware="raspberry-pi-5")))
+    again = ModelRequest.for_profile(p)
+    assert (again.model, again.submodule) == (f"{PATTERNS}:{spec}", sub)
+    loaded = again.load()
+    assert [tuple(t.shape) for t in loaded.inputs] == [tuple(s) for s in p.model.input_shapes]
+    assert [str(t.dtype).removeprefix("torch.") for t in loaded.inputs] == list(p.model.input_dtypes)
+    r = drive(compress_job(again, estimate_plan("int8-weights"), profile=p))
+    assert r.outcome.report.result.size_ratio < 1

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class LayerDelta:
     layer_id: str
     technique: str  # "" when the plan did not touch the layer (it may still change: coupled pruning)
-    latency_ms_before: float
+    latency_ms_before: float | None  # None when the reference profile is static (nothing was timed)
     latency_ms_after: float | None  # None when the layer is gone from the candidate
     flops_before: int | None
     flops_after: int | None
@@ -150,7 +150,8 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
     for lid in profile.graph.ids():
         t_after = after.timings.get(lid)
         deltas.append(LayerDelta(
-            lid, "+".join(techniques.get(lid, [])), profile.timings[lid].latency_ms, t_after.latency_ms if t_after else None,
+            lid, "+".join(techniques.get(lid, [])), t.latency_ms if (t := profile.timings.get(lid)) else None,
+            t_after.latency_ms if t_after else None,
             profile.metrics[lid].flops, after.metrics[lid].flops if lid in after.metrics else None,
             wb_before.get(lid, 0), stored.get(lid, wb_after.get(lid, 0)),
         ))
