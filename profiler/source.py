@@ -188,7 +188,7 @@ class CallWith(nn.Module):
         scope: dict[str, Any] = {}
         # names checked by _input_names: identifiers, no keywords. The forward lives on a class of this instance's
         # own, because torch.fx traces type(root).forward.
-        exec(f"def forward(self, {', '.join(names)}):\n    return self.call_wrapped(({', '.join(names)},))", scope)
+        exec(f"def forward(self, {', '.join(names)}):\n    return self.call_wrapped(({''.join(n + ', ' for n in names)}))", scope)
         self.__class__ = type(type(model).__name__, (CallWith,), {"forward": scope["forward"], "__module__": __name__})
         self.train(model.training)
 
