@@ -191,3 +191,31 @@ def test_exporter_errors_are_the_real_cause_in_one_plain_line():
     ir = "\n".join(["graph(%x : Float(1, 3)):", *[f"  %{i} : Tensor = aten::add(%x, %x)" for i in range(600)],
                     "RuntimeError: Unsupported: ONNX export of operator grid_sampler"])
     assert _export_error(RuntimeError(ir)) == "RuntimeError: RuntimeError: Unsupported: ONNX export of operator grid_sampler"
+
+
+def test_torchscript_functional_ops_map_by_parent_kind_and_order(tmp_path):
+    """With the TorchScript exporter (no node metadata), /c_fc/Gemm used to take its nearest neighbour's layer (attn);
+    it is the addmm inside c_fc (transformers' Conv1D), and the top-level /Add, /Relu, /Add_1 are add, relu, add_3."""
+    import contextlib
+    import io
+    import sys
+    from pathlib import Path
+
+    import onnx
+
+    from layerscope.profiler.capture import capture
+    from layerscope.profiler.onnx.results import MatchHow
+    from layerscope.profiler.onnx.sources import source_map
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from patterns import attention_block
+
+    m, x = attention_block()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        torch.onnx.export(m, x, str(tmp_path / "ts.onnx"), dynamo=False)
+    sm = source_map(onnx.load(str(tmp_path / "ts.onnx")), capture(m, x).graph)
+    got = {name: (s.layer_ids, s.how) for name, s in sm.items()}
+    assert got["/c_fc/Gemm"] == (("c_fc.addmm",), MatchHow.KIND_ORDER)
+    assert got["/c_proj/Gemm"] == (("c_proj.addmm_1",), MatchHow.KIND_ORDER)
+    assert [got[n][0] for n in ("/Add", "/Relu", "/Add_1")] == [("add",), ("relu",), ("add_3",)]
+    assert all(s.layer_ids == ("attn",) for name, s in sm.items() if name.startswith("/attn/"))  # the leaf module, by scope

@@ -107,11 +107,34 @@ def source_map(model, graph: LayerGraph | None) -> dict[str, OnnxNodeSource]:
             scoped = _scope_path([p for p in n.name.split("/")[1:-1] if p], known)
             if scoped is not None and scoped in by_path:
                 layer_ids, how = (by_path[scoped][0],), MatchHow.SCOPE
+            elif n.op_type in _ONNX_OP_KINDS:  # a functional op inside module `scoped` (or the top level): kind, then order
+                kinds = _ONNX_OP_KINDS[n.op_type]
+                match = [c for c in functional.get(scoped or "", []) if c not in taken and graph[c].op_kind in kinds]
+                if match:
+                    taken.add(match[0])
+                    layer_ids, how = (match[0],), MatchHow.KIND_ORDER
         out[n.name] = OnnxNodeSource(n.name, n.op_type, layer_ids, how, line, tuple(scopes or ()),
                                      meta.get("pkg.torch.onnx.class_hierarchy", ""), meta.get("pkg.torch.onnx.fx_node", ""),
                                      meta.get("pkg.onnxscript.rewriter.rule_name", ""))
     _fill_nearest(nodes, out)
     return out
+
+
+_VIEWS = frozenset({"view"})
+# ONNX op types of the TorchScript exporter -> the layer kinds they come from (functional ops, matched by kind and order)
+_ONNX_OP_KINDS: dict[str, frozenset[str]] = {
+    "Gemm": frozenset({"addmm", "linear", "matmul"}), "MatMul": frozenset({"matmul", "linear", "addmm", "einsum"}),
+    "Conv": frozenset({"conv"}), "ConvTranspose": frozenset({"conv_transpose"}),
+    "Add": frozenset({"add"}), "Sub": frozenset({"sub"}), "Mul": frozenset({"mul"}), "Div": frozenset({"div"}),
+    "Relu": frozenset({"relu"}), "Sigmoid": frozenset({"sigmoid"}), "Tanh": frozenset({"tanh"}), "Softmax": frozenset({"softmax"}),
+    "LogSoftmax": frozenset({"log_softmax"}), "Erf": frozenset({"unary", "gelu"}), "Gelu": frozenset({"gelu"}),
+    **{op: frozenset({"unary"}) for op in ("Exp", "Log", "Sqrt", "Abs", "Neg", "Pow", "Cos", "Sin", "Reciprocal")},
+    **{op: frozenset({"reduce"}) for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ArgMax", "ArgMin")},
+    **{op: frozenset({"compare"}) for op in ("Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Not")},
+    "Where": frozenset({"elementwise"}), "Cast": frozenset({"cast"}), "Concat": frozenset({"concat"}),
+    "Gather": frozenset({"gather", "embedding"}), "CumSum": frozenset({"cumulative"}),
+    **{op: _VIEWS for op in ("Reshape", "Transpose", "Unsqueeze", "Squeeze", "Flatten", "Expand", "Slice", "Split")},
+}
 
 
 def _scope_path(parts: list[str], known: set[str]) -> str | None:
