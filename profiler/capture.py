@@ -29,6 +29,7 @@ from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta,
 from .opkinds import LEAF_MODULES_WITH_CHILDREN, VIEW_KINDS, aten_kind, class_name_kind, function_kind, method_kind, module_kind, target_name
 from .progress import checkpoint
 from .resources import untouched
+from .weights import storage_key
 
 __all__ = ["CaptureResult", "capture", "capture_exported", "input_error", "is_leaf_module", "run_and_locate_failure"]
 
@@ -113,12 +114,6 @@ def _storage_ptr(t: torch.Tensor) -> int:
         return t.untyped_storage().data_ptr()
     except (RuntimeError, NotImplementedError):
         return -1
-
-
-def _storage_key(t: torch.Tensor) -> tuple[str, int]:
-    """One key per storage (tensors without real storage, on the meta device, by identity)."""
-    ptr = _storage_ptr(t)
-    return (str(t.device), ptr) if ptr > 0 else ("id", id(t))
 
 
 def _jsonable(v: Any) -> Any:
@@ -339,7 +334,7 @@ class _Assembler:
         self.param_names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
         self.first_name: dict[tuple[str, int], str] = {}  # storage -> the name it was first registered under
         for n, t in (*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)):
-            self.first_name.setdefault(_storage_key(t), n)
+            self.first_name.setdefault(storage_key(t), n)
         self.node_layer = {name: a.layer_id for name, a in assign.items()}
         self.by_name = {n.name: n for n in graph.nodes}
         out_node = next(n for n in graph.nodes if n.op == "output")
@@ -402,7 +397,7 @@ class _Assembler:
         return out
 
     def weight(self, t: torch.Tensor, role: TensorRole, name: str) -> TensorMeta:
-        first = self.first_name.get(_storage_key(t), name)
+        first = self.first_name.get(storage_key(t), name)
         return TensorMeta(tuple(int(s) for s in t.shape), _dtype_name(t.dtype), role, name, first if first != name else "")
 
     def outputs(self, layer_id: str, nodes: list[fx.Node]) -> list[TensorMeta]:

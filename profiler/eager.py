@@ -165,13 +165,18 @@ class _Recorder(TorchFunctionMode):
             return value  # a shape query, a dtype, an in-place write that returns None: glue, as in fx
         # `x += y` calls Tensor.add_: name it `add`, as the fx tracer does, so layer ids agree across captures
         name = target[:-1] if op == "call_method" and target.endswith("_") and not target.endswith("__") else None
-        node = self.graph.create_node(op, target, node_args, node_kwargs, name=name)
-        node.meta["nn_module_stack"] = {key: (path, cls) for key, path, cls in self.stack}
-        node.meta["stack_trace"] = where
-        aliases = all(_storage_ptr(t) in in_ptrs for t in outs)
-        self.records[node.name] = _NodeRecord(node, in_shapes, [_meta(t) for t in outs], isinstance(value, torch.Tensor), aliases)
-        self._bind(value, node)
+        self._add_node(op, target, name, _LeafCall(read, node_args, node_kwargs, in_shapes, where), value, outs, in_ptrs)
         return value
+
+    def _add_node(self, op: str, target: Any, name: str | None, call: _LeafCall, value: Any, outs: list[torch.Tensor],
+                  in_ptrs: set[int]) -> None:
+        """The node of one recorded call, with its module stack, source line and shapes; ``value`` becomes its output."""
+        node = self.graph.create_node(op, target, call.args, call.kwargs, name=name)
+        node.meta["nn_module_stack"] = {key: (path, cls) for key, path, cls in self.stack}
+        node.meta["stack_trace"] = call.where
+        aliases = all(_storage_ptr(t) in in_ptrs for t in outs)
+        self.records[node.name] = _NodeRecord(node, call.in_shapes, [_meta(t) for t in outs], isinstance(value, torch.Tensor), aliases)
+        self._bind(value, node)
 
     # ---------------------------------------------------------------- torch-level calls
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -207,20 +212,12 @@ class _Recorder(TorchFunctionMode):
                 return
             if self.leaf is mod:
                 self.leaf = None
-                assert self.leaf_in is not None
-                read, node_args, node_kwargs, in_shapes, where = self.leaf_in
-                self.leaf_in = None
+                call, self.leaf_in = self.leaf_in, None
+                assert call is not None
                 with _Paused(self):
                     outs = _tensors(out)
                     if outs:
-                        node = self.graph.create_node("call_module", path, node_args, node_kwargs)
-                        node.meta["nn_module_stack"] = {key: (p, c) for key, p, c in self.stack}
-                        node.meta["stack_trace"] = where
-                        in_ptrs = {_storage_ptr(t) for _, t in read}
-                        aliases = all(_storage_ptr(t) in in_ptrs for t in outs)
-                        self.records[node.name] = _NodeRecord(node, in_shapes, [_meta(t) for t in outs],
-                                                              isinstance(out, torch.Tensor), aliases)
-                        self._bind(out, node)
+                        self._add_node("call_module", path, None, call, out, outs, {_storage_ptr(t) for _, t in call.read})
             if self.stack and self.stack[-1][1] == path:
                 self.stack.pop()
         return hook

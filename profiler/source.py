@@ -23,7 +23,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
-from .errors import InputSpecError, ModelLoadError
+from .errors import InputSpecError, ModelLoadError, describe
 from .resources import MAX_DIMS, check_input_bytes, check_memory, untouched
 from .zoo import DEFAULT_MODEL, ZOO, build_zoo_model
 
@@ -262,8 +262,7 @@ def submodule_of(loaded: LoadedModel, name: str) -> LoadedModel:
     except _Recorded:
         pass
     except Exception as exc:
-        raise InputSpecError(f"Running {loaded.name} to record the inputs of {name!r} failed: {type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+        raise InputSpecError(f"Running {loaded.name} to record the inputs of {name!r} failed: {describe(exc)}") from exc
     finally:
         handle.remove()
     if "call" not in seen:

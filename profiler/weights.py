@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["WeightBytes", "weight_bytes"]
+__all__ = ["WeightBytes", "weight_bytes", "storage_key"]
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,12 @@ class WeightBytes:
     storages: frozenset[int]  # data pointers of those storages (timing tells weights from activations by them)
 
 
-def _key(t: torch.Tensor) -> tuple[str, int]:
-    ptr = t.untyped_storage().data_ptr()
+def storage_key(t: torch.Tensor) -> tuple[str, int]:
+    """One key per storage: (device, data pointer); tensors without real storage (meta) by identity."""
+    try:
+        ptr = t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        ptr = 0
     return (str(t.device), ptr) if ptr else ("id", id(t))
 
 
@@ -32,7 +36,7 @@ def weight_bytes(model: nn.Module) -> WeightBytes:
     elements: dict[tuple[tuple[str, int], int, tuple[int, ...], tuple[int, ...]], int] = {}
     for kind, tensors in (("param", model.parameters()), ("buffer", model.buffers())):
         for t in tensors:
-            key = _key(t)
+            key = storage_key(t)
             sizes[key] = t.untyped_storage().nbytes() if key[0] != "id" else t.numel() * t.element_size()
             if kind == "param":
                 elements[(key, int(t.storage_offset()), tuple(t.shape), tuple(t.stride()))] = t.numel()

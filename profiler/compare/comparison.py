@@ -174,7 +174,8 @@ class _Recorder(fx.Interpreter):
     """Runs a captured model and hands each layer's output (and chosen inputs) to callbacks; the
     default callbacks keep them (``outputs``, ``inputs``)."""
 
-    def __init__(self, cap: CaptureResult, input_layers: set[str], on_output=None, on_inputs=None) -> None:
+    def __init__(self, cap: CaptureResult, input_layers: set[str], on_output=None, on_inputs=None,
+                 overwritten: set[str] | None = None) -> None:
         super().__init__(cap.runnable())
         self.extra_traceback = False  # our errors name the layer; fx's graph dump would bury that
         self.on_output = on_output or self.outputs_setitem
@@ -189,7 +190,8 @@ class _Recorder(fx.Interpreter):
                 first.setdefault(lid, n.name)
         self.last_node = {v: k for k, v in last.items()}  # node name -> layer id whose output it is
         self.first_node = {v: k for k, v in first.items() if k in input_layers}
-        self.overwritten = _overwritten(self.module, self.graph)  # outputs a later in-place op changes: handed over as copies
+        # outputs a later in-place op changes: handed over as copies (computed once per capture by the caller)
+        self.overwritten = overwritten if overwritten is not None else _overwritten(self.module, self.graph)
         self.outputs: dict[str, torch.Tensor] = {}
         self.inputs: dict[str, list[tuple[str, torch.Tensor]]] = {}
         self.order: list[str] = []
@@ -281,10 +283,11 @@ def _compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleS
     quantizers = {lid: by_path[path] for lid in common if (path := graph[lid].module_path) is not None and path in by_path}
     acc = _Accumulator(common, graph, cand_cap.graph, quantizers, bins, (reference_name, candidate_name))
     order: list[str] = []
+    ref_over, cand_over = (_overwritten(c.runnable(), c.runnable().graph) for c in (ref_cap, cand_cap))
     for k, batch in enumerate(samples.batches):
         acc.batch = k
-        ref = _Recorder(ref_cap, acc.merge | set(quantizers), acc.ref_output, acc.ref_inputs)
-        cand = _Recorder(cand_cap, set(quantizers), acc.cand_output, acc.cand_inputs)
+        ref = _Recorder(ref_cap, acc.merge | set(quantizers), acc.ref_output, acc.ref_inputs, ref_over)
+        cand = _Recorder(cand_cap, set(quantizers), acc.cand_output, acc.cand_inputs, cand_over)
         for side in (ref, cand):
             try:
                 side.run(*batch)

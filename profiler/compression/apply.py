@@ -25,7 +25,7 @@ from ..format import fmt_bytes
 from ..graph import LayerGraph, TensorRole
 from ..progress import Progress, Work
 from ..resources import release_memory, untouched
-from ..weights import weight_bytes
+from ..weights import storage_key, weight_bytes
 from .activations import ActivationQuant, calibrate_activations
 from .plan import COMPRESSIBLE_KINDS, ResolvedSpec, compressible_weights
 from .specs import CastParams, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams
@@ -138,7 +138,7 @@ def _not_compressed(model: nn.Module, graph: LayerGraph, done: set[tuple[str, in
     sizes: dict[tuple[str, int], int] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         if p.dim() >= 2:
-            key = _storage(p)
+            key = storage_key(p)
             names.setdefault(key, []).append(name)
             sizes[key] = p.numel() * p.element_size()
     out = []
@@ -220,16 +220,11 @@ def pruned_copy(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec
     return candidate, prune_channels(candidate, inputs, targets) if targets else []
 
 
-def _storage(t: torch.Tensor) -> tuple[str, int]:
-    ptr = t.untyped_storage().data_ptr()
-    return (str(t.device), ptr) if ptr else ("id", id(t))
-
-
 def _ties(model: nn.Module) -> dict[tuple[str, int], list[str]]:
     """Parameter names per storage, for storages held under more than one name (tied weights)."""
     names: dict[tuple[str, int], list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
-        names.setdefault(_storage(p), []).append(name)
+        names.setdefault(storage_key(p), []).append(name)
     return {k: v for k, v in names.items() if len(v) > 1}
 
 
@@ -263,7 +258,7 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
             except AttributeError as exc:
                 raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}: the model has no parameter {meta.name!r} "
                                 f"(was the profile taken of another model?).") from exc
-            key = _storage(weight)
+            key = storage_key(weight)
             if key in compressed:  # a tied weight (GPT-2's lm_head is wte): one storage, compressed once
                 first = compressed[key]
                 notes.append(f"layer {r.layer_id!r} shares its weight with {first.layer_id!r} (tied); it was compressed "
