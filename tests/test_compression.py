@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from layerscope.profiler import PlanError, drive, load_model, profile_model
+from layerscope.profiler import PlanError, drive, load_device_profile, load_model, profile_model
 from layerscope.profiler.compression import (
     CompressionPlan,
     LayerSpec,
@@ -102,6 +102,7 @@ def _plan(*specs, model=None):
      "spec 1 (select 'bn1'): technique 'palettize' does not apply to layer 'bn1' (BatchNorm2d)"),
     ([("type:Conv2d", "prune", {"sparsity": 1.0})], None, "must be a number in [0, 1)"),
     ([("fc", "prune_channels", {"amount": 0.5})], None, "would change the shape of the model's output"),
+    ([("glob:f*", "prune_channels", {"amount": 0.5})], None, "matches only the model's output layer(s) (fc)"),
     ([("type:Conv2d", "quantize", {})], "resnet18", "This plan is for model 'resnet18', not 'tiny_cnn'"),
     ([("re:(", "quantize", {})], None, "bad regular expression"),
 ])
@@ -160,6 +161,30 @@ def test_structured_pruning_really_removes_channels(tiny):
     assert out.candidate(*loaded.inputs).shape == loaded.module(*loaded.inputs).shape
     assert rep.flops_after < 0.5 * rep.flops_before
     assert not rep.result.simulated and rep.result.model_bytes_after < rep.result.model_bytes_before
+
+
+class _DictOut(torch.nn.Module):
+    """A model that returns a dict, as Hugging Face models return a ModelOutput (GPT-2's CausalLMOutput)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(8, 16)
+        self.b = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return {"logits": self.b(h), "pooled": x.mean(-1)}
+
+
+def test_channel_pruning_a_model_that_returns_a_dict():
+    from layerscope.profiler.source import LoadedModel
+
+    model = _DictOut().eval()
+    loaded = LoadedModel("dict_out", "dict_out", "factory", model, (torch.randn(2, 8),))
+    hw = load_device_profile("raspberry-pi-5")
+    profile = drive(profile_model(loaded, hw, runs=2, warmup=1))
+    out = drive(compress(loaded, profile, _plan(("a", "prune_channels", {"amount": 0.5})), random_samples(loaded.inputs, 2), hw, runs=2))
+    assert out.candidate.a.out_features == 8 and out.candidate.b.in_features == 8  # was: AttributeError 'dict' has no 'shape'
 
 
 def test_activation_calibration_methods_clip_outliers():

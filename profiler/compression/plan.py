@@ -219,6 +219,9 @@ def resolve_plan(plan: CompressionPlan, profile: Profile) -> tuple[list[Resolved
                 raise PlanError(f"{where}: prune_channels would change the shape of the model's output ({outputs[0]!r}); "
                                 f"prune its input channels by pruning the layer before it instead.")
             usable = [lid for lid in usable if lid not in g.output_layers]
+            if not usable:
+                raise PlanError(f"{where}: prune_channels matches only the model's output layer(s) ({', '.join(outputs[:3])}), whose "
+                                f"channels are the output's shape; select the layers before them.")
         for lid in usable:
             chosen[(lid, structural)] = ResolvedSpec(lid, i, spec.technique, params)
     warnings = [

@@ -102,7 +102,10 @@ def prune_channels(model: nn.Module, inputs: Sequence[torch.Tensor],
 
 
 @torch.no_grad()
-def _output_shape(model: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[int, ...]:
+def _output_shape(model: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[tuple[int, ...], ...]:
+    """The shape of every tensor the model returns (a tensor, tuple, dict or Hugging Face ModelOutput)."""
+    import torch.utils._pytree as pytree
+
     out = model(*inputs)
-    out = out[0] if isinstance(out, (tuple, list)) else out
-    return tuple(out.shape)
+    leaves = pytree.tree_leaves(dict(out) if isinstance(out, dict) else out)
+    return tuple(tuple(t.shape) for t in leaves if isinstance(t, torch.Tensor))
