@@ -130,8 +130,9 @@ def test_compress_selection_shows_before_after_and_undo(qtbot, window, tmp_path)
     panel = window.compression
     assert not panel.apply_btn.isEnabled()  # nothing selected yet
     panel.topk.setValue(2)
-    panel.pick_top.click()  # the 2 slowest compressible layers
-    assert len(window.state.selected_set) == 2 and window.roofline.selected_layers()
+    panel.pick_top.click()  # the 2 slowest compressible layers (which two depends on this run's timing)
+    slowest = window.state.selected_set
+    assert len(slowest) == 2 and window.roofline.selected_layers()
     panel.technique.setCurrentText("Quantize weights (int)")
     panel.strength.setValue(8)
     panel.activations.setChecked(True)
@@ -150,7 +151,7 @@ def test_compress_selection_shows_before_after_and_undo(qtbot, window, tmp_path)
     assert "conv2 → prune_channels(amount=0.5)" in panel.plan_list.item(2).text()
     panel.undo_btn.click()
     assert window.state.compression is out and panel.plan_list.count() == 2
-    assert '"module_name_configs"' in panel.export_text("coreml") and "conv" in panel.export_text("torchao")
+    assert '"module_name_configs"' in panel.export_text("coreml") and all(f'"{lid}"' in panel.export_text("torchao") for lid in slowest)
     plan_file = tmp_path / "p.json"
     plan_file.write_text(window.state.plan.to_json())
     panel.undo_btn.click()
