@@ -17,7 +17,8 @@ from superqt.utils import create_worker
 
 from layerscope.profiler import Cancelled, LayerScopeError, Profile, Progress
 from layerscope.profiler.errors import UnsafeFileError
-from layerscope.profiler.jobs import ModelRequest, compress_job, onnx_job, open_profile_job, profile_job
+from layerscope.profiler.history import Record
+from layerscope.profiler.jobs import ModelRequest, compress_job, onnx_job, open_profile_job, open_run_job, profile_job
 from layerscope.profiler.progress import cancellable
 
 from .progress_window import JobProgress
@@ -66,6 +67,14 @@ def with_views(job):
     return (yield from prepare_views(profile))
 
 
+def _run_with_views(run_id: int, history: str | None):
+    """``open_run_job``, and the views of its profile prepared in the same worker."""
+    profile, sweep = yield from open_run_job(run_id, history)
+    if profile is not None:
+        profile = yield from prepare_views(profile)
+    return profile, sweep
+
+
 def _cancellable(job, event: threading.Event, *args, **kwargs):
     """Run ``job`` so that the core's per-node checkpoints see this job's Cancel."""
     gc.unfreeze()  # the previous job's frozen objects: collectable again during this job (see settle_heap)
@@ -77,6 +86,7 @@ class ProfileController(QObject):
     finished = Signal(object)  # Profile
     onnxFinished = Signal(object)  # OnnxProfile
     compressFinished = Signal(object, object)  # CompressionPlan, CompressionOutcome
+    sweepOpened = Signal(object)  # SweepResult
     failed = Signal(str)
     cancelled = Signal()
     stopped = Signal(float)  # seconds from Cancel to the worker's end
@@ -93,14 +103,30 @@ class ProfileController(QObject):
         self._event: threading.Event | None = None
         self._cancel_at: float | None = None
         self._was_cancelled = False
+        self.history: str | None = None  # the history database runs are recorded in (None: the default); the last one opened
 
     def start(self, req: ModelRequest) -> None:
         self.last_request = req
-        self._run(with_views, (profile_job(req),), f"Profiling {req.model or 'the default model'}", self._on_returned,
+        self._run(with_views, (profile_job(req, Record(self.history)),), f"Profiling {req.model or 'the default model'}", self._on_returned,
                   PROFILE_STAGES)
 
     def open_profile(self, path: str) -> None:
         self._run(with_views, (open_profile_job(path),), f"Opening {path.rsplit('/', 1)[-1]}", self._on_returned, OPEN_STAGES)
+
+    def open_run(self, run_id: int, history: str | None = None) -> None:
+        """A recorded run: a sweep's trade-offs (its reference profile in every view) or a profile run's profile.
+        Later runs are recorded in the same database."""
+        self.history = history
+        self._run(_run_with_views, (run_id, history), f"Opening history run {run_id}", self._on_run, OPEN_STAGES)
+
+    def _on_run(self, loaded) -> None:
+        profile, sweep = loaded
+        if profile is not None and profile is not self.state.profile:
+            self.state.set_profile(profile)
+        self.state.set_sweep(sweep)
+        if sweep is not None:
+            self.sweepOpened.emit(sweep)
+        self.finished.emit(profile)
 
     def _reload_request(self, **changes) -> ModelRequest | None:
         """The request that loads the current profile's model again (same inputs, same trust)."""
@@ -126,7 +152,8 @@ class ProfileController(QObject):
             self._on_error(LayerScopeError("Profile a model first (File → Open model)."))
             return
         self._run(compress_job, (req, plan, data), "Applying the compression plan",
-                  lambda result: self._on_compressed(plan, result), COMPRESS_STAGES, ort_int8=ort_int8, profile=self.state.profile)
+                  lambda result: self._on_compressed(plan, result), COMPRESS_STAGES, ort_int8=ort_int8, profile=self.state.profile,
+                  record=Record(self.history))
 
     def _on_compressed(self, plan, result) -> None:
         self.state.set_compression(plan, result.outcome, (result.comparison, result.diagnostics))

@@ -22,6 +22,7 @@ def run_gui(args: argparse.Namespace) -> int:
     app.setApplicationName("LayerScope")
     app.setWindowIcon(app_icon())
     win = MainWindow()
+    win.controller.history = getattr(args, "history", None)
     win.show()
     shot = getattr(args, "screenshot", None)
 
@@ -33,7 +34,13 @@ def run_gui(args: argparse.Namespace) -> int:
 
         QTimer.singleShot(300, grab)
 
-    if getattr(args, "profile_json", None):
+    if getattr(args, "sweep", None) is not None:
+        if shot:
+            win.controller.finished.connect(screenshot_and_quit)
+            win.controller.failed.connect(lambda _m: app.exit(1))
+        run_id, history = args.sweep, getattr(args, "history", None)
+        QTimer.singleShot(0, lambda: win.controller.open_run(run_id, history))
+    elif getattr(args, "profile_json", None):
         if shot:
             win.controller.finished.connect(screenshot_and_quit)
             win.controller.failed.connect(lambda _m: app.exit(1))
@@ -48,11 +55,18 @@ def run_gui(args: argparse.Namespace) -> int:
     return app.exec()
 
 
+def add_gui_history_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sweep", type=int, metavar="RUN_ID", help="open a recorded sweep's trade-offs (and its reference profile)")
+    p.add_argument("--history", metavar="URL", help="the history database --sweep reads (default: $LAYERSCOPE_HISTORY or "
+                                                    "~/.local/share/layerscope/history.sqlite)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``layerscope-gui``'s own arguments: the model options of the core's request, plus the app's."""
     p = argparse.ArgumentParser(prog="layerscope-gui", description="LayerScope desktop app: find and compress bottleneck layers.")
     ModelRequest.add_arguments(p, static=True)
     p.add_argument("--profile", dest="profile_json", help="open a saved profile JSON instead of profiling")
+    add_gui_history_arguments(p)
     p.add_argument("--screenshot", help=argparse.SUPPRESS)  # used by docs/tests: save a PNG and quit
     p.add_argument("-v", "--verbose", action="count", default=0, help="log what LayerScope decides to stderr (-vv: debug)")
     return p

@@ -19,12 +19,14 @@ from .controller import ProfileController
 from .details import LayerDetails
 from .files import save_text
 from .graph_view import LayerGraphView
+from .history_dialog import HistoryDialog
 from .open_dialog import OpenModelDialog
 from .ranges_view import RangesView
 from .roofline_view import RooflineView
 from .state import AppState
 from .table import LayerTable
 from .totals_view import TotalsView
+from .tradeoff_view import TradeoffView
 
 
 def app_icon() -> QIcon:
@@ -59,19 +61,23 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.graph)
         self.totals_view = TotalsView(self.state)
         self.ranges = RangesView(self.state)
+        self.tradeoffs = TradeoffView(self.state, self.controller)
         # every dock can be dragged, floated or closed (View menu)
         layers_dock = self._dock("Layers", self.table, Qt.DockWidgetArea.BottomDockWidgetArea)
         totals_dock = self._dock("Totals", self.totals_view, Qt.DockWidgetArea.BottomDockWidgetArea)
         ranges_dock = self._dock("Activation ranges", self.ranges, Qt.DockWidgetArea.BottomDockWidgetArea)
         compiled_dock = self._dock("Compiled ops (ONNX Runtime)", self.compiled, Qt.DockWidgetArea.BottomDockWidgetArea)
+        tradeoff_dock = self._dock("Trade-offs", self.tradeoffs, Qt.DockWidgetArea.BottomDockWidgetArea)
         if self.width() >= 1600:  # room for two tables: layers (and ranges) beside totals (and compiled ops)
             self.splitDockWidget(layers_dock, totals_dock, Qt.Orientation.Horizontal)
             self.tabifyDockWidget(layers_dock, ranges_dock)
             self.tabifyDockWidget(totals_dock, compiled_dock)
+            self.tabifyDockWidget(totals_dock, tradeoff_dock)
         else:  # a laptop screen: one tab group; View → "Compiled ops beside layers" splits it
-            for d in (totals_dock, ranges_dock, compiled_dock):
+            for d in (totals_dock, ranges_dock, compiled_dock, tradeoff_dock):
                 self.tabifyDockWidget(layers_dock, d)
         self.ranges_dock, self.compiled_dock, self.totals_dock, self.layers_dock = ranges_dock, compiled_dock, totals_dock, layers_dock
+        self.tradeoff_dock = tradeoff_dock
         totals_dock.raise_()
         layers_dock.raise_()
         # the right column (roofline, compress/details) runs the full height; the tables sit under the graph
@@ -94,6 +100,7 @@ class MainWindow(QMainWindow):
         self._menus()
         self.state.profileChanged.connect(self._on_profile)
         self.state.compressionChanged.connect(lambda _o: self._on_profile(self.state.profile))
+        self.controller.sweepOpened.connect(lambda _s: (self.tradeoff_dock.show(), self.tradeoff_dock.raise_()))
         self.controller.stopped.connect(lambda secs: self.statusBar().showMessage(
             f"Cancelled: the work stopped {secs:.2f} s after Cancel; the previous results are kept.", 10000))
 
@@ -129,6 +136,8 @@ class MainWindow(QMainWindow):
             ("&Save profile JSON…", QKeySequence.StandardKey.Save, self.save_profile),
             ("Export &CSV…", None, self.export_csv),
             (None, None, None),
+            ("&History… (runs, notes, sweeps)", None, lambda: self.show_history(self.controller.history)),
+            (None, None, None),
             ("&Quit", QKeySequence.StandardKey.Quit, self.close),
         ]:
             if text is None:
@@ -146,6 +155,12 @@ class MainWindow(QMainWindow):
         beside = QAction("Compiled ops beside layers", self)
         beside.triggered.connect(self.compiled_beside_layers)
         view.addAction(beside)
+
+    def show_history(self, history: str | None = None) -> HistoryDialog:
+        dialog = HistoryDialog(self, self.controller.open_run, history)
+        if self.show_dialogs:
+            dialog.open()
+        return dialog
 
     def compiled_beside_layers(self) -> None:
         """Put the compiled-ops table to the right of the layer table, both visible."""

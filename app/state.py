@@ -21,6 +21,8 @@ class AppState(QObject):
     compressionChanged = Signal(object)
     planChanged = Signal(object)  # CompressionPlan | None
     analysisChanged = Signal(object)  # (ActivationComparison, [Diagnostic]) | None, for the current candidate
+    sweepChanged = Signal(object)  # SweepResult | None: the trade-offs on show
+    candidateChanged = Signal(int)  # the sweep candidate picked (its plan is the current plan), 0 for none
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,6 +39,8 @@ class AppState(QObject):
         self.compression = None  # CompressionOutcome of ``plan``
         self.analysis = None  # (ActivationComparison, diagnostics) of reference vs ``compression``
         self._history: list[tuple[object, object, object]] = []  # (plan, outcome, analysis) before each Apply, for Undo
+        self.sweep = None  # SweepResult on show in the trade-off view
+        self.candidate = 0  # the sweep candidate picked
 
     def later(self, fn) -> None:
         """Run a view's heavy refresh in its own event-loop turn when the model is large, so the views
@@ -82,6 +86,28 @@ class AppState(QObject):
         self._history.append((self.plan, self.compression, self.analysis))
         self.plan, self.compression, self.analysis = plan, outcome, analysis
         self._emit_compression()
+
+    def propose_plan(self, plan) -> None:
+        """A plan to look at before it is applied (a sweep candidate's): listed in the Compress panel,
+        nothing measured yet; the previous plan and outcome go on the Undo stack."""
+        self.set_compression(plan, None, None)
+
+    def set_sweep(self, sweep) -> None:
+        self.sweep, self.candidate = sweep, 0
+        self.sweepChanged.emit(sweep)
+        self.candidateChanged.emit(0)
+
+    def pick_candidate(self, candidate_id: int) -> None:
+        """Pick a sweep candidate: its plan becomes the current plan (not yet applied)."""
+        from layerscope.profiler.compression import CompressionPlan
+
+        if self.sweep is None or not 1 <= candidate_id <= len(self.sweep.candidates):
+            return
+        c = self.sweep.by_id(candidate_id)
+        self.candidate = candidate_id
+        if c.plan is not None:
+            self.propose_plan(CompressionPlan.from_data(c.plan, f"sweep candidate #{c.id}"))
+        self.candidateChanged.emit(candidate_id)
 
     def can_undo(self) -> bool:
         return bool(self._history)

@@ -9,14 +9,15 @@ import sys
 from collections.abc import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from layerscope.profiler import LayerScopeError, drive
+from layerscope.profiler.history import Record
 from layerscope.profiler.jobs import ModelRequest
 from layerscope.profiler.progress import Work
 from layerscope.profiler.safeio import check_output_path
 
-__all__ = ["err", "run_work", "check_before_work", "request_for", "setup_logging"]
+__all__ = ["err", "run_work", "check_before_work", "request_for", "setup_logging", "add_history_arguments", "record_for", "said_recorded"]
 
 err = Console(stderr=True)
 
@@ -26,7 +27,8 @@ def run_work(work: Work, quiet: bool):
     if quiet:
         return drive(work)
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TaskProgressColumn(),
-                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, transient=True) as bar:
+                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"),
+                  console=err, transient=True) as bar:
         tasks: dict[str, TaskID] = {}
 
         def update(p) -> None:
@@ -71,3 +73,22 @@ def setup_logging(verbosity: int) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def add_history_arguments(p: argparse.ArgumentParser) -> None:
+    """--note, --history and --no-history: every profile and compress run is recorded in the history."""
+    p.add_argument("--note", help="a note stored with this run in the experiment history (`layerscope history`)")
+    p.add_argument("--history", metavar="URL", help="history database: a file path or a database URL (default: "
+                                                    "$LAYERSCOPE_HISTORY or ~/.local/share/layerscope/history.sqlite)")
+    p.add_argument("--no-history", action="store_true", help="do not record this run in the history")
+
+
+def record_for(args: argparse.Namespace) -> Record:
+    return Record(getattr(args, "history", None), getattr(args, "note", None) or "", not getattr(args, "no_history", False))
+
+
+def said_recorded(record: Record, console: Console) -> None:
+    if record.run_id is not None:
+        console.print(f"Recorded as history run {record.run_id} (`layerscope history show {record.run_id}`)")
+    elif record.error:
+        err.print(f"[yellow]warning:[/] not recorded in the history: {record.error}", highlight=False)

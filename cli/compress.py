@@ -16,7 +16,7 @@ from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt
 from layerscope.profiler.jobs import ModelRequest, compress_job
 from layerscope.profiler.safeio import atomic_path, atomic_write_text, check_output_path
 
-from .common import check_before_work, request_for, run_work
+from .common import add_history_arguments, check_before_work, record_for, request_for, run_work, said_recorded
 from .compare import print_diagnostics
 
 __all__ = ["add_compress_parser", "print_report"]
@@ -104,8 +104,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
             if getattr(args, attr):
                 check_output_path(getattr(args, attr), OUTPUTS[attr], size_bytes=model_bytes(loaded.module))
 
+    record = record_for(args)
     result = run_work(compress_job(req, plan, args.data, args.samples, ort_int8=ort_int8, workdir=args.workdir,
-                               threshold_db=args.threshold, on_loaded=room_for_models), args.quiet)
+                               threshold_db=args.threshold, on_loaded=room_for_models, record=record), args.quiet)
     profile, outcome = result.profile, result.outcome
     rep = outcome.report
     console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
@@ -134,6 +135,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         with atomic_path(args.onnx, "--onnx") as tmp:
             export_onnx(outcome.candidate, result.inputs, tmp)
         console.print(f"Wrote {args.onnx} (the compressed model as the torch copy computes it)")
+    said_recorded(record, console)
     return 0
 
 
@@ -160,5 +162,6 @@ def add_compress_parser(sub) -> None:
                                     "LayerScope's cache, removed afterwards)")
     c.add_argument("--threshold", type=float, default=20.0, help="SQNR (dB) under which a layer counts as broken (default 20)")
     c.add_argument("--top", type=int, default=20, help="rows per table (default 20)")
+    add_history_arguments(c)
     c.set_defaults(func=cmd_compress)
 

@@ -23,9 +23,10 @@ from layerscope.profiler.resources import parse_device
 from layerscope.profiler.safeio import atomic_write_text
 from layerscope.profiler.workspace import Terminated, install_signal_handlers
 
-from .common import check_before_work, err, request_for, run_work, setup_logging
+from .common import add_history_arguments, check_before_work, err, record_for, request_for, run_work, said_recorded, setup_logging
 from .compare import add_compare_parser
 from .compress import add_compress_parser
+from .sweep import add_history_parser, add_sweep_parser
 
 if TYPE_CHECKING:
     from layerscope.profiler.onnx import OnnxProfile
@@ -95,7 +96,8 @@ def print_profile(profile: Profile, top: int, console: Console, threads_given: b
 
 def cmd_profile(args: argparse.Namespace) -> int:
     check_before_work(args, {"json": "--json", "csv": "--csv"})
-    profile = run_work(profile_job(request_for(args)), args.quiet)
+    record = record_for(args)
+    profile = run_work(profile_job(request_for(args), record), args.quiet)
     out = Console(width=max(Console().width, 140) if not sys.stdout.isatty() else None)
     print_profile(profile, args.top, out, threads_given=args.threads is not None)
     if args.json:
@@ -104,6 +106,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.csv:
         atomic_write_text(args.csv, profile.to_csv(), "--csv")
         out.print(f"Wrote {args.csv}")
+    said_recorded(record, out)
     return 0
 
 
@@ -205,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=15, help="rows in the ranked table (default 15)")
     p.add_argument("--json", help="write the full Profile as JSON")
     p.add_argument("--csv", help="write one row per layer as CSV")
+    add_history_arguments(p)
     p.set_defaults(func=cmd_profile)
     o = sub.add_parser("onnx", help="export to ONNX, profile in ONNX Runtime, map compiled ops to source layers")
     o.add_argument("model", nargs="?", default=None, help=MODEL_HELP + " Or a plain .onnx file.")
@@ -230,10 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gui", help="open the desktop app")
     ModelRequest.add_arguments(g, static=True)
     g.add_argument("--profile", dest="profile_json", help="open a saved profile JSON instead of profiling")
+    g.add_argument("--sweep", type=int, metavar="RUN_ID", help="open a recorded sweep's trade-offs (and its reference profile)")
+    g.add_argument("--history", metavar="URL", help="the history database --sweep reads")
     g.add_argument("--screenshot", help=argparse.SUPPRESS)  # used by docs/tests: save a PNG and quit
     g.set_defaults(func=cmd_gui)
     add_compress_parser(sub)
     add_compare_parser(sub)
+    add_sweep_parser(sub)
+    add_history_parser(sub)
     sub.add_parser("zoo", help="list built-in models").set_defaults(func=cmd_zoo)
     sub.add_parser("devices", help="list shipped target-device profiles").set_defaults(func=cmd_devices)
     return parser

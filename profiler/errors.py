@@ -13,6 +13,9 @@ __all__ = [
     "HardwareProfileError",
     "ProfileFormatError",
     "OnnxMappingError",
+    "HistoryError",
+    "BudgetError",
+    "SweepError",
     "PlanError",
     "OutputError",
     "UnsafeFileError",
@@ -76,6 +79,18 @@ class ResourceError(LayerScopeError):
 
 class Cancelled(LayerScopeError):
     """Long work was cancelled by the user."""
+
+
+class HistoryError(LayerScopeError):
+    """The experiment history database cannot be opened, read or written (corrupt, locked, not ours)."""
+
+
+class SweepError(LayerScopeError):
+    """A sweep cannot run or continue: an unreachable Ray cluster, a run that is not a sweep, a failed worker."""
+
+
+class BudgetError(LayerScopeError):
+    """Budgets or a sweep's search space are malformed or cannot be checked with the data given."""
 
 
 class ComparisonError(LayerScopeError):

@@ -20,146 +20,25 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .errors import LayerScopeError, PlanError
-from .graph import CaptureMethod
+from .errors import PlanError
 from .hardware import HardwareProfile, resolve_hardware
+from .history import Record, profile_layers, profile_metrics, record_run
 from .pipeline import profile_model
 from .profile import Profile
 from .progress import Progress, Work
-from .resources import other_load_now, parse_device, threads
-from .source import LoadedModel, load_model, parse_dtype, parse_input_shapes, submodule_of
+from .request import MODEL_HELP, ModelRequest
+from .resources import other_load_now, threads
+from .serde import to_jsonable
+from .source import LoadedModel, load_model
 from .timing import BUSY_LOAD
 
 if TYPE_CHECKING:
     from .compression.plan import ResolvedSpec
 
-__all__ = ["MODEL_HELP", "ModelRequest", "CompressResult", "profile_job", "onnx_job", "compress_job", "compare_job", "open_profile_job"]
+__all__ = ["MODEL_HELP", "ModelRequest", "CompressResult", "profile_job", "onnx_job", "compress_job", "compare_job", "open_profile_job",
+           "open_run_job", "sweep_job"]
 
 log = logging.getLogger(__name__)
-
-
-def _model_help() -> str:
-    from .zoo import ZOO
-
-    return (f"zoo name ({', '.join(ZOO)}), path/to/file.py:factory, or a .pt2 file (default: resnet18). "
-            "A file.py:factory is Python code and runs: use only files you trust. A .pt2 is opened without running "
-            "code from it (see --trust-file).")
-
-
-MODEL_HELP = _model_help()
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    """Which model, on which inputs, measured how: everything the CLI's model options and the app's
-    Open-model dialog say, in one place."""
-
-    model: str | None = None  # zoo name, file.py:factory or .pt2; None = the default model
-    input_shape: str | None = None  # "1,3,224,224"; several inputs separated by ";"; None = the model's own
-    dtype: str | None = None  # cast weights and float inputs; None = the model's own
-    runs: int = 20
-    warmup: int = 3
-    device: str = "cpu"
-    hardware: str = "this"  # "this" (calibrated here), a device profile name, or a .json file
-    capture: str | None = None  # "fx", "export" or "eager" (static only); None = fx with export as fallback, eager when static
-    trust_file: bool = False  # a .pt2 may run code when loaded: only when the user said so
-    max_memory_gib: float | None = None  # activation-memory limit; None = what is available now, 0 = off
-    threads: int | None = None  # torch intra-op threads while the job runs; None = torch's default
-    static: bool = False  # profile without timing (shapes, FLOPs, bytes, bound classes); the only mode on --device meta
-    submodule: str | None = None  # work on this named submodule, with the inputs a forward of the whole model gives it
-
-    def check(self) -> None:
-        """Everything that can be wrong with the request itself, before any work."""
-        if self.runs < 1 or self.warmup < 0:
-            raise LayerScopeError("--runs must be >= 1 and --warmup >= 0.")
-        if self.capture not in (None, "fx", "export", "eager"):
-            raise LayerScopeError(f"capture {self.capture!r}: use fx, export or eager.")
-        if self.capture == "eager" and not self.static:
-            raise LayerScopeError("--capture eager records shapes only and cannot be timed: add --static, or capture with fx or export.")
-        if self.max_memory_gib is not None and not (self.max_memory_gib >= 0 and self.max_memory_gib != float("inf")):
-            raise LayerScopeError("--max-memory must be a number of GiB >= 0 (0 turns the memory check off).")
-        if parse_device(self.device).type == "meta" and not self.static:
-            raise LayerScopeError("--device meta has no values to time: add --static (a profile of shapes, FLOPs and "
-                                  "bytes that allocates no weights).")
-        if self.threads is not None and not 1 <= self.threads <= 1024:
-            raise LayerScopeError(f"--threads {self.threads}: use a number of threads from 1 to 1024.")
-
-    @property
-    def method(self) -> CaptureMethod | None:
-        return {"fx": CaptureMethod.FX, "export": CaptureMethod.EXPORT, "eager": CaptureMethod.EAGER}.get(self.capture or "")
-
-    @property
-    def run_method(self) -> CaptureMethod | None:
-        """The capture for work that runs the graph (timing, activations, ONNX mapping): an eager
-        capture records shapes only, so a static profile's Apply captures the default way."""
-        return None if self.method is CaptureMethod.EAGER else self.method
-
-    def load(self) -> LoadedModel:
-        self.check()
-        limit = None if self.max_memory_gib is None else int(self.max_memory_gib * 2**30)
-        loaded = load_model(self.model, parse_input_shapes(self.input_shape), parse_dtype(self.dtype),
-                            trust_file=self.trust_file, max_memory_bytes=limit)
-        return submodule_of(loaded, self.submodule) if self.submodule else loaded
-
-    @staticmethod
-    def add_arguments(p, required: bool = False, runs: int = 20, warmup: int = 3, device: bool = True, static: bool = False) -> None:
-        """The request's options on an argparse parser (``layerscope`` and ``layerscope-gui`` alike);
-        ``runs``/``warmup`` are the command's defaults (the help says them); ``device`` False for
-        commands that measure on the CPU only; ``static`` for commands that can skip timing (profile, gui)."""
-        from .hardware import device_profile_names
-
-        p.add_argument("model", nargs=None if required else "?", default=None, help=MODEL_HELP)
-        p.add_argument("--trust-file", action="store_true",
-                       help="load a .pt2 even if it asks to run code (pickled objects, compiled libraries, guards); only for "
-                            "files from a source you trust, like trust_remote_code")
-        p.add_argument("--max-memory", type=float, metavar="GIB",
-                       help="refuse to run when a forward on --input-shape is estimated to need more activation memory "
-                            "(default: the memory available now; 0 turns the check off)")
-        p.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224; several inputs separated by ';'")
-        p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], help="cast weights and float inputs")
-        p.add_argument("--runs", type=int, default=runs, help=f"timed runs per layer (default {runs})")
-        p.add_argument("--warmup", type=int, default=warmup, help=f"untimed warm-up runs (default {warmup})")
-        if device:
-            p.add_argument("--device", default="cpu",
-                           help="cpu or cuda (CUDA events are used on a GPU); meta with --static: nothing is allocated")
-        p.add_argument("--hardware", default="this",
-                       help=f"roofline: 'this' (calibrated here, cached) or a device profile ({', '.join(device_profile_names())}) "
-                            "or a .json file")
-        p.add_argument("--capture", choices=["fx", "export", "eager"] if static else ["fx", "export"],
-                       help="force a capture method (default: fx, export as fallback"
-                            + ("; a --static profile records one eager forward, which needs no tracing)" if static else ")"))
-        if static:
-            p.add_argument("--static", action="store_true",
-                           help="no timing: shapes, FLOPs, bytes, parameters and bound classes, ranked by FLOPs; with "
-                                "--device meta (a factory that builds on torch.device('meta')) no weight is allocated")
-        p.add_argument("--submodule", metavar="NAME",
-                       help="work on one named submodule (e.g. backbone, model.decoder), fed the inputs a forward of the whole "
-                            "model gives it: a detection model without its pre- and post-processing")
-        p.add_argument("--threads", type=int, metavar="N",
-                       help=f"torch intra-op threads while measuring (default: torch's, {torch.get_num_threads()} here); "
-                            "1 keeps rankings steady on a busy machine")
-
-    @classmethod
-    def from_args(cls, args: Any, spec: str | None = None) -> ModelRequest:
-        """The request an argparse namespace (from ``add_arguments``) describes, checked."""
-        req = cls(spec if spec is not None else getattr(args, "model", None), getattr(args, "input_shape", None),
-                  getattr(args, "dtype", None), runs=getattr(args, "runs", 20), warmup=getattr(args, "warmup", 3),
-                  device=getattr(args, "device", "cpu"), hardware=getattr(args, "hardware", "this"),
-                  capture=getattr(args, "capture", None), trust_file=getattr(args, "trust_file", False),
-                  max_memory_gib=getattr(args, "max_memory", None), threads=getattr(args, "threads", None),
-                  static=getattr(args, "static", False), submodule=getattr(args, "submodule", None))
-        req.check()
-        return req
-
-    @classmethod
-    def for_profile(cls, profile: Profile, trust_file: bool = False, **changes: Any) -> ModelRequest:
-        """The request that loads ``profile``'s model again, on the inputs it was profiled with."""
-        m = profile.model
-        shapes = m.model_input_shapes if m.submodule else m.input_shapes  # a part is found again in the whole model
-        req = cls(m.spec, ";".join(",".join(map(str, s)) for s in shapes) or None,
-                  None if m.compute_dtype == "float32" else m.compute_dtype, trust_file=trust_file, max_memory_gib=0,
-                  submodule=m.submodule)
-        return dataclasses.replace(req, **changes)
 
 
 def _hardware(req: ModelRequest) -> Work[HardwareProfile]:
@@ -176,8 +55,9 @@ def _in_threads(job: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @_in_threads
-def profile_job(req: ModelRequest) -> Work[Profile]:
-    """Load, (calibrate,) capture, measure and classify every layer."""
+def profile_job(req: ModelRequest, record: Record | None = None) -> Work[Profile]:
+    """Load, (calibrate,) capture, measure and classify every layer; recorded in the history when
+    ``record`` says so."""
     req.check()
     yield Progress("load", 0, 1, req.model or "default model")
     loaded = req.load()
@@ -196,6 +76,8 @@ def profile_job(req: ModelRequest) -> Work[Profile]:
                f"lost; --threads {n} to insist")
         log.warning("%s", why)
         profile = dataclasses.replace(profile, summary=dataclasses.replace(profile.summary, warnings=(why, *profile.summary.warnings)))
+    record_run(record, "profile", req.model or loaded.spec, loaded.module, config={"request": to_jsonable(req)},
+               metrics=profile_metrics(profile), layers=profile_layers(profile), profile_json=profile.to_json())
     return profile
 
 
@@ -245,11 +127,8 @@ class CompressResult:
     inputs: tuple  # the example inputs both models ran on (to export the candidate)
     threshold_db: float = 20.0  # the SQNR under which a layer counts as broken (the diagnostics used it too)
 
-    def to_json(self) -> str:
-        """The report, the activation comparison and the diagnostics, with every summary line the CLI
-        prints as data under ``summary``."""
-        from .serde import to_jsonable
-
+    def summary(self) -> dict[str, Any]:
+        """Every summary line the CLI prints, as data."""
         rep = self.outcome.report
         res = rep.result
         out = res.output
@@ -264,14 +143,19 @@ class CompressResult:
             "not_compressed": res.not_compressed_text(), "not_compressed_bytes": sum(w.bytes for w in res.not_compressed),
             "activations": self.comparison.summary(self.threshold_db),
         }
-        return json.dumps({**json.loads(rep.to_json()), "comparison": to_jsonable(self.comparison),
-                           "diagnostics": to_jsonable(self.diagnostics), "summary": to_jsonable(summary)}, indent=1)
+        return to_jsonable(summary)
+
+    def to_json(self) -> str:
+        """The report, the activation comparison and the diagnostics, with ``summary()`` under ``summary``."""
+        return json.dumps({**json.loads(self.outcome.report.to_json()), "comparison": to_jsonable(self.comparison),
+                           "diagnostics": to_jsonable(self.diagnostics), "summary": self.summary()}, indent=1)
 
 
 @_in_threads
 def compress_job(req: ModelRequest, plan, data: str | Path | None = None, samples: int = 8, ort_int8: bool = False,
                  workdir: str | Path | None = None, profile: Profile | None = None, threshold_db: float = 20.0,
-                 range_factor: float = 10.0, on_loaded: Callable[[LoadedModel], None] | None = None) -> Work[CompressResult]:
+                 range_factor: float = 10.0, on_loaded: Callable[[LoadedModel], None] | None = None,
+                 record: Record | None = None) -> Work[CompressResult]:
     """Apply ``plan`` to a copy of the model, profile and time the copy, then compare activations
     layer by layer and diagnose. ``profile``: the reference profile when the caller already has one
     (the app); otherwise the model is profiled first with ``req``'s runs, warm-up and capture.
@@ -299,7 +183,15 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
                                     f"{loaded.name} (compressed)", method=req.run_method)
     diags = diagnose(cmp, profile.graph, outcome.report.resolved, loaded.module, range_factor=range_factor,
                      sqnr_threshold_db=threshold_db)
-    return CompressResult(profile, outcome, cmp, diags, tuple(loaded.inputs), threshold_db)
+    result = CompressResult(profile, outcome, cmp, diags, tuple(loaded.inputs), threshold_db)
+    rep = outcome.report
+    record_run(record, "compress", req.model or loaded.spec, loaded.module, plan=rep.plan,
+               config={"request": to_jsonable(req), "data": str(data) if data else None, "samples": samples},
+               metrics=result.summary(),
+               layers={d.layer_id: {"technique": d.technique, "latency_ms": d.latency_ms_after, "latency_ms_float": d.latency_ms_before,
+                                    "flops": d.flops_after, "weight_bytes": d.weight_bytes_after,
+                                    "weight_bytes_float": d.weight_bytes_before} for d in rep.layers})
+    return result
 
 
 @_in_threads
@@ -341,3 +233,37 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
     if said:  # what applying the plan found (ties, weights left float, a constant output) belongs with the comparison
         cmp = dataclasses.replace(cmp, notes=(*cmp.notes, *said))
     return cmp, diagnose(cmp, profile.graph, resolved, loaded.module, range_factor=range_factor, sqnr_threshold_db=threshold_db)
+
+
+def open_run_job(run_id: int, history: str | None = None):
+    """A recorded run from the history database: (its profile, its sweep). A profile run gives its
+    profile; a sweep (finished or interrupted) its result and reference profile; a compress run
+    has no profile of its own stored and says so."""
+    from .errors import HistoryError
+    from .history import HistoryStore
+    from .sweep import load_sweep
+
+    yield Progress("load", 0, 1, f"run {run_id}")
+    store = HistoryStore(history)
+    try:
+        run = store.run(run_id)
+        if run.kind == "sweep":
+            result, profile = load_sweep(store, run_id)
+        else:
+            text = store.profile_json(run_id)
+            if text is None:
+                raise HistoryError(f"Run {run_id} is a {run.kind} run: it stores its plan and numbers, not a profile "
+                                   f"(`layerscope history show {run_id}`).")
+            result, profile = None, Profile.from_json(text, f"run {run_id}'s profile")
+    finally:
+        store.close()
+    yield Progress("load", 1, 1, run.kind)
+    return profile, result
+
+
+@_in_threads
+def sweep_job(req: ModelRequest, options):
+    """Search compression recipes under budgets (``sweep.SweepOptions``); see ``sweep.run_sweep``."""
+    from .sweep import run_sweep
+
+    return (yield from run_sweep(req, options))

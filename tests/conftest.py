@@ -1,7 +1,10 @@
 import os
+import tempfile
 
 # Without a display pytest-qt aborts; offscreen renders real widgets (see ENVIRONMENT.md).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# runs the tests make are recorded in a throw-away history, never in the user's own
+os.environ.setdefault("LAYERSCOPE_HISTORY", os.path.join(tempfile.mkdtemp(prefix="layerscope-test-history-"), "history.sqlite"))
 
 import pytest
 import torch

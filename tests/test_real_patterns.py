@@ -41,17 +41,17 @@ def test_models_that_cache_state_in_forward_pass_every_command(factory, monkeypa
     """ultralytics caches anchors (here, inference tensors after a run under inference_mode) and timm LeViT caches
     a bias per str(device) (an fx Proxy after a trace): each pass must leave the model as it found it, or the next
     one fails (export: "Inference tensors cannot be saved for backward"; the comparison: a node of another graph)."""
-    from layerscope.profiler import jobs
+    from layerscope.profiler import request
 
     seen = []
-    real_load = jobs.load_model
+    real_load = request.load_model
 
     def load(*a, **k):
         loaded = real_load(*a, **k)
         seen.append((loaded.module, _state(loaded.module)))
         return loaded
 
-    monkeypatch.setattr(jobs, "load_model", load)
+    monkeypatch.setattr(request, "load_model", load)  # ModelRequest.load: every job loads through it
 
     req = ModelRequest(f"{PATTERNS}:{factory}", **FAST)
     p = drive(profile_job(req))

@@ -248,14 +248,16 @@ def test_read_only_folder_is_refused(tmp_path):
     ["compress", "tiny_cnn", "--estimate", "fp16", "--out", "{missing}/m.pt2"],
     ["compress", "tiny_cnn", "--estimate", "fp16", "--onnx", "{missing}/m.onnx"],
     ["compare", "tiny_cnn", "--plan", "{plan}", "--json", "{missing}/c.json"],
+    ["sweep", "tiny_cnn", "--html", "{missing}/r.html"],
+    ["sweep", "tiny_cnn", "--csv", "{file}/r.csv"],
 ])
 def test_output_paths_are_checked_before_any_work(capsys, tmp_path, monkeypatch, argv):
-    import layerscope.profiler.jobs as jobs
+    import layerscope.profiler.request as request
 
     def no_work(*_a, **_k):
         raise AssertionError("the model was loaded before the output path was checked")
 
-    monkeypatch.setattr(jobs, "load_model", no_work)  # every command loads its model through the jobs
+    monkeypatch.setattr(request, "load_model", no_work)  # every command loads its model through ModelRequest.load
     (tmp_path / "afile").write_text("x")
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"version": 1, "specs": [{"select": "all", "technique": "cast", "params": {}}]}))

@@ -32,11 +32,12 @@ from .specs import CastParams, PalettizeParams, PruneChannelsParams, PruneParams
 from .structured import ChannelPruneReport, prune_channels
 from .techniques import WeightReport, cast_weight, palettize_weight, prune_weight, quantize_weight
 
-__all__ = ["LayerCompression", "CompressionResult", "OutputChange", "apply_plan", "pruned_copy", "compare_outputs", "model_bytes"]
+__all__ = ["LayerCompression", "CompressionResult", "OutputChange", "apply_plan", "compress_weight", "output_leaves", "pruned_copy",
+           "compare_outputs", "model_bytes"]
 
 
 
-def _compress_weight(p: TechniqueParams, w: torch.Tensor, name: str) -> tuple[torch.Tensor, WeightReport]:
+def compress_weight(p: TechniqueParams, w: torch.Tensor, name: str) -> tuple[torch.Tensor, WeightReport]:
     if isinstance(p, QuantizeParams):
         return quantize_weight(w, p.bits, p.symmetric, p.granularity, p.group_size, name=name)
     if isinstance(p, CastParams):
@@ -156,7 +157,7 @@ def model_bytes(model: nn.Module) -> int:
     return weight_bytes(model).total
 
 
-def _output_leaves(out: Any) -> list[tuple[str, torch.Tensor]]:
+def output_leaves(out: Any) -> list[tuple[str, torch.Tensor]]:
     """Every floating tensor of a model's output (a tensor, tuple, list, dict or Hugging Face ModelOutput),
     named by its path (``last_hidden_state``, ``[1]``), in order."""
     if isinstance(out, torch.Tensor):
@@ -180,7 +181,7 @@ def compare_outputs(reference: nn.Module, candidate: nn.Module, samples: SampleS
     spread, scale = 0.0, 0.0
     for k, batch in enumerate(samples.batches):
         with untouched(reference), untouched(candidate):
-            r_leaves, c_leaves = _output_leaves(reference(*batch)), _output_leaves(candidate(*batch))
+            r_leaves, c_leaves = output_leaves(reference(*batch)), output_leaves(candidate(*batch))
         for (name, rl), (_, cl) in zip(r_leaves, c_leaves, strict=False):
             if rl.shape == cl.shape and bool(torch.isfinite(rl).all()):
                 per_leaf.setdefault(name, PairStats()).add(rl, cl)
@@ -266,7 +267,7 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
                 done.append(LayerCompression(r.layer_id, r.spec_index, first.weight))
                 continue
             try:
-                w_hat, rep = _compress_weight(r.params, weight.data, meta.name)
+                w_hat, rep = compress_weight(r.params, weight.data, meta.name)
             except ValueError as exc:
                 raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}, {meta.name}: {exc}.") from exc
             with torch.no_grad():
