@@ -401,3 +401,32 @@ def _save_note_in_dialog(win, tmp_path) -> str:
     dialog.table.item(0, 6).setText("good trade-off")
     dialog.save_notes()
     return HistoryStore(str(tmp_path / "h.sqlite")).run(dialog.runs[0].id).note
+
+
+def _record(label, size_ratio, top1, lat_ratio, ref_ms=1.0, load=0.0):
+    return {"recipe": {"technique": "quantize", "strength": 8, "layers": "all", "keep": 0}, "label": label, "plan": None,
+            "metrics": {"size_bytes": int(size_ratio * 1000), "size_ratio": size_ratio, "top1": top1, "top1_reference": 0.9,
+                        "top1_drop_points": 100 * (0.9 - top1), "output_sqnr_db": 30.0, "output_cosine": 0.99,
+                        "peak_memory_bytes": 10, "targets": {"this": {"latency_ms": lat_ratio * ref_ms, "latency_ms_reference": ref_ms,
+                                                                       "latency_ratio": lat_ratio, "measured": True,
+                                                                       "other_load": load}}}}
+
+
+def test_summary_by_hand_binding_budget_noise_and_busy_notes():
+    from layerscope.profiler.sweep import summarise
+
+    recs = [_record("a", 0.20, 0.80, 1.0, ref_ms=1.0),  # small but 10 points worse
+            _record("b", 0.40, 0.895, 1.0, ref_ms=1.0),  # accurate but large
+            _record("c", 0.30, 0.85, 0.9, ref_ms=1.5, load=0.6),  # in between, timed on a busy machine
+            _record("d", 0.50, 0.90, 1.1, ref_ms=0.5)]
+    b = Budgets(max_size_ratio=0.25, max_top1_drop_points=1.0)
+    res = summarise(1, "m", "h", "db", b, True, recs, (), {"top1": 0.9}, "done", "grid")
+    assert res.front_size == (1, 3, 2, 4) and not res.passing  # every candidate trades size for accuracy: all on the front
+    # each budget alone is met by someone (a: size; b, d: accuracy), never both: the binding one frees the most candidates
+    # removing max_size_ratio frees b and d (2), removing max_top1_drop_points frees a (1)
+    assert res.binding == ("max_size_ratio",)
+    # closest by total relative excess: a (10-1)/1 = 9; b (0.4-0.25)/0.25 = 0.6; c 0.2 + 4 = 4.2; d 1.0 -> b, d, c
+    assert res.closest == (2, 4, 3)
+    # float-model latency across candidates 1.0, 1.0, 1.5, 0.5: median 1.0, MAD 0.25 -> noise 2 * 1.4826 * 0.25 = 0.74
+    assert res.latency_noise == pytest.approx(0.7413)
+    assert any("varied by ±74%" in n for n in res.notes) and any("1 candidate(s) were timed while" in n and "#3" in n for n in res.notes)

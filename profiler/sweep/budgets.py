@@ -78,6 +78,11 @@ class Budgets:
         return Budgets.from_dict(data, "budgets (file and flags)")
 
     @property
+    def latency_target(self) -> str:
+        """The target whose latency the trade-off's latency axis shows: this machine when it is one."""
+        return "this" if "this" in self.targets else self.targets[0]
+
+    @property
     def needs_labels(self) -> bool:
         return self.max_top1_drop_points is not None
 

@@ -17,18 +17,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data import samples_for
+from ..data import SampleSet, samples_for
 from ..errors import BudgetError, Cancelled, SweepError
 from ..hardware import resolve_hardware
-from ..history import HistoryStore, model_fingerprint
+from ..history import HistoryStore, RunRecord, model_fingerprint
 from ..pipeline import profile_model
 from ..profile import Profile
 from ..progress import Progress, Work
 from ..request import ModelRequest
 from ..serde import from_jsonable, to_jsonable
+from ..source import LoadedModel
+from ..timing import BUSY_LOAD
 from ..workspace import Terminated
 from .backends import make_backend
-from .budgets import Budgets, check_budgets
+from .budgets import BudgetCheck, Budgets, check_budgets
 from .evaluate import SweepSetup
 from .pareto import knee, pareto_front
 from .sensitivity import LayerSensitivity, sensitivity_ranking
@@ -98,16 +100,8 @@ class Candidate:
         return sorted({c["budget"] for t in targets for c in self.checks.get(t, []) if not c["ok"]})
 
     def excess(self) -> float:
-        """Sum over failed budgets (all targets) of how far past each limit, relative to it."""
-        total = 0.0
-        for checks in self.checks.values():
-            for c in checks:
-                if not c["ok"]:
-                    v, lim = c["value"], c["limit"]
-                    if v is None or (isinstance(v, float) and math.isnan(v)):
-                        return math.inf
-                    total += ((lim - v) if c["budget"].startswith("min_") else (v - lim)) / max(abs(lim), 1e-9)
-        return total
+        """Sum over failed budgets (all targets) of how far past each limit, relative to it (``BudgetCheck.excess``)."""
+        return sum(BudgetCheck(**_revive(c)).excess for checks in self.checks.values() for c in checks if not c["ok"])
 
 
 @dataclass(frozen=True)
@@ -145,7 +139,7 @@ class SweepResult:
         return math.nan if v is None else float(v)
 
     def latency_target(self) -> str:
-        return "this" if "this" in self.budgets.targets else self.budgets.targets[0]
+        return self.budgets.latency_target
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -175,7 +169,7 @@ def summarise(run_id: int, model: str, model_hash: str, history: str, budgets: B
         cands.append(Candidate(i, r.get("label", ""), r["recipe"], r.get("plan"), metrics, checks, tuple(r.get("warnings", ())),
                                r.get("error"), r.get("host", "")))
     ok = [c for c in cands if c.ok]
-    lat_target = "this" if "this" in budgets.targets else budgets.targets[0]
+    lat_target = budgets.latency_target
 
     def front(cost) -> tuple[tuple[int, ...], int | None]:
         pts = [(cost(c), _finite(c.metrics.get(quality))) for c in ok if c.metrics]
@@ -194,6 +188,11 @@ def summarise(run_id: int, model: str, model_hash: str, history: str, budgets: B
 
     fs, ks = front(lambda c: _finite((c.metrics or {})["size_ratio"]))
     fl, kl = front(lat_cost)
+    busy = [c.id for c in ok if ((c.metrics or {})["targets"].get(lat_target, {}).get("other_load") or 0.0) > BUSY_LOAD]
+    if busy:
+        notes = (*notes, f"{len(busy)} candidate(s) were timed while other processes used more than {BUSY_LOAD:.0%} of the CPUs "
+                         f"(#{', #'.join(map(str, busy[:8]))}{' …' if len(busy) > 8 else ''}): their latency ratios are the least "
+                         f"trustworthy; the float model was timed interleaved with each, so the ratio, not the ms, is what to read")
     if noise is not None and noise > 0.02:
         notes = (*notes, f"the float model's own latency here varied by ±{noise:.0%} between the candidates' measurements "
                          f"(timing noise on this machine): latency ratios closer than that count as ties on the front")
@@ -393,23 +392,62 @@ def _finish_metrics(result: SweepResult) -> dict[str, Any]:
             "front_size": list(result.front_size), "front_latency": list(result.front_latency)}
 
 
+def _resumed(store: HistoryStore, run_id: int, req: ModelRequest, opts: SweepOptions) -> tuple[RunRecord, ModelRequest, SweepOptions]:
+    """The run to continue, and the request and options it was started with (threads, workers and Ray may change)."""
+    run = store.run(run_id)
+    if run.kind != "sweep" or not run.config:
+        raise SweepError(f"Run {run.id} is a {run.kind} run, not a sweep: nothing to resume (`layerscope history --kind sweep`).")
+    cfg = run.config
+    req = dataclasses.replace(from_jsonable(ModelRequest, cfg["request"]), threads=req.threads)
+    opts = dataclasses.replace(opts, budgets=Budgets.from_dict(cfg["budgets"], f"run {run.id}'s budgets"),
+                               space=SearchSpace.from_dict(cfg["space"], f"run {run.id}'s search space"), data=cfg["data"],
+                               samples=cfg["samples"], trials=cfg["trials"], seed=cfg["seed"], search=cfg["search"],
+                               ort=cfg.get("ort", True))
+    return run, req, opts
+
+
+def _stored_reference(store: HistoryStore, run: RunRecord, model_hash: str) -> tuple[Profile, tuple[LayerSensitivity, ...]]:
+    """A resumed sweep's float-model profile and sensitivity ranking, as its first session measured them."""
+    if run.model_hash != model_hash:
+        raise SweepError(f"The model {run.model!r} is not the one run {run.id} swept (its weights or structure changed): "
+                         f"start a new sweep.")
+    text = store.profile_json(run.id)
+    if text is None:
+        raise SweepError(f"Run {run.id} has no reference profile stored; start a new sweep.")
+    sensitivity = tuple(from_jsonable(LayerSensitivity, s) for s in (run.config or {}).get("sensitivity") or [])
+    return Profile.from_json(text, f"run {run.id}'s reference profile"), sensitivity
+
+
+def _measure_reference(store: HistoryStore, req: ModelRequest, space: SearchSpace, loaded: LoadedModel, samples: SampleSet,
+                       model_hash: str) -> Work[tuple[Profile, tuple[LayerSensitivity, ...]]]:
+    """Profile the float model (bound classes and per-layer latency feed the selectors) and, when the
+    space needs it, rank the layers by sensitivity (reused from the history for the same model and data)."""
+    hw = yield from resolve_hardware(req.hardware or "this")
+    profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)
+    if not space.uses_sensitivity:
+        return profile, ()
+    key = f"{space.sensitivity_technique} {space.sensitivity_strength}-bit | {samples.source} | {samples.n_samples}"
+    cached = store.sensitivity(model_hash, key)
+    if cached is not None:
+        log.info("sensitivity ranking reused from the history (%s)", key)
+        return profile, tuple(from_jsonable(LayerSensitivity, s) for s in cached)
+    ranking = yield from sensitivity_ranking(loaded.module, profile, samples, space.sensitivity_technique, space.sensitivity_strength)
+    store.save_sensitivity(model_hash, key, ranking)
+    return profile, tuple(ranking)
+
+
 def run_sweep(req: ModelRequest, opts: SweepOptions) -> Work[SweepResult]:
-    """Measure the float model, search recipes, record every candidate, and summarise."""
+    """Measure the float model, search recipes, record every candidate, and summarise.
+
+    With ``workers`` > 1 the pool spawns processes: a script that calls this must guard its entry
+    point with ``if __name__ == "__main__":`` (as with any multiprocessing code)."""
     import torch
 
     opts.check()
     store = HistoryStore(opts.history)
     run = None
     if opts.resume is not None:
-        run = store.run(opts.resume)
-        if run.kind != "sweep" or not run.config:
-            raise SweepError(f"Run {run.id} is a {run.kind} run, not a sweep: nothing to resume (`layerscope history --kind sweep`).")
-        cfg = run.config
-        req = dataclasses.replace(from_jsonable(ModelRequest, cfg["request"]), threads=req.threads)
-        opts = dataclasses.replace(opts, budgets=Budgets.from_dict(cfg["budgets"], f"run {run.id}'s budgets"),
-                                   space=SearchSpace.from_dict(cfg["space"], f"run {run.id}'s search space"), data=cfg["data"],
-                                   samples=cfg["samples"], trials=cfg["trials"], seed=cfg["seed"],
-                                   search=cfg["search"], ort=cfg.get("ort", True))
+        run, req, opts = _resumed(store, opts.resume, req, opts)
     budgets, space = opts.budgets, opts.space
     yield Progress("load", 0, 1, req.model or "default model")
     loaded = req.load()
@@ -420,33 +458,14 @@ def run_sweep(req: ModelRequest, opts: SweepOptions) -> Work[SweepResult]:
     model_hash = model_fingerprint(loaded.module)
     yield Progress("load", 1, 1, loaded.name)
     if run is not None:
-        if run.model_hash != model_hash:
-            raise SweepError(f"The model {req.model!r} is not the one run {run.id} swept (its weights or structure changed): "
-                             f"start a new sweep.")
-        text = store.profile_json(run.id)
-        if text is None:
-            raise SweepError(f"Run {run.id} has no reference profile stored; start a new sweep.")
-        profile = Profile.from_json(text, f"run {run.id}'s reference profile")
-        sensitivity = tuple(from_jsonable(LayerSensitivity, s) for s in (run.config or {}).get("sensitivity") or [])
+        profile, sensitivity = _stored_reference(store, run, model_hash)
     else:
-        hw = yield from resolve_hardware(req.hardware if req.hardware else "this")
-        profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)
-        sensitivity = ()
-        if space.uses_sensitivity:
-            key = f"{space.sensitivity_technique} {space.sensitivity_strength}-bit | {samples.source} | {samples.n_samples}"
-            cached = store.sensitivity(model_hash, key)
-            if cached is not None:
-                sensitivity = tuple(from_jsonable(LayerSensitivity, s) for s in cached)
-                log.info("sensitivity ranking reused from the history (%s)", key)
-            else:
-                sensitivity = tuple((yield from sensitivity_ranking(loaded.module, profile, samples, space.sensitivity_technique,
-                                                                    space.sensitivity_strength)))
-                store.save_sensitivity(model_hash, key, list(sensitivity))
+        profile, sensitivity = yield from _measure_reference(store, req, space, loaded, samples, model_hash)
     grid = space.recipes()
     total = min(opts.trials or len(grid), len(grid))
     method = opts.search if opts.search != "auto" else ("grid" if total >= len(grid) else "optuna")
     quality = _quality_key(samples.labelled)
-    lat_target = "this" if "this" in budgets.targets else budgets.targets[0]
+    lat_target = budgets.latency_target
     n_threads = torch.get_num_threads()
     setup = SweepSetup(req, opts.data, opts.samples, profile.to_json(), tuple(s.layer_id for s in sensitivity), budgets.targets,
                        runs=req.runs, warmup=req.warmup, compute_threads=max(1, n_threads // opts.workers),
