@@ -100,6 +100,15 @@ class CompressionResult:
     def size_ratio(self) -> float:
         return self.model_bytes_after / self.model_bytes_before if self.model_bytes_before else float("nan")
 
+    def stored_weight_bytes(self, weight_bytes: dict[str, int]) -> dict[str, int]:
+        """Per compressed layer, its parameters as stored: ``weight_bytes`` (the layer's bytes in float)
+        with each compressed weight at its real size (codes, scales, LUTs) instead."""
+        stored: dict[str, int] = {}
+        for c in self.layers:
+            so_far = stored.get(c.layer_id, weight_bytes.get(c.layer_id, 0))
+            stored[c.layer_id] = so_far - c.weight.numel * c.weight.bits_before // 8 + c.weight.bytes_after
+        return stored
+
     @property
     def unreachable(self) -> tuple[UncompressedWeight, ...]:
         """Weights left as they were because no technique reaches them (not because the plan chose so)."""

@@ -142,10 +142,7 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
     for r in resolved:
         techniques.setdefault(r.layer_id, []).append(r.technique)
     wb_before, wb_after = _weight_bytes(profile), _weight_bytes(after)
-    stored: dict[str, int] = {}  # a layer's parameters as stored: its compressed weights at their real size, the rest as is
-    for c in result.layers:
-        so_far = stored.get(c.layer_id, wb_after.get(c.layer_id, 0))
-        stored[c.layer_id] = so_far - c.weight.numel * c.weight.bits_before // 8 + c.weight.bytes_after
+    stored = result.stored_weight_bytes(wb_after)  # a layer's parameters as stored: compressed weights at their real size
     deltas = []
     for lid in profile.graph.ids():
         t_after = after.timings.get(lid)

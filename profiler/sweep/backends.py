@@ -89,7 +89,11 @@ class PoolBackend(Backend):
 
 
 def check_ray_address(address: str) -> None:
-    """Fail fast, naming the address, when nothing listens there (Ray itself retries for a minute)."""
+    """Fail fast, naming the address, when Ray is missing or nothing listens there (Ray itself retries for a minute)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise SweepError("--ray needs Ray: pip install 'layerscope[ray]' (or ray>=2.9).") from exc
     if address in ("", "auto"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -109,11 +113,9 @@ class RayBackend(Backend):
     started for the sweep and stopped after it."""
 
     def __init__(self, setup: SweepSetup, workers: int, address: str) -> None:
-        try:
-            import ray
-        except ImportError as exc:
-            raise SweepError("--ray needs Ray: pip install 'layerscope[ray]' (or ray>=2.9).") from exc
         check_ray_address(address)
+        import ray
+
         self.ray = ray
         self.started = not ray.is_initialized()
         try:

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ..compression.apply import apply_plan
-from ..compression.ort_int8 import quantize_with_ort
+from ..compression.ort_int8 import OrtInt8Result, quantize_with_ort
 from ..compression.pipeline import time_pair
 from ..compression.plan import ResolvedSpec, resolve_plan
 from ..compression.specs import QuantizeParams
@@ -157,10 +159,6 @@ class Evaluator:
                 if not result.layers and not result.channels:
                     raise PlanError("the recipe changed no layer of this model")
                 structural = any(s.params.structural for s in resolved)
-                stored: dict[str, int] = {}
-                for c in result.layers:
-                    stored[c.layer_id] = stored.get(c.layer_id, self.profile.metrics[c.layer_id].weight_bytes) \
-                        - c.weight.numel * c.weight.bits_before // 8 + c.weight.bytes_after
                 after_profile = self.profile
                 if structural and any(t.hardware is not None for t in self.targets):  # FLOPs and bytes changed: capture again
                     cand_loaded = LoadedModel(f"{self.loaded.name} (candidate)", self.loaded.spec, self.loaded.kind, candidate,
@@ -168,24 +166,14 @@ class Evaluator:
                     after_profile = drive(profile_model(cand_loaded, self.profile.hardware, static=True))
                 shapes = [(tuple(x.shape), x.dtype) for x in self.loaded.inputs]
                 act = estimate_activation_bytes(candidate, shapes) if structural else self._activation_ref
-            with self.lock.exclusive() as waited, threads(self.setup.timing_threads):
-                load = other_load_now()
-                ref_ms, cand_ms = time_pair(self.loaded.module, candidate, self.loaded.inputs, runs=self.setup.runs,
-                                            warmup=self.setup.warmup)
-                ort = None
-                if self.setup.ort and ort_expressible(resolved):  # export, quantise and time float vs int8 sessions
-                    try:
-                        with work_dir("sweep-ort") as folder:
-                            ort = drive(quantize_with_ort(self.loaded.module, self.profile.graph, resolved, self.samples, folder,
-                                                          runs=self.setup.runs))
-                    except OnnxMappingError as exc:  # an extra measurement: its failure is a warning, not a failed candidate
-                        ort = describe(exc)
+            load, waited, ref_ms, cand_ms, ort = self._time(candidate, resolved)
         except LayerScopeError as exc:
             return {"recipe": r.to_dict(), "label": r.key, "error": describe(exc)}
         except Exception as exc:  # one recipe failing inside a library must not end the sweep: it is recorded as failed
             log.warning("candidate %r failed", r.key, exc_info=True)
             return {"recipe": r.to_dict(), "label": r.key, "error": f"failed inside {type(exc).__module__.split('.')[0]}: {describe(exc)}"}
         o = result.output
+        stored = result.stored_weight_bytes({lid: m.weight_bytes for lid, m in after_profile.metrics.items()})
         targets: dict[str, dict[str, Any]] = {}
         for t in self.targets:
             if t.hardware is None:
@@ -215,6 +203,24 @@ class Evaluator:
         }
         out["warnings"] = list(result.warnings) + ([f"ONNX Runtime int8 not measured: {ort}"] if isinstance(ort, str) else [])
         return out
+
+
+    def _time(self, candidate: nn.Module, resolved: list[ResolvedSpec]):
+        """Alone on the host (``HostTimingLock``): the float model and the candidate, interleaved, and for an
+        int8 plan ONNX Runtime's float and int8 sessions. Returns (other load, seconds waited for the lock,
+        float ms, candidate ms, the ORT result or why there is none)."""
+        with self.lock.exclusive() as waited, threads(self.setup.timing_threads):
+            load = other_load_now()
+            ref_ms, cand_ms = time_pair(self.loaded.module, candidate, self.loaded.inputs, runs=self.setup.runs, warmup=self.setup.warmup)
+            ort: OrtInt8Result | str | None = None
+            if self.setup.ort and ort_expressible(resolved):  # export, quantise and time float vs int8 sessions
+                try:
+                    with work_dir("sweep-ort") as folder:
+                        ort = drive(quantize_with_ort(self.loaded.module, self.profile.graph, resolved, self.samples, folder,
+                                                      runs=self.setup.runs))
+                except OnnxMappingError as exc:  # an extra measurement: its failure is a warning, not a failed candidate
+                    ort = describe(exc)
+        return load, waited, ref_ms, cand_ms, ort
 
 
 def to_jsonable_plan(plan) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from ..serde import from_jsonable, to_jsonable
 from ..source import LoadedModel
 from ..timing import BUSY_LOAD
 from ..workspace import Terminated
-from .backends import make_backend
+from .backends import check_ray_address, make_backend
 from .budgets import BudgetCheck, Budgets, check_budgets
 from .evaluate import SweepSetup
 from .pareto import knee, pareto_front
@@ -444,6 +444,8 @@ def run_sweep(req: ModelRequest, opts: SweepOptions) -> Work[SweepResult]:
     import torch
 
     opts.check()
+    if opts.ray is not None:
+        check_ray_address(opts.ray)  # before any work: an unreachable cluster is named at once
     store = HistoryStore(opts.history)
     run = None
     if opts.resume is not None:
