@@ -66,10 +66,14 @@ def test_budgets_file_and_checks(tmp_path):
                       ({"targets": []}, "targets"), ({"min_output_cosine": 2}, "at most 1")):
         with pytest.raises(BudgetError, match=word):
             Budgets.from_dict(bad)
-    with pytest.raises(BudgetError, match="no-such-device"):
-        from layerscope.profiler.sweep import resolve_targets
+    from layerscope.profiler.sweep import resolve_targets
 
+    with pytest.raises(BudgetError, match="no-such-device"):
         resolve_targets(("this", "no-such-device"))
+    board = tmp_path / "board.json"  # a user's own device profile
+    board.write_text(json.dumps({"name": "my NPU", "peak_gflops": {"float32": 500}, "bandwidth_gbs": 30, "source": "datasheet"}))
+    this, mine = resolve_targets(("this", str(board)))
+    assert this.measured and not mine.measured and mine.hardware.bandwidth_gbs == 30
 
 
 def test_search_space_validation():
@@ -94,6 +98,8 @@ def test_digits_sweep_meets_a_4x_size_budget_and_reports(tmp_path):
         m = res.by_id(cid).metrics
         assert m["size_ratio"] <= 0.25 and m["top1_drop_points"] <= 1.0
         assert m["targets"]["raspberry-pi-5"]["measured"] is False and m["targets"]["this"]["measured"] is True
+        # peak memory: compressed weights as stored + the float model's activation peak (weights only changed)
+        assert m["size_bytes"] < m["peak_memory_bytes"] < res.reference["peak_memory_bytes"]
     best = res.by_id(res.passing[0])
     assert all(best.metrics["size_ratio"] <= res.by_id(i).metrics["size_ratio"] for i in res.passing)
     # the front holds no dominated candidate
@@ -281,7 +287,7 @@ def _writer(db: str, n: int, tag: str) -> None:
 
 
 def test_history_survives_concurrent_writers(tmp_path):
-    db = str(tmp_path / "h.sqlite")
+    db = f"sqlite:///{tmp_path / 'h.sqlite'}"  # a database URL, as a team would give one
     HistoryStore(db)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(db, 40, tag)) for tag in ("a", "b")]

@@ -142,8 +142,9 @@ class Evaluator:
         for t in self.targets:
             if t.hardware is not None:
                 self._reference_estimate[t.name] = target_latency_ms(self.profile, t.hardware)
-        shapes = [(tuple(x.shape), x.dtype) for x in self.loaded.inputs]
-        self._activation_ref = estimate_activation_bytes(self.loaded.module, shapes)
+        # a weight technique leaves activations as they are: the float model's peak, measured during its timed
+        # run; channel pruning changes them, and the candidate's peak is then estimated from a shape-only run
+        self._activation_ref: int | None = None if self.profile.static else self.profile.summary.peak_activation_bytes
 
     def evaluate(self, recipe: dict[str, Any]) -> dict[str, Any]:
         """The candidate's record: recipe, plan, metrics, warnings; or ``error`` (a recipe that does
@@ -164,8 +165,9 @@ class Evaluator:
                     cand_loaded = LoadedModel(f"{self.loaded.name} (candidate)", self.loaded.spec, self.loaded.kind, candidate,
                                               self.loaded.inputs)
                     after_profile = drive(profile_model(cand_loaded, self.profile.hardware, static=True))
-                shapes = [(tuple(x.shape), x.dtype) for x in self.loaded.inputs]
-                act = estimate_activation_bytes(candidate, shapes) if structural else self._activation_ref
+                act = self._activation_ref
+                if structural or act is None:
+                    act = estimate_activation_bytes(candidate, [(tuple(x.shape), x.dtype) for x in self.loaded.inputs])
             load, waited, ref_ms, cand_ms, ort = self._time(candidate, resolved)
         except LayerScopeError as exc:
             return {"recipe": r.to_dict(), "label": r.key, "error": describe(exc)}
