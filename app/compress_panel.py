@@ -36,7 +36,16 @@ from PySide6.QtWidgets import (
 from superqt.utils import create_worker
 
 from layerscope.profiler import LayerScopeError
-from layerscope.profiler.compression import CompressionPlan, LayerSpec, coreml_configs, estimate_static, resolve_plan, select_layers, torchao_mapping
+from layerscope.profiler.compression import (
+    CompressionPlan,
+    LayerSpec,
+    coreml_configs,
+    estimate_static,
+    resolve_plan,
+    select_layers,
+    torch_ao_mapping,
+    torchao_config,
+)
 from layerscope.profiler.compression.specs import Calibration, CastDtype, Granularity, QuantizeParams, Technique, default, limits
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
 
@@ -204,7 +213,8 @@ class CompressionPanel(QWidget):
         menu = QMenu(self.export_btn)
         menu.addAction("ONNX Runtime quantize args…", lambda: self.export("ort"))
         menu.addAction("coremltools.optimize.torch configs…", lambda: self.export("coreml"))
-        menu.addAction("torch.ao QConfigMapping…", lambda: self.export("torchao"))
+        menu.addAction("torchao FqnToConfig…", lambda: self.export("torchao"))
+        menu.addAction("torch.ao QConfigMapping (deprecated)…", lambda: self.export("torch.ao"))
         self.export_btn.setMenu(menu)
         for w in (self.save_btn, self.load_btn, self.export_btn):
             files.addWidget(w)
@@ -362,9 +372,8 @@ class CompressionPanel(QWidget):
                             "ONNX Runtime' and Apply again (the plan needs 8-bit quantised layers).")
                 return None
             return rep.ort.config.to_json()
-        if kind == "coreml":
-            return json.dumps(coreml_configs(rep.resolved, self.state.profile.graph), indent=2)
-        return json.dumps(torchao_mapping(rep.resolved, self.state.profile.graph), indent=2)
+        adapter = {"coreml": coreml_configs, "torchao": torchao_config, "torch.ao": torch_ao_mapping}[kind]
+        return json.dumps(adapter(rep.resolved, self.state.profile.graph), indent=2)
 
     def _error(self, msg: str) -> None:
         if self.controller.show_dialogs:

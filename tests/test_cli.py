@@ -110,9 +110,10 @@ def test_onnx_command_errors(capsys, tmp_path):
 
 
 def test_compress_estimate_int8_on_digits_reports_accuracy_and_exports(capsys, tmp_path):
-    rep, ort_cfg, ao = tmp_path / "r.json", tmp_path / "ort.json", tmp_path / "ao.json"
+    rep, ort_cfg, ao, tao = tmp_path / "r.json", tmp_path / "ort.json", tmp_path / "ao.json", tmp_path / "torchao.json"
     rc, out, _ = run(capsys, "compress", "digits_cnn", "--estimate", "int8", "--runs", "2", "--json", str(rep),
-                     "--export-ort", str(ort_cfg), "--export-torchao", str(ao), "--out", str(tmp_path / "c.pt2"))
+                     "--export-ort", str(ort_cfg), "--export-torch-ao", str(ao), "--export-torchao", str(tao),
+                     "--out", str(tmp_path / "c.pt2"))
     assert rc == 0
     assert "Top-1 accuracy: 99.4% →" in out and "ONNX Runtime int8 (real kernels, quantize_static, 5 node(s)" in out
     assert "fc2: this is the model's output layer" in out  # warn, not forbid (paper 5.6.4)
@@ -123,6 +124,9 @@ def test_compress_estimate_int8_on_digits_reports_accuracy_and_exports(capsys, t
     assert f"Top-1 accuracy: {summary['accuracy_before']:.1%}" in out and data["diagnostics"] and data["comparison"]["layers"]
     assert len(json.loads(ort_cfg.read_text())["nodes_to_quantize"]) == 5
     assert set(json.loads(ao.read_text())["module_name"]) == {"conv1", "conv2", "conv3", "fc1", "fc2"}
+    # torchao: every layer but conv1 (one input channel, which torchao's intx conv cannot take), the convs by name
+    torchao = json.loads(tao.read_text())
+    assert set(torchao["fqn_to_config"]) == {"conv2", "conv3", "fc1", "fc2"} and torchao["cannot_express"][0].startswith("conv1")
     rc, out, _ = run(capsys, "profile", str(tmp_path / "c.pt2"), "--runs", "1", "--top", "1")
     assert rc == 0  # the compressed model loads again
 

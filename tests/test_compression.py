@@ -18,7 +18,7 @@ from layerscope.profiler.compression import (
     quantize_with_ort,
     resolve_plan,
     sqnr_db,
-    torchao_mapping,
+    torch_ao_mapping,
 )
 from layerscope.profiler.compression.activations import calibrate_activations
 from layerscope.profiler.data import builtin_samples, load_data_folder, random_samples
@@ -228,7 +228,7 @@ def test_ort_quantizer_accepts_the_adapter_output(tiny, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
-def test_torchao_mapping_is_a_working_qconfig_mapping():
+def test_torch_ao_mapping_is_a_working_qconfig_mapping():
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     from layerscope.profiler.capture import capture
@@ -241,7 +241,7 @@ def test_torchao_mapping_is_a_working_qconfig_mapping():
     resolved = [ResolvedSpec("conv2", 0, "quantize", {"bits": 8, "activations": True}),
                 ResolvedSpec("fc1", 0, "quantize", {"bits": 8, "granularity": "per_tensor", "activations": True}),
                 ResolvedSpec("fc2", 1, "palettize", {"bits": 4})]
-    desc = torchao_mapping(resolved, graph)
+    desc = torch_ao_mapping(resolved, graph)
     assert set(desc["module_name"]) == {"conv2", "fc1"} and "fc2: palettize" in desc["cannot_express"][0]
     mapping = build_qconfig_mapping(resolved, graph)
     import copy
@@ -317,7 +317,7 @@ def test_adapter_groups_what_it_cannot_express(tiny):
     resolved, _ = resolve_plan(_plan(("all", "palettize", {"bits": 4})), profile)
     cfg = coreml_configs(resolved)
     assert cfg["cannot_express"] == [] and len(cfg["PostTrainingPalettizerConfig"]["module_name_configs"]) == 3
-    ao = torchao_mapping(resolved, profile.graph)
+    ao = torch_ao_mapping(resolved, profile.graph)
     assert len(ao["cannot_express"]) == 1 and ao["cannot_express"][0].startswith("3 layers (conv1, conv2, fc): palettize(bits=4)")
 
 
@@ -369,3 +369,49 @@ def test_technique_specs_own_defaults_ranges_and_rules():
     with pytest.raises(PlanError, match="spec 0.*bits=8"):
         CompressionPlan.from_data({"version": 1, "specs": [{"select": "all", "technique": "quantize",
                                                             "params": {"bits": 4, "activations": True}}]})
+
+
+def test_torchao_config_runs_in_torchao_on_conv_linear_and_embedding():
+    """The export is proven by torchao itself (optional extra): quantize_ with the FqnToConfig LayerScope wrote
+    replaces exactly the plan's layers, conv and embedding included, and digits_cnn keeps its accuracy."""
+    pytest.importorskip("torchao")
+    import copy
+
+    from layerscope.profiler.capture import capture
+    from layerscope.profiler.compression import apply_torchao, torchao_config
+    from layerscope.profiler.compression.plan import ResolvedSpec
+
+    model = load_model("digits_cnn").module
+    samples = builtin_samples("digits")
+    graph = capture(model, (samples.batches[0][0][:1],)).graph
+    resolved = [ResolvedSpec("conv1", 0, "quantize", {"bits": 8}),  # 1 input channel: torchao 0.18's intx conv breaks
+                ResolvedSpec("conv2", 0, "quantize", {"bits": 8, "granularity": "per_tensor"}),
+                ResolvedSpec("conv3", 1, "quantize", {"bits": 4}),
+                ResolvedSpec("fc1", 2, "quantize", {"bits": 8, "activations": True}),
+                ResolvedSpec("fc2", 3, "quantize", {"bits": 4, "granularity": "group", "group_size": 32})]
+    cfg = json.loads(json.dumps(torchao_config(resolved, graph)))  # exactly what --export-torchao writes
+    assert set(cfg["fqn_to_config"]) == {"conv2", "conv3", "fc1", "fc2"}
+    assert cfg["fqn_to_config"]["fc1"]["config"] == "Int8DynamicActivationIntxWeightConfig"
+    assert cfg["fqn_to_config"]["fc2"]["granularity"] == {"PerGroup": 32}
+    assert "conv2, conv3" in cfg["not_linear"][0] and cfg["cannot_express"][0].startswith("conv1 (Conv2d, weight [16, 1, 3, 3])")
+    assert any(a.startswith("conv2: per_tensor") for a in cfg["approximations"])
+    q = copy.deepcopy(model)
+    assert sorted(apply_torchao(q, cfg)) == ["conv2", "conv3", "fc1", "fc2"]  # torchao's default filter would take fc1, fc2 only
+    p_cfg = torchao_config([ResolvedSpec("conv3", 0, "quantize", {"bits": 4, "granularity": "group", "group_size": 32}),
+                            ResolvedSpec("fc2", 1, "palettize", {"bits": 4})], graph)
+    assert not p_cfg["fqn_to_config"] and "conv3" in p_cfg["cannot_express"][0] and "along input channels" in p_cfg["cannot_express"][0]
+    assert any(line.startswith("fc2: palettize") for line in p_cfg["cannot_express"])
+
+    def top1(m):
+        with torch.no_grad():
+            return sum(int((m(x).argmax(1) == y).sum()) for (x,), y in zip(samples.batches, samples.labels, strict=True)) / samples.n_samples
+    assert top1(q) >= top1(model) - 0.01  # int8/int4 in torchao's own kernels: within a point on the 360 test digits
+
+    gpt = load_model("gpt_mini")
+    g_graph = capture(gpt.module, gpt.inputs).graph
+    g_resolved = [ResolvedSpec(layer.id, 0, "quantize", {"bits": 4, "granularity": "group", "group_size": 32})
+                  for layer in g_graph if layer.op_kind in ("linear", "embedding") and layer.module_path]
+    g_cfg = torchao_config(g_resolved, g_graph)
+    changed = apply_torchao(gpt.module, g_cfg)
+    assert sorted(changed) == sorted(g_cfg["fqn_to_config"]) and any("emb" in c for c in changed)
+    assert torch.isfinite(gpt.module(*gpt.inputs)).all()

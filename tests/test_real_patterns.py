@@ -130,11 +130,12 @@ def test_attention_and_conv1d_weights_are_compressed():
     assert res.model_bytes_after == after == 54_272
     assert res.not_compressed == ()
     assert any("weights only: attn, c_fc.addmm" in w for w in res.warnings)  # int8 activations need a module input
-    # module-name configs (coremltools, torch.ao) cannot reach them: each says so instead of naming a module that is not one
-    from layerscope.profiler.compression import coreml_configs, torchao_mapping
+    # module-name configs (coremltools, torchao, torch.ao) cannot reach them: each says so instead of naming a module that is not one
+    from layerscope.profiler.compression import coreml_configs, torch_ao_mapping, torchao_config
 
     graph = r.profile.graph
-    for cfg in (coreml_configs(r.outcome.report.resolved, graph), torchao_mapping(r.outcome.report.resolved, graph)):
+    resolved = r.outcome.report.resolved
+    for cfg in (coreml_configs(resolved, graph), torchao_config(resolved, graph), torch_ao_mapping(resolved, graph)):
         assert "c_fc.addmm" not in json.dumps({k: v for k, v in cfg.items() if k != "cannot_express"})
         assert any(line.startswith("c_fc.addmm (addmm, c_fc.weight)") for line in cfg["cannot_express"])
 

@@ -1,7 +1,16 @@
 """Targeted per-layer compression: plans, techniques, application, adapters, real int8 via ORT."""
 
 from .activations import ActivationQuant, calibrate_activations
-from .adapters import OrtQuantConfig, build_qconfig_mapping, coreml_configs, ort_quant_config, torchao_mapping
+from .adapters import (
+    OrtQuantConfig,
+    apply_torchao,
+    build_qconfig_mapping,
+    build_torchao_config,
+    coreml_configs,
+    ort_quant_config,
+    torch_ao_mapping,
+    torchao_config,
+)
 from .apply import CompressionResult, LayerCompression, OutputChange, apply_plan, compare_outputs, model_bytes
 from .estimate import LayerEstimate, PlanEstimate, estimate_static
 from .ort_int8 import OrtInt8Result, onnx_node_layers, quantize_with_ort
@@ -39,7 +48,8 @@ __all__ = [
     "PruneParams", "PruneChannelsParams", "parse_params",
     "LayerEstimate", "PlanEstimate", "estimate_static",
     "ActivationQuant", "calibrate_activations", "OrtQuantConfig", "build_qconfig_mapping", "coreml_configs", "ort_quant_config",
-    "torchao_mapping", "CompressionResult", "LayerCompression", "OutputChange", "apply_plan", "compare_outputs", "model_bytes",
+    "torch_ao_mapping", "torchao_config", "build_torchao_config", "apply_torchao",
+    "CompressionResult", "LayerCompression", "OutputChange", "apply_plan", "compare_outputs", "model_bytes",
     "OrtInt8Result", "onnx_node_layers", "quantize_with_ort", "CompressionOutcome", "CompressionReport", "LayerDelta", "compress",
     "time_pair", "ESTIMATES", "estimate_plan", "CALIBRATIONS", "COMPRESSIBLE_KINDS", "PLAN_VERSION", "TECHNIQUES", "CompressionPlan",
     "LayerSpec", "ResolvedSpec",

@@ -5,8 +5,10 @@
   ONNX node -> layer map, so a plan written over module paths lands on the right ONNX nodes).
 * coremltools.optimize.torch configs (``PostTrainingQuantizerConfig``, ``PostTrainingPalettizerConfig``,
   ``MagnitudePrunerConfig``) as their ``from_dict`` form, keyed by module name = LayerScope layer id.
-* torch.ao ``QConfigMapping`` (``set_module_name`` per layer): a JSON description, and
-  ``build_qconfig_mapping`` for the real object.
+* torchao ``FqnToConfig`` (module path -> ``IntxWeightOnlyConfig`` / ``Int8DynamicActivationIntxWeightConfig``):
+  a JSON description, ``build_torchao_config`` for the real object and ``apply_torchao`` to run ``quantize_``.
+* torch.ao ``QConfigMapping`` (``set_module_name`` per layer; torch.ao.quantization is deprecated): a JSON
+  description, and ``build_qconfig_mapping`` for the real object.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+
+from ..errors import PlanError
 from ..graph import LayerGraph
 from .plan import COMPRESSIBLE_KINDS, ResolvedSpec, compressible_weights
 from .specs import Calibration, Granularity, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams
 
-__all__ = ["OrtQuantConfig", "ort_quant_config", "coreml_configs", "torchao_mapping", "build_qconfig_mapping", "QUANTIZABLE_ONNX_OPS"]
+__all__ = ["OrtQuantConfig", "ort_quant_config", "coreml_configs", "torchao_config", "build_torchao_config", "apply_torchao",
+           "torch_ao_mapping", "build_qconfig_mapping", "QUANTIZABLE_ONNX_OPS"]
 
 QUANTIZABLE_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
 _DYNAMIC_OPS = ("Conv", "MatMul", "Gather")
@@ -220,8 +226,9 @@ def _ao_entry(r: ResolvedSpec, kind: str) -> dict[str, str] | None:
             "weight": weight, "mode": "dynamic (weights int8, activations quantised at run time)"}
 
 
-def torchao_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph) -> dict[str, Any]:
-    """JSON description of the QConfigMapping ``build_qconfig_mapping`` builds."""
+def torch_ao_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph) -> dict[str, Any]:
+    """JSON description of the QConfigMapping ``build_qconfig_mapping`` builds. torch.ao.quantization is
+    deprecated in favour of torchao: see ``torchao_config``."""
     names = {}
     resolved, cannot = _module_layers(resolved, graph, "torch.ao's QConfigMapping")
     for r in resolved:
@@ -235,7 +242,114 @@ def torchao_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph) -> dict
                 cannot.append(f"{r.layer_id}: act_calibration={q.act_calibration} — torch.ao's HistogramObserver "
                               f"minimises L2 error over its histogram; it has no percentile setting")
             names[r.layer_id] = entry
-    return {"tool": "torch.ao.quantization.QConfigMapping", "global": None, "module_name": names, "cannot_express": list(_grouped(cannot))}
+    return {"tool": "torch.ao.quantization.QConfigMapping", "deprecated": "torch.ao.quantization is deprecated in favour of torchao "
+            "(--export-torchao)", "global": None, "module_name": names, "cannot_express": list(_grouped(cannot))}
+
+
+# --------------------------------------------------------------------------- torchao
+TORCHAO_TESTED = "0.18"
+
+
+def torchao_config(resolved: Sequence[ResolvedSpec], graph: LayerGraph) -> dict[str, Any]:
+    """The plan as a torchao ``FqnToConfig`` (module path -> config), in JSON; ``build_torchao_config``
+    turns it into the real object and ``apply_torchao`` runs ``quantize_`` with it.
+
+    Quantised weights map to ``IntxWeightOnlyConfig`` (int2–int8, per output channel = ``PerAxis(0)``
+    or ``PerGroup``), which runs on CPU for linear, conv and embedding layers alike; int8 activations on
+    a linear layer map to ``Int8DynamicActivationIntxWeightConfig``. torchao's default ``filter_fn``
+    quantises ``nn.Linear`` only, so conv and embedding layers would be skipped silently: the config is
+    applied with ``filter_fn=None``, where the FQN map alone decides, and each conv is listed by name."""
+    fqn: dict[str, dict[str, Any]] = {}
+    approx: list[str] = []
+    kept, cannot = _module_layers(resolved, graph, "torchao's FqnToConfig")
+    for r in kept:
+        p = r.params
+        kind = graph[r.layer_id].op_kind
+        if not isinstance(p, QuantizeParams):
+            cannot.append(f"{_describe(r)} — torchao's CPU configs quantise integers (int2–int8); palettization, sparsity and "
+                          f"float16 casts have no torchao post-training config here")
+            continue
+        shape = compressible_weights(graph[r.layer_id])[0].shape
+        why_not = _torchao_cannot(kind, shape, p)
+        if why_not:
+            cannot.append(f"{r.layer_id} ({graph[r.layer_id].type_name}, weight {list(shape)}): {why_not}")
+            continue
+        gran: dict[str, Any] = {"PerGroup": p.group_size} if p.granularity is Granularity.GROUP else {"PerAxis": 0}
+        if p.granularity is Granularity.PER_TENSOR:
+            approx.append(f"{r.layer_id}: per_tensor → PerAxis(0) (torchao's intx configs take per-channel or per-group scales; "
+                          f"finer than the plan, never coarser)")
+        entry: dict[str, Any] = {"config": "IntxWeightOnlyConfig", "weight_dtype": f"int{p.bits}", "granularity": gran,
+                                 "mapping_type": "SYMMETRIC" if p.symmetric else "ASYMMETRIC"}
+        if p.activations and kind == "linear":
+            entry = {"config": "Int8DynamicActivationIntxWeightConfig", "weight_dtype": f"int{p.bits}", "weight_granularity": gran,
+                     "weight_mapping_type": entry["mapping_type"]}
+            approx.append(f"{r.layer_id}: int8 activations → torchao's dynamic per-token int8 (computed at run time), not "
+                          f"LayerScope's calibrated static range")
+        elif p.activations:
+            cannot.append(f"{r.layer_id} ({graph[r.layer_id].type_name}): int8 activations — torchao's dynamic-activation config "
+                          f"takes 2-D (linear) weights only; the weights are quantised, activations stay float")
+        fqn[r.layer_id] = entry
+    convs = sorted(lid for lid in fqn if graph[lid].op_kind in ("conv", "conv_transpose", "embedding"))
+    return {"tool": "torchao", "tested_with": f"torchao {TORCHAO_TESTED}",
+            "apply": "quantize_(model, FqnToConfig(...), filter_fn=None)  # layerscope.profiler.compression.apply_torchao(model, this)",
+            "fqn_to_config": fqn,
+            "not_linear": convs and [f"{', '.join(convs)}: conv/embedding layers, which torchao's default filter_fn (nn.Linear only) "
+                                     f"would skip; filter_fn=None applies them by name"] or [],
+            "approximations": approx, "cannot_express": list(_grouped(cannot))}
+
+
+def _torchao_cannot(kind: str, shape: tuple[int, ...], p: QuantizeParams) -> str:
+    """Why torchao (tested version) cannot take this layer's quantisation, or "" when it can. Found by
+    running torchao on these shapes: its intx conv path breaks on one input channel per group, and it
+    groups a conv's weights along input channels, not along each output channel's flattened weights."""
+    if kind in ("conv", "conv_transpose") and len(shape) > 2 and shape[1] == 1:
+        return (f"torchao {TORCHAO_TESTED} fails on a conv with one input channel per group (depthwise or a 1-channel input "
+                f"layer: a scale-shape error in quant_primitives); it stays float in torchao")
+    if p.granularity is Granularity.GROUP:
+        if kind in ("conv", "conv_transpose"):
+            return ("group-wise scales — torchao groups a conv's weights along input channels, LayerScope along each output "
+                    "channel's flattened weights: not the same grouping; use per_channel for torchao")
+        if shape[-1] % p.group_size:
+            return f"group_size {p.group_size} does not divide the {shape[-1]} input features (torchao's PerGroup needs that)"
+    return ""
+
+
+def build_torchao_config(data: dict[str, Any]):
+    """The real ``torchao.quantization.FqnToConfig`` of a ``torchao_config`` JSON (torchao must be installed)."""
+    import torch
+
+    try:
+        from torchao.quantization import FqnToConfig, Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig
+        from torchao.quantization.granularity import PerAxis, PerGroup
+        from torchao.quantization.quant_primitives import MappingType
+    except ImportError as exc:
+        raise PlanError(f"torchao is not installed (pip install 'layerscope[torchao]'); tested with torchao {TORCHAO_TESTED}: {exc}") from exc
+
+    def granularity(g: dict[str, Any]):
+        return PerGroup(int(g["PerGroup"])) if "PerGroup" in g else PerAxis(int(g.get("PerAxis", 0)))
+
+    configs = {}
+    for name, e in data.get("fqn_to_config", {}).items():
+        dtype = getattr(torch, e["weight_dtype"])
+        if e["config"] == "IntxWeightOnlyConfig":
+            configs[name] = IntxWeightOnlyConfig(weight_dtype=dtype, granularity=granularity(e["granularity"]),
+                                                 mapping_type=MappingType[e["mapping_type"]])
+        elif e["config"] == "Int8DynamicActivationIntxWeightConfig":
+            configs[name] = Int8DynamicActivationIntxWeightConfig(weight_dtype=dtype, weight_granularity=granularity(e["weight_granularity"]),
+                                                                  weight_mapping_type=MappingType[e["weight_mapping_type"]])
+        else:
+            raise PlanError(f"torchao config for {name!r}: unknown config {e['config']!r}.")
+    return FqnToConfig(configs)
+
+
+def apply_torchao(model, data: dict[str, Any]) -> list[str]:
+    """Quantise ``model`` in place with torchao from a ``torchao_config`` JSON; returns the module paths
+    whose weight torchao replaced (its tensor subclasses), so a caller can check nothing was skipped."""
+    from torchao.quantization import quantize_
+
+    before = {name: type(m.weight) for name, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)}
+    quantize_(model, build_torchao_config(data), filter_fn=None)
+    return [name for name, m in model.named_modules() if name in before and type(m.weight) is not before[name]]
 
 
 def build_qconfig_mapping(resolved: Sequence[ResolvedSpec], graph: LayerGraph):
