@@ -269,6 +269,38 @@ def test_coreml_configs_by_technique():
     json.dumps(cfg)
 
 
+def test_coreml_configs_run_in_coremltools():
+    """The Core ML export is proven by coremltools (optional extra): each dict goes through its config class's
+    from_dict, and the post-training quantizer, palettizer and pruner compress exactly the named layers."""
+    pytest.importorskip("coremltools")
+    import copy
+
+    from coremltools.optimize.torch.palettization import PostTrainingPalettizer, PostTrainingPalettizerConfig
+    from coremltools.optimize.torch.pruning import MagnitudePruner, MagnitudePrunerConfig
+    from coremltools.optimize.torch.quantization import PostTrainingQuantizer, PostTrainingQuantizerConfig
+
+    from layerscope.profiler.capture import capture
+    from layerscope.profiler.compression.plan import ResolvedSpec
+
+    model = load_model("digits_cnn").module
+    graph = capture(model, (torch.zeros(1, 1, 8, 8),)).graph
+    cfg = json.loads(json.dumps(coreml_configs([
+        ResolvedSpec("conv2", 0, "quantize", {"bits": 4, "granularity": "group", "group_size": 16}),
+        ResolvedSpec("conv3", 1, "palettize", {"bits": 4}),
+        ResolvedSpec("fc2", 1, "palettize", {"bits": 2, "channels_per_lut": 2}),
+        ResolvedSpec("fc1", 2, "prune", {"sparsity": 0.5})], graph)))  # exactly what --export-coreml writes
+    q = PostTrainingQuantizer(copy.deepcopy(model), PostTrainingQuantizerConfig.from_dict(cfg["PostTrainingQuantizerConfig"])).compress()
+    blocks = q.conv2.weight.detach().reshape(32, 16, 9).permute(0, 2, 1)  # per output channel, blocks of 16 input channels
+    assert max(b.unique().numel() for row in blocks for b in row) <= 16 and torch.equal(q.conv1.weight, model.conv1.weight)
+    p = PostTrainingPalettizer(copy.deepcopy(model), PostTrainingPalettizerConfig.from_dict(cfg["PostTrainingPalettizerConfig"])).compress()
+    assert p.conv3.weight.unique().numel() <= 16 and all(p.fc2.weight[i:i + 2].unique().numel() <= 4 for i in range(0, 10, 2))
+    pruner = MagnitudePruner(copy.deepcopy(model), MagnitudePrunerConfig.from_dict(cfg["MagnitudePrunerConfig"]))
+    pruner.prepare(inplace=True)
+    pruner.step()
+    pruned = pruner.finalize(inplace=False)
+    assert float((pruned.fc1.weight == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
+
+
 def test_digits_accuracy_before_and_after_int8():
     from layerscope.profiler import load_device_profile
     from layerscope.profiler.compression import estimate_plan
