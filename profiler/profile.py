@@ -321,22 +321,57 @@ class Profile:
         p = Path(path).expanduser()
         return cls.from_data(read_json(p, "profile", ProfileFormatError), f"profile {p}")
 
+    def records(self) -> list[tuple]:
+        """One tuple per layer, in graph order, with the fields of ``CSV_COLUMNS`` (None where unknown):
+        what the CSV, the data frame and the notebook display show."""
+        out = []
+        for r in self.rows():
+            m, t, p = r.metrics, r.timing, r.point
+            out.append((
+                r.layer.id, r.layer.op_kind, r.layer.module_type or r.layer.target,
+                " ".join("x".join(map(str, o.shape)) for o in r.layer.activations),
+                " ".join("x".join(map(str, o.shape)) for o in r.layer.outputs),
+                m.params, m.weight_bytes, m.flops, m.macs, m.bytes_read, m.bytes_written,
+                m.arithmetic_intensity, t and t.latency_ms, t and t.p25_ms, t and t.p75_ms,
+                r.latency_share, r.bound.value, p and p.attained_gflops, p and p.roof_fraction,
+                t and t.output_bytes, str(r.layer.source or ""),
+            ))
+        return out
+
     def to_csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(CSV_COLUMNS)
-        for r in self.rows():
-            m, t, p = r.metrics, r.timing, r.point
-            w.writerow([
-                r.layer.id, r.layer.op_kind, r.layer.module_type or r.layer.target,
-                " ".join("x".join(map(str, o.shape)) for o in r.layer.activations),
-                " ".join("x".join(map(str, o.shape)) for o in r.layer.outputs),
-                m.params, m.weight_bytes, _blank(m.flops), _blank(m.macs), m.bytes_read, m.bytes_written,
-                _blank(m.arithmetic_intensity), _blank(t and t.latency_ms), _blank(t and t.p25_ms), _blank(t and t.p75_ms),
-                f"{r.latency_share:.6f}", r.bound.value, _blank(p and p.attained_gflops), _blank(p and p.roof_fraction),
-                _blank(t and t.output_bytes), str(r.layer.source or ""),
-            ])
+        share = CSV_COLUMNS.index("latency_share")
+        for rec in self.records():
+            w.writerow([f"{v:.6f}" if k == share else _blank(v) for k, v in enumerate(rec)])
         return buf.getvalue()
+
+    def to_dataframe(self):
+        """The layers as a pandas DataFrame (one row per layer, the CSV's columns; needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise LayerScopeError("Profile.to_dataframe needs pandas: pip install pandas (or use to_csv()).") from exc
+        return pd.DataFrame(self.records(), columns=CSV_COLUMNS)
+
+    def __repr__(self) -> str:
+        m = self.model
+        timed = "static (not timed)" if self.static else f"{self.summary.end_to_end_ms:.3g} ms end to end"
+        return (f"<Profile {m.name}: {len(self.graph)} layers, {self.total_flops / 1e9:.3g} GFLOPs, {timed}, "
+                f"on {self.hardware.name}>")
+
+    def _repr_html_(self) -> str:
+        """A notebook's display: the headline and the ten top layers."""
+        from html import escape
+
+        rows = "".join(
+            f"<tr><td>{i}</td><td>{escape(r.layer.id)}</td><td>{escape(r.layer.type_name)}</td>"
+            f"<td>{'-' if r.timing is None else f'{r.timing.latency_ms:.4g}'}</td><td>{r.latency_share:.1%}</td>"
+            f"<td>{'unknown' if r.metrics.flops is None else f'{r.metrics.flops:,}'}</td><td>{r.bound.value}</td></tr>"
+            for i, r in enumerate(self.ranked(10), 1))
+        return (f"<p><b>{escape(repr(self)[1:-1])}</b></p><table><thead><tr><th>#</th><th>layer</th><th>type</th>"
+                f"<th>latency ms</th><th>share</th><th>FLOPs</th><th>bound</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 CSV_COLUMNS = [

@@ -27,7 +27,7 @@ from .errors import InputSpecError, ModelLoadError, describe
 from .resources import MAX_DIMS, check_input_bytes, check_memory, untouched
 from .zoo import DEFAULT_MODEL, ZOO, build_zoo_model
 
-__all__ = ["LoadedModel", "load_model", "parse_input_shapes", "parse_dtype", "DTYPES"]
+__all__ = ["module_with_inputs", "LoadedModel", "load_model", "parse_input_shapes", "parse_dtype", "DTYPES"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -145,23 +145,33 @@ def _load_factory(spec: str, seed: int) -> LoadedModel:
         result = fn()
     except Exception as exc:
         raise ModelLoadError(f"Factory {path.name}:{factory}() raised{_user_frame(exc, path)}: {type(exc).__name__}: {exc}") from exc
-    inputs: tuple[torch.Tensor, ...] = ()
     if isinstance(result, tuple) and len(result) in (2, 3) and isinstance(result[0], nn.Module):
         args, kwargs = (result[1], {}) if len(result) == 2 else result[1:]
-        if isinstance(args, dict):  # (module, {"input_ids": ..., "attention_mask": ...})
-            args, kwargs = (), args
-        args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
-        if not all(isinstance(t, torch.Tensor) for t in args):
-            raise ModelLoadError(f"{path.name}:{factory}() returned positional example inputs that are not all tensors; "
-                                 f"pass the others by keyword: return (module, args, kwargs).")
-        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-            raise ModelLoadError(f"{path.name}:{factory}() returned {type(kwargs).__name__} as keyword inputs; return (module, args, kwargs) "
-                                 f"with a dict of name -> tensor.")
-        result = result[0] if not kwargs else CallWith(result[0], args, kwargs)
-        inputs = tuple(args) + tuple(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+        return module_with_inputs(result[0], args, kwargs, f"{path.stem}:{factory}", spec, "factory", f"{path.name}:{factory}() returned")
     if not isinstance(result, nn.Module):
         raise ModelLoadError(f"{path.name}:{factory}() returned {type(result).__name__}; return an nn.Module or (module, example_inputs).")
-    return LoadedModel(f"{path.stem}:{factory}", spec, "factory", result.eval(), inputs)
+    return LoadedModel(f"{path.stem}:{factory}", spec, "factory", result.eval(), ())
+
+
+def module_with_inputs(model: nn.Module, args: Any, kwargs: Any, name: str, spec: str, kind: str, what: str) -> LoadedModel:
+    """A module and its example inputs as a ``LoadedModel``: ``args`` a tensor, a tuple/list of tensors or a
+    dict of keyword tensors (``input_ids``, ``attention_mask``); ``kwargs`` more keyword inputs. A module
+    called with keywords is wrapped (``CallWith``) so every capture sees plain positional tensors.
+    ``what`` starts the error messages (``models.py:build() returned``, ``layerscope.profile() got``)."""
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"{what} {type(model).__name__} for the model; pass an nn.Module.")
+    kwargs = {} if kwargs is None else kwargs
+    if isinstance(args, dict):  # (module, {"input_ids": ..., "attention_mask": ...})
+        args, kwargs = (), {**args, **kwargs} if isinstance(kwargs, dict) else kwargs
+    args = () if args is None else (args,) if isinstance(args, torch.Tensor) else tuple(args)
+    if not all(isinstance(t, torch.Tensor) for t in args):
+        raise ModelLoadError(f"{what} positional example inputs that are not all tensors; pass the others by keyword: "
+                             f"(module, args, kwargs).")
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ModelLoadError(f"{what} {type(kwargs).__name__} as keyword inputs; give a dict of name -> tensor.")
+    inputs = tuple(args) + tuple(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+    module = model if not kwargs else CallWith(model, args, kwargs)
+    return LoadedModel(name, spec, kind, module.eval(), inputs)
 
 
 class CallWith(nn.Module):

@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy (layerscope.profiler, layerscope.cli)"; bash scripts/typecheck.sh
-echo "== import contracts"; .venv/bin/lint-imports --no-cache
+echo "== import contracts"; bash scripts/lint_imports.sh
 echo "== pytest"; QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -q "$@"
