@@ -173,6 +173,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from layerscope.profiler.report import profile_html
+
+    check_before_work(args, {"out": "-o/--out"})
+    profile = Profile.load(args.profile)
+    other = Profile.load(args.compare) if args.compare else None
+    names = (Path(args.profile).stem, Path(args.compare).stem if args.compare else "")
+    atomic_write_text(args.out, profile_html(profile, other, names), "-o/--out")
+    Console().print(f"Wrote {args.out} (one self-contained HTML file: open it in any browser, no network needed)")
+    return 0
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     from layerscope.app.main import run_gui  # Qt is imported only here
 
@@ -242,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     add_sweep_parser(sub)
     add_history_parser(sub)
+    r = sub.add_parser("report", help="a saved profile as one self-contained HTML report (roofline, ranked table, totals)")
+    r.add_argument("profile", help="a profile JSON (profile --json, or the app's Save profile)")
+    r.add_argument("--compare", metavar="OTHER.json", help="another profile of the same model: compared layer by layer")
+    r.add_argument("-o", "--out", required=True, help="the HTML file to write")
+    r.set_defaults(func=cmd_report)
     sub.add_parser("zoo", help="list built-in models").set_defaults(func=cmd_zoo)
     sub.add_parser("devices", help="list shipped target-device profiles").set_defaults(func=cmd_devices)
     return parser

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..format import fmt_bytes
+from ..html import page, ticks
 from ..safeio import atomic_write_text
 from .runner import Candidate, SweepResult
 
@@ -63,15 +64,6 @@ def cost_limit(result: SweepResult, axis: str) -> float | None:
     return b.max_latency_ms / ref if b.max_latency_ms is not None and ref and result.latency_target() == "this" else None
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    span = hi - lo or 1.0
-    raw = span / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    start = math.ceil(lo / step) * step
-    return [round(start + k * step, 10) for k in range(int((hi - start) / step) + 1)]
-
-
 def _svg(result: SweepResult, axis: str) -> str:
     W, H, L, R, T, B = 520, 340, 56, 16, 16, 44
     ok = [c for c in result.candidates if c.ok and c.metrics]
@@ -101,10 +93,10 @@ def _svg(result: SweepResult, axis: str) -> str:
 
     out = [f'<svg class="plot" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img">',
            f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" class="frame"/>']
-    for t in _ticks(x0, x1):
+    for t in ticks(x0, x1):
         out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{T}" y2="{H - B}" class="grid"/>'
                    f'<text x="{sx(t):.1f}" y="{H - B + 16}" class="tick" text-anchor="middle">{t:g}</text>')
-    for t in _ticks(y0, y1):
+    for t in ticks(y0, y1):
         out.append(f'<line x1="{L}" x2="{W - R}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
                    f'<text x="{L - 6}" y="{sy(t) + 4:.1f}" class="tick" text-anchor="end">{t:g}</text>')
     xlabel = "size (compressed ÷ original)" if axis == "size" else f"latency ratio on {result.latency_target()}"
@@ -175,29 +167,9 @@ def _cell(v: Any, fmt: str = "{:.3g}") -> str:
     return f'<td data-v="{v}">{fmt.format(v)}</td>'
 
 
-_CSS = """
-body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330;max-width:1180px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}.muted{color:#667}
-.plots{display:flex;flex-wrap:wrap;gap:18px}.plot{background:#fff;border:1px solid #dde}
-.frame{fill:#fbfbfe;stroke:#ccd}.grid{stroke:#e6e8f0}.tick{font-size:11px;fill:#556}.label{font-size:12px;fill:#334}
-.front{fill:none;stroke:#1f4fbf;stroke-width:2}.budget{stroke:#c77c00;stroke-width:1.5;stroke-dasharray:6 4}
-.pt{stroke:#fff;stroke-width:1}.pt.pass{fill:#2e9d57}.pt.fail{fill:#d9534f;opacity:.75}.pt.onfront{stroke:#1f4fbf;stroke-width:2}
-.knee{fill:none;stroke:#1f4fbf;stroke-width:1.5;stroke-dasharray:3 2}.ref{fill:#888}
-table{border-collapse:collapse;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #e3e5ee;text-align:right}
-th{background:#f1f3f9;cursor:pointer;position:sticky;top:0}td:nth-child(2),th:nth-child(2){text-align:left}
-.ok{color:#2e7d32;font-weight:600}.no{color:#c62828}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:6px 10px;margin:6px 0}
-.bad{background:#fdecea;border-left:4px solid #d9534f;padding:6px 10px;margin:6px 0}code{background:#f1f3f9;padding:1px 4px}
-"""
-
 _JS = """
 function showTarget(t){document.querySelectorAll('circle.pt').forEach(function(c){
   var p=c.getAttribute(t==='all'?'data-all':'data-'+t);c.classList.toggle('pass',p==='1');c.classList.toggle('fail',p!=='1');});}
-document.querySelectorAll('table.sortable th').forEach(function(th){th.addEventListener('click',function(){
-  var i=th.cellIndex,tb=th.closest('table').tBodies[0],asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
-  var rows=Array.from(tb.rows).filter(function(r){return r.cells.length>i;}),rest=Array.from(tb.rows).filter(function(r){return r.cells.length<=i;});
-  rows.sort(function(a,b){var x=a.cells[i],y=b.cells[i],u=x.dataset.v,v=y.dataset.v;
-    var r=(u!==undefined&&v!==undefined)?(parseFloat(u)-parseFloat(v)):x.textContent.localeCompare(y.textContent);return asc?r:-r;});
-  rows.concat(rest).forEach(function(r){tb.appendChild(r);});});});
 """
 
 
@@ -207,9 +179,7 @@ def sweep_html(result: SweepResult, plan_dir: str | None = None, machine: str = 
     b = result.budgets
     ref = result.reference
     n_ok = sum(c.ok for c in result.candidates)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>LayerScope sweep: {e(result.model)}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>Compression trade-offs: {e(result.model)}</h1>",
+    parts = [f"<h1>Compression trade-offs: {e(result.model)}</h1>",
              f"<div class='muted'>sweep run #{result.run_id} ({result.status}, {e(result.search)} search) · model hash "
              f"{result.model_hash[:12]} · {e(machine)} · history {e(result.history)}</div>",
              f"<p>Float model: {fmt_bytes(ref.get('size_bytes', 0))}, {ref.get('latency_ms', math.nan):.3g} ms here"
@@ -246,8 +216,7 @@ def sweep_html(result: SweepResult, plan_dir: str | None = None, machine: str = 
         parts.append("<h2>Layer sensitivity (one layer compressed at a time, most sensitive first)</h2>"
                      "<table><thead><tr><th>#</th><th>layer</th><th>output SQNR</th><th>top-1 drop (points)</th></tr></thead>"
                      f"<tbody>{rows}</tbody></table>")
-    parts.append(f"<script>{_JS}</script></body></html>")
-    return "".join(parts)
+    return page(f"LayerScope sweep: {result.model}", "".join(parts), _JS)
 
 
 def _table(result: SweepResult, cands: list[Candidate], plan_dir: str | None, rank: bool = False) -> str:

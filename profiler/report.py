@@ -1,0 +1,140 @@
+"""``layerscope report PROFILE.json [--compare OTHER.json] -o report.html``: a profile as one
+self-contained HTML page to send to the people who decide. It holds the headline, a log-log roofline
+with one dot per layer (hover for the layer), the ranked layer table (click a header to sort), time and
+FLOPs by op type and by top-level module, and, with ``--compare``, the two profiles layer by layer."""
+
+from __future__ import annotations
+
+import html
+import math
+
+from .format import fmt_bytes, fmt_count, fmt_ms
+from .html import log_ticks, page
+from .profile import LayerRow, Profile
+
+__all__ = ["profile_html"]
+
+
+def _num(v: float | int | None, text: str) -> str:
+    return "<td>-</td>" if v is None else f"<td data-v='{v}'>{html.escape(text)}</td>"
+
+
+def _roofline_svg(p: Profile) -> tuple[str, int]:
+    """The roofline and one dot per layer that has an intensity and an attained speed; (svg, dots)."""
+    W, H, L, R, T, B = 620, 380, 64, 16, 16, 46
+    hw, dtype = p.hardware, p.model.compute_dtype
+    peak, _ = hw.peak_for(dtype)
+    pts = [(r, r.point.intensity, r.point.attained_gflops) for r in p.rows()
+           if r.point is not None and r.point.intensity and r.point.attained_gflops]
+    xs = [x for _, x, _ in pts] + [hw.ridge_point(dtype)]
+    ys = [y for _, _, y in pts] + [peak]
+    x0, x1 = min(xs) / 2, max(xs) * 2
+    y0, y1 = min(ys) / 2, peak * 2
+
+    def sx(x: float) -> float:
+        return L + (math.log10(x) - math.log10(x0)) / (math.log10(x1) - math.log10(x0)) * (W - L - R)
+
+    def sy(y: float) -> float:
+        return T + (math.log10(y1) - math.log10(y)) / (math.log10(y1) - math.log10(y0)) * (H - T - B)
+
+    out = [f'<svg class="plot" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img">',
+           f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" class="frame"/>']
+    for t in log_ticks(x0, x1):
+        if x0 <= t <= x1:
+            out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{T}" y2="{H - B}" class="grid"/>'
+                       f'<text x="{sx(t):.1f}" y="{H - B + 16}" class="tick" text-anchor="middle">{t:g}</text>')
+    for t in log_ticks(y0, y1):
+        if y0 <= t <= y1:
+            out.append(f'<line x1="{L}" x2="{W - R}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
+                       f'<text x="{L - 6}" y="{sy(t) + 4:.1f}" class="tick" text-anchor="end">{t:g}</text>')
+    roof = [(x, min(peak, x * hw.bandwidth_gbs)) for x in (x0, hw.ridge_point(dtype), x1)]
+    out.append('<polyline class="roof" points="' + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in roof) + '"/>')
+    colour = {"memory-bound": "#4c78a8", "compute-bound": "#e45756"}
+    for r, x, y in pts:
+        tip = (f"{r.layer.id} ({r.layer.type_name})\n{x:.3g} FLOP/byte, {y:.3g} GFLOP/s"
+               + (f", {r.point.roof_text()} of roof" if r.point and r.point.roof_fraction is not None else "")
+               + (f"\n{r.timing.latency_ms:.4g} ms" if r.timing else ""))
+        out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4.5" class="layer" fill="{colour.get(r.bound.value, "#999")}" '
+                   f'data-layer="{html.escape(r.layer.id)}"><title>{html.escape(tip)}</title></circle>')
+    out.append(f'<text x="{(L + W - R) / 2}" y="{H - 8}" class="label" text-anchor="middle">arithmetic intensity (FLOP/byte)</text>'
+               f'<text x="14" y="{(T + H - B) / 2}" class="label" text-anchor="middle" transform="rotate(-90 14 {(T + H - B) / 2})">'
+               f'{"attained GFLOP/s (measured)" if not p.static else "GFLOP/s"}</text></svg>')
+    return "".join(out), len(pts)
+
+
+def _layer_rows(rows: list[LayerRow]) -> str:
+    out = []
+    for i, r in enumerate(rows, 1):
+        t, m, pt = r.timing, r.metrics, r.point
+        ai = m.arithmetic_intensity
+        out.append(f"<tr><td data-v='{i}'>{i}</td><td>{html.escape(r.layer.id)}</td><td>{html.escape(r.layer.type_name)}</td>"
+                   + _num(t and t.latency_ms, fmt_ms(t.latency_ms) if t else "")
+                   + _num(t and t.spread_ms, fmt_ms(t.spread_ms) if t else "")
+                   + _num(r.latency_share, f"{r.latency_share:.1%}")
+                   + _num(m.flops, fmt_count(m.flops)) + _num(m.bytes_moved, fmt_bytes(m.bytes_moved))
+                   + _num(ai, f"{ai:.1f}" if ai is not None else "") + f"<td>{r.bound.value}</td>"
+                   + _num(pt and pt.roof_fraction, pt.roof_text() if pt else "")
+                   + f"<td>{html.escape(str(r.layer.source or ''))}</td></tr>")
+    return "".join(out)
+
+
+def _totals(p: Profile, key: str) -> str:
+    groups = p.totals_by(key, 1)
+    top = max((g.share(p.static) for g in groups), default=0.0) or 1.0
+    rows = "".join(f"<tr><td>{html.escape(g.path)}</td>{_num(g.layers, str(g.layers))}"
+                   f"{_num(g.latency_ms, fmt_ms(g.latency_ms))}{_num(g.share(p.static), f'{g.share(p.static):.1%}')}"
+                   f"<td><span class='bar' style='width:{160 * g.share(p.static) / top:.0f}px'></span></td>"
+                   f"{_num(g.flops, fmt_count(g.flops))}{_num(g.params, f'{g.params:,}')}</tr>" for g in groups)
+    head = "op type" if key == "type" else "module"
+    share = "share of FLOPs" if p.static else "share of time"
+    return (f"<table class='sortable'><thead><tr><th>{head}</th><th>layers</th><th>ms</th><th>{share}</th><th></th><th>FLOPs</th>"
+            f"<th>params</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _compare(a: Profile, b: Profile, name_a: str, name_b: str) -> str:
+    common = [lid for lid in a.graph.ids() if lid in b.timings and lid in a.timings]
+    diffs = sorted(common, key=lambda lid: -abs(b.timings[lid].latency_ms - a.timings[lid].latency_ms))
+    rows = []
+    for lid in diffs:
+        ta, tb = a.timings[lid].latency_ms, b.timings[lid].latency_ms
+        ch = (tb - ta) / ta if ta > 0 else math.nan
+        within = abs(tb - ta) <= max(a.timings[lid].spread_ms, b.timings[lid].spread_ms)
+        rows.append(f"<tr><td>{html.escape(lid)}</td>{_num(ta, fmt_ms(ta))}{_num(tb, fmt_ms(tb))}"
+                    f"{_num(ch, f'{ch:+.0%}')}<td>{'within noise' if within else ''}</td></tr>")
+    only_a = [lid for lid in a.graph.ids() if lid not in b.graph]
+    only_b = [lid for lid in b.graph.ids() if lid not in a.graph]
+    ea, eb = a.summary.end_to_end_ms, b.summary.end_to_end_ms
+    return (f"<h2>Compared with {html.escape(name_b)}</h2><p>End to end {fmt_ms(ea)} → {fmt_ms(eb)} ms"
+            f"{f' ({(eb - ea) / ea:+.0%})' if ea else ''}; {len(common)} layers in both, {len(only_a)} only in this profile, "
+            f"{len(only_b)} only in {html.escape(name_b)}. A change smaller than either run's spread is marked.</p>"
+            f"<table class='sortable'><thead><tr><th>layer</th><th>{html.escape(name_a)} ms</th><th>{html.escape(name_b)} ms</th>"
+            f"<th>change</th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def profile_html(p: Profile, compare: Profile | None = None, names: tuple[str, str] = ("A", "B")) -> str:
+    """The report of ``p`` (and its comparison with ``compare``) as one self-contained HTML page."""
+    e = html.escape
+    m, s, hw = p.model, p.summary, p.hardware
+    svg, dots = _roofline_svg(p)
+    peak, peak_dtype = hw.peak_for(m.compute_dtype)
+    notes = [*m.capture_notes, *hw.notes, *s.warnings] + ([w] if (w := p.roof_warning()) else [])
+    by = "FLOPs (static profile: nothing timed)" if p.static else "measured latency"
+    body = [f"<h1>LayerScope profile: {e(m.name)}</h1>",
+            f"<div class='muted'>inputs {e(', '.join('x'.join(map(str, sh)) for sh in m.input_shapes))} {e('/'.join(m.input_dtypes))}"
+            f" · captured with {e(m.capture_method.value)} · {e(hw.name)}: {peak:.1f} GFLOP/s {e(peak_dtype)}, "
+            f"{hw.bandwidth_gbs:.1f} GB/s</div>",
+            f"<p><b>{len(p.graph)}</b> layers · params {m.total_params:,} · weights {fmt_bytes(m.total_weight_bytes)} · "
+            f"MACs {fmt_count(p.total_macs)} · FLOPs {fmt_count(p.total_flops)}"
+            + ("" if p.static else f" · <b>{fmt_ms(s.end_to_end_ms)} ms</b> end to end (median of {s.runs} runs, {s.threads} "
+                                   f"thread(s)) · peak memory {fmt_bytes(s.peak_memory_bytes)}") + "</p>"]
+    body += [f"<div class='note'>{e(n)}</div>" for n in notes]
+    body.append(f"<h2>Roofline</h2><p>{dots} of {len(p.graph)} layers plotted (the others have no FLOPs or no measured time: "
+                f"views, copies, unknown ops). Blue: memory-bound; red: compute-bound. Hover a dot for the layer.</p>{svg}")
+    body.append(f"<h2>Layers ranked by {by} (click a header to sort)</h2><table class='sortable'><thead><tr><th>#</th>"
+                "<th>layer</th><th>type</th><th>latency ms</th><th>± IQR</th><th>share</th><th>FLOPs</th><th>bytes</th>"
+                "<th>FLOP/B</th><th>bound</th><th>% roof</th><th>source</th></tr></thead><tbody>"
+                + _layer_rows(p.ranked()) + "</tbody></table>")
+    body.append("<h2>By op type</h2>" + _totals(p, "type") + "<h2>By module</h2>" + _totals(p, "module"))
+    if compare is not None:
+        body.append(_compare(p, compare, *names))
+    return page(f"LayerScope profile: {m.name}", "".join(body))
