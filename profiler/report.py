@@ -68,12 +68,12 @@ def _layer_rows(rows: list[LayerRow]) -> str:
         t, m, pt = r.timing, r.metrics, r.point
         ai = m.arithmetic_intensity
         out.append(f"<tr><td data-v='{i}'>{i}</td><td>{html.escape(r.layer.id)}</td><td>{html.escape(r.layer.type_name)}</td>"
-                   + _num(t and t.latency_ms, fmt_ms(t.latency_ms) if t else "")
-                   + _num(t and t.spread_ms, fmt_ms(t.spread_ms) if t else "")
+                   + _num(t.latency_ms if t else None, fmt_ms(t.latency_ms) if t else "")
+                   + _num(t.spread_ms if t else None, fmt_ms(t.spread_ms) if t else "")
                    + _num(r.latency_share, f"{r.latency_share:.1%}")
                    + _num(m.flops, fmt_count(m.flops)) + _num(m.bytes_moved, fmt_bytes(m.bytes_moved))
                    + _num(ai, f"{ai:.1f}" if ai is not None else "") + f"<td>{r.bound.value}</td>"
-                   + _num(pt and pt.roof_fraction, pt.roof_text() if pt else "")
+                   + _num(pt.roof_fraction if pt else None, pt.roof_text() if pt else "")
                    + f"<td>{html.escape(str(r.layer.source or ''))}</td></tr>")
     return "".join(out)
 
