@@ -282,9 +282,11 @@ class HistoryStore:
     def profile_json(self, run_id: int) -> str | None:
         with self._errors(f"read run {run_id}"), self.engine.connect() as c:
             blob = c.execute(sa.select(_runs.c.profile).where(_runs.c.id == run_id)).scalar()
+        if blob is None or isinstance(blob, str):  # a profile stored as plain text (before compression) reads as is
+            return blob
         try:
-            return None if blob is None else zlib.decompress(blob).decode()
-        except zlib.error as e:
+            return zlib.decompress(blob).decode()
+        except (zlib.error, UnicodeDecodeError) as e:
             raise HistoryError(f"History database {self.where}: run {run_id}'s stored profile is damaged ({e}).") from e
 
     # ------------------------------------------------------------------ sweep candidates

@@ -324,6 +324,16 @@ def test_corrupt_locked_or_foreign_database_is_a_clear_error(tmp_path, monkeypat
     holder.rollback()
     store.add_run("profile", "m", "h")  # free again
     assert len(store.runs()) == 1
+    # a stored profile that is neither zlib nor text is damaged: said, naming the run
+    rid = store.add_run("profile", "m", "h", profile_json="{}")
+    assert store.profile_json(rid) == "{}"
+    with sqlite3.connect(db) as c:
+        c.execute("update runs set profile = ? where id = ?", (b"\x00garbage", rid))
+    with pytest.raises(HistoryError, match=f"run {rid}'s stored profile is damaged"):
+        store.profile_json(rid)
+    with sqlite3.connect(db) as c:  # plain text, as written before profiles were compressed
+        c.execute("update runs set profile = ? where id = ?", ("{}", rid))
+    assert store.profile_json(rid) == "{}"
 
 
 def test_sweep_cli_writes_report_plans_and_history(tmp_path, capsys, monkeypatch):
