@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["CSS", "SORT_JS", "ticks", "log_ticks", "page"]
+__all__ = ["CSS", "SORT_JS", "ticks", "log_ticks", "page", "cell"]
 
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330;max-width:1180px}
@@ -54,3 +54,12 @@ def page(title: str, body: str, script: str = "") -> str:
 
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head>"
             f"<body>{body}<script>{SORT_JS}{script}</script></body></html>")
+
+
+def cell(value: float | int | None, text: str) -> str:
+    """A table cell that sorts by ``value`` (``-`` when unknown) and shows ``text``."""
+    import html
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "<td>-</td>"
+    return f"<td data-v='{value}'>{html.escape(text)}</td>"

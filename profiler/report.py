@@ -9,14 +9,10 @@ import html
 import math
 
 from .format import fmt_bytes, fmt_count, fmt_ms
-from .html import log_ticks, page
+from .html import cell, log_ticks, page
 from .profile import LayerRow, Profile
 
 __all__ = ["profile_html"]
-
-
-def _num(v: float | int | None, text: str) -> str:
-    return "<td>-</td>" if v is None else f"<td data-v='{v}'>{html.escape(text)}</td>"
 
 
 def _roofline_svg(p: Profile) -> tuple[str, int]:
@@ -68,12 +64,12 @@ def _layer_rows(rows: list[LayerRow]) -> str:
         t, m, pt = r.timing, r.metrics, r.point
         ai = m.arithmetic_intensity
         out.append(f"<tr><td data-v='{i}'>{i}</td><td>{html.escape(r.layer.id)}</td><td>{html.escape(r.layer.type_name)}</td>"
-                   + _num(t.latency_ms if t else None, fmt_ms(t.latency_ms) if t else "")
-                   + _num(t.spread_ms if t else None, fmt_ms(t.spread_ms) if t else "")
-                   + _num(r.latency_share, f"{r.latency_share:.1%}")
-                   + _num(m.flops, fmt_count(m.flops)) + _num(m.bytes_moved, fmt_bytes(m.bytes_moved))
-                   + _num(ai, f"{ai:.1f}" if ai is not None else "") + f"<td>{r.bound.value}</td>"
-                   + _num(pt.roof_fraction if pt else None, pt.roof_text() if pt else "")
+                   + cell(t.latency_ms if t else None, fmt_ms(t.latency_ms) if t else "")
+                   + cell(t.spread_ms if t else None, fmt_ms(t.spread_ms) if t else "")
+                   + cell(r.latency_share, f"{r.latency_share:.1%}")
+                   + cell(m.flops, fmt_count(m.flops)) + cell(m.bytes_moved, fmt_bytes(m.bytes_moved))
+                   + cell(ai, f"{ai:.1f}" if ai is not None else "") + f"<td>{r.bound.value}</td>"
+                   + cell(pt.roof_fraction if pt else None, pt.roof_text() if pt else "")
                    + f"<td>{html.escape(str(r.layer.source or ''))}</td></tr>")
     return "".join(out)
 
@@ -81,10 +77,10 @@ def _layer_rows(rows: list[LayerRow]) -> str:
 def _totals(p: Profile, key: str) -> str:
     groups = p.totals_by(key, 1)
     top = max((g.share(p.static) for g in groups), default=0.0) or 1.0
-    rows = "".join(f"<tr><td>{html.escape(g.path)}</td>{_num(g.layers, str(g.layers))}"
-                   f"{_num(g.latency_ms, fmt_ms(g.latency_ms))}{_num(g.share(p.static), f'{g.share(p.static):.1%}')}"
+    rows = "".join(f"<tr><td>{html.escape(g.path)}</td>{cell(g.layers, str(g.layers))}"
+                   f"{cell(g.latency_ms, fmt_ms(g.latency_ms))}{cell(g.share(p.static), f'{g.share(p.static):.1%}')}"
                    f"<td><span class='bar' style='width:{160 * g.share(p.static) / top:.0f}px'></span></td>"
-                   f"{_num(g.flops, fmt_count(g.flops))}{_num(g.params, f'{g.params:,}')}</tr>" for g in groups)
+                   f"{cell(g.flops, fmt_count(g.flops))}{cell(g.params, f'{g.params:,}')}</tr>" for g in groups)
     head = "op type" if key == "type" else "module"
     share = "share of FLOPs" if p.static else "share of time"
     return (f"<table class='sortable'><thead><tr><th>{head}</th><th>layers</th><th>ms</th><th>{share}</th><th></th><th>FLOPs</th>"
@@ -99,8 +95,8 @@ def _compare(a: Profile, b: Profile, name_a: str, name_b: str) -> str:
         ta, tb = a.timings[lid].latency_ms, b.timings[lid].latency_ms
         ch = (tb - ta) / ta if ta > 0 else math.nan
         within = abs(tb - ta) <= max(a.timings[lid].spread_ms, b.timings[lid].spread_ms)
-        rows.append(f"<tr><td>{html.escape(lid)}</td>{_num(ta, fmt_ms(ta))}{_num(tb, fmt_ms(tb))}"
-                    f"{_num(ch, f'{ch:+.0%}')}<td>{'within noise' if within else ''}</td></tr>")
+        rows.append(f"<tr><td>{html.escape(lid)}</td>{cell(ta, fmt_ms(ta))}{cell(tb, fmt_ms(tb))}"
+                    f"{cell(ch, f'{ch:+.0%}')}<td>{'within noise' if within else ''}</td></tr>")
     only_a = [lid for lid in a.graph.ids() if lid not in b.graph]
     only_b = [lid for lid in b.graph.ids() if lid not in a.graph]
     ea, eb = a.summary.end_to_end_ms, b.summary.end_to_end_ms

@@ -25,9 +25,18 @@ from ..errors import BudgetError, HardwareProfileError
 from ..hardware import HardwareProfile, load_device_profile
 from ..safeio import finite, read_json
 
-__all__ = ["Budgets", "Target", "BudgetCheck", "resolve_targets", "check_budgets", "BUDGET_KEYS"]
+__all__ = ["known_keys", "Budgets", "Target", "BudgetCheck", "resolve_targets", "check_budgets", "BUDGET_KEYS"]
 
 MIB = 2**20
+
+
+def known_keys(data: Any, keys: tuple[str, ...] | list[str], origin: str, what: str) -> None:
+    """``data`` is a JSON object holding only ``keys``, else a BudgetError naming the file and the keys."""
+    if not isinstance(data, dict):
+        raise BudgetError(f"{origin}: {what} must be a JSON object with keys {', '.join(keys)}.")
+    unknown = sorted(set(data) - set(keys))
+    if unknown:
+        raise BudgetError(f"{origin}: unknown key(s) {', '.join(unknown)}; {what} know {', '.join(keys)}.")
 
 
 @dataclass(frozen=True)
@@ -44,11 +53,7 @@ class Budgets:
 
     @classmethod
     def from_dict(cls, data: Any, origin: str = "budgets") -> Budgets:
-        if not isinstance(data, dict):
-            raise BudgetError(f"{origin}: budgets must be a JSON object with keys {', '.join(BUDGET_KEYS)}.")
-        unknown = sorted(set(data) - set(BUDGET_KEYS))
-        if unknown:
-            raise BudgetError(f"{origin}: unknown key(s) {', '.join(unknown)}; budgets know {', '.join(BUDGET_KEYS)}.")
+        known_keys(data, BUDGET_KEYS, origin, "budgets")
         values: dict[str, Any] = {}
         for k, v in data.items():
             if k == "targets":

@@ -29,6 +29,7 @@ from ..compression.specs import parse_params
 from ..errors import BudgetError
 from ..profile import Profile
 from ..safeio import read_json
+from .budgets import known_keys
 
 __all__ = ["Recipe", "SearchSpace", "DEFAULT_SPACE"]
 
@@ -103,11 +104,7 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: Any, origin: str = "search space") -> SearchSpace:
-        if not isinstance(data, dict):
-            raise BudgetError(f"{origin}: a search space is a JSON object with keys techniques, layers, mixed, sensitivity.")
-        unknown = sorted(set(data) - set(DEFAULT_SPACE))
-        if unknown:
-            raise BudgetError(f"{origin}: unknown key(s) {', '.join(unknown)}; use {', '.join(DEFAULT_SPACE)}.")
+        known_keys(data, list(DEFAULT_SPACE), origin, "search spaces")
         merged = {**DEFAULT_SPACE, **data}
         techs = merged["techniques"]
         if not isinstance(techs, dict) or not techs:
