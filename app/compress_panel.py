@@ -41,6 +41,7 @@ from layerscope.profiler.compression import (
     LayerSpec,
     coreml_configs,
     estimate_static,
+    nncf_config,
     resolve_plan,
     select_layers,
     torch_ao_mapping,
@@ -214,6 +215,7 @@ class CompressionPanel(QWidget):
         menu.addAction("ONNX Runtime quantize args…", lambda: self.export("ort"))
         menu.addAction("coremltools.optimize.torch configs…", lambda: self.export("coreml"))
         menu.addAction("torchao FqnToConfig…", lambda: self.export("torchao"))
+        menu.addAction("OpenVINO NNCF steps and IgnoredScope…", lambda: self.export("nncf"))
         menu.addAction("torch.ao QConfigMapping (deprecated)…", lambda: self.export("torch.ao"))
         self.export_btn.setMenu(menu)
         for w in (self.save_btn, self.load_btn, self.export_btn):
@@ -372,7 +374,7 @@ class CompressionPanel(QWidget):
                             "ONNX Runtime' and Apply again (the plan needs 8-bit quantised layers).")
                 return None
             return rep.ort.config.to_json()
-        adapter = {"coreml": coreml_configs, "torchao": torchao_config, "torch.ao": torch_ao_mapping}[kind]
+        adapter = {"coreml": coreml_configs, "torchao": torchao_config, "nncf": nncf_config, "torch.ao": torch_ao_mapping}[kind]
         return json.dumps(adapter(rep.resolved, self.state.profile.graph), indent=2)
 
     def _error(self, msg: str) -> None:

@@ -9,7 +9,16 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from layerscope.profiler.compression import ESTIMATES, CompressionPlan, CompressionReport, coreml_configs, estimate_plan, torch_ao_mapping, torchao_config
+from layerscope.profiler.compression import (
+    ESTIMATES,
+    CompressionPlan,
+    CompressionReport,
+    coreml_configs,
+    estimate_plan,
+    nncf_config,
+    torch_ao_mapping,
+    torchao_config,
+)
 from layerscope.profiler.compression.apply import model_bytes
 from layerscope.profiler.errors import PlanError
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
@@ -82,7 +91,7 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
 
 
 OUTPUTS = {"json": "--json", "save_plan": "--save-plan", "export_ort": "--export-ort", "export_coreml": "--export-coreml",
-           "export_torchao": "--export-torchao", "export_torch_ao": "--export-torch-ao", "out": "--out", "onnx": "--onnx"}
+           "export_torchao": "--export-torchao", "export_nncf": "--export-nncf", "export_torch_ao": "--export-torch-ao", "out": "--out", "onnx": "--onnx"}
 
 
 def _write(path: str, text: str, console: Console, what: str) -> None:
@@ -124,6 +133,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         _write(args.export_coreml, json.dumps(coreml_configs(rep.resolved, profile.graph), indent=2), console, "--export-coreml")
     if args.export_torchao:
         _write(args.export_torchao, json.dumps(torchao_config(rep.resolved, profile.graph), indent=2), console, "--export-torchao")
+    if args.export_nncf:
+        _write(args.export_nncf, json.dumps(nncf_config(rep.resolved, profile.graph), indent=2), console, "--export-nncf")
     if args.export_torch_ao:
         _write(args.export_torch_ao, json.dumps(torch_ao_mapping(rep.resolved, profile.graph), indent=2), console, "--export-torch-ao")
     if args.out:
@@ -162,6 +173,10 @@ def add_compress_parser(sub) -> None:
     c.add_argument("--export-torchao", help="write a torchao FqnToConfig (module path -> IntxWeightOnlyConfig / "
                                             "Int8DynamicActivationIntxWeightConfig; conv and embedding layers included by name); "
                                             "apply it with layerscope.profiler.compression.apply_torchao")
+    c.add_argument("--export-nncf", help="write OpenVINO NNCF steps for the torch backend: nncf.quantize (preset) for int8 layers "
+                                         "with int8 activations, nncf.compress_weights (mode, group size) for int8/int4 weights, "
+                                         "each with an IgnoredScope keeping every other layer float; apply with "
+                                         "layerscope.profiler.compression.apply_nncf")
     c.add_argument("--export-torch-ao", help="deprecated (torch.ao.quantization is deprecated in favour of torchao): write the "
                                              "torch.ao QConfigMapping (set_module_name entries)")
     c.add_argument("--workdir", help="keep the ORT float/int8 .onnx files in this folder (default: a scratch folder in "

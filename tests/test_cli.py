@@ -113,6 +113,7 @@ def test_compress_estimate_int8_on_digits_reports_accuracy_and_exports(capsys, t
     rep, ort_cfg, ao, tao = tmp_path / "r.json", tmp_path / "ort.json", tmp_path / "ao.json", tmp_path / "torchao.json"
     rc, out, _ = run(capsys, "compress", "digits_cnn", "--estimate", "int8", "--runs", "2", "--json", str(rep),
                      "--export-ort", str(ort_cfg), "--export-torch-ao", str(ao), "--export-torchao", str(tao),
+                     "--export-nncf", str(tmp_path / "nncf.json"),
                      "--out", str(tmp_path / "c.pt2"))
     assert rc == 0
     assert "Top-1 accuracy: 99.4% →" in out and "ONNX Runtime int8 (real kernels, quantize_static, 5 node(s)" in out
@@ -127,6 +128,9 @@ def test_compress_estimate_int8_on_digits_reports_accuracy_and_exports(capsys, t
     # torchao: every layer but conv1 (one input channel, which torchao's intx conv cannot take), the convs by name
     torchao = json.loads(tao.read_text())
     assert set(torchao["fqn_to_config"]) == {"conv2", "conv3", "fc1", "fc2"} and torchao["cannot_express"][0].startswith("conv1")
+    nncf_steps = json.loads((tmp_path / "nncf.json").read_text())["steps"]  # int8 with activations: one nncf.quantize, nothing ignored
+    assert [(s["function"], s["layers"], s["ignored_scope"]["patterns"]) for s in nncf_steps] == [
+        ("nncf.quantize", ["conv1", "conv2", "conv3", "fc1", "fc2"], [])]
     rc, out, _ = run(capsys, "profile", str(tmp_path / "c.pt2"), "--runs", "1", "--top", "1")
     assert rc == 0  # the compressed model loads again
 

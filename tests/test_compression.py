@@ -447,3 +447,59 @@ def test_torchao_config_runs_in_torchao_on_conv_linear_and_embedding():
     changed = apply_torchao(gpt.module, g_cfg)
     assert sorted(changed) == sorted(g_cfg["fqn_to_config"]) and any("emb" in c for c in changed)
     assert torch.isfinite(gpt.module(*gpt.inputs)).all()
+
+
+def test_nncf_export_runs_in_nncf_on_the_named_layers_only(monkeypatch):
+    """The NNCF export is proven by NNCF itself (optional extra): each step's IgnoredScope is built and
+    validated against NNCF's own torch graph (a pattern that matched nothing would raise), and after the
+    steps exactly the plan's layers carry NNCF's weight quantizer or decompressor of the planned kind."""
+    pytest.importorskip("nncf")
+    import copy
+
+    from layerscope.profiler.capture import capture
+    from layerscope.profiler.compression import apply_nncf, build_nncf_ignored_scope, nncf_config, nncf_weight_modes
+    from layerscope.profiler.compression.plan import ResolvedSpec
+
+    monkeypatch.setenv("NNCF_EXTENSION_LOAD_TIMEOUT", "600")  # NNCF compiles its CPU kernels on first use (slow on 2 cores)
+    model = load_model("digits_cnn").module.eval()
+    samples = builtin_samples("digits")
+    x = samples.batches[0][0][:8]
+    graph = capture(model, (x[:1],)).graph
+    resolved = [ResolvedSpec("conv2", 0, "quantize", {"bits": 8, "activations": True}),
+                ResolvedSpec("conv3", 1, "quantize", {"bits": 8, "granularity": "per_tensor"}),
+                ResolvedSpec("fc1", 2, "quantize", {"bits": 4, "granularity": "group", "group_size": 16}),
+                ResolvedSpec("fc2", 3, "palettize", {"bits": 4})]
+    cfg = json.loads(json.dumps(nncf_config(resolved, graph)))  # exactly what --export-nncf writes
+    assert [s["function"] for s in cfg["steps"]] == ["nncf.quantize", "nncf.compress_weights", "nncf.compress_weights"]
+    assert cfg["steps"][0]["preset"] == "MIXED" and cfg["steps"][0]["layers"] == ["conv2"]
+    assert cfg["steps"][0]["ignored_scope"]["patterns"] == [r"^conv1/[^/]+/\d+$", r"^conv3/[^/]+/\d+$", r"^fc1/[^/]+/\d+$",
+                                                             r"^fc2/[^/]+/\d+$"]
+    assert (cfg["steps"][1]["mode"], cfg["steps"][1]["group_size"]) == ("INT4_SYM", 16)
+    assert cfg["steps"][2]["mode"] == "INT8_SYM" and any(a.startswith("conv3: per_tensor") for a in cfg["approximations"])
+    assert cfg["cannot_express"][0].startswith("fc2: palettize")
+    import nncf
+
+    assert isinstance(build_nncf_ignored_scope(cfg["steps"][0]["ignored_scope"]), nncf.IgnoredScope)
+    q = apply_nncf(copy.deepcopy(model), cfg, [(x,)])
+    assert nncf_weight_modes(q) == {"conv2": "int8 (quantize)", "fc1": "int4_sym", "conv3": "int8_sym"}
+
+    with torch.no_grad():  # still the same classifier: NNCF's int8/int4 agrees with float on most test digits
+        xs = torch.cat([b[0] for b in samples.batches])
+        assert (q(xs).argmax(1) == model(xs).argmax(1)).float().mean() >= 0.9
+
+    bad = copy.deepcopy(cfg)  # a name NNCF's graph lacks is refused by NNCF, not ignored: the validation is real
+    bad["steps"][0]["ignored_scope"]["patterns"].append(r"^conv9/[^/]+/\d+$")
+    with pytest.raises(nncf.errors.ValidationError, match="conv9"):
+        apply_nncf(copy.deepcopy(model), bad, [(x,)])
+
+    gpt = load_model("gpt_mini")  # nested module paths, embeddings and linears: int8 weights on every block's MLP only
+    g_graph = capture(gpt.module, gpt.inputs).graph
+    mlp = [layer.id for layer in g_graph if ".mlp.fc" in layer.id]
+    g_cfg = nncf_config([ResolvedSpec(lid, 0, "quantize", {"bits": 8, "symmetric": False}) for lid in mlp], g_graph)
+    gq = apply_nncf(gpt.module.eval(), g_cfg, [gpt.inputs])
+    assert nncf_weight_modes(gq) == {g_graph[lid].module_path: "int8_asym" for lid in mlp}
+    assert torch.isfinite(gq(*gpt.inputs)).all()
+    fc1 = [lid for lid in mlp if lid.endswith("fc1")]  # static int8: NNCF also quantises attention inputs and norms, not weights
+    s_cfg = nncf_config([ResolvedSpec(lid, 0, "quantize", {"bits": 8, "activations": True}) for lid in fc1], g_graph)
+    sq = apply_nncf(load_model("gpt_mini").module.eval(), s_cfg, [gpt.inputs])
+    assert nncf_weight_modes(sq) == {g_graph[lid].module_path: "int8 (quantize)" for lid in fc1}

@@ -154,6 +154,8 @@ def test_compress_selection_shows_before_after_and_undo(qtbot, window, tmp_path)
     assert '"module_name_configs"' in panel.export_text("coreml") and all(f'"{lid}"' in panel.export_text("torch.ao") for lid in slowest)
     torchao = json.loads(panel.export_text("torchao"))  # each layer is configured, or named with why torchao cannot take it
     assert all(lid in torchao["fqn_to_config"] or any(line.startswith(lid) for line in torchao["cannot_express"]) for lid in slowest)
+    nncf = json.loads(panel.export_text("nncf"))  # int8 weights and activations: one nncf.quantize over exactly these layers
+    assert [(s["function"], sorted(s["layers"])) for s in nncf["steps"]] == [("nncf.quantize", sorted(slowest))]
     plan_file = tmp_path / "p.json"
     plan_file.write_text(window.state.plan.to_json())
     panel.undo_btn.click()
