@@ -49,6 +49,31 @@ def check_before_work(args: argparse.Namespace, flags: dict[str, str]) -> None:
             check_output_path(value, flag)
 
 
+ME_HELP = ("write the model as Google AI Edge Model Explorer opens it (model.pt2, or your .pt2) and one node-data file per "
+           "metric (latency, share, FLOPs, bound, %% of roof; SQNR after compression) keyed by its nodes, into FOLDER")
+
+
+def write_model_explorer_for(folder: str, profile, loaded, console, sqnr_db: dict[str, float] | None = None,
+                             threshold_db: float = 20.0) -> None:
+    """``--model-explorer FOLDER`` after a profile or compress run: the model as Model Explorer opens it and one
+    node-data file per metric, keyed by that file's nodes; says how many layers landed and how to open them."""
+    from layerscope.profiler.model_explorer import write_model_explorer
+
+    console.print("Writing the Model Explorer overlays (torch.export of the model)…")
+    files = write_model_explorer(folder, profile, loaded.module, loaded.inputs, exported=loaded.exported,
+                                 source_pt2=loaded.spec if loaded.kind == "pt2" else None, sqnr_db=sqnr_db, threshold_db=threshold_db)
+    said_model_explorer(files, "layers", console)
+
+
+def said_model_explorer(files, what: str, console) -> None:
+    console.print(f"Wrote {len(files.node_data)} Model Explorer node-data files to {files.node_data[0].parent} "
+                  f"({files.placed} of {files.total} {what} placed on the graph of {files.model})")
+    if files.unplaced:
+        shown = ", ".join(files.unplaced[:5]) + (f", … ({len(files.unplaced) - 5} more)" if len(files.unplaced) > 5 else "")
+        console.print(f"  [yellow]note:[/] no node of that graph carries these {what}: {shown}")
+    console.print(f"  open: {files.command()}")
+
+
 def request_for(args: argparse.Namespace, spec: str | None = None) -> ModelRequest:
     """The one typed request of a command's MODEL argument and model options."""
     return ModelRequest.from_args(args, spec)

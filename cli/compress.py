@@ -23,9 +23,10 @@ from layerscope.profiler.compression.apply import model_bytes
 from layerscope.profiler.errors import PlanError
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
 from layerscope.profiler.jobs import ModelRequest, compress_job
+from layerscope.profiler.model_explorer import check_model_explorer_folder
 from layerscope.profiler.safeio import atomic_path, atomic_write_text, check_output_path
 
-from .common import add_history_arguments, check_before_work, record_for, request_for, run_work, said_recorded
+from .common import ME_HELP, add_history_arguments, check_before_work, record_for, request_for, run_work, said_recorded, write_model_explorer_for
 from .compare import print_diagnostics
 
 __all__ = ["add_compress_parser", "print_report"]
@@ -91,7 +92,8 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
 
 
 OUTPUTS = {"json": "--json", "save_plan": "--save-plan", "export_ort": "--export-ort", "export_coreml": "--export-coreml",
-           "export_torchao": "--export-torchao", "export_nncf": "--export-nncf", "export_torch_ao": "--export-torch-ao", "out": "--out", "onnx": "--onnx"}
+           "export_torchao": "--export-torchao", "export_nncf": "--export-nncf", "export_torch_ao": "--export-torch-ao",
+           "out": "--out", "onnx": "--onnx"}
 
 
 def _write(path: str, text: str, console: Console, what: str) -> None:
@@ -100,15 +102,18 @@ def _write(path: str, text: str, console: Console, what: str) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-
     if (args.plan is None) == (args.estimate is None):
         raise PlanError("Give exactly one of --plan plan.json or --estimate {" + ",".join(ESTIMATES) + "}.")
     check_before_work(args, OUTPUTS)
+    check_model_explorer_folder(args.model_explorer)
     plan = CompressionPlan.load(args.plan) if args.plan else estimate_plan(args.estimate)  # a bad plan fails first
     req = request_for(args)
     ort_int8 = args.ort_int8 or bool(args.export_ort) or args.estimate in ("int8", "int8-weights")
 
+    kept: list = []
+
     def room_for_models(loaded) -> None:  # model-sized artifacts: is there room for them?
+        kept.append(loaded)
         for attr in ("out", "onnx"):
             if getattr(args, attr):
                 check_output_path(getattr(args, attr), OUTPUTS[attr], size_bytes=model_bytes(loaded.module))
@@ -148,6 +153,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         with atomic_path(args.onnx, "--onnx") as tmp:
             export_onnx(outcome.candidate, result.inputs, tmp)
         console.print(f"Wrote {args.onnx} (the compressed model as the torch copy computes it)")
+    if args.model_explorer:  # the float model's graph, with each layer's output SQNR after compression beside its timing
+        write_model_explorer_for(args.model_explorer, profile, kept[0], console,
+                                 sqnr_db={c.layer_id: c.sqnr_db for c in result.comparison.layers if c.sqnr_db is not None},
+                                 threshold_db=args.threshold)
     said_recorded(record, console)
     return 0
 
@@ -179,6 +188,7 @@ def add_compress_parser(sub) -> None:
                                          "layerscope.profiler.compression.apply_nncf")
     c.add_argument("--export-torch-ao", help="deprecated (torch.ao.quantization is deprecated in favour of torchao): write the "
                                              "torch.ao QConfigMapping (set_module_name entries)")
+    c.add_argument("--model-explorer", metavar="FOLDER", help=ME_HELP)
     c.add_argument("--workdir", help="keep the ORT float/int8 .onnx files in this folder (default: a scratch folder in "
                                     "LayerScope's cache, removed afterwards)")
     c.add_argument("--threshold", type=float, default=20.0, help="SQNR (dB) under which a layer counts as broken (default 20)")

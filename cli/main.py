@@ -7,7 +7,10 @@ contract exception, see pyproject.toml).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -19,11 +22,24 @@ from layerscope.profiler.errors import describe
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
 from layerscope.profiler.hardware import save_cached, trusted
 from layerscope.profiler.jobs import MODEL_HELP, ModelRequest, onnx_job, profile_job
+from layerscope.profiler.model_explorer import check_model_explorer_folder
 from layerscope.profiler.resources import parse_device
 from layerscope.profiler.safeio import atomic_write_text
 from layerscope.profiler.workspace import Terminated, install_signal_handlers
 
-from .common import add_history_arguments, check_before_work, err, record_for, request_for, run_work, said_recorded, setup_logging
+from .common import (
+    ME_HELP,
+    add_history_arguments,
+    check_before_work,
+    err,
+    record_for,
+    request_for,
+    run_work,
+    said_model_explorer,
+    said_recorded,
+    setup_logging,
+    write_model_explorer_for,
+)
 from .compare import add_compare_parser
 from .compress import add_compress_parser
 from .sweep import add_history_parser, add_sweep_parser
@@ -96,10 +112,14 @@ def print_profile(profile: Profile, top: int, console: Console, threads_given: b
 
 def cmd_profile(args: argparse.Namespace) -> int:
     check_before_work(args, {"json": "--json", "csv": "--csv"})
+    check_model_explorer_folder(args.model_explorer)
     record = record_for(args)
-    profile = run_work(profile_job(request_for(args), record), args.quiet)
+    loaded: list = []
+    profile = run_work(profile_job(request_for(args), record, on_loaded=loaded.append), args.quiet)
     out = Console(width=max(Console().width, 140) if not sys.stdout.isatty() else None)
     print_profile(profile, args.top, out, threads_given=args.threads is not None)
+    if args.model_explorer:
+        write_model_explorer_for(args.model_explorer, profile, loaded[0], out)
     if args.json:
         profile.save(args.json)
         out.print(f"Wrote {args.json}")
@@ -140,14 +160,27 @@ def print_onnx(op: OnnxProfile, top: int, console: Console) -> None:
 
 def cmd_onnx(args: argparse.Namespace) -> int:
     check_before_work(args, {"json": "--json"})
+    check_model_explorer_folder(args.model_explorer)
     spec = args.model or "resnet18"
     plain = spec.endswith(".onnx")
     req = request_for(args, spec)
-    work = onnx_job(req, opt_level=args.opt_level, provider=args.provider, onnx_path=spec if plain else None,
-                    workdir=args.workdir)
-    result = run_work(work, args.quiet)
-    out = Console(width=max(Console().width, 160) if not sys.stdout.isatty() else None)
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir
+        if args.model_explorer and not workdir and not plain:  # the exported .onnx must outlive the job to be copied
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="layerscope-onnx-"))
+        work = onnx_job(req, opt_level=args.opt_level, provider=args.provider, onnx_path=spec if plain else None,
+                        workdir=workdir)
+        result = run_work(work, args.quiet)
+        out = Console(width=max(Console().width, 160) if not sys.stdout.isatty() else None)
+        if args.model_explorer:
+            from layerscope.profiler.model_explorer import write_onnx_model_explorer
+
+            files = write_onnx_model_explorer(args.model_explorer, result, spec if plain else result.onnx_path)
+        if workdir != args.workdir:
+            result = dataclasses.replace(result, onnx_path="", optimized_path="")
     print_onnx(result, args.top, out)
+    if args.model_explorer:
+        said_model_explorer(files, "compiled ops", out)
     if args.json:
         atomic_write_text(args.json, result.to_json(), "--json")
         out.print(f"Wrote {args.json}")
@@ -222,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=15, help="rows in the ranked table (default 15)")
     p.add_argument("--json", help="write the full Profile as JSON")
     p.add_argument("--csv", help="write one row per layer as CSV")
+    p.add_argument("--model-explorer", metavar="FOLDER", help=ME_HELP)
     add_history_arguments(p)
     p.set_defaults(func=cmd_profile)
     o = sub.add_parser("onnx", help="export to ONNX, profile in ONNX Runtime, map compiled ops to source layers")
@@ -238,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--warmup", type=int, default=3)
     o.add_argument("--top", type=int, default=20)
     o.add_argument("--json", help="write the op mapping as JSON")
+    o.add_argument("--model-explorer", metavar="FOLDER", help="write the exported model.onnx (or point at your .onnx) and "
+                   "ONNX Runtime kernel time per ONNX node as Model Explorer node data (model-explorer-onnx's node ids)")
     o.add_argument("--workdir", help="keep the exported .onnx, the optimised .onnx and the ORT trace in this folder "
                                     "(default: a scratch folder in LayerScope's cache, removed afterwards)")
     o.set_defaults(func=cmd_onnx)

@@ -55,13 +55,17 @@ def _in_threads(job: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @_in_threads
-def profile_job(req: ModelRequest, record: Record | None = None) -> Work[Profile]:
+def profile_job(req: ModelRequest, record: Record | None = None,
+                on_loaded: Callable[[LoadedModel], None] | None = None) -> Work[Profile]:
     """Load, (calibrate,) capture, measure and classify every layer; recorded in the history when
-    ``record`` says so."""
+    ``record`` says so. ``on_loaded``: called with the loaded model (the CLI keeps it for the Model
+    Explorer export, which needs the module the profile measured)."""
     req.check()
     yield Progress("load", 0, 1, req.model or "default model")
     loaded = req.load()
     yield Progress("load", 1, 1, loaded.name)
+    if on_loaded is not None:
+        on_loaded(loaded)
     log.info("loaded %s (%s) with inputs %s", loaded.name, loaded.kind, [tuple(t.shape) for t in loaded.inputs])
     n = torch.get_num_threads()
     busy = other_load_now() if req.threads is None and n > 1 and req.device.startswith("cpu") and not req.static else None
