@@ -209,13 +209,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from layerscope.profiler.report import profile_html
+    from layerscope.profiler.onnx import OnnxProfile
+    from layerscope.profiler.report import check_compress_report, profile_html
+    from layerscope.profiler.safeio import read_json
 
     check_before_work(args, {"out": "-o/--out"})
     profile = Profile.load(args.profile)
     other = Profile.load(args.compare) if args.compare else None
     names = (Path(args.profile).stem, Path(args.compare).stem if args.compare else "")
-    atomic_write_text(args.out, profile_html(profile, other, names), "-o/--out")
+    onnx = OnnxProfile.load(args.onnx, "--onnx") if args.onnx else None
+    compressed = (check_compress_report(read_json(args.compress, "--compress", LayerScopeError), f"--compress {args.compress}")
+                  if args.compress else None)
+    atomic_write_text(args.out, profile_html(profile, other, names, onnx, compressed), "-o/--out")
     Console().print(f"Wrote {args.out} (one self-contained HTML file: open it in any browser, no network needed)")
     return 0
 
@@ -295,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="a saved profile as one self-contained HTML report (roofline, ranked table, totals)")
     r.add_argument("profile", help="a profile JSON (profile --json, or the app's Save profile)")
     r.add_argument("--compare", metavar="OTHER.json", help="another profile of the same model: compared layer by layer")
+    r.add_argument("--onnx", metavar="ONNX.json", help="`layerscope onnx --json` of the same model: the compiled ops and their coverage")
+    r.add_argument("--compress", metavar="COMPRESS.json", help="`layerscope compress --json`: size, latency and quality before/after, "
+                                                              "each layer's change, SQNR along depth and the diagnostics")
     r.add_argument("-o", "--out", required=True, help="the HTML file to write")
     r.set_defaults(func=cmd_report)
     sub.add_parser("zoo", help="list built-in models").set_defaults(func=cmd_zoo)

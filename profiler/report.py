@@ -1,18 +1,24 @@
-"""``layerscope report PROFILE.json [--compare OTHER.json] -o report.html``: a profile as one
-self-contained HTML page to send to the people who decide. It holds the headline, a log-log roofline
-with one dot per layer (hover for the layer), the ranked layer table (click a header to sort), time and
-FLOPs by op type and by top-level module, and, with ``--compare``, the two profiles layer by layer."""
+"""``layerscope report PROFILE.json [--compare OTHER.json] [--onnx ONNX.json] [--compress COMPRESS.json] -o report.html``:
+a profile as one self-contained HTML page to send to the people who decide. It holds the headline, a log-log
+roofline with one dot per layer (hover for the layer), the ranked layer table (click a header to sort), time and
+FLOPs by op type and by top-level module; with ``--compare`` the two profiles layer by layer; with ``--onnx``
+(``layerscope onnx --json``) the compiled ONNX Runtime ops and how much of their time maps to source layers; with
+``--compress`` (``layerscope compress --json``) size, latency and quality before/after, each layer's change and
+output SQNR along depth, and the diagnostics."""
 
 from __future__ import annotations
 
 import html
 import math
+from typing import Any
 
-from .format import fmt_bytes, fmt_count, fmt_ms
-from .html import cell, log_ticks, page
+from .errors import LayerScopeError
+from .format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
+from .html import cell, log_ticks, page, ticks
+from .onnx.results import OnnxProfile
 from .profile import LayerRow, Profile
 
-__all__ = ["profile_html"]
+__all__ = ["profile_html", "check_compress_report"]
 
 
 def _roofline_svg(p: Profile) -> tuple[str, int]:
@@ -107,8 +113,122 @@ def _compare(a: Profile, b: Profile, name_a: str, name_b: str) -> str:
             f"<th>change</th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def profile_html(p: Profile, compare: Profile | None = None, names: tuple[str, str] = ("A", "B")) -> str:
-    """The report of ``p`` (and its comparison with ``compare``) as one self-contained HTML page."""
+def _compiled(op: OnnxProfile, top: int = 40) -> str:
+    """ONNX Runtime's compiled ops ranked by kernel time, each with the source layers it maps to."""
+    e = html.escape
+    total = op.total_op_ms or 1.0
+    target = "source layers" if op.has_source else "ONNX nodes (a plain .onnx file: no PyTorch source)"
+    rows = []
+    for i, o in enumerate(op.ranked()[:top], 1):
+        layers = ", ".join(o.layer_ids) if o.layer_ids else ", ".join(o.onnx_nodes[:3]) + (" …" if len(o.onnx_nodes) > 3 else "")
+        rows.append(f"<tr>{cell(i, str(i))}<td>{e(o.name)}</td><td>{e(o.op_type)}</td>{cell(o.latency_ms, fmt_ms(o.latency_ms))}"
+                    f"{cell(o.latency_ms / total, fmt_pct(o.latency_ms / total))}{cell(len(o.onnx_nodes), str(len(o.onnx_nodes)))}"
+                    f"<td>{e(layers) or '-'}</td><td>{e(o.how.value)}</td><td>{e('; '.join(o.source_lines[:2]))}</td></tr>")
+    unmapped = (f"<div class='note'>Unmapped ops: {e(', '.join(op.unmapped))}</div>" if op.unmapped else "")
+    return (f"<h2>Compiled ops (ONNX Runtime)</h2><p>{e(op.model_name)}: {e(op.exporter.value)} → ONNX Runtime {e(op.ort_version)}, "
+            f"opt level <b>{e(op.opt_level.value)}</b>, {e(op.provider)}; <b>{fmt_ms(op.end_to_end_ms)} ms</b> end to end (median of "
+            f"{op.runs} runs), sum of op medians {fmt_ms(op.total_op_ms)} ms.</p>"
+            f"<p class='coverage'>Coverage: <b>{fmt_pct(op.coverage_ops)}</b> of {len(op.ops)} compiled ops and "
+            f"<b>{fmt_pct(op.coverage_time)}</b> of op time map to {target}.</p>{unmapped}"
+            + "".join(f"<div class='note'>{e(n)}</div>" for n in op.notes)
+            + f"<table class='sortable' id='compiled'><thead><tr><th>#</th><th>ORT op</th><th>op type</th><th>ms</th><th>share</th>"
+            f"<th>ONNX nodes</th><th>source layers</th><th>match</th><th>source line</th></tr></thead><tbody>{''.join(rows)}</tbody>"
+            f"</table>" + (f"<p class='muted'>The {top} slowest of {len(op.ops)} ops.</p>" if len(op.ops) > top else ""))
+
+
+_COMPRESS_KEYS = ("summary", "layers", "comparison", "diagnostics")
+
+
+def check_compress_report(data: Any, origin: str) -> dict[str, Any]:
+    """``data`` when it is a ``layerscope compress --json`` report, else an error naming ``origin``."""
+    if not isinstance(data, dict) or any(k not in data for k in _COMPRESS_KEYS):
+        raise LayerScopeError(f"{origin} is not a `layerscope compress --json` report (it needs {', '.join(_COMPRESS_KEYS)}).")
+    return data
+
+
+def _sqnr_svg(layers: list[dict[str, Any]], threshold_db: float) -> tuple[str, int]:
+    """Each compared layer's output SQNR along depth, with the threshold; (svg, dots)."""
+    W, H, L, R, T, B = 620, 260, 56, 16, 14, 40
+    pts = [(c["position"], c["sqnr_db"], c["layer_id"]) for c in layers
+           if isinstance(c.get("sqnr_db"), int | float) and math.isfinite(c["sqnr_db"])]
+    if not pts:
+        return "<p class='muted'>No layer has an SQNR (shapes changed everywhere).</p>", 0
+    x0, x1 = min(p[0] for p in pts), max(max(p[0] for p in pts), min(p[0] for p in pts) + 1)
+    ys = [p[1] for p in pts] + [threshold_db]
+    y0, y1 = min(ys) - 5, max(ys) + 5
+
+    def sx(x: float) -> float:
+        return L + (x - x0) / (x1 - x0) * (W - L - R)
+
+    def sy(y: float) -> float:
+        return T + (y1 - y) / (y1 - y0) * (H - T - B)
+
+    out = [f'<svg class="plot" id="sqnr" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img">',
+           f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" class="frame"/>']
+    for t in ticks(y0, y1):
+        out.append(f'<line x1="{L}" x2="{W - R}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
+                   f'<text x="{L - 6}" y="{sy(t) + 4:.1f}" class="tick" text-anchor="end">{t:g}</text>')
+    out.append(f'<line x1="{L}" x2="{W - R}" y1="{sy(threshold_db):.1f}" y2="{sy(threshold_db):.1f}" class="budget"/>'
+               f'<text x="{W - R - 4}" y="{sy(threshold_db) - 4:.1f}" class="tick" text-anchor="end">{threshold_db:g} dB</text>')
+    out.append('<polyline class="front" points="' + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in pts) + '"/>')
+    for x, y, lid in pts:
+        cls = "fail" if y < threshold_db else "pass"
+        out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" class="pt {cls}" data-layer="{html.escape(lid)}">'
+                   f'<title>{html.escape(lid)}: {y:.1f} dB</title></circle>')
+    out.append(f'<text x="{(L + W - R) / 2}" y="{H - 8}" class="label" text-anchor="middle">layer, in execution order</text>'
+               f'<text x="14" y="{(T + H - B) / 2}" class="label" text-anchor="middle" transform="rotate(-90 14 {(T + H - B) / 2})">'
+               f'output SQNR (dB)</text></svg>')
+    return "".join(out), len(pts)
+
+
+def _compression(data: dict[str, Any]) -> str:
+    """Size, latency and quality before/after, each changed layer, SQNR along depth and the diagnostics."""
+    e = html.escape
+    s = data["summary"]
+    sqnr = {c["layer_id"]: c.get("sqnr_db") for c in data["comparison"].get("layers", [])}
+    threshold = float(s.get("activations", {}).get("threshold_db", 20.0))
+
+    def ratio(a: Any, b: Any) -> str:
+        return f" ({b / a:.2f}×)" if isinstance(a, int | float) and isinstance(b, int | float) and a else ""
+
+    head = [f"size {fmt_bytes(s['size_bytes_before'])} → <b>{fmt_bytes(s['size_bytes_after'])}</b>"
+            f"{ratio(s['size_bytes_before'], s['size_bytes_after'])}",
+            f"latency {fmt_ms(s['latency_ms_before'])} → {fmt_ms(s['latency_ms_after'])} ms{ratio(s['latency_ms_before'], s['latency_ms_after'])}"
+            + (" (simulated: fake-quant runs float kernels)" if s.get("simulated") else ""),
+            f"FLOPs {fmt_count(s['flops_before'])} → {fmt_count(s['flops_after'])}",
+            f"output SQNR <b>{fmt_db(s['output_sqnr_db'])}</b>, cosine {s['output_cosine']:.5f}"]
+    if s.get("accuracy_before") is not None:
+        head.append(f"top-1 {fmt_pct(s['accuracy_before'])} → <b>{fmt_pct(s['accuracy_after'])}</b>")
+    if s.get("ort_int8_speedup") is not None:
+        head.append(f"ONNX Runtime int8 speed-up {s['ort_int8_speedup']:.2f}×")
+    technique = {r["layer_id"]: r["technique"] for r in data.get("resolved", [])}
+    rows = []
+    for d in data["layers"]:
+        lid = d["layer_id"]
+        q = sqnr.get(lid)
+        rows.append(f"<tr><td>{e(lid)}</td><td>{e(d.get('technique') or technique.get(lid) or '-')}</td>"
+                    f"{cell(d['latency_ms_before'], fmt_ms(d['latency_ms_before']))}{cell(d['latency_ms_after'], fmt_ms(d['latency_ms_after']))}"
+                    f"{cell(d['weight_bytes_before'], fmt_bytes(d['weight_bytes_before']))}"
+                    f"{cell(d['weight_bytes_after'], fmt_bytes(d['weight_bytes_after']))}"
+                    f"{cell(q, fmt_db(q) if q is not None else '')}</tr>")
+    svg, _ = _sqnr_svg(list(data["comparison"].get("layers", [])), threshold)
+    diags = "".join(f"<div class='bad'><b>{e(d.get('kind', ''))}</b> ({e(', '.join(d.get('layer_ids', [])))}): {e(d['message'])}"
+                    f"<br><span class='muted'>{e(d.get('evidence', ''))}</span><br>Fix: {e(d.get('fix', ''))}</div>"
+                    for d in data["diagnostics"])
+    return (f"<h2>Compression: before → after</h2><p>{' · '.join(head)}</p>"
+            + "".join(f"<div class='note'>{e(w)}</div>" for w in s.get("warnings", []))
+            + f"<h3>Output SQNR along depth (red: under {threshold:g} dB)</h3>{svg}"
+            + "<h3>Layer by layer (click a header to sort)</h3><table class='sortable' id='compressed'><thead><tr><th>layer</th>"
+            "<th>technique</th><th>ms before</th><th>ms after</th><th>weights before</th><th>weights after</th><th>SQNR</th></tr>"
+            f"</thead><tbody>{''.join(rows)}</tbody></table>"
+            + (f"<h3>Diagnostics ({len(data['diagnostics'])})</h3>{diags}" if data["diagnostics"] else
+               "<p>Diagnostics: nothing found.</p>"))
+
+
+def profile_html(p: Profile, compare: Profile | None = None, names: tuple[str, str] = ("A", "B"),
+                 onnx: OnnxProfile | None = None, compressed: dict[str, Any] | None = None) -> str:
+    """The report of ``p`` (with its comparison with ``compare``, the compiled ops ``onnx`` and a compress report
+    ``compressed`` when given) as one self-contained HTML page."""
     e = html.escape
     m, s, hw = p.model, p.summary, p.hardware
     svg, dots = _roofline_svg(p)
@@ -133,4 +253,13 @@ def profile_html(p: Profile, compare: Profile | None = None, names: tuple[str, s
     body.append("<h2>By op type</h2>" + _totals(p, "type") + "<h2>By module</h2>" + _totals(p, "module"))
     if compare is not None:
         body.append(_compare(p, compare, *names))
+    for what, other_name in (("ONNX mapping", onnx.model_name if onnx is not None else None),
+                             ("compress report", compressed.get("model") if compressed is not None else None)):
+        if other_name is not None and other_name != m.name:
+            body.append(f"<div class='bad'>The {what} is of {e(str(other_name))}, this profile of {e(m.name)}: "
+                        f"its section below is not about this model.</div>")
+    if onnx is not None:
+        body.append(_compiled(onnx))
+    if compressed is not None:
+        body.append(_compression(compressed))
     return page(f"LayerScope profile: {m.name}", "".join(body))

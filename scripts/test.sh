@@ -3,6 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# the HTML report is tested in a real headless Chromium (tests/test_report_browser.py; skipped without one)
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && command -v apt-get >/dev/null \
+    && [ "$(id -u)" = 0 ]; then
+  echo "test: installing Debian's chromium for the report's browser test"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "test: warning: could not install chromium; the browser test will be skipped" >&2
+fi
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy (layerscope.profiler, layerscope.cli)"; bash scripts/typecheck.sh
 echo "== import contracts"; bash scripts/lint_imports.sh

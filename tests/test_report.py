@@ -26,3 +26,33 @@ def test_report_has_a_dot_per_measured_layer_a_row_per_layer_and_the_comparison(
     assert not re.search(r"(src|href)=['\"]https?://", page)  # nothing fetched at view time
     rc, _, err = run(capsys, "report", str(tmp_path / "missing.json"), "-o", str(out))
     assert rc == 2 and "missing.json" in err
+
+
+def test_report_sections_for_compiled_ops_and_compression_and_bad_inputs(capsys, tmp_path):
+    import json
+
+    profile, onnx, comp, out = (tmp_path / n for n in ("p.json", "o.json", "c.json", "r.html"))
+    assert run(capsys, "profile", "tiny_cnn", "--runs", "2", "--warmup", "1", "--json", str(profile), "--no-history")[0] == 0
+    assert run(capsys, "onnx", "tiny_cnn", "--runs", "2", "--warmup", "1", "--json", str(onnx))[0] == 0
+    assert run(capsys, "compress", "tiny_cnn", "--estimate", "int8", "--runs", "2", "--json", str(comp), "--no-history")[0] == 0
+    rc, _, err = run(capsys, "report", str(profile), "--onnx", str(onnx), "--compress", str(comp), "-o", str(out))
+    assert rc == 0, err
+    page = out.read_text()
+    ops = json.loads(onnx.read_text())["ops"]
+    compiled = page.split("id='compiled'>")[1].split("</table>")[0]
+    assert compiled.count("<tr>") == len(ops) + 1 and "Coverage: <b>" in page
+    data = json.loads(comp.read_text())
+    compressed = page.split("id='compressed'>")[1].split("</table>")[0]
+    assert compressed.count("<tr>") == len(data["layers"]) + 1
+    assert page.count('class="pt ') == sum(1 for c in data["comparison"]["layers"] if c["sqnr_db"] is not None)
+    assert f"Diagnostics ({len(data['diagnostics'])})" in page or not data["diagnostics"]
+    assert "not about this model" not in page
+
+    data["model"] = "resnet50"  # a compress report of another model is shown, and marked as such
+    comp.write_text(json.dumps(data))
+    assert run(capsys, "report", str(profile), "--compress", str(comp), "-o", str(out))[0] == 0
+    assert "The compress report is of resnet50, this profile of tiny_cnn" in out.read_text()
+    rc, _, err = run(capsys, "report", str(profile), "--compress", str(profile), "-o", str(out))
+    assert rc == 2 and "is not a `layerscope compress --json` report" in " ".join(err.split())
+    rc, _, err = run(capsys, "report", str(profile), "--onnx", str(profile), "-o", str(out))
+    assert rc == 2 and "not a valid LayerScope ONNX mapping" in " ".join(err.split())

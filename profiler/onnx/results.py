@@ -7,9 +7,11 @@ import collections
 import json
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
 from ..errors import OnnxMappingError
-from ..safeio import parse_json
+from ..safeio import parse_json, read_json
 from ..serde import from_jsonable, to_jsonable
 
 __all__ = ["ONNX_SCHEMA_VERSION", "OptLevel", "ExporterKind", "MatchHow", "MATCH_RANK", "OnnxNodeSource", "OpMapping", "OnnxProfile"]
@@ -148,7 +150,15 @@ class OnnxProfile:
 
     @classmethod
     def from_json(cls, text: str | bytes, origin: str = "ONNX mapping") -> OnnxProfile:
-        data = parse_json(text, origin, OnnxMappingError)
+        return cls._from_data(parse_json(text, origin, OnnxMappingError), origin)
+
+    @classmethod
+    def load(cls, path: str | Path, what: str = "ONNX mapping") -> OnnxProfile:
+        """A ``layerscope onnx --json`` file; every failure names the file."""
+        return cls._from_data(read_json(path, what, OnnxMappingError), f"{what} {path}")
+
+    @classmethod
+    def _from_data(cls, data: Any, origin: str) -> OnnxProfile:
         try:
             return from_jsonable(cls, data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
