@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QAbstractItemView, QDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout
 
 from layerscope.profiler import LayerScopeError
-from layerscope.profiler.history import HistoryStore
+from layerscope.profiler.history_store import HistoryStore
 
 COLUMNS = ("id", "when (UTC)", "kind", "status", "model", "summary", "note")
 NOTE = COLUMNS.index("note")

@@ -7,12 +7,13 @@ import argparse
 import json
 import math
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from layerscope.profiler.format import fmt_bytes, fmt_db
-from layerscope.profiler.history import HistoryStore, compare_runs
+from layerscope.profiler.history import compare_runs
 from layerscope.profiler.jobs import sweep_job
 from layerscope.profiler.request import ModelRequest
 from layerscope.profiler.safeio import atomic_write_text
@@ -20,6 +21,9 @@ from layerscope.profiler.sweep import BUDGET_KEYS, Budgets, SearchSpace, SweepOp
 from layerscope.profiler.sweep.report import sweep_csv, sweep_html, write_plans
 
 from .common import check_before_work, request_for, run_work
+
+if TYPE_CHECKING:
+    from layerscope.profiler.history_store import HistoryStore
 
 __all__ = ["add_sweep_parser", "add_history_parser", "print_sweep"]
 
@@ -181,6 +185,8 @@ def add_sweep_parser(sub) -> None:
 
 # --------------------------------------------------------------------------- history
 def cmd_history(args: argparse.Namespace) -> int:
+    from layerscope.profiler.history_store import HistoryStore  # SQLAlchemy loads for this command only
+
     store = HistoryStore(args.history)
     console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
     action = args.action or "list"

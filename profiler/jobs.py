@@ -244,7 +244,7 @@ def open_run_job(run_id: int, history: str | None = None):
     profile; a sweep (finished or interrupted) its result and reference profile; a compress run
     has no profile of its own stored and says so."""
     from .errors import HistoryError
-    from .history import HistoryStore
+    from .history_store import HistoryStore
     from .sweep import load_sweep
 
     yield Progress("load", 0, 1, f"run {run_id}")

@@ -13,7 +13,8 @@ import pytest
 from helpers import run
 
 from layerscope.profiler.errors import BudgetError, HistoryError, SweepError
-from layerscope.profiler.history import HistoryStore, compare_runs
+from layerscope.profiler.history import compare_runs
+from layerscope.profiler.history_store import HistoryStore
 from layerscope.profiler.progress import drive
 from layerscope.profiler.request import ModelRequest
 from layerscope.profiler.sweep import Budgets, SearchSpace, SweepOptions, check_budgets, knee, pareto_front, run_sweep
@@ -446,3 +447,14 @@ def test_summary_by_hand_binding_budget_noise_and_busy_notes():
     # float-model latency across candidates 1.0, 1.0, 1.5, 0.5: median 1.0, MAD 0.25 -> noise 2 * 1.4826 * 0.25 = 0.74
     assert res.latency_noise == pytest.approx(0.7413)
     assert any("varied by ±74%" in n for n in res.notes) and any("1 candidate(s) were timed while" in n and "#3" in n for n in res.notes)
+
+
+def test_cli_start_up_does_not_load_sqlalchemy():
+    """SQLAlchemy (0.25 s of imports) loads only when a database is opened: `layerscope --help`, `zoo` and a
+    `profile --no-history` never pay for it."""
+    import subprocess
+    import sys
+
+    code = "import sys, layerscope.cli.main; print('sqlalchemy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False", out.stderr

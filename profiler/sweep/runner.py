@@ -15,12 +15,12 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data import SampleSet, samples_for
 from ..errors import BudgetError, Cancelled, SweepError
 from ..hardware import resolve_hardware
-from ..history import HistoryStore, RunRecord, model_fingerprint
+from ..history import RunRecord, model_fingerprint
 from ..pipeline import profile_model
 from ..profile import Profile
 from ..progress import Progress, Work
@@ -35,6 +35,9 @@ from .evaluate import SweepSetup
 from .pareto import knee, pareto_front
 from .sensitivity import LayerSensitivity, sensitivity_ranking
 from .space import Recipe, SearchSpace
+
+if TYPE_CHECKING:
+    from ..history_store import HistoryStore
 
 __all__ = ["SweepOptions", "SweepResult", "Candidate", "run_sweep", "load_sweep", "summarise"]
 
@@ -446,6 +449,8 @@ def run_sweep(req: ModelRequest, opts: SweepOptions) -> Work[SweepResult]:
     opts.check()
     if opts.ray is not None:
         check_ray_address(opts.ray)  # before any work: an unreachable cluster is named at once
+    from ..history_store import HistoryStore  # SQLAlchemy: loaded when a sweep runs, not when the CLI starts
+
     store = HistoryStore(opts.history)
     run = None
     if opts.resume is not None:
