@@ -23,6 +23,7 @@ import hashlib
 import os
 import platform
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,10 @@ def profile_metrics(profile: Any) -> dict[str, Any]:
             "hardware": profile.hardware.name}
 
 
-def record_run(record: Record | None, kind: str, model: str, module: nn.Module, **fields: Any) -> None:
-    """Record a finished run (see ``Record``); a failure to record is logged and kept in ``record.error``."""
+def record_run(record: Record | None, kind: str, model: str, module: nn.Module, fields: Callable[[], dict[str, Any]]) -> None:
+    """Record a finished run (see ``Record``); a failure to record is logged and kept in ``record.error``.
+    ``fields()`` (``HistoryStore.add_run``'s plan, config, metrics, layers, profile_json) is built only when the
+    run is recorded: a profile's JSON and per-layer table cost nothing with ``--no-history``."""
     import logging
 
     if record is None or not record.enabled:
@@ -158,7 +161,7 @@ def record_run(record: Record | None, kind: str, model: str, module: nn.Module, 
     try:
         store = HistoryStore(record.url)
         try:
-            record.run_id = store.add_run(kind, model, model_fingerprint(module), note=record.note, **fields)
+            record.run_id = store.add_run(kind, model, model_fingerprint(module), note=record.note, **fields())
         finally:
             store.close()
     except HistoryError as exc:

@@ -80,8 +80,9 @@ def profile_job(req: ModelRequest, record: Record | None = None,
                f"lost; --threads {n} to insist")
         log.warning("%s", why)
         profile = dataclasses.replace(profile, summary=dataclasses.replace(profile.summary, warnings=(why, *profile.summary.warnings)))
-    record_run(record, "profile", req.model or loaded.spec, loaded.module, config={"request": to_jsonable(req)},
-               metrics=profile_metrics(profile), layers=profile_layers(profile), profile_json=profile.to_json())
+    record_run(record, "profile", req.model or loaded.spec, loaded.module,
+               lambda: {"config": {"request": to_jsonable(req)}, "metrics": profile_metrics(profile),
+                        "layers": profile_layers(profile), "profile_json": profile.to_json()})
     return profile
 
 
@@ -189,12 +190,12 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
                      sqnr_threshold_db=threshold_db)
     result = CompressResult(profile, outcome, cmp, diags, tuple(loaded.inputs), threshold_db)
     rep = outcome.report
-    record_run(record, "compress", req.model or loaded.spec, loaded.module, plan=rep.plan,
-               config={"request": to_jsonable(req), "data": str(data) if data else None, "samples": samples},
-               metrics=result.summary(),
-               layers={d.layer_id: {"technique": d.technique, "latency_ms": d.latency_ms_after, "latency_ms_float": d.latency_ms_before,
-                                    "flops": d.flops_after, "weight_bytes": d.weight_bytes_after,
-                                    "weight_bytes_float": d.weight_bytes_before} for d in rep.layers})
+    record_run(record, "compress", req.model or loaded.spec, loaded.module, lambda: {
+        "plan": rep.plan, "config": {"request": to_jsonable(req), "data": str(data) if data else None, "samples": samples},
+        "metrics": result.summary(),
+        "layers": {d.layer_id: {"technique": d.technique, "latency_ms": d.latency_ms_after, "latency_ms_float": d.latency_ms_before,
+                                "flops": d.flops_after, "weight_bytes": d.weight_bytes_after,
+                                "weight_bytes_float": d.weight_bytes_before} for d in rep.layers}})
     return result
 
 

@@ -288,7 +288,8 @@ class Profile:
         }
 
     def to_json(self) -> str:
-        return json.dumps({**to_jsonable(self), "report": to_jsonable(self.report())}, indent=1)
+        """The profile as JSON (made once: the history record and ``--json`` write the same text)."""
+        return self._cached("_json_cache", lambda: json.dumps({**to_jsonable(self), "report": to_jsonable(self.report())}, indent=1))
 
     @classmethod
     def from_json(cls, text: str | bytes, origin: str = "profile") -> Profile:
