@@ -16,6 +16,7 @@ Model Explorer shows for a module group stay the layer sums."""
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import shutil
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
+from torch import nn
 
 from .capture import capture_exported, quiet_torch_logs
 from .errors import LayerScopeError, describe
@@ -149,6 +152,47 @@ def _folder(path: str | Path) -> Path:
     return folder
 
 
+_PLAIN_CONTAINERS = (tuple, list, dict, collections.OrderedDict, type(None))
+
+
+def _plain(spec: pytree.TreeSpec) -> bool:
+    """Whether a pytree of outputs holds only containers any process can load back (not a Hugging Face
+    ``ModelOutput``, which a .pt2 can name but only a process that imported transformers can rebuild)."""
+    return spec.is_leaf() or (spec.type in _PLAIN_CONTAINERS and all(_plain(c) for c in spec.children_specs))
+
+
+class _FlatOutputs(nn.Module):
+    """``model`` returning its output tensors as one flat tuple. It shares the model's submodules, parameters
+    and buffers and calls its forward directly, so the exported nodes and module paths are the model's own."""
+
+    wrapped: nn.Module
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "wrapped", model)  # not a child: its children are ours
+        self._modules = model._modules
+        self._parameters = model._parameters
+        self._buffers = model._buffers
+        self.training = model.training
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = type(self.wrapped).forward(self.wrapped, *inputs)
+        return tuple(t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor))
+
+
+def _export(module: nn.Module, inputs: Sequence[torch.Tensor]) -> torch.export.ExportedProgram:
+    """torch.export of ``module`` that Model Explorer (a process without the model's libraries) can load."""
+    try:
+        with torch.inference_mode(False), quiet_torch_logs(), untouched(module):
+            ep = torch.export.export(module, tuple(inputs), strict=False)
+            if not _plain(ep.call_spec.out_spec):
+                ep = torch.export.export(_FlatOutputs(module), tuple(inputs), strict=False)
+    except Exception as exc:
+        raise LayerScopeError(f"--model-explorer: Model Explorer opens PyTorch models as a torch.export program, and "
+                              f"torch.export failed on this model: {describe(exc)}") from exc
+    return ep
+
+
 def write_model_explorer(folder: str | Path, profile: Profile, module: torch.nn.Module | None, inputs: Sequence[torch.Tensor],
                          exported: torch.export.ExportedProgram | None = None, source_pt2: str | Path | None = None,
                          sqnr_db: dict[str, float] | None = None, threshold_db: float = 20.0) -> ModelExplorerFiles:
@@ -158,12 +202,7 @@ def write_model_explorer(folder: str | Path, profile: Profile, module: torch.nn.
     if exported is None:
         if module is None:
             raise LayerScopeError("--model-explorer needs the model or its ExportedProgram")
-        try:
-            with torch.inference_mode(False), quiet_torch_logs(), untouched(module):
-                exported = torch.export.export(module, tuple(inputs), strict=False)
-        except Exception as exc:
-            raise LayerScopeError(f"--model-explorer: Model Explorer opens PyTorch models as a torch.export program, and "
-                                  f"torch.export failed on this model: {describe(exc)}") from exc
+        exported = _export(module, inputs)
     exported_graph = capture_exported(exported, module, inputs).graph
     nodes = layer_nodes(profile.graph, exported_graph)
     if source_pt2 is not None:

@@ -3,7 +3,10 @@ named after the model it stands for. Factories return (module, inputs) for ``fil
 
 from __future__ import annotations
 
+import collections
+
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
 
 
@@ -331,3 +334,29 @@ class WrappedAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return padded_window_attention(x, self.qkv) if self.padded else window_attention(x, self.qkv)
+
+
+class Output(collections.OrderedDict):
+    """A Hugging Face ``ModelOutput``'s shape: an OrderedDict subclass registered as a pytree node with a
+    serialised name, so a .pt2 exported from it loads only in a process that registered it too."""
+
+
+pytree.register_pytree_node(Output, lambda o: (list(o.values()), list(o.keys())),
+                            lambda values, keys: Output(zip(keys, values, strict=True)),
+                            serialized_type_name="tests.patterns.Output")
+
+
+class OutputModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> Output:
+        h = torch.relu(self.proj(x))
+        return Output(last_hidden_state=h, logits=self.head(h))
+
+
+def output_model():
+    torch.manual_seed(0)
+    return OutputModel().eval(), (torch.randn(2, 16),)

@@ -103,6 +103,28 @@ def test_onnx_model_explorer_lines_up_with_its_onnx_adapter(tmp_path, capsys):
     assert result["onnx_path"] == ""  # the scratch export is gone; the copy in the folder is what Model Explorer opens
 
 
+def test_a_model_output_class_is_flattened_so_model_explorer_loads_the_program(tmp_path, capsys):
+    """A Hugging Face model returns a ModelOutput, a pytree class only a process that imported transformers can
+    rebuild: Model Explorer's process could not load that program. Its outputs are written as a flat tuple,
+    and the program loads in a fresh process (the same node ids, every layer placed)."""
+    pytest.importorskip("model_explorer")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = f"{Path(__file__).parent / 'patterns.py'}:output_model"
+    folder = tmp_path / "me"
+    assert main(["-q", "profile", spec, "--runs", "2", "--no-history", "--top", "1", "--model-explorer", str(folder)]) == 0
+    assert "3 of 3 layers placed" in " ".join(capsys.readouterr().out.split())
+    code = ("import json, sys; from model_explorer.builtin_pytorch_exportedprogram_adapter import "
+            "BuiltinPytorchExportedProgramAdapter as A; g = A().convert(sys.argv[1], {'const_element_count_limit': 16})['graphs']; "
+            "print(json.dumps({x.id: [n.id for n in x.nodes] for x in g}))")
+    done = subprocess.run([sys.executable, "-c", code, str(folder / "model.pt2")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]  # without the flattening: "Deserializing tests.patterns.Output ... not registered"
+    nodes = {gid: set(ids) for gid, ids in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+    _check_files(folder, ["latency_ms", "flops"], nodes)
+
+
 def test_layers_match_across_fx_and_export_names():
     """fx and torch.export name functional calls differently (resnet's ``add`` vs ``add_``): such layers pair up by
     enclosing module and op kind, so every layer of a torch.fx profile lands on a node of the exported program."""
