@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 
@@ -16,6 +17,7 @@ from layerscope.profiler.compression import (
     coreml_configs,
     estimate_plan,
     nncf_config,
+    nncf_weight_nodes,
     torch_ao_mapping,
     torchao_config,
 )
@@ -138,8 +140,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         _write(args.export_coreml, json.dumps(coreml_configs(rep.resolved, profile.graph), indent=2), console, "--export-coreml")
     if args.export_torchao:
         _write(args.export_torchao, json.dumps(torchao_config(rep.resolved, profile.graph), indent=2), console, "--export-torchao")
-    if args.export_nncf:
-        _write(args.export_nncf, json.dumps(nncf_config(rep.resolved, profile.graph), indent=2), console, "--export-nncf")
+    if args.export_nncf:  # with NNCF here, its own graph of the model names the ops to ignore; else apply_nncf does
+        nodes = nncf_weight_nodes(kept[0].module, kept[0].inputs) if importlib.util.find_spec("nncf") else None
+        _write(args.export_nncf, json.dumps(nncf_config(rep.resolved, profile.graph, nodes), indent=2), console, "--export-nncf")
     if args.export_torch_ao:
         _write(args.export_torch_ao, json.dumps(torch_ao_mapping(rep.resolved, profile.graph), indent=2), console, "--export-torch-ao")
     if args.out:
@@ -184,7 +187,8 @@ def add_compress_parser(sub) -> None:
                                             "apply it with layerscope.profiler.compression.apply_torchao")
     c.add_argument("--export-nncf", help="write OpenVINO NNCF steps for the torch backend: nncf.quantize (preset) for int8 layers "
                                          "with int8 activations, nncf.compress_weights (mode, group size) for int8/int4 weights, "
-                                         "each with an IgnoredScope keeping every other layer float; apply with "
+                                         "each with an IgnoredScope keeping every other layer float (NNCF's own op names, read from its graph "
+                                         "of the model when NNCF is installed); apply with "
                                          "layerscope.profiler.compression.apply_nncf")
     c.add_argument("--export-torch-ao", help="deprecated (torch.ao.quantization is deprecated in favour of torchao): write the "
                                              "torch.ao QConfigMapping (set_module_name entries)")

@@ -360,3 +360,42 @@ class OutputModel(nn.Module):
 def output_model():
     torch.manual_seed(0)
     return OutputModel().eval(), (torch.randn(2, 16),)
+
+
+class _CheckpointingLayer(nn.Module):
+    """transformers' GradientCheckpointingLayer: every decoder block of a Hugging Face model overrides __call__."""
+
+    def __call__(self, *args, **kwargs):
+        return super().__call__(*args, **kwargs)
+
+
+class _Block(_CheckpointingLayer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(32, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(x))
+
+
+class CheckpointingBlocks(nn.Module):
+    """A Hugging Face decoder's layout: blocks in a ModuleList that override __call__ (NNCF 3.4 then names block 1's
+    linear ``fc/linear/1``, not ``h/1/fc/linear/0``), and an output layer tied to the embedding (GPT-2's lm_head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(64, 32)
+        self.h = nn.ModuleList([_Block(), _Block()])
+        self.lm_head = nn.Linear(32, 64, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.wte(ids)
+        for block in self.h:
+            x = block(x)
+        return self.lm_head(x)
+
+
+def checkpointing_blocks():
+    torch.manual_seed(0)
+    return CheckpointingBlocks().eval(), (torch.randint(0, 64, (1, 8)),)

@@ -129,7 +129,7 @@ def test_compress_estimate_int8_on_digits_reports_accuracy_and_exports(capsys, t
     torchao = json.loads(tao.read_text())
     assert set(torchao["fqn_to_config"]) == {"conv2", "conv3", "fc1", "fc2"} and torchao["cannot_express"][0].startswith("conv1")
     nncf_steps = json.loads((tmp_path / "nncf.json").read_text())["steps"]  # int8 with activations: one nncf.quantize, nothing ignored
-    assert [(s["function"], s["layers"], s["ignored_scope"]["patterns"]) for s in nncf_steps] == [
+    assert [(s["function"], s["layers"], s["keep_float"]) for s in nncf_steps] == [
         ("nncf.quantize", ["conv1", "conv2", "conv3", "fc1", "fc2"], [])]
     rc, out, _ = run(capsys, "profile", str(tmp_path / "c.pt2"), "--runs", "1", "--top", "1")
     assert rc == 0  # the compressed model loads again

@@ -450,14 +450,18 @@ def test_torchao_config_runs_in_torchao_on_conv_linear_and_embedding():
 
 
 def test_nncf_export_runs_in_nncf_on_the_named_layers_only(monkeypatch):
-    """The NNCF export is proven by NNCF itself (optional extra): each step's IgnoredScope is built and
-    validated against NNCF's own torch graph (a pattern that matched nothing would raise), and after the
-    steps exactly the plan's layers carry NNCF's weight quantizer or decompressor of the planned kind."""
+    """The NNCF export is proven by NNCF itself (optional extra): the IgnoredScope names come from NNCF's own graph
+    of the model and NNCF validates each one (a name its graph lacks raises), and after the steps exactly the
+    plan's weights carry NNCF's weight quantizer or decompressor of the planned kind."""
     pytest.importorskip("nncf")
     import copy
+    import sys
+    from pathlib import Path
+
+    import nncf
 
     from layerscope.profiler.capture import capture
-    from layerscope.profiler.compression import apply_nncf, build_nncf_ignored_scope, nncf_config, nncf_weight_modes
+    from layerscope.profiler.compression import apply_nncf, build_nncf_ignored_scope, nncf_config, nncf_weight_modes, nncf_weight_nodes
     from layerscope.profiler.compression.plan import ResolvedSpec
 
     monkeypatch.setenv("NNCF_EXTENSION_LOAD_TIMEOUT", "600")  # NNCF compiles its CPU kernels on first use (slow on 2 cores)
@@ -465,41 +469,54 @@ def test_nncf_export_runs_in_nncf_on_the_named_layers_only(monkeypatch):
     samples = builtin_samples("digits")
     x = samples.batches[0][0][:8]
     graph = capture(model, (x[:1],)).graph
+    nodes = nncf_weight_nodes(model, (x,))
+    assert nodes["conv1.weight"] == [("conv1/conv2d/0", 1)] and nodes["fc2.weight"] == [("fc2/linear/0", 1)]
     resolved = [ResolvedSpec("conv2", 0, "quantize", {"bits": 8, "activations": True}),
                 ResolvedSpec("conv3", 1, "quantize", {"bits": 8, "granularity": "per_tensor"}),
                 ResolvedSpec("fc1", 2, "quantize", {"bits": 4, "granularity": "group", "group_size": 16}),
                 ResolvedSpec("fc2", 3, "palettize", {"bits": 4})]
-    cfg = json.loads(json.dumps(nncf_config(resolved, graph)))  # exactly what --export-nncf writes
+    cfg = json.loads(json.dumps(nncf_config(resolved, graph, nodes)))  # exactly what --export-nncf writes
     assert [s["function"] for s in cfg["steps"]] == ["nncf.quantize", "nncf.compress_weights", "nncf.compress_weights"]
     assert cfg["steps"][0]["preset"] == "MIXED" and cfg["steps"][0]["layers"] == ["conv2"]
-    assert cfg["steps"][0]["ignored_scope"]["patterns"] == [r"^conv1/[^/]+/\d+$", r"^conv3/[^/]+/\d+$", r"^fc1/[^/]+/\d+$",
-                                                             r"^fc2/[^/]+/\d+$"]
+    assert cfg["steps"][0]["ignored_scope"]["names"] == ["conv1/conv2d/0", "conv3/conv2d/0", "fc1/linear/0", "fc2/linear/0"]
     assert (cfg["steps"][1]["mode"], cfg["steps"][1]["group_size"]) == ("INT4_SYM", 16)
     assert cfg["steps"][2]["mode"] == "INT8_SYM" and any(a.startswith("conv3: per_tensor") for a in cfg["approximations"])
     assert cfg["cannot_express"][0].startswith("fc2: palettize")
-    import nncf
-
     assert isinstance(build_nncf_ignored_scope(cfg["steps"][0]["ignored_scope"]), nncf.IgnoredScope)
     q = apply_nncf(copy.deepcopy(model), cfg, [(x,)])
-    assert nncf_weight_modes(q) == {"conv2": "int8 (quantize)", "fc1": "int4_sym", "conv3": "int8_sym"}
-
+    assert nncf_weight_modes(q, nodes) == {"conv2.weight": "int8 (quantize)", "fc1.weight": "int4_sym", "conv3.weight": "int8_sym"}
     with torch.no_grad():  # still the same classifier: NNCF's int8/int4 agrees with float on most test digits
         xs = torch.cat([b[0] for b in samples.batches])
         assert (q(xs).argmax(1) == model(xs).argmax(1)).float().mean() >= 0.9
 
     bad = copy.deepcopy(cfg)  # a name NNCF's graph lacks is refused by NNCF, not ignored: the validation is real
-    bad["steps"][0]["ignored_scope"]["patterns"].append(r"^conv9/[^/]+/\d+$")
+    bad["steps"][0]["ignored_scope"]["names"].append("conv9/conv2d/0")
     with pytest.raises(nncf.errors.ValidationError, match="conv9"):
         apply_nncf(copy.deepcopy(model), bad, [(x,)])
 
-    gpt = load_model("gpt_mini")  # nested module paths, embeddings and linears: int8 weights on every block's MLP only
-    g_graph = capture(gpt.module, gpt.inputs).graph
-    mlp = [layer.id for layer in g_graph if ".mlp.fc" in layer.id]
-    g_cfg = nncf_config([ResolvedSpec(lid, 0, "quantize", {"bits": 8, "symmetric": False}) for lid in mlp], g_graph)
-    gq = apply_nncf(gpt.module.eval(), g_cfg, [gpt.inputs])
-    assert nncf_weight_modes(gq) == {g_graph[lid].module_path: "int8_asym" for lid in mlp}
-    assert torch.isfinite(gq(*gpt.inputs)).all()
-    fc1 = [lid for lid in mlp if lid.endswith("fc1")]  # static int8: NNCF also quantises attention inputs and norms, not weights
-    s_cfg = nncf_config([ResolvedSpec(lid, 0, "quantize", {"bits": 8, "activations": True}) for lid in fc1], g_graph)
-    sq = apply_nncf(load_model("gpt_mini").module.eval(), s_cfg, [gpt.inputs])
-    assert nncf_weight_modes(sq) == {g_graph[lid].module_path: "int8 (quantize)" for lid in fc1}
+    sys.path.insert(0, str(Path(__file__).parent))
+    import patterns
+
+    # Hugging Face layout: blocks that override __call__ (NNCF drops their index from its names) and a tied lm_head.
+    # Written without NNCF's names (as when NNCF is not installed where the plan was exported): apply_nncf reads them.
+    hf, ids = patterns.checkpointing_blocks()
+    hf_graph = capture(hf, ids).graph
+    hf_nodes = nncf_weight_nodes(hf, ids)
+    assert hf_nodes["h.1.fc.weight"] == [("fc/linear/1", 1)] and hf_nodes["lm_head.weight"] == hf_nodes["wte.weight"]
+    hf_cfg = nncf_config([ResolvedSpec("h.1.fc", 0, "quantize", {"bits": 8, "symmetric": False})], hf_graph)
+    assert hf_cfg["steps"][0]["ignored_scope"] is None and hf_cfg["steps"][0]["keep_float"] == ["h.0.fc.weight", "lm_head.weight", "wte.weight"]
+    hq = apply_nncf(copy.deepcopy(hf), hf_cfg, [ids])
+    assert nncf_weight_modes(hq, hf_nodes) == {"h.1.fc.weight": "int8_asym"}
+    s_cfg = nncf_config([ResolvedSpec("h.0.fc", 0, "quantize", {"bits": 8, "activations": True})], hf_graph, hf_nodes)
+    assert s_cfg["steps"][0]["ignored_scope"]["names"] == ["fc/linear/1", "lm_head/linear/0", "wte/embedding/0"]
+    assert nncf_weight_modes(apply_nncf(copy.deepcopy(hf), s_cfg, [ids]), hf_nodes) == {"h.0.fc.weight": "int8 (quantize)"}
+
+    block, inputs = patterns.attention_block()  # GPT-2's Conv1D (addmm in c_fc) and nn.MultiheadAttention's projections
+    b_graph = capture(block, inputs).graph
+    b_nodes = nncf_weight_nodes(block, inputs)
+    b_cfg = nncf_config([ResolvedSpec("c_fc.addmm", 0, "quantize", {"bits": 4, "granularity": "group", "group_size": 16}),
+                         ResolvedSpec("attn", 1, "quantize", {"bits": 8})], b_graph, b_nodes)
+    assert [(s["mode"], s["layers"]) for s in b_cfg["steps"]] == [("INT4_SYM", ["c_fc.addmm"]), ("INT8_SYM", ["attn"])]
+    assert "c_proj/addmm/0" in b_cfg["steps"][0]["ignored_scope"]["names"] and not b_cfg["cannot_express"]
+    bq = apply_nncf(block, b_cfg, [inputs])
+    assert nncf_weight_modes(bq, b_nodes) == {"c_fc.weight": "int4_sym", "attn.in_proj_weight": "int8_sym", "attn.out_proj.weight": "int8_sym"}
