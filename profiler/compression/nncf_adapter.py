@@ -106,7 +106,8 @@ def nncf_config(resolved: Sequence[ResolvedSpec], graph: LayerGraph, weight_node
                 step |= {"group_size": key[1], "ratio": 1.0, "all_layers": True, "backup_mode": "NONE"}
         steps.append(step)
     names_from = ("NNCF's torch graph of this model: the ops that read each float weight" if weight_nodes is not None else
-                  "not written (NNCF was not installed): apply_nncf reads them from NNCF's graph of the model")
+                  "not in this file (written without the model in NNCF's hands): apply_nncf reads them from NNCF's graph of "
+                  "the model")
     return {"tool": "nncf", "tested_with": f"nncf {NNCF_TESTED} (torch backend)", "ignored_scope_names": names_from,
             "apply": "layerscope.profiler.compression.apply_nncf(model, this, calibration_inputs)",
             "steps": steps, "approximations": approx, "cannot_express": list(_grouped(cannot))}
