@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import json
 import math
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,10 +249,14 @@ def write_onnx_model_explorer(folder: str | Path, result: OnnxProfile, onnx_path
     user's .onnx file is pointed at, so its external data stays beside it)."""
     out = _folder(folder)
     src = Path(onnx_path)
-    if result.has_source:  # LayerScope exported it into a work folder that may be removed
+    if result.has_source:  # LayerScope exported it into a work folder that may be removed: copy it, weights included
+        import onnx
+
         model_path = out / "model.onnx"
+        exported = onnx.load(str(src))  # the exporter keeps weights in an external file beside it: read them in
         with atomic_path(model_path, "--model-explorer") as tmp:
-            shutil.copyfile(src, tmp)
+            onnx.save_model(exported, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location="model.onnx.data")
     else:
         model_path = src.expanduser().resolve()
     files, placed = onnx_node_data(result, _onnx_graph_name(model_path))

@@ -101,6 +101,13 @@ def test_onnx_model_explorer_lines_up_with_its_onnx_adapter(tmp_path, capsys):
     fused = [o for o in result["ops"] if len(o["onnx_nodes"]) > 1]
     assert fused and all(sum(n in placed for n in o["onnx_nodes"]) >= 1 for o in fused)  # a fused op sits on one of its nodes
     assert result["onnx_path"] == ""  # the scratch export is gone; the copy in the folder is what Model Explorer opens
+    import onnx
+
+    onnx.checker.check_model(str(folder / "model.onnx"), full_check=True)  # with its weights (the exporter's external data)
+    capsys.readouterr()  # and a plain .onnx file is pointed at where it is, with the same node ids
+    assert main(["-q", "onnx", str(folder / "model.onnx"), "--runs", "1", "--top", "1", "--model-explorer", str(tmp_path / "me2")]) == 0
+    assert str(folder / "model.onnx") in capsys.readouterr().out and not (tmp_path / "me2" / "model.onnx").exists()
+    _check_files(tmp_path / "me2", ["ort_ms"], {g.id: {n.id for n in g.nodes} for g in graphs})
 
 
 def test_a_model_output_class_is_flattened_so_model_explorer_loads_the_program(tmp_path, capsys):
