@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 
 from PySide6.QtCore import QTimer
@@ -24,6 +26,7 @@ def run_gui(args: argparse.Namespace) -> int:
     win = MainWindow()
     win.controller.history = getattr(args, "history", None)
     win.show()
+    _quit_on_terminate(app)
     shot = getattr(args, "screenshot", None)
 
     def screenshot_and_quit(*_a) -> None:
@@ -53,6 +56,19 @@ def run_gui(args: argparse.Namespace) -> int:
             win.controller.failed.connect(lambda _m: app.exit(1))
         QTimer.singleShot(0, lambda: win.profile(req))
     return app.exec()
+
+
+def _quit_on_terminate(app: QApplication) -> None:
+    """SIGTERM / SIGHUP close the window like File → Quit. Python runs a signal handler only when it gets
+    control, which Qt's event loop never gives it: a short timer does, so the handler runs within 0.2 s instead
+    of after the loop, where it raised inside pyqtgraph's exit cleanup and printed a traceback."""
+    for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, lambda *_a: app.quit())
+    tick = QTimer(app)
+    tick.timeout.connect(lambda: None)
+    tick.start(200)
 
 
 def add_gui_history_arguments(p: argparse.ArgumentParser) -> None:

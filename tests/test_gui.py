@@ -303,3 +303,23 @@ def test_apply_after_a_static_profile_of_a_submodule(qtbot, window):
     assert outcome.report.result.size_ratio < 1 and window.state.compression is outcome
     assert all(d.latency_ms_before is None for d in outcome.report.layers)  # the static reference timed nothing
     assert window.table.model.rowCount() == len(p.graph)
+
+
+def test_sigterm_closes_the_window_without_a_traceback(tmp_path):
+    """`kill` (SIGTERM) on the desktop app quits its event loop at once; the handler used to run only at exit,
+    inside pyqtgraph's cleanup, and printed a Terminated traceback (seen on the packaged app)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "LAYERSCOPE_HISTORY": str(tmp_path / "h.sqlite")}
+    proc = subprocess.Popen([sys.executable, "-m", "layerscope", "gui", "tiny_cnn", "--static"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(20)  # start-up (torch, Qt) and the static profile
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert time.perf_counter() - t0 < 10 and "Traceback" not in err, err[-2000:]
