@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QThreadPool, QTimer
 from PySide6.QtWidgets import QApplication
 
 from layerscope.profiler import LayerScopeError
@@ -26,7 +26,7 @@ def run_gui(args: argparse.Namespace) -> int:
     win = MainWindow()
     win.controller.history = getattr(args, "history", None)
     win.show()
-    _quit_on_terminate(app)
+    _quit_on_terminate(app, win)
     shot = getattr(args, "screenshot", None)
 
     def screenshot_and_quit(*_a) -> None:
@@ -55,17 +55,23 @@ def run_gui(args: argparse.Namespace) -> int:
             win.controller.finished.connect(screenshot_and_quit)
             win.controller.failed.connect(lambda _m: app.exit(1))
         QTimer.singleShot(0, lambda: win.profile(req))
-    return app.exec()
+    code = app.exec()
+    QThreadPool.globalInstance().waitForDone(30_000)  # a job cancelled on the way out ends at its next layer
+    return code
 
 
-def _quit_on_terminate(app: QApplication) -> None:
-    """SIGTERM / SIGHUP close the window like File → Quit. Python runs a signal handler only when it gets
-    control, which Qt's event loop never gives it: a short timer does, so the handler runs within 0.2 s instead
-    of after the loop, where it raised inside pyqtgraph's exit cleanup and printed a traceback."""
+def _quit_on_terminate(app: QApplication, win: MainWindow) -> None:
+    """SIGTERM / SIGHUP cancel the running job (it stops within a layer's time) and quit. Python runs a signal
+    handler only when it gets control, which Qt's event loop never gives it: a short timer does, so the handler
+    runs within 0.2 s instead of after the loop, where it raised inside pyqtgraph's exit cleanup (a traceback)."""
+    def stop(*_a) -> None:
+        win.controller.cancel()
+        app.exit(0)  # not quit(): Qt 6 asks every window first, and the progress window refuses while a job runs
+
     for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)):
         if sig is not None:
             with contextlib.suppress(ValueError, OSError):
-                signal.signal(sig, lambda *_a: app.quit())
+                signal.signal(sig, stop)
     tick = QTimer(app)
     tick.timeout.connect(lambda: None)
     tick.start(200)
