@@ -62,4 +62,5 @@ def cell(value: float | int | None, text: str) -> str:
 
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "<td>-</td>"
-    return f"<td data-v='{value}'>{html.escape(text)}</td>"
+    v = ("Infinity" if value > 0 else "-Infinity") if isinstance(value, float) and math.isinf(value) else value  # JS parseFloat
+    return f"<td data-v='{v}'>{html.escape(text)}</td>"

@@ -146,13 +146,18 @@ def check_compress_report(data: Any, origin: str) -> dict[str, Any]:
     return data
 
 
+def _db(v: Any) -> float | None:
+    """An SQNR as the JSON holds it: a number, "inf" (identical: upstream of every change), or null."""
+    return float(v) if isinstance(v, int | float) or v in ("inf", "-inf") else None
+
+
 def _sqnr_svg(layers: list[dict[str, Any]], threshold_db: float) -> tuple[str, int]:
-    """Each compared layer's output SQNR along depth, with the threshold; (svg, dots)."""
+    """Each compared layer's output SQNR along depth, with the threshold; (svg, dots). Identical layers
+    (infinite SQNR: before the first change) have no dot."""
     W, H, L, R, T, B = 620, 260, 56, 16, 14, 40
-    pts = [(c["position"], c["sqnr_db"], c["layer_id"]) for c in layers
-           if isinstance(c.get("sqnr_db"), int | float) and math.isfinite(c["sqnr_db"])]
+    pts = [(c["position"], v, c["layer_id"]) for c in layers if (v := _db(c.get("sqnr_db"))) is not None and math.isfinite(v)]
     if not pts:
-        return "<p class='muted'>No layer has an SQNR (shapes changed everywhere).</p>", 0
+        return "<p class='muted'>No layer's output changed measurably (or shapes changed everywhere).</p>", 0
     x0, x1 = min(p[0] for p in pts), max(max(p[0] for p in pts), min(p[0] for p in pts) + 1)
     ys = [p[1] for p in pts] + [threshold_db]
     y0, y1 = min(ys) - 5, max(ys) + 5
@@ -185,7 +190,7 @@ def _compression(data: dict[str, Any]) -> str:
     """Size, latency and quality before/after, each changed layer, SQNR along depth and the diagnostics."""
     e = html.escape
     s = data["summary"]
-    sqnr = {c["layer_id"]: c.get("sqnr_db") for c in data["comparison"].get("layers", [])}
+    sqnr = {c["layer_id"]: _db(c.get("sqnr_db")) for c in data["comparison"].get("layers", [])}
     threshold = float(s.get("activations", {}).get("threshold_db", 20.0))
 
     def ratio(a: Any, b: Any) -> str:
@@ -196,7 +201,7 @@ def _compression(data: dict[str, Any]) -> str:
             f"latency {fmt_ms(s['latency_ms_before'])} → {fmt_ms(s['latency_ms_after'])} ms{ratio(s['latency_ms_before'], s['latency_ms_after'])}"
             + (" (simulated: fake-quant runs float kernels)" if s.get("simulated") else ""),
             f"FLOPs {fmt_count(s['flops_before'])} → {fmt_count(s['flops_after'])}",
-            f"output SQNR <b>{fmt_db(s['output_sqnr_db'])}</b>, cosine {s['output_cosine']:.5f}"]
+            f"output SQNR <b>{fmt_db(_db(s['output_sqnr_db']))}</b>, cosine {s['output_cosine']:.5f}"]
     if s.get("accuracy_before") is not None:
         head.append(f"top-1 {fmt_pct(s['accuracy_before'])} → <b>{fmt_pct(s['accuracy_after'])}</b>")
     if s.get("ort_int8_speedup") is not None:

@@ -48,6 +48,15 @@ def test_report_sections_for_compiled_ops_and_compression_and_bad_inputs(capsys,
     assert f"Diagnostics ({len(data['diagnostics'])})" in page or not data["diagnostics"]
     assert "not about this model" not in page
 
+    one = tmp_path / "one.json"  # one layer late in the model: every layer before it is identical (SQNR "inf" in the JSON)
+    (tmp_path / "plan.json").write_text(json.dumps({"version": 1, "specs": [{"select": "fc", "technique": "quantize",
+                                                                               "params": {"bits": 4}}]}))
+    assert run(capsys, "compress", "tiny_cnn", "--plan", str(tmp_path / "plan.json"), "--runs", "2", "--json", str(one),
+               "--no-history")[0] == 0
+    exact = [c for c in json.loads(one.read_text())["comparison"]["layers"] if c["sqnr_db"] == "inf"]
+    assert exact and run(capsys, "report", str(profile), "--compress", str(one), "-o", str(out))[0] == 0
+    assert "data-v='Infinity'>exact</td>" in out.read_text() and out.read_text().count('class="pt ') < len(data["comparison"]["layers"])
+
     data["model"] = "resnet50"  # a compress report of another model is shown, and marked as such
     comp.write_text(json.dumps(data))
     assert run(capsys, "report", str(profile), "--compress", str(comp), "-o", str(out))[0] == 0
