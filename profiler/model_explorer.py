@@ -36,6 +36,7 @@ from .profile import Profile
 from .resources import untouched
 from .roofline import Bound
 from .safeio import atomic_path, atomic_write_text, check_output_path
+from .source import SameModel
 
 __all__ = ["ModelExplorerFiles", "check_model_explorer_folder", "layer_nodes", "profile_node_data", "onnx_node_data", "write_model_explorer",
            "write_onnx_model_explorer", "PYTORCH_GRAPH_ID", "TESTED_WITH"]
@@ -160,18 +161,12 @@ def _plain(spec: pytree.TreeSpec) -> bool:
     return spec.is_leaf() or (spec.type in _PLAIN_CONTAINERS and all(_plain(c) for c in spec.children_specs))
 
 
-class _FlatOutputs(nn.Module):
-    """``model`` returning its output tensors as one flat tuple. It shares the model's submodules, parameters
-    and buffers and calls its forward directly, so the exported nodes and module paths are the model's own."""
-
-    wrapped: nn.Module
+class _FlatOutputs(SameModel):
+    """``model`` returning its output tensors as one flat tuple; the exported nodes and module paths are the
+    model's own (a ``SameModel``)."""
 
     def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        object.__setattr__(self, "wrapped", model)  # not a child: its children are ours
-        self._modules = model._modules
-        self._parameters = model._parameters
-        self._buffers = model._buffers
+        super().__init__(model)
         self.training = model.training
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

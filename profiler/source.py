@@ -174,22 +174,30 @@ def module_with_inputs(model: nn.Module, args: Any, kwargs: Any, name: str, spec
     return LoadedModel(name, spec, kind, module.eval(), inputs)
 
 
-class CallWith(nn.Module):
-    """A model called with keyword, optional or nested inputs (``model(input_ids=..., attention_mask=...)``,
-    a detection head's list of feature maps) as one that takes positional tensors, so every pass (trace,
-    export, timing, ONNX, comparison) can feed it a tuple. It shares the model's submodules, parameters and
-    buffers (its layer ids are the model's own, not ``wrapped.…``) and calls the model's forward directly;
-    values that are not tensors (None, ``use_cache=False``, sizes) stay fixed. Its forward names each tensor
-    (``input_ids``, ``features_0``), so fx traces it and the profile names its inputs."""
+class SameModel(nn.Module):
+    """A stand-in for ``model`` that changes how it is called, not what it holds: it shares the model's
+    submodules, parameters and buffers (its layer ids are the model's own, not ``wrapped.…``) and its forward
+    calls the model's forward directly."""
 
     wrapped: nn.Module
 
-    def __init__(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         object.__setattr__(self, "wrapped", model)  # not a child: its children are ours
         self._modules = model._modules
         self._parameters = model._parameters
         self._buffers = model._buffers
+
+
+class CallWith(SameModel):
+    """A model called with keyword, optional or nested inputs (``model(input_ids=..., attention_mask=...)``,
+    a detection head's list of feature maps) as one that takes positional tensors, so every pass (trace,
+    export, timing, ONNX, comparison) can feed it a tuple (a ``SameModel``: the layer ids are the model's own);
+    values that are not tensors (None, ``use_cache=False``, sizes) stay fixed. Its forward names each tensor
+    (``input_ids``, ``features_0``), so fx traces it and the profile names its inputs."""
+
+    def __init__(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__(model)
         leaves, self.spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
         self.slots = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor)]
         self.fixed = [None if isinstance(v, torch.Tensor) else v for v in leaves]
