@@ -3,9 +3,11 @@ No network at view time: everything is inline."""
 
 from __future__ import annotations
 
+import html
 import math
+from dataclasses import dataclass
 
-__all__ = ["CSS", "SORT_JS", "ticks", "log_ticks", "page", "cell"]
+__all__ = ["CSS", "SORT_JS", "ticks", "log_ticks", "page", "cell", "Axes"]
 
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330;max-width:1180px}
@@ -50,17 +52,63 @@ def log_ticks(lo: float, hi: float) -> list[float]:
 
 def page(title: str, body: str, script: str = "") -> str:
     """One self-contained HTML document."""
-    import html
-
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head>"
             f"<body>{body}<script>{SORT_JS}{script}</script></body></html>")
 
 
 def cell(value: float | int | None, text: str) -> str:
     """A table cell that sorts by ``value`` (``-`` when unknown) and shows ``text``."""
-    import html
-
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "<td>-</td>"
     v = ("Infinity" if value > 0 else "-Infinity") if isinstance(value, float) and math.isinf(value) else value  # JS parseFloat
     return f"<td data-v='{v}'>{html.escape(text)}</td>"
+
+
+@dataclass(frozen=True)
+class Axes:
+    """One inline SVG plot: the data ranges, the size and margins (left, right, top, bottom), linear or log10
+    axes; ``sx``/``sy`` map data to pixels, and the frame, grid lines and axis labels are drawn the same in every
+    report."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    W: int = 620
+    H: int = 380
+    L: int = 64
+    R: int = 16
+    T: int = 16
+    B: int = 46
+    log_x: bool = False
+    log_y: bool = False
+
+    def sx(self, x: float) -> float:
+        f = math.log10 if self.log_x else float
+        return self.L + (f(x) - f(self.x0)) / (f(self.x1) - f(self.x0)) * (self.W - self.L - self.R)
+
+    def sy(self, y: float) -> float:
+        f = math.log10 if self.log_y else float
+        return self.T + (f(self.y1) - f(y)) / (f(self.y1) - f(self.y0)) * (self.H - self.T - self.B)
+
+    def start(self, svg_id: str = "") -> list[str]:
+        """The opening tag and the plot frame: the list a caller appends its marks to (then ``</svg>``)."""
+        ident = f' id="{svg_id}"' if svg_id else ""
+        return [f'<svg class="plot"{ident} viewBox="0 0 {self.W} {self.H}" width="{self.W}" height="{self.H}" role="img">',
+                f'<rect x="{self.L}" y="{self.T}" width="{self.W - self.L - self.R}" height="{self.H - self.T - self.B}" class="frame"/>']
+
+    def grid_x(self, values: list[float]) -> str:
+        return "".join(f'<line x1="{self.sx(t):.1f}" x2="{self.sx(t):.1f}" y1="{self.T}" y2="{self.H - self.B}" class="grid"/>'
+                       f'<text x="{self.sx(t):.1f}" y="{self.H - self.B + 16}" class="tick" text-anchor="middle">{t:g}</text>'
+                       for t in values if min(self.x0, self.x1) <= t <= max(self.x0, self.x1))
+
+    def grid_y(self, values: list[float]) -> str:
+        return "".join(f'<line x1="{self.L}" x2="{self.W - self.R}" y1="{self.sy(t):.1f}" y2="{self.sy(t):.1f}" class="grid"/>'
+                       f'<text x="{self.L - 6}" y="{self.sy(t) + 4:.1f}" class="tick" text-anchor="end">{t:g}</text>'
+                       for t in values if min(self.y0, self.y1) <= t <= max(self.y0, self.y1))
+
+    def labels(self, x_label: str, y_label: str) -> str:
+        mid_y = (self.T + self.H - self.B) / 2
+        return (f'<text x="{(self.L + self.W - self.R) / 2}" y="{self.H - 8}" class="label" text-anchor="middle">'
+                f'{html.escape(x_label)}</text><text x="14" y="{mid_y}" class="label" text-anchor="middle" '
+                f'transform="rotate(-90 14 {mid_y})">{html.escape(y_label)}</text>')

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import LayerScopeError
 from .format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
-from .html import cell, log_ticks, page, ticks
+from .html import Axes, cell, log_ticks, page, ticks
 from .onnx.results import OnnxProfile
 from .profile import LayerRow, Profile
 
@@ -23,44 +23,25 @@ __all__ = ["profile_html", "check_compress_report"]
 
 def _roofline_svg(p: Profile) -> tuple[str, int]:
     """The roofline and one dot per layer that has an intensity and an attained speed; (svg, dots)."""
-    W, H, L, R, T, B = 620, 380, 64, 16, 16, 46
     hw, dtype = p.hardware, p.model.compute_dtype
     peak, _ = hw.peak_for(dtype)
     pts = [(r, r.point.intensity, r.point.attained_gflops) for r in p.rows()
            if r.point is not None and r.point.intensity and r.point.attained_gflops]
     xs = [x for _, x, _ in pts] + [hw.ridge_point(dtype)]
     ys = [y for _, _, y in pts] + [peak]
-    x0, x1 = min(xs) / 2, max(xs) * 2
-    y0, y1 = min(ys) / 2, peak * 2
-
-    def sx(x: float) -> float:
-        return L + (math.log10(x) - math.log10(x0)) / (math.log10(x1) - math.log10(x0)) * (W - L - R)
-
-    def sy(y: float) -> float:
-        return T + (math.log10(y1) - math.log10(y)) / (math.log10(y1) - math.log10(y0)) * (H - T - B)
-
-    out = [f'<svg class="plot" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img">',
-           f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" class="frame"/>']
-    for t in log_ticks(x0, x1):
-        if x0 <= t <= x1:
-            out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{T}" y2="{H - B}" class="grid"/>'
-                       f'<text x="{sx(t):.1f}" y="{H - B + 16}" class="tick" text-anchor="middle">{t:g}</text>')
-    for t in log_ticks(y0, y1):
-        if y0 <= t <= y1:
-            out.append(f'<line x1="{L}" x2="{W - R}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
-                       f'<text x="{L - 6}" y="{sy(t) + 4:.1f}" class="tick" text-anchor="end">{t:g}</text>')
-    roof = [(x, min(peak, x * hw.bandwidth_gbs)) for x in (x0, hw.ridge_point(dtype), x1)]
-    out.append('<polyline class="roof" points="' + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in roof) + '"/>')
+    ax = Axes(min(xs) / 2, max(xs) * 2, min(ys) / 2, peak * 2, log_x=True, log_y=True)
+    out = ax.start()
+    out.append(ax.grid_x(log_ticks(ax.x0, ax.x1)) + ax.grid_y(log_ticks(ax.y0, ax.y1)))
+    roof = [(x, min(peak, x * hw.bandwidth_gbs)) for x in (ax.x0, hw.ridge_point(dtype), ax.x1)]
+    out.append('<polyline class="roof" points="' + " ".join(f"{ax.sx(x):.1f},{ax.sy(y):.1f}" for x, y in roof) + '"/>')
     colour = {"memory-bound": "#4c78a8", "compute-bound": "#e45756"}
     for r, x, y in pts:
         tip = (f"{r.layer.id} ({r.layer.type_name})\n{x:.3g} FLOP/byte, {y:.3g} GFLOP/s"
                + (f", {r.point.roof_text()} of roof" if r.point and r.point.roof_fraction is not None else "")
                + (f"\n{r.timing.latency_ms:.4g} ms" if r.timing else ""))
-        out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4.5" class="layer" fill="{colour.get(r.bound.value, "#999")}" '
+        out.append(f'<circle cx="{ax.sx(x):.1f}" cy="{ax.sy(y):.1f}" r="4.5" class="layer" fill="{colour.get(r.bound.value, "#999")}" '
                    f'data-layer="{html.escape(r.layer.id)}"><title>{html.escape(tip)}</title></circle>')
-    out.append(f'<text x="{(L + W - R) / 2}" y="{H - 8}" class="label" text-anchor="middle">arithmetic intensity (FLOP/byte)</text>'
-               f'<text x="14" y="{(T + H - B) / 2}" class="label" text-anchor="middle" transform="rotate(-90 14 {(T + H - B) / 2})">'
-               f'{"attained GFLOP/s (measured)" if not p.static else "GFLOP/s"}</text></svg>')
+    out.append(ax.labels("arithmetic intensity (FLOP/byte)", "attained GFLOP/s (measured)" if not p.static else "GFLOP/s") + "</svg>")
     return "".join(out), len(pts)
 
 
@@ -154,35 +135,22 @@ def _db(v: Any) -> float | None:
 def _sqnr_svg(layers: list[dict[str, Any]], threshold_db: float) -> tuple[str, int]:
     """Each compared layer's output SQNR along depth, with the threshold; (svg, dots). Identical layers
     (infinite SQNR: before the first change) have no dot."""
-    W, H, L, R, T, B = 620, 260, 56, 16, 14, 40
     pts = [(c["position"], v, c["layer_id"]) for c in layers if (v := _db(c.get("sqnr_db"))) is not None and math.isfinite(v)]
     if not pts:
         return "<p class='muted'>No layer's output changed measurably (or shapes changed everywhere).</p>", 0
-    x0, x1 = min(p[0] for p in pts), max(max(p[0] for p in pts), min(p[0] for p in pts) + 1)
+    x0 = min(p[0] for p in pts)
     ys = [p[1] for p in pts] + [threshold_db]
-    y0, y1 = min(ys) - 5, max(ys) + 5
-
-    def sx(x: float) -> float:
-        return L + (x - x0) / (x1 - x0) * (W - L - R)
-
-    def sy(y: float) -> float:
-        return T + (y1 - y) / (y1 - y0) * (H - T - B)
-
-    out = [f'<svg class="plot" id="sqnr" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img">',
-           f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" class="frame"/>']
-    for t in ticks(y0, y1):
-        out.append(f'<line x1="{L}" x2="{W - R}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
-                   f'<text x="{L - 6}" y="{sy(t) + 4:.1f}" class="tick" text-anchor="end">{t:g}</text>')
-    out.append(f'<line x1="{L}" x2="{W - R}" y1="{sy(threshold_db):.1f}" y2="{sy(threshold_db):.1f}" class="budget"/>'
-               f'<text x="{W - R - 4}" y="{sy(threshold_db) - 4:.1f}" class="tick" text-anchor="end">{threshold_db:g} dB</text>')
-    out.append('<polyline class="front" points="' + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in pts) + '"/>')
+    ax = Axes(x0, max(max(p[0] for p in pts), x0 + 1), min(ys) - 5, max(ys) + 5, H=260, L=56, T=14, B=40)
+    out = ax.start("sqnr")
+    out.append(ax.grid_y(ticks(ax.y0, ax.y1)))
+    out.append(f'<line x1="{ax.L}" x2="{ax.W - ax.R}" y1="{ax.sy(threshold_db):.1f}" y2="{ax.sy(threshold_db):.1f}" class="budget"/>'
+               f'<text x="{ax.W - ax.R - 4}" y="{ax.sy(threshold_db) - 4:.1f}" class="tick" text-anchor="end">{threshold_db:g} dB</text>')
+    out.append('<polyline class="front" points="' + " ".join(f"{ax.sx(x):.1f},{ax.sy(y):.1f}" for x, y, _ in pts) + '"/>')
     for x, y, lid in pts:
         cls = "fail" if y < threshold_db else "pass"
-        out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" class="pt {cls}" data-layer="{html.escape(lid)}">'
+        out.append(f'<circle cx="{ax.sx(x):.1f}" cy="{ax.sy(y):.1f}" r="4" class="pt {cls}" data-layer="{html.escape(lid)}">'
                    f'<title>{html.escape(lid)}: {y:.1f} dB</title></circle>')
-    out.append(f'<text x="{(L + W - R) / 2}" y="{H - 8}" class="label" text-anchor="middle">layer, in execution order</text>'
-               f'<text x="14" y="{(T + H - B) / 2}" class="label" text-anchor="middle" transform="rotate(-90 14 {(T + H - B) / 2})">'
-               f'output SQNR (dB)</text></svg>')
+    out.append(ax.labels("layer, in execution order", "output SQNR (dB)") + "</svg>")
     return "".join(out), len(pts)
 
 

@@ -21,3 +21,15 @@ def run(capsys, *argv):
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     return rc, out, " ".join(err.split())  # undo rich's wrapping
+
+
+def full_report(capsys, tmp_path, model: str, estimate: str, runs: int = 2):
+    """Profile, ONNX mapping and compress JSON of ``model`` (``--estimate``), and the report over all three.
+    Returns the paths (profile, onnx, compress, report.html)."""
+    profile, onnx, comp, out = (tmp_path / n for n in ("p.json", "o.json", "c.json", "report.html"))
+    assert run(capsys, "profile", model, "--runs", str(runs), "--warmup", "1", "--json", str(profile), "--no-history")[0] == 0
+    assert run(capsys, "onnx", model, "--runs", str(runs), "--warmup", "1", "--json", str(onnx))[0] == 0
+    assert run(capsys, "compress", model, "--estimate", estimate, "--runs", "2", "--json", str(comp), "--no-history")[0] == 0
+    rc, _, err = run(capsys, "report", str(profile), "--onnx", str(onnx), "--compress", str(comp), "-o", str(out))
+    assert rc == 0, err
+    return profile, onnx, comp, out

@@ -2,7 +2,7 @@
 
 import re
 
-from helpers import run
+from helpers import full_report, run
 
 
 def test_report_has_a_dot_per_measured_layer_a_row_per_layer_and_the_comparison(capsys, tmp_path):
@@ -31,12 +31,7 @@ def test_report_has_a_dot_per_measured_layer_a_row_per_layer_and_the_comparison(
 def test_report_sections_for_compiled_ops_and_compression_and_bad_inputs(capsys, tmp_path):
     import json
 
-    profile, onnx, comp, out = (tmp_path / n for n in ("p.json", "o.json", "c.json", "r.html"))
-    assert run(capsys, "profile", "tiny_cnn", "--runs", "2", "--warmup", "1", "--json", str(profile), "--no-history")[0] == 0
-    assert run(capsys, "onnx", "tiny_cnn", "--runs", "2", "--warmup", "1", "--json", str(onnx))[0] == 0
-    assert run(capsys, "compress", "tiny_cnn", "--estimate", "int8", "--runs", "2", "--json", str(comp), "--no-history")[0] == 0
-    rc, _, err = run(capsys, "report", str(profile), "--onnx", str(onnx), "--compress", str(comp), "-o", str(out))
-    assert rc == 0, err
+    profile, onnx, comp, out = full_report(capsys, tmp_path, "tiny_cnn", "int8")
     page = out.read_text()
     ops = json.loads(onnx.read_text())["ops"]
     compiled = page.split("id='compiled'>")[1].split("</table>")[0]

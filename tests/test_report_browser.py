@@ -12,7 +12,7 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import run
+from helpers import full_report
 
 CHROMIUM = os.environ.get("LAYERSCOPE_CHROMIUM") or next(
     (p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)
@@ -52,12 +52,7 @@ def _in_chromium(page_path, tmp_path) -> dict:
 
 
 def test_report_renders_sorts_and_plots_a_dot_per_layer_in_chromium(capsys, tmp_path):
-    profile, onnx, comp, out = (tmp_path / n for n in ("p.json", "o.json", "c.json", "report.html"))
-    assert run(capsys, "profile", "digits_cnn", "--runs", "3", "--warmup", "1", "--json", str(profile), "--no-history")[0] == 0
-    assert run(capsys, "onnx", "digits_cnn", "--runs", "3", "--warmup", "1", "--json", str(onnx))[0] == 0
-    assert run(capsys, "compress", "digits_cnn", "--estimate", "int8-weights", "--runs", "2", "--json", str(comp), "--no-history")[0] == 0
-    rc, _, err = run(capsys, "report", str(profile), "--onnx", str(onnx), "--compress", str(comp), "-o", str(out))
-    assert rc == 0, err
+    profile, _, comp, out = full_report(capsys, tmp_path, "digits_cnn", "int8-weights", runs=3)
     page = out.read_text()
     harness = tmp_path / "harness.html"
     harness.write_text(page.replace("</body>", CHECKS + "</body>"))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..format import fmt_bytes
-from ..html import page, ticks
+from ..html import Axes, page, ticks
 from ..safeio import atomic_write_text
 from .runner import Candidate, SweepResult
 
@@ -65,7 +65,6 @@ def cost_limit(result: SweepResult, axis: str) -> float | None:
 
 
 def _svg(result: SweepResult, axis: str) -> str:
-    W, H, L, R, T, B = 520, 340, 56, 16, 16, 44
     ok = [c for c in result.candidates if c.ok and c.metrics]
     pts = [(c, axis_value(result, c, axis), axis_value(result, c, "quality")) for c in ok]
     pts = [(c, x, y) for c, x, y in pts if math.isfinite(x) and math.isfinite(y)]
@@ -83,31 +82,17 @@ def _svg(result: SweepResult, axis: str) -> str:
     x0 = 0.0 if axis == "size" else max(0.0, min(xs) - 0.15 * (x1 - min(xs)))  # ratios near 1: zoom in
     y0, y1 = min(ys), max(ys)
     pad = (y1 - y0) * 0.08 or 1.0
-    y0, y1 = y0 - pad, y1 + pad
-
-    def sx(x: float) -> float:
-        return L + (x - x0) / (x1 - x0) * (W - L - R)
-
-    def sy(y: float) -> float:
-        return T + (y1 - y) / (y1 - y0) * (H - T - B)
-
-    out = [f'<svg class="plot" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img">',
-           f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" class="frame"/>']
-    for t in ticks(x0, x1):
-        out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{T}" y2="{H - B}" class="grid"/>'
-                   f'<text x="{sx(t):.1f}" y="{H - B + 16}" class="tick" text-anchor="middle">{t:g}</text>')
-    for t in ticks(y0, y1):
-        out.append(f'<line x1="{L}" x2="{W - R}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
-                   f'<text x="{L - 6}" y="{sy(t) + 4:.1f}" class="tick" text-anchor="end">{t:g}</text>')
+    ax = Axes(x0, x1, y0 - pad, y1 + pad, W=520, H=340, L=56, B=44)
+    sx, sy = ax.sx, ax.sy
+    out = ax.start()
+    out.append(ax.grid_x(ticks(ax.x0, ax.x1)) + ax.grid_y(ticks(ax.y0, ax.y1)))
     xlabel = "size (compressed ÷ original)" if axis == "size" else f"latency ratio on {result.latency_target()}"
-    out.append(f'<text x="{(L + W - R) / 2}" y="{H - 8}" class="label" text-anchor="middle">{html.escape(xlabel)}</text>'
-               f'<text x="14" y="{(T + H - B) / 2}" class="label" text-anchor="middle" '
-               f'transform="rotate(-90 14 {(T + H - B) / 2})">{html.escape(quality_label(result))}</text>')
+    out.append(ax.labels(xlabel, quality_label(result)))
     if limit is not None:
-        out.append(f'<line x1="{sx(limit):.1f}" x2="{sx(limit):.1f}" y1="{T}" y2="{H - B}" class="budget"><title>budget: '
+        out.append(f'<line x1="{sx(limit):.1f}" x2="{sx(limit):.1f}" y1="{ax.T}" y2="{ax.H - ax.B}" class="budget"><title>budget: '
                    f'{xlabel} ≤ {limit:.3g}</title></line>')
     if floor is not None:
-        out.append(f'<line x1="{L}" x2="{W - R}" y1="{sy(floor):.1f}" y2="{sy(floor):.1f}" class="budget"><title>quality floor '
+        out.append(f'<line x1="{ax.L}" x2="{ax.W - ax.R}" y1="{sy(floor):.1f}" y2="{sy(floor):.1f}" class="budget"><title>quality floor '
                    f'{floor:.4g}</title></line>')
     front = result.front_size if axis == "size" else result.front_latency
     by_id = {c.id: (x, y) for c, x, y in pts}
