@@ -138,9 +138,10 @@ def _check_depth(data: Any, max_depth: int) -> None:
         stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
 
 
-def parse_json(raw: str | bytes, origin: str, error: type[LayerScopeError], max_bytes: int = MAX_JSON_BYTES,
-               max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """Parse JSON text; every failure is ``error`` naming ``origin``."""
+def parse_json(raw: str | bytes, origin: str, error: type[Exception], max_bytes: int = MAX_JSON_BYTES,
+               max_depth: int = MAX_JSON_DEPTH, non_finite: bool = False) -> Any:
+    """Parse JSON text; every failure is ``error`` naming ``origin``. ``non_finite`` accepts the
+    ``NaN``/``Infinity`` literals Python's json module writes (torch's program files carry them)."""
     if len(raw) > max_bytes:
         raise error(f"{origin} is {fmt_bytes(len(raw))}; LayerScope reads JSON files up to {fmt_bytes(max_bytes)}.")
     if isinstance(raw, bytes):
@@ -151,7 +152,7 @@ def parse_json(raw: str | bytes, origin: str, error: type[LayerScopeError], max_
     else:
         text = raw
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=float if non_finite else _reject_constant)
         _check_depth(data, max_depth)
     except json.JSONDecodeError as exc:
         raise error(f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from exc
