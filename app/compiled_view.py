@@ -5,6 +5,7 @@ highlights its compiled ops. Below, per-layer latency side by side: PyTorch eage
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, QSortFilterProxyModel, Qt
@@ -170,8 +171,9 @@ class CompiledOpsView(QWidget):
 
     def _on_layer_selected(self, layer_id: str) -> None:
         names = set(self.ops_for_selected_layer())
-        self.layer_ops.setText(f"<b>{layer_id}</b> runs in ORT as: {', '.join(sorted(names))}" if names
-                               else (f"<b>{layer_id}</b>: no compiled op (folded away or not mapped)" if layer_id and self.state.onnx else ""))
+        lid = html.escape(layer_id or "")  # a layer's name is text, never markup
+        self.layer_ops.setText(f"<b>{lid}</b> runs in ORT as: {html.escape(', '.join(sorted(names)))}" if names
+                               else (f"<b>{lid}</b>: no compiled op (folded away or not mapped)" if layer_id and self.state.onnx else ""))
         sel = self.ops.selectionModel()
         proxy = self.ops.model()
         self._syncing = True

@@ -271,7 +271,7 @@ class CompressionPanel(QWidget):
         ids = self.state.selected_set
         usable = self._usable()
         n_ok = sum(1 for i in ids if i in usable)
-        shown = ", ".join(ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
+        shown = html.escape(", ".join(ids[:4])) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
         self.selection_label.setText(
             "No layer selected (click the table, graph or roofline; Ctrl+click adds)." if not ids else
             f"<b>{len(ids)} selected</b>: {shown}" + ("" if n_ok == len(ids) else

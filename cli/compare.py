@@ -19,7 +19,7 @@ from layerscope.profiler.jobs import ModelRequest, compare_job
 from layerscope.profiler.safeio import atomic_write_text
 from layerscope.profiler.serde import to_jsonable
 
-from .common import check_before_work, request_for, run_work
+from .common import InertConsole, check_before_work, request_for, run_work, styled
 
 __all__ = ["add_compare_parser", "print_comparison", "print_diagnostics"]
 
@@ -41,15 +41,15 @@ def sparkline(values: list[float]) -> str:
 
 
 def print_comparison(cmp: ActivationComparison, diags: list[Diagnostic], top: int, threshold: float, console: Console) -> None:
-    console.print(f"[bold]{cmp.reference}[/] vs [bold]{cmp.candidate}[/] on {cmp.samples} sample(s) ({cmp.data_source}); "
-                  f"{len(cmp.layers)} layers compared")
+    console.print(styled((cmp.reference, "bold"), " vs ", (cmp.candidate, "bold"),
+                         f" on {cmp.samples} sample(s) ({cmp.data_source}); {len(cmp.layers)} layers compared"))
     for note in cmp.notes:
         console.print(f"  note: {note}")
     curve = cmp.sqnr_curve()
     console.print(f"SQNR along depth: {sparkline([c[2] for c in curve])}")
     first = cmp.first_below(threshold)
-    console.print(f"First layer under {threshold:g} dB: " + (f"[bold]{first.layer_id}[/] ({first.type_name}, {fmt_db(first.sqnr_db)}, "
-                                                             f"position {first.position})" if first else "none"))
+    console.print(styled(f"First layer under {threshold:g} dB: ", *(((first.layer_id, "bold"), f" ({first.type_name}, "
+                         f"{fmt_db(first.sqnr_db)}, position {first.position})") if first else ("none",))))
     table = Table(title=f"{min(top, len(cmp.layers))} layers with the lowest SQNR (execution order)", title_justify="left")
     for col in ("#", "layer", "type", "reference range", "p0.01 … p99.99", "candidate range", "SQNR dB", "cosine",
                 "max |err|", "range ratio", "clipped"):
@@ -77,16 +77,16 @@ def print_diagnostics(cmp: ActivationComparison, diags: list[Diagnostic], thresh
     for note in cmp.notes:
         console.print(f"  note: {note}")
     first = cmp.first_below(threshold)
-    console.print(f"First layer under {threshold:g} dB: " + (f"[bold]{first.layer_id}[/] ({first.type_name}, {fmt_db(first.sqnr_db)})"
-                                                             if first else "none"))
+    console.print(styled(f"First layer under {threshold:g} dB: ", *(((first.layer_id, "bold"),
+                         f" ({first.type_name}, {fmt_db(first.sqnr_db)})") if first else ("none",))))
     _print_diagnostic_list(diags, console)
 
 
 def _print_diagnostic_list(diags: list[Diagnostic], console: Console) -> None:
     if not diags:
-        console.print("[green]No range diagnostics.[/]")
+        console.print(styled(("No range diagnostics.", "green")))
     for k, d in enumerate(diags, 1):
-        console.print(f"[bold yellow]{k}. {d.kind.value}[/] {d.message}\n   evidence: {d.evidence}\n   fix: {d.fix}")
+        console.print(styled((f"{k}. {d.kind.value}", "bold yellow"), f" {d.message}\n   evidence: {d.evidence}\n   fix: {d.fix}"))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -101,7 +101,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                        against=args.against, data=args.data, samples=args.samples, threshold_db=args.threshold,
                        range_factor=args.range_factor)
     cmp, diags = run_work(work, args.quiet)
-    console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
+    console = InertConsole(width=max(InertConsole().width, 150) if not sys.stdout.isatty() else None)
     print_comparison(cmp, diags, args.top, args.threshold, console)
     if args.json:
         atomic_write_text(args.json, json.dumps({"comparison": to_jsonable(cmp), "diagnostics": to_jsonable(diags),

@@ -25,10 +25,21 @@ from layerscope.profiler.compression.apply import model_bytes
 from layerscope.profiler.errors import PlanError
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
 from layerscope.profiler.jobs import ModelRequest, compress_job
-from layerscope.profiler.model_explorer import check_model_explorer_folder
-from layerscope.profiler.safeio import atomic_path, atomic_write_text, check_output_path
+from layerscope.profiler.safeio import OutputFolder, atomic_path, atomic_write_text, check_output_path
 
-from .common import ME_HELP, add_history_arguments, check_before_work, record_for, request_for, run_work, said_recorded, write_model_explorer_for
+from .common import (
+    FORCE_HELP,
+    ME_HELP,
+    InertConsole,
+    add_history_arguments,
+    check_before_work,
+    record_for,
+    request_for,
+    run_work,
+    said_recorded,
+    styled,
+    write_model_explorer_for,
+)
 from .compare import print_diagnostics
 
 __all__ = ["add_compress_parser", "print_report"]
@@ -38,10 +49,10 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
     out = res.output
     n_layers = len({c.layer_id for c in res.layers})
     weights = "" if n_layers == len(res.layers) else f" ({len(res.layers)} weights)"
-    console.print(f"[bold]{rep.model}[/]: {len(rep.plan['specs'])} spec(s) → {n_layers} weight-compressed layer(s){weights}, "
-                  f"{len(res.channels)} channel-pruned, {len(res.activations)} with int8 activations")
+    console.print(styled((rep.model, "bold"), f": {len(rep.plan['specs'])} spec(s) → {n_layers} weight-compressed layer(s){weights}, "
+                         f"{len(res.channels)} channel-pruned, {len(res.activations)} with int8 activations"))
     for w in res.warnings:
-        console.print(f"  [yellow]warning:[/] {w}")
+        console.print(styled("  ", ("warning:", "yellow"), f" {w}"))
     table = Table(title="Compressed layers (latency: this layer in the candidate profile)", title_justify="left")
     for col in ("layer", "technique", "bits/w", "weights before", "after", "weight SQNR", "latency before", "after"):
         table.add_column(col, justify="left" if col in ("layer", "technique") else "right", overflow="fold")
@@ -66,14 +77,15 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
     for a in res.activations[:top]:
         console.print(f"  activations {a.layer_id}: {a.calibration} range [{a.range_min:.3g}, {a.range_max:.3g}] of observed "
                       f"[{a.observed_min:.3g}, {a.observed_max:.3g}], clipped {fmt_pct(a.clip_rate)}, SQNR {fmt_db(a.sqnr_db)}")
-    console.print(f"Size: {fmt_bytes(res.model_bytes_before)} → {fmt_bytes(res.model_bytes_after)} "
-                  f"([bold]{res.size_ratio:.3f}×[/]), real storage incl. scales, zero points, LUTs and masks")
+    console.print(styled(f"Size: {fmt_bytes(res.model_bytes_before)} → {fmt_bytes(res.model_bytes_after)} (",
+                         (f"{res.size_ratio:.3f}×", "bold"), "), real storage incl. scales, zero points, LUTs and masks"))
     if (left := res.not_compressed_text()) is not None:
-        console.print(f"{'[yellow]' if res.unreachable else ''}Not compressed: {left}{'[/]' if res.unreachable else ''}")
-    sim = " [yellow](simulated: weights are decoded to float and activations fake-quantised, so eager kernels are unchanged)[/]" if res.simulated else ""
-    console.print(f"Latency (eager, interleaved, median of {rep.latency_runs} after {rep.warmup_runs} warm-up; layers captured with "
-                  f"{rep.capture_method}): {fmt_ms(rep.latency_ms_before)} → "
-                  f"{fmt_ms(rep.latency_ms_after)} ms ([bold]{rep.latency_ratio:.2f}× of before[/]){sim}")
+        console.print(styled((f"Not compressed: {left}", "yellow" if res.unreachable else "")))
+    sim = ("(simulated: weights are decoded to float and activations fake-quantised, so eager kernels are unchanged)"
+           if res.simulated else "")
+    console.print(styled(f"Latency (eager, interleaved, median of {rep.latency_runs} after {rep.warmup_runs} warm-up; layers captured with "
+                         f"{rep.capture_method}): {fmt_ms(rep.latency_ms_before)} → {fmt_ms(rep.latency_ms_after)} ms (",
+                         (f"{rep.latency_ratio:.2f}× of before", "bold"), ")", *((" ", (sim, "yellow")) if sim else ())))
     console.print(f"FLOPs: {fmt_count(rep.flops_before)} → {fmt_count(rep.flops_after)}")
     console.print(f"Output on {out.samples} sample(s) ({out.data_source}): SQNR {fmt_db(out.sqnr_db)}, cosine {out.cosine:.5f}, "
                   f"max |error| {out.max_abs_error:.3g}" + (f" (the first of {len(out.leaves)} outputs)" if out.leaves else ""))
@@ -81,16 +93,17 @@ def print_report(rep: CompressionReport, top: int, console: Console) -> None:
         console.print("  every output: " + ", ".join(f"{name} {fmt_db(db)}" for name, db in out.leaves[:8])
                       + (f" … (--json for all {len(out.leaves)})" if len(out.leaves) > 8 else ""))
     if out.accuracy_reference is not None and out.accuracy_candidate is not None:
-        console.print(f"Top-1 accuracy: {fmt_pct(out.accuracy_reference)} → [bold]{fmt_pct(out.accuracy_candidate)}[/] "
-                      f"({(out.accuracy_candidate - out.accuracy_reference) * 100:+.2f} points)")
+        console.print(styled(f"Top-1 accuracy: {fmt_pct(out.accuracy_reference)} → ", (fmt_pct(out.accuracy_candidate), "bold"),
+                             f" ({(out.accuracy_candidate - out.accuracy_reference) * 100:+.2f} points)"))
     if rep.ort is not None:
         o = rep.ort
-        console.print(f"ONNX Runtime int8 (real kernels, quantize_{o.config.mode}, {len(o.config.nodes_to_quantize)} node(s), batch {o.batch_size}): "
-                      f"{fmt_ms(o.float_ms)} → {fmt_ms(o.int8_ms)} ms (speed-up [bold]{o.speedup:.2f}×[/]), file "
-                      f"{fmt_bytes(o.float_file_bytes)} → {fmt_bytes(o.int8_file_bytes)}, output SQNR vs float ORT {fmt_db(o.output_sqnr_db)}"
-                      + (f", top-1 {fmt_pct(o.accuracy_float)} → {fmt_pct(o.accuracy_int8)}" if o.accuracy_float is not None else ""))
+        console.print(styled(f"ONNX Runtime int8 (real kernels, quantize_{o.config.mode}, {len(o.config.nodes_to_quantize)} node(s), "
+                             f"batch {o.batch_size}): {fmt_ms(o.float_ms)} → {fmt_ms(o.int8_ms)} ms (speed-up ",
+                             (f"{o.speedup:.2f}×", "bold"), f"), file {fmt_bytes(o.float_file_bytes)} → {fmt_bytes(o.int8_file_bytes)}, "
+                             f"output SQNR vs float ORT {fmt_db(o.output_sqnr_db)}"
+                             + (f", top-1 {fmt_pct(o.accuracy_float)} → {fmt_pct(o.accuracy_int8)}" if o.accuracy_float is not None else "")))
         for line in o.config.cannot_express:
-            console.print(f"  [dim]ORT adapter cannot express:[/] {line}")
+            console.print(styled("  ", ("ORT adapter cannot express:", "dim"), f" {line}"))
 
 
 OUTPUTS = {"json": "--json", "save_plan": "--save-plan", "export_ort": "--export-ort", "export_coreml": "--export-coreml",
@@ -106,8 +119,8 @@ def _write(path: str, text: str, console: Console, what: str) -> None:
 def cmd_compress(args: argparse.Namespace) -> int:
     if (args.plan is None) == (args.estimate is None):
         raise PlanError("Give exactly one of --plan plan.json or --estimate {" + ",".join(ESTIMATES) + "}.")
-    check_before_work(args, OUTPUTS)
-    check_model_explorer_folder(args.model_explorer)
+    check_before_work(args, OUTPUTS, {"model_explorer": "--model-explorer", "workdir": "--workdir"})
+    workdir = OutputFolder(args.workdir, "--workdir", args.force) if args.workdir else None
     plan = CompressionPlan.load(args.plan) if args.plan else estimate_plan(args.estimate)  # a bad plan fails first
     req = request_for(args)
     ort_int8 = args.ort_int8 or bool(args.export_ort) or args.estimate in ("int8", "int8-weights")
@@ -121,11 +134,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 check_output_path(getattr(args, attr), OUTPUTS[attr], size_bytes=model_bytes(loaded.module))
 
     record = record_for(args)
-    result = run_work(compress_job(req, plan, args.data, args.samples, ort_int8=ort_int8, workdir=args.workdir,
+    result = run_work(compress_job(req, plan, args.data, args.samples, ort_int8=ort_int8, workdir=workdir,
                                threshold_db=args.threshold, on_loaded=room_for_models, record=record), args.quiet)
     profile, outcome = result.profile, result.outcome
     rep = outcome.report
-    console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
+    console = InertConsole(width=max(InertConsole().width, 150) if not sys.stdout.isatty() else None)
     print_report(rep, args.top, console)
     print_diagnostics(result.comparison, result.diagnostics, args.threshold, console)
     if args.save_plan:
@@ -159,7 +172,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.model_explorer:  # the float model's graph, with each layer's output SQNR after compression beside its timing
         write_model_explorer_for(args.model_explorer, profile, kept[0], console,
                                  sqnr_db={c.layer_id: c.sqnr_db for c in result.comparison.layers if c.sqnr_db is not None},
-                                 threshold_db=args.threshold)
+                                 threshold_db=args.threshold, force=args.force)
     said_recorded(record, console)
     return 0
 
@@ -193,6 +206,7 @@ def add_compress_parser(sub) -> None:
     c.add_argument("--export-torch-ao", help="deprecated (torch.ao.quantization is deprecated in favour of torchao): write the "
                                              "torch.ao QConfigMapping (set_module_name entries)")
     c.add_argument("--model-explorer", metavar="FOLDER", help=ME_HELP)
+    c.add_argument("--force", action="store_true", help=FORCE_HELP)
     c.add_argument("--workdir", help="keep the ORT float/int8 .onnx files in this folder (default: a scratch folder in "
                                     "LayerScope's cache, removed afterwards)")
     c.add_argument("--threshold", type=float, default=20.0, help="SQNR (dB) under which a layer counts as broken (default 20)")

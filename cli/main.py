@@ -22,13 +22,14 @@ from layerscope.profiler.errors import describe
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
 from layerscope.profiler.hardware import save_cached, trusted
 from layerscope.profiler.jobs import MODEL_HELP, ModelRequest, onnx_job, profile_job
-from layerscope.profiler.model_explorer import check_model_explorer_folder
 from layerscope.profiler.resources import parse_device
-from layerscope.profiler.safeio import atomic_write_text
+from layerscope.profiler.safeio import OutputFolder, atomic_write_text
 from layerscope.profiler.workspace import Terminated, install_signal_handlers
 
 from .common import (
+    FORCE_HELP,
     ME_HELP,
+    InertConsole,
     add_history_arguments,
     check_before_work,
     err,
@@ -38,6 +39,7 @@ from .common import (
     said_model_explorer,
     said_recorded,
     setup_logging,
+    styled,
     write_model_explorer_for,
 )
 from .compare import add_compare_parser
@@ -55,17 +57,17 @@ def print_profile(profile: Profile, top: int, console: Console, threads_given: b
     threads_note = "" if threads_given else " (torch's default here; --threads N)"
     dtype = m.compute_dtype
     peak, peak_dtype = hw.peak_for(dtype)
-    console.print(f"[bold]{m.name}[/]  inputs {', '.join('x'.join(map(str, sh)) for sh in m.input_shapes)} "
-                  f"{'/'.join(m.input_dtypes)}  captured with [bold]{m.capture_method.value}[/]")
+    console.print(styled((m.name, "bold"), f"  inputs {', '.join('x'.join(map(str, sh)) for sh in m.input_shapes)} "
+                         f"{'/'.join(m.input_dtypes)}  captured with ", (m.capture_method.value, "bold")))
     for note in m.capture_notes:
-        console.print(f"  [yellow]note:[/] {note}")
+        console.print(styled("  ", ("note:", "yellow"), f" {note}"))
     console.print(f"Roofline: {hw.name} ({hw.kind}): {peak:.1f} GFLOP/s {peak_dtype}, {hw.bandwidth_gbs:.1f} GB/s, "
                   f"ridge {hw.ridge_point(dtype):.1f} FLOP/byte")
     for note in hw.notes:
-        console.print(f"  [yellow]note:[/] {note}")
+        console.print(styled("  ", ("note:", "yellow"), f" {note}"))
     if hw.kind != "measured":
-        console.print("  [yellow]note:[/] bound classes use this target's ridge point; latencies were measured on this "
-                      "machine, so '% roof' is not computed against the target.")
+        console.print(styled("  ", ("note:", "yellow"), " bound classes use this target's ridge point; latencies were measured on "
+                             "this machine, so '% roof' is not computed against the target."))
     by = ("FLOPs (static profile: nothing timed)" if profile.static else
           "measured latency (25th percentile: the machine was busy)" if s.busy else "measured latency")
     table = Table(title=f"Top {min(top, len(profile.graph))} of {len(profile.graph)} layers by {by}", title_justify="left")
@@ -82,12 +84,12 @@ def print_profile(profile: Profile, top: int, console: Console, threads_given: b
         table.add_row(
             str(i), r.layer.id, kind, fmt_ms(t.latency_ms) if t else "-", fmt_ms(t.spread_ms) if t else "-",
             fmt_pct(r.latency_share), "unknown" if mt.flops is None else fmt_count(mt.flops), fmt_bytes(mt.bytes_moved),
-            "-" if ai is None else f"{ai:.1f}", f"[{BOUND_STYLE[r.bound]}]{r.bound.value}[/]",
-            "-" if not p else (f"[red]{p.roof_text()}[/]" if p.above_roof else p.roof_text()),
+            "-" if ai is None else f"{ai:.1f}", styled((r.bound.value, BOUND_STYLE[r.bound])),
+            "-" if not p else styled((p.roof_text(), "red" if p.above_roof else "")),
         )
     console.print(table)
     if (warning := profile.roof_warning()) is not None:
-        console.print(f"  [yellow]warning:[/] {warning}")
+        console.print(styled("  ", ("warning:", "yellow"), f" {warning}"))
     counts = profile.bound_counts()
     unknown = profile.unknown_layers
     console.print(f"Params {m.total_params:,}  weights {fmt_bytes(m.total_weight_bytes)}  MACs {fmt_count(profile.total_macs)}  "
@@ -107,19 +109,18 @@ def print_profile(profile: Profile, top: int, console: Console, threads_given: b
     console.print(f"{'Memory a run would need (estimated)' if profile.static else 'Peak memory'} {fmt_bytes(s.peak_memory_bytes)} = "
                   f"weights {fmt_bytes(s.weight_bytes)} + peak live activations {fmt_bytes(s.peak_activation_bytes)}")
     for warning in s.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(styled(("warning:", "yellow"), f" {warning}"))
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    check_before_work(args, {"json": "--json", "csv": "--csv"})
-    check_model_explorer_folder(args.model_explorer)
+    check_before_work(args, {"json": "--json", "csv": "--csv"}, {"model_explorer": "--model-explorer"})
     record = record_for(args)
     loaded: list = []
     profile = run_work(profile_job(request_for(args), record, on_loaded=loaded.append), args.quiet)
-    out = Console(width=max(Console().width, 140) if not sys.stdout.isatty() else None)
+    out = InertConsole(width=max(InertConsole().width, 140) if not sys.stdout.isatty() else None)
     print_profile(profile, args.top, out, threads_given=args.threads is not None)
     if args.model_explorer:
-        write_model_explorer_for(args.model_explorer, profile, loaded[0], out)
+        write_model_explorer_for(args.model_explorer, profile, loaded[0], out, force=args.force)
     if args.json:
         profile.save(args.json)
         out.print(f"Wrote {args.json}")
@@ -131,10 +132,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def print_onnx(op: OnnxProfile, top: int, console: Console) -> None:
-    console.print(f"[bold]{op.model_name}[/]  {op.exporter.value} → ONNX Runtime {op.ort_version}, "
-                  f"opt level [bold]{op.opt_level.value}[/], {op.provider}")
+    console.print(styled((op.model_name, "bold"), f"  {op.exporter.value} → ONNX Runtime {op.ort_version}, opt level ",
+                         (op.opt_level.value, "bold"), f", {op.provider}"))
     for note in op.notes:
-        console.print(f"  [yellow]note:[/] {note}")
+        console.print(styled("  ", ("note:", "yellow"), f" {note}"))
     table = Table(title=f"Top {min(top, len(op.ops))} of {len(op.ops)} compiled ops by ORT kernel time", title_justify="left")
     columns: list[tuple[str, JustifyMethod]] = [
         ("#", "right"), ("ORT op", "left"), ("op type", "left"), ("ms", "right"), ("share", "right"), ("source layers", "left"),
@@ -150,7 +151,7 @@ def print_onnx(op: OnnxProfile, top: int, console: Console) -> None:
     target = "source layers" if op.has_source else "ONNX nodes (no PyTorch source)"
     console.print(f"Coverage: {fmt_pct(op.coverage_ops)} of ops and {fmt_pct(op.coverage_time)} of op time mapped to {target}")
     if op.unmapped:
-        console.print(f"[yellow]Unmapped ops:[/] {', '.join(op.unmapped)}")
+        console.print(styled(("Unmapped ops:", "yellow"), f" {', '.join(op.unmapped)}"))
     console.print(f"ORT end-to-end {fmt_ms(op.end_to_end_ms)} ms (IQR {fmt_ms(op.end_to_end_p25_ms)}–{fmt_ms(op.end_to_end_p75_ms)}), "
                   f"median of {op.runs} runs after {op.warmup} warm-up; sum of op medians {fmt_ms(op.total_op_ms)} ms")
     kept = (f"optimised graph kept in {op.optimized_path}" if op.optimized_path
@@ -159,24 +160,23 @@ def print_onnx(op: OnnxProfile, top: int, console: Console) -> None:
 
 
 def cmd_onnx(args: argparse.Namespace) -> int:
-    check_before_work(args, {"json": "--json"})
-    check_model_explorer_folder(args.model_explorer)
+    check_before_work(args, {"json": "--json"}, {"model_explorer": "--model-explorer", "workdir": "--workdir"})
     spec = args.model or "resnet18"
     plain = spec.endswith(".onnx")
     req = request_for(args, spec)
     with contextlib.ExitStack() as stack:
-        workdir = args.workdir
+        workdir: str | OutputFolder | None = OutputFolder(args.workdir, "--workdir", args.force) if args.workdir else None
         if args.model_explorer and not workdir and not plain:  # the exported .onnx must outlive the job to be copied
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="layerscope-onnx-"))
         work = onnx_job(req, opt_level=args.opt_level, provider=args.provider, onnx_path=spec if plain else None,
                         workdir=workdir)
         result = run_work(work, args.quiet)
-        out = Console(width=max(Console().width, 160) if not sys.stdout.isatty() else None)
+        out = InertConsole(width=max(InertConsole().width, 160) if not sys.stdout.isatty() else None)
         if args.model_explorer:
             from layerscope.profiler.model_explorer import write_onnx_model_explorer
 
-            files = write_onnx_model_explorer(args.model_explorer, result, spec if plain else result.onnx_path)
-        if workdir != args.workdir:
+            files = write_onnx_model_explorer(args.model_explorer, result, spec if plain else result.onnx_path, force=args.force)
+        if not args.workdir:
             result = dataclasses.replace(result, onnx_path="", optimized_path="")
     print_onnx(result, args.top, out)
     if args.model_explorer:
@@ -190,7 +190,7 @@ def cmd_onnx(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     device = parse_device(args.device)
     hw = run_work(calibrate(device.type, matmul_size=args.size), args.quiet)
-    console = Console()
+    console = InertConsole()
     for dt, g in hw.peak_gflops.items():
         console.print(f"peak {dt:<9} {g:10.1f} GFLOP/s")
     console.print(f"bandwidth {hw.bandwidth_gbs:10.1f} GB/s   ridge (float32) {hw.ridge_point():.1f} FLOP/byte")
@@ -198,11 +198,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if key.startswith(("kernel ", "bandwidth ", "theoretical")):
             console.print(f"  {key}: {value}", highlight=False)
     for note in hw.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(styled(("note:", "yellow"), f" {note}"))
     if trusted(hw):
         console.print(f"{hw.name}; cached in {save_cached(hw)}")
     else:
-        console.print(f"{hw.name}; [yellow]not cached[/] (the cached roof, if any, is unchanged)")
+        console.print(styled(f"{hw.name}; ", ("not cached", "yellow"), " (the cached roof, if any, is unchanged)"))
     return 0
 
 
@@ -221,7 +221,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     compressed = (check_compress_report(read_json(args.compress, "--compress", LayerScopeError), f"--compress {args.compress}")
                   if args.compress else None)
     atomic_write_text(args.out, profile_html(profile, other, names, onnx, compressed), "-o/--out")
-    Console().print(f"Wrote {args.out} (one self-contained HTML file: open it in any browser, no network needed)")
+    InertConsole().print(f"Wrote {args.out} (one self-contained HTML file: open it in any browser, no network needed)")
     return 0
 
 
@@ -232,7 +232,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo(_args: argparse.Namespace) -> int:
-    console = Console()
+    console = InertConsole()
     for name, e in ZOO.items():
         console.print(f"{name:<14} {e.description}")
     return 0
@@ -241,7 +241,7 @@ def cmd_zoo(_args: argparse.Namespace) -> int:
 def cmd_devices(_args: argparse.Namespace) -> int:
     from layerscope.profiler import load_device_profile
 
-    console = Console()
+    console = InertConsole()
     for name in device_profile_names():
         hw = load_device_profile(name)
         console.print(f"{name:<22} {hw.name}: {', '.join(f'{k} {v:g} GFLOP/s' for k, v in hw.peak_gflops.items())}, "
@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the full Profile as JSON")
     p.add_argument("--csv", help="write one row per layer as CSV")
     p.add_argument("--model-explorer", metavar="FOLDER", help=ME_HELP)
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_history_arguments(p)
     p.set_defaults(func=cmd_profile)
     o = sub.add_parser("onnx", help="export to ONNX, profile in ONNX Runtime, map compiled ops to source layers")
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--json", help="write the op mapping as JSON")
     o.add_argument("--model-explorer", metavar="FOLDER", help="write the exported model.onnx (or point at your .onnx) and "
                    "ONNX Runtime kernel time per ONNX node as Model Explorer node data (model-explorer-onnx's node ids)")
+    o.add_argument("--force", action="store_true", help=FORCE_HELP)
     o.add_argument("--workdir", help="keep the exported .onnx, the optimised .onnx and the ORT trace in this folder "
                                     "(default: a scratch folder in LayerScope's cache, removed afterwards)")
     o.set_defaults(func=cmd_onnx)
@@ -325,7 +327,7 @@ def _run(args: argparse.Namespace) -> int:
     except LayerScopeError as exc:
         if args.verbose > 1:
             err.print_exception(show_locals=False)  # the wrapped library error, its cause kept
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(styled(("error:", "bold red"), f" {exc}"), highlight=False)
         if args.verbose == 1 and exc.__cause__ is not None:
             cause = exc.__cause__
             err.print(f"  caused by {describe(cause)}",
@@ -333,10 +335,10 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     except OSError as exc:  # a file the user named could not be read or written
         where = f" {exc.filename}" if exc.filename else ""
-        err.print(f"[bold red]error:[/]{where}: {exc.strerror or exc}", highlight=False)
+        err.print(styled(("error:", "bold red"), f"{where}: {exc.strerror or exc}"), highlight=False)
         return 2
     except MemoryError:
-        err.print("[bold red]error:[/] out of memory; try a smaller --input-shape or fewer --samples", highlight=False)
+        err.print(styled(("error:", "bold red"), " out of memory; try a smaller --input-shape or fewer --samples"), highlight=False)
         return 2
     except Terminated:
         err.print("terminated")

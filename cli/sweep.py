@@ -20,7 +20,7 @@ from layerscope.profiler.safeio import atomic_write_text
 from layerscope.profiler.sweep import BUDGET_KEYS, Budgets, SearchSpace, SweepOptions, SweepResult, load_sweep
 from layerscope.profiler.sweep.report import sweep_csv, sweep_html, write_plans
 
-from .common import check_before_work, request_for, run_work
+from .common import FORCE_HELP, InertConsole, check_before_work, request_for, run_work, styled
 
 if TYPE_CHECKING:
     from layerscope.profiler.history_store import HistoryStore
@@ -48,12 +48,12 @@ def _fmt(v, spec: str = ".3g") -> str:
 def print_sweep(result: SweepResult, console: Console, top: int = 20) -> None:
     ref = result.reference
     b = result.budgets
-    console.print(f"[bold]{result.model}[/]  sweep run #{result.run_id} ({result.status}, {result.search} search), "
-                  f"{len(result.candidates)} candidates; float model {fmt_bytes(ref.get('size_bytes', 0))}, "
-                  f"{_fmt(ref.get('latency_ms'))} ms" + (f", top-1 {100 * ref['top1']:.2f}%" if ref.get("top1") is not None else ""))
+    console.print(styled((result.model, "bold"), f"  sweep run #{result.run_id} ({result.status}, {result.search} search), "
+                         f"{len(result.candidates)} candidates; float model {fmt_bytes(ref.get('size_bytes', 0))}, "
+                         f"{_fmt(ref.get('latency_ms'))} ms" + (f", top-1 {100 * ref['top1']:.2f}%" if ref.get("top1") is not None else "")))
     console.print(f"Budgets: {b.text()}; targets: {', '.join(b.targets)} (device targets: roofline estimates)")
     for n in result.notes:
-        console.print(f"  [yellow]note:[/] {n}")
+        console.print(styled("  ", ("note:", "yellow"), f" {n}"))
     if result.sensitivity:
         console.print("Sensitivity (one layer at a time, most sensitive first): " + ", ".join(
             f"{s.layer_id} {fmt_db(s.output_sqnr_db)}" for s in result.sensitivity[:6]) + (" …" if len(result.sensitivity) > 6 else ""))
@@ -74,7 +74,7 @@ def print_sweep(result: SweepResult, console: Console, top: int = 20) -> None:
         tags = ("size " if c.id in result.front_size else "") + ("latency" if c.id in result.front_latency else "")
         if c.id in (result.knee_size, result.knee_latency):
             tags += " knee"
-        marks = [("[green]✓[/]" if c.passes(t) else "[red]✗[/] " + ", ".join(c.failed(t))) for t in b.targets]
+        marks = [styled(("✓", "green")) if c.passes(t) else styled(("✗", "red"), " " + ", ".join(c.failed(t))) for t in b.targets]
         table.add_row(("★ " if cid in result.passing[:1] else "") + str(c.id), c.label, fmt_bytes(m["size_bytes"]),
                       _fmt(m["size_ratio"]), _fmt(this.get("latency_ratio"), ".2f"), _fmt(this.get("ort_int8_ms")), qtext,
                       tags.strip(), *marks)
@@ -84,20 +84,21 @@ def print_sweep(result: SweepResult, console: Console, top: int = 20) -> None:
     for c in result.candidates:
         if not c.ok:
             why = c.error or ""
-            console.print(f"  [dim]#{c.id} {c.label}: not applicable: {why[:200]}{'…' if len(why) > 200 else ''}[/]", highlight=False)
+            console.print(styled((f"  #{c.id} {c.label}: not applicable: {why[:200]}{'…' if len(why) > 200 else ''}", "dim")),
+                          highlight=False)
     if result.passing:
         best = result.by_id(result.passing[0])
-        console.print(f"[bold green]Recommended:[/] #{best.id} {best.label}; {len(result.passing)} candidate(s) meet every budget "
-                      f"(per target: {', '.join(f'{t} {len(ids)}' for t, ids in result.per_target.items())})")
+        console.print(styled(("Recommended:", "bold green"), f" #{best.id} {best.label}; {len(result.passing)} candidate(s) meet every "
+                             f"budget (per target: {', '.join(f'{t} {len(ids)}' for t, ids in result.per_target.items())})"))
     elif result.why_none:
-        console.print(f"[bold red]{result.why_none}[/]")
+        console.print(styled((result.why_none, "bold red")))
     for axis, knee in (("size", result.knee_size), ("latency", result.knee_latency)):
         if knee is not None:
             console.print(f"Knee of the quality-vs-{axis} front: #{knee} {result.by_id(knee).label}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    check_before_work(args, OUTPUTS)
+    check_before_work(args, OUTPUTS, {"out": "--out"})
     budgets = _budgets(args)  # bad budgets and spaces fail before any work
     space = SearchSpace.load(args.space)
     req = request_for(args)
@@ -108,10 +109,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         result = run_work(sweep_job(req, opts), args.quiet)
     except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: every finished candidate is in the history; `layerscope sweep --resume RUN_ID` "
+        InertConsole(stderr=True).print("interrupted: every finished candidate is in the history; `layerscope sweep --resume RUN_ID` "
                                    "continues (`layerscope history --kind sweep` lists the runs)")
         raise
-    console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
+    console = InertConsole(width=max(InertConsole().width, 150) if not sys.stdout.isatty() else None)
     print_sweep(result, console, args.top)
     _write_outputs(result, args, console)
     return 0
@@ -121,9 +122,10 @@ def _write_outputs(result: SweepResult, args: argparse.Namespace, console: Conso
     from layerscope.profiler.history import machine_name
 
     if args.out:
-        written = write_plans(result, args.out)
+        written, stale = write_plans(result, args.out, force=args.force)
         console.print(f"Wrote {len(written)} plan file(s) to {args.out}"
-                      + (f"; best: {args.out}/best.plan.json" if result.passing else ""))
+                      + (f"; best: {args.out}/best.plan.json" if result.passing else "")
+                      + (f"; removed {len(stale)} plan file(s) of an earlier run" if stale else ""))
     if args.html:
         atomic_write_text(args.html, sweep_html(result, args.out, machine_name()), "--html")
         console.print(f"Wrote {args.html}")
@@ -175,7 +177,9 @@ def add_sweep_parser(sub) -> None:
     s.add_argument("--note", help="a note stored with the run in the history")
     s.add_argument("--history", metavar="URL", help="history database: a file path or a database URL (default: "
                                                     "$LAYERSCOPE_HISTORY or ~/.local/share/layerscope/history.sqlite)")
-    s.add_argument("--out", metavar="DIR", help="write every candidate's plan file, and best.plan.json, into DIR")
+    s.add_argument("--out", metavar="DIR", help="write every candidate's plan file, and best.plan.json, into DIR (new, empty, or "
+                                                 "written by LayerScope; an earlier run's plans there are replaced)")
+    s.add_argument("--force", action="store_true", help=FORCE_HELP)
     s.add_argument("--html", help="write a self-contained HTML report with the trade-off plots")
     s.add_argument("--csv", help="write one row per candidate as CSV")
     s.add_argument("--json", help="write everything (candidates, fronts, pass/fail per budget per target) as JSON")
@@ -188,7 +192,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     from layerscope.profiler.history_store import HistoryStore  # SQLAlchemy loads for this command only
 
     store = HistoryStore(args.history)
-    console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
+    console = InertConsole(width=max(InertConsole().width, 150) if not sys.stdout.isatty() else None)
     action = args.action or "list"
     if action == "list":
         runs = store.runs(args.model, args.kind, args.limit)
@@ -205,10 +209,10 @@ def cmd_history(args: argparse.Namespace) -> int:
             result, _ = load_sweep(store, r.id)
             print_sweep(result, console, args.top)
             if args.html or args.csv or args.json or args.out:
-                check_before_work(args, OUTPUTS)
+                check_before_work(args, OUTPUTS, {"out": "--out"})
                 _write_outputs(result, args, console)
         else:
-            console.print(f"[bold]run {r.id}[/]: {r.kind} of {r.model} ({r.model_hash}) on {r.machine}, {r.created}, {r.status}")
+            console.print(styled((f"run {r.id}", "bold"), f": {r.kind} of {r.model} ({r.model_hash}) on {r.machine}, {r.created}, {r.status}"))
             console.print(f"  {r.summary()}")
             if r.plan:
                 console.print(f"  plan: {json.dumps(r.plan)}")
@@ -229,10 +233,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 def _print_compare(store: HistoryStore, a_id: int, b_id: int, top: int, console: Console) -> None:
     a, b = store.run(a_id), store.run(b_id)
     if a.model_hash != b.model_hash:
-        console.print(f"[yellow]note:[/] runs {a.id} and {b.id} are of different models ({a.model_hash[:8]} vs {b.model_hash[:8]})")
+        console.print(styled(("note:", "yellow"), f" runs {a.id} and {b.id} are of different models ({a.model_hash[:8]} vs {b.model_hash[:8]})"))
     metrics, diffs, only_a, only_b = compare_runs(a, b)
-    console.print(f"[bold]run {a.id}[/] ({a.kind}, {a.created}) vs [bold]run {b.id}[/] ({b.kind}, {b.created}); {a.machine}"
-                  + ("" if a.machine == b.machine else f" vs {b.machine}"))
+    console.print(styled((f"run {a.id}", "bold"), f" ({a.kind}, {a.created}) vs ", (f"run {b.id}", "bold"),
+                         f" ({b.kind}, {b.created}); {a.machine}" + ("" if a.machine == b.machine else f" vs {b.machine}")))
     for k, (x, y) in metrics.items():
         console.print(f"  {k}: {x} → {y}")
     if not (a.layers and b.layers):
@@ -279,6 +283,7 @@ def add_history_parser(sub) -> None:
     for flag in ("html", "csv", "json"):
         show.add_argument(f"--{flag}")
     show.add_argument("--out", metavar="DIR", help="a sweep's plan files")
+    show.add_argument("--force", action="store_true", help=FORCE_HELP)
     note = hs.add_parser("note", help="set a run's note")
     note.add_argument("id", type=int)
     note.add_argument("text")

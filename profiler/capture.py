@@ -34,6 +34,7 @@ from .weights import storage_key
 __all__ = ["CaptureResult", "capture", "capture_exported", "input_error", "is_leaf_module", "run_and_locate_failure"]
 
 log = logging.getLogger(__name__)
+_CALL_SUFFIX = re.compile(r"@(\d+)$")
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _FRAME_RE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
@@ -509,7 +510,8 @@ def _assign_export(gm: fx.GraphModule, model: nn.Module | None, records: dict[st
                 kind = class_name_kind(cls_name)
             if kind is not None:
                 if key not in group_ids:
-                    call = int(key.rsplit("@", 1)[1]) if "@" in key else 0
+                    repeat = _CALL_SUFFIX.search(key)  # export's key of the n-th call: "path@n" ('@' is legal in a name too)
+                    call = int(repeat.group(1)) if repeat else 0
                     group_ids[key] = _unique(path if call == 0 else f"{path}:{call}", taken)
                     taken.add(group_ids[key])
                 if mod is not None:
@@ -636,8 +638,25 @@ def _submodule_hint(model: nn.Module, run: bool = False) -> str:
             f"pre/post-processing: --submodule {parts[0]}{largest}.")
 
 
+_BREAKS_CODEGEN = re.compile(r'["\\\n\r\x00]')
+
+
+def _check_names(model: nn.Module) -> None:
+    """torch.fx and torch.export write module, parameter and buffer names into the Python code they generate
+    (``getattr(self.blocks, "<name>")``) without escaping them: a name with a quote, a backslash, a line break or
+    a NUL (legal as an ``nn.ModuleDict`` key) breaks that code. One clean error naming it."""
+    names = [n for n, _ in model.named_modules()] + [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    bad = next((n for n in names if _BREAKS_CODEGEN.search(n)), None)
+    if bad is not None:
+        raise CaptureError(f"The model has a module or weight named {bad!r}: torch.fx and torch.export write such names into the "
+                           f"code they generate without quoting, which breaks it. Rename it (a quote, backslash, line break or "
+                           f"NUL in an nn.ModuleDict key), or profile without tracing: --static records the graph "
+                           f"from one eager forward and takes any name.")
+
+
 def capture(model: nn.Module, inputs: Sequence[torch.Tensor], method: CaptureMethod | None = None) -> CaptureResult:
     """Capture ``model`` on ``inputs``; fx first, export if fx cannot trace (or as asked)."""
+    _check_names(model)
     fx_error: str | None = None
     if method in (None, CaptureMethod.FX):
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["fmt_count", "fmt_bytes", "fmt_ms", "fmt_pct", "fmt_db"]
+__all__ = ["fmt_count", "fmt_bytes", "fmt_ms", "fmt_pct", "fmt_db", "printable"]
 
 
 def fmt_count(n: float | None) -> str:
@@ -40,3 +40,13 @@ def fmt_db(v: float | None, unit: str = " dB", none: str = "n/a") -> str:
     if v is None:
         return none
     return "exact" if math.isinf(v) and v > 0 else f"{v:.1f}{unit}"
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x09, 0x0A)}
+_CONTROL.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def printable(text: object) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``), so a name from a model or a
+    file is displayed as text and never drives the terminal (colours, cursor moves, hyperlinks, titles)."""
+    return str(text).translate(_CONTROL)

@@ -28,6 +28,7 @@ from .profile import Profile
 from .progress import Progress, Work
 from .request import MODEL_HELP, ModelRequest
 from .resources import other_load_now, threads
+from .safeio import OutputFolder
 from .serde import to_jsonable
 from .source import LoadedModel, load_model
 from .timing import BUSY_LOAD
@@ -96,7 +97,7 @@ def open_profile_job(path: str | Path) -> Work[Profile]:
 
 @_in_threads
 def onnx_job(req: ModelRequest, opt_level: str = "all", provider: str = "CPUExecutionProvider",
-             onnx_path: str | Path | None = None, workdir: str | Path | None = None):
+             onnx_path: str | Path | None = None, workdir: str | Path | OutputFolder | None = None):
     """Export ``req``'s model to ONNX (or take a plain ``onnx_path``: then only ``req``'s runs and
     warm-up count), profile it in ONNX Runtime at ``opt_level`` and map every compiled op back to
     its source layers."""
@@ -158,7 +159,7 @@ class CompressResult:
 
 @_in_threads
 def compress_job(req: ModelRequest, plan, data: str | Path | None = None, samples: int = 8, ort_int8: bool = False,
-                 workdir: str | Path | None = None, profile: Profile | None = None, threshold_db: float = 20.0,
+                 workdir: str | Path | OutputFolder | None = None, profile: Profile | None = None, threshold_db: float = 20.0,
                  range_factor: float = 10.0, on_loaded: Callable[[LoadedModel], None] | None = None,
                  record: Record | None = None) -> Work[CompressResult]:
     """Apply ``plan`` to a copy of the model, profile and time the copy, then compare activations
@@ -183,7 +184,7 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
     if profile is None:
         profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)
     outcome = yield from compress(loaded, profile, plan, batches, hw, runs=req.runs, ort_int8=ort_int8,
-                                  workdir=Path(workdir) if workdir else None, warmup=req.warmup, method=req.run_method)
+                                  workdir=workdir, warmup=req.warmup, method=req.run_method)
     cmp = yield from compare_models(loaded.module, outcome.candidate, batches, f"{loaded.name} (float)",
                                     f"{loaded.name} (compressed)", method=req.run_method)
     diags = diagnose(cmp, profile.graph, outcome.report.resolved, loaded.module, range_factor=range_factor,

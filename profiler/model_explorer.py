@@ -35,7 +35,7 @@ from .onnx.results import OnnxProfile
 from .profile import Profile
 from .resources import untouched
 from .roofline import Bound
-from .safeio import atomic_path, atomic_write_text, check_output_path
+from .safeio import OutputFolder, atomic_path, atomic_write_text, check_output_folder
 from .source import SameModel
 
 __all__ = ["ModelExplorerFiles", "check_model_explorer_folder", "layer_nodes", "profile_node_data", "onnx_node_data", "write_model_explorer",
@@ -134,22 +134,11 @@ def _write_files(folder: Path, files: dict[str, dict[str, Any]]) -> tuple[Path, 
                  for stem, data in files.items())
 
 
-def check_model_explorer_folder(path: str | Path | None) -> None:
-    """Fail before any work when ``--model-explorer`` cannot be a folder we write into."""
-    if not path:
-        return
-    folder = Path(path).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise LayerScopeError(f"--model-explorer {path}: not a folder (it takes a folder: one JSON file per metric, and the model)")
-    # a folder that exists must take files; a new one must be creatable where it is named
-    check_output_path(folder / "latency_ms.json" if folder.is_dir() else folder, "--model-explorer")
-
-
-def _folder(path: str | Path) -> Path:
-    check_model_explorer_folder(path)
-    folder = Path(path).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def check_model_explorer_folder(path: str | Path | None, force: bool = False) -> None:
+    """Fail before any work when ``--model-explorer`` cannot be a folder LayerScope fills: new, empty or its
+    own (see ``safeio.OutputFolder``); ``force`` writes into a folder of the user's."""
+    if path:
+        check_output_folder(path, "--model-explorer", force)
 
 
 _PLAIN_CONTAINERS = (tuple, list, dict, collections.OrderedDict, type(None))
@@ -189,23 +178,25 @@ def _export(module: nn.Module, inputs: Sequence[torch.Tensor]) -> torch.export.E
 
 def write_model_explorer(folder: str | Path, profile: Profile, module: torch.nn.Module | None, inputs: Sequence[torch.Tensor],
                          exported: torch.export.ExportedProgram | None = None, source_pt2: str | Path | None = None,
-                         sqnr_db: dict[str, float] | None = None, threshold_db: float = 20.0) -> ModelExplorerFiles:
+                         sqnr_db: dict[str, float] | None = None, threshold_db: float = 20.0, force: bool = False) -> ModelExplorerFiles:
     """Write ``model.pt2`` (torch.export of ``module``; or point at ``source_pt2`` when the model came from that
-    file as ``exported``) and the node data files keyed by that program's nodes."""
-    out = _folder(folder)
+    file as ``exported``) and the node data files keyed by that program's nodes, into a folder LayerScope may
+    fill (``force``: one of the user's)."""
+    target = OutputFolder(folder, "--model-explorer", force)
     if exported is None:
         if module is None:
             raise LayerScopeError("--model-explorer needs the model or its ExportedProgram")
         exported = _export(module, inputs)
     exported_graph = capture_exported(exported, module, inputs).graph
     nodes = layer_nodes(profile.graph, exported_graph)
-    if source_pt2 is not None:
-        model_path = Path(source_pt2).expanduser().resolve()
-    else:
-        model_path = out / "model.pt2"
-        with atomic_path(model_path, "--model-explorer") as tmp:
-            torch.export.save(exported, str(tmp))
-    files = _write_files(out, profile_node_data(profile, nodes, sqnr_db, threshold_db))
+    with target as out:
+        if source_pt2 is not None:
+            model_path = Path(source_pt2).expanduser().resolve()
+        else:
+            model_path = out / "model.pt2"
+            with atomic_path(model_path, "--model-explorer") as tmp:
+                torch.export.save(exported, str(tmp))
+        files = _write_files(out, profile_node_data(profile, nodes, sqnr_db, threshold_db))
     unplaced = tuple(lid for lid in profile.graph.ids() if lid not in nodes)
     return ModelExplorerFiles(model_path, files, len(nodes), len(profile.graph), unplaced)
 
@@ -239,21 +230,22 @@ def onnx_node_data(result: OnnxProfile, graph_id: str) -> tuple[dict[str, dict[s
     return files, sum(1 for op in result.ops if op.onnx_nodes)
 
 
-def write_onnx_model_explorer(folder: str | Path, result: OnnxProfile, onnx_path: str | Path) -> ModelExplorerFiles:
+def write_onnx_model_explorer(folder: str | Path, result: OnnxProfile, onnx_path: str | Path, force: bool = False) -> ModelExplorerFiles:
     """Node data for the ONNX graph at ``onnx_path`` (the exported model is copied in as ``model.onnx``; a
-    user's .onnx file is pointed at, so its external data stays beside it)."""
-    out = _folder(folder)
-    src = Path(onnx_path)
-    if result.has_source:  # LayerScope exported it into a work folder that may be removed: copy it, weights included
-        import onnx
+    user's .onnx file is pointed at, so its external data stays beside it), into a folder LayerScope may fill."""
+    with OutputFolder(folder, "--model-explorer", force) as out:
+        src = Path(onnx_path)
+        if result.has_source:  # LayerScope exported it into a work folder that may be removed: copy it, weights included
+            import onnx
 
-        model_path = out / "model.onnx"
-        exported = onnx.load(str(src))  # the exporter keeps weights in an external file beside it: read them in
-        with atomic_path(model_path, "--model-explorer") as tmp:
-            onnx.save_model(exported, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location="model.onnx.data")
-    else:
-        model_path = src.expanduser().resolve()
-    files, placed = onnx_node_data(result, _onnx_graph_name(model_path))
+            model_path = out / "model.onnx"
+            exported = onnx.load(str(src))  # the exporter keeps weights in an external file beside it: read them in
+            with atomic_path(model_path, "--model-explorer") as tmp:
+                onnx.save_model(exported, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                                location="model.onnx.data")
+        else:
+            model_path = src.expanduser().resolve()
+        files, placed = onnx_node_data(result, _onnx_graph_name(model_path))
+        written = _write_files(out, files)
     unplaced = tuple(op.name for op in result.ops if not op.onnx_nodes)
-    return ModelExplorerFiles(model_path, _write_files(out, files), placed, len(result.ops), unplaced)
+    return ModelExplorerFiles(model_path, written, placed, len(result.ops), unplaced)

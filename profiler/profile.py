@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from .graph import CaptureMethod, Layer, LayerGraph
 from .hardware import HardwareProfile
 from .metrics import LayerMetrics
 from .roofline import Bound, RooflinePoint
-from .safeio import atomic_write_text, parse_json, read_json
+from .safeio import atomic_write_text, csv_text, parse_json, read_json
 from .serde import from_jsonable, to_jsonable
 from .timing import LayerTiming, TimingSummary
 
@@ -340,13 +338,9 @@ class Profile:
         return out
 
     def to_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(CSV_COLUMNS)
+        """One row per layer; names are text cells a spreadsheet does not evaluate (``safeio.csv_text``)."""
         share = CSV_COLUMNS.index("latency_share")
-        for rec in self.records():
-            w.writerow([f"{v:.6f}" if k == share else _blank(v) for k, v in enumerate(rec)])
-        return buf.getvalue()
+        return csv_text(CSV_COLUMNS, ([f"{v:.6f}" if k == share else v for k, v in enumerate(rec)] for rec in self.records()))
 
     def to_dataframe(self):
         """The layers as a pandas DataFrame (one row per layer, the CSV's columns; needs pandas)."""
@@ -440,7 +434,3 @@ def _inconsistency(p: Profile) -> str:
     if info.total_params < 0 or info.total_weight_bytes < 0 or len(info.input_shapes) != len(info.input_dtypes):
         return "the model section is inconsistent (negative totals or input shapes without dtypes)"
     return ""
-
-
-def _blank(v: object) -> object:
-    return "" if v is None else v

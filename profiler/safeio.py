@@ -17,6 +17,8 @@ the caller's ``LayerScopeError`` subclass naming the file.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import math
 import os
@@ -32,7 +34,8 @@ from .format import fmt_bytes
 
 __all__ = [
     "atomic_path", "atomic_write_text", "check_output_path", "read_json", "parse_json", "MAX_JSON_BYTES",
-    "MAX_JSON_DEPTH", "finite", "positive", "check_free_space",
+    "MAX_JSON_DEPTH", "finite", "positive", "check_free_space", "check_output_folder", "OutputFolder", "MANIFEST", "csv_cell",
+    "csv_text",
 ]
 
 MAX_JSON_BYTES = 512 * 2**20  # a saved profile of a 10,000-layer model is ~40 MiB
@@ -115,6 +118,132 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, what: str = "outp
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
     return Path(path).expanduser()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A text cell a spreadsheet would evaluate (it begins with ``= + - @``, a tab or a carriage return:
+    OWASP's CSV-injection rule) is written with a leading ``'``, so a layer named ``=HYPERLINK(…)`` stays
+    text. Numbers stay numbers; None is an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_text(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
+    """CSV with every cell through ``csv_cell``: the one CSV writer of LayerScope's outputs."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(list(header))
+    for row in rows:
+        w.writerow([csv_cell(v) for v in row])
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- output folders
+MANIFEST = ".layerscope-manifest.json"
+
+
+def _manifest(folder: Path) -> list[str] | None:
+    """The files LayerScope wrote in ``folder`` last time, or None when it is not LayerScope's folder."""
+    path = folder / MANIFEST
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        data = parse_json(path.read_bytes(), str(path), OutputError, max_bytes=16 * 2**20)
+    except (OutputError, OSError):
+        return None
+    files = data.get("files") if isinstance(data, dict) and data.get("written_by") == "layerscope" else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return [f for f in files if f and "/" not in f and "\\" not in f and f not in (".", "..", MANIFEST)]
+
+
+def check_output_folder(path: str | os.PathLike[str], what: str, force: bool = False) -> Path:
+    """Fail now, before any work, unless ``path`` is a folder LayerScope may fill: new, empty, or one it
+    made itself (it holds LayerScope's manifest). A folder of the user's with files in it is refused,
+    naming them, unless ``force``."""
+    p = Path(path).expanduser()
+    if str(path).strip() == "":
+        raise OutputError(f"{what}: the folder name is empty.")
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{what} {p} is a file, not a folder.")
+    if p.is_dir():
+        others = sorted(e.name for e in p.iterdir())
+        if others and _manifest(p) is None and not force:
+            shown = ", ".join(others[:5]) + (f", … ({len(others)} in all)" if len(others) > 5 else "")
+            raise OutputError(f"{what} {p}: the folder holds files LayerScope did not write ({shown}); give a new or empty "
+                              f"folder, or pass --force to write into it (files of the same names are replaced).")
+        probe = p
+    else:
+        probe = p.parent if str(p.parent) else Path(".")
+        if not probe.exists():
+            raise OutputError(f"{what} {p}: the folder {probe} does not exist; create it first.")
+        if not probe.is_dir():
+            raise OutputError(f"{what} {p}: {probe} is not a folder.")
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".layerscope-", suffix=".probe")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise OutputError(f"{what} {p}: cannot write in {probe}: {exc.strerror or exc}.") from exc
+    return p
+
+
+class OutputFolder:
+    """A folder LayerScope fills (``--workdir``, ``--model-explorer``, ``sweep --out``), checked with
+    ``check_output_folder``. ``finish`` writes the manifest of what this run wrote (every file that is new
+    or changed since ``open``, plus ``wrote``) and removes the files an earlier run of LayerScope listed
+    there that this run did not write again, so no stale plan of a previous sweep is left behind."""
+
+    def __init__(self, path: str | os.PathLike[str], what: str, force: bool = False) -> None:
+        self.path = check_output_folder(path, what, force)
+        self.what = what
+        self.previous: list[str] = []
+        self.before: dict[str, tuple[int, int]] = {}
+        self.wrote: set[str] = set()
+        self.stale: list[str] = []
+
+    def open(self) -> Path:
+        try:
+            self.path.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{self.what} {self.path}: cannot create it: {exc.strerror or exc}.") from exc
+        self.previous = _manifest(self.path) or []
+        self.before = {e.name: self._stamp(e) for e in self.path.iterdir() if e.is_file()}
+        return self.path
+
+    @staticmethod
+    def _stamp(entry: Path) -> tuple[int, int]:
+        st = entry.stat()
+        return st.st_mtime_ns, st.st_size
+
+    def finish(self, complete: bool = True) -> list[str]:
+        """Write the manifest; return the stale files removed. A run that did not complete removes
+        nothing and keeps listing the earlier run's files."""
+        now = {e.name: self._stamp(e) for e in self.path.iterdir() if e.is_file() and e.name != MANIFEST}
+        written = sorted(n for n, stamp in now.items() if self.before.get(n) != stamp or n in self.wrote)
+        stale = [n for n in self.previous if n not in written and (self.path / n).is_file()
+                 and not (self.path / n).is_symlink()] if complete else []
+        if not complete:
+            written = sorted(set(written) | {n for n in self.previous if n in now})
+        for name in stale:
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink()
+        atomic_write_text(self.path / MANIFEST, json.dumps({"written_by": "layerscope", "files": written}, indent=1),
+                          f"{self.what} manifest")
+        self.stale = stale
+        return stale
+
+    def __enter__(self) -> Path:
+        return self.open()
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.finish(complete=exc_type is None)
 
 
 # --------------------------------------------------------------------------- input

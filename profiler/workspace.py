@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import OutputError, ResourceError
-from .safeio import check_free_space
+from .safeio import OutputFolder, check_free_space
 
 __all__ = ["cache_root", "work_root", "work_dir", "sweep", "install_signal_handlers", "MAX_WORK_BYTES"]
 
@@ -102,16 +102,15 @@ def sweep(max_bytes: int = MAX_WORK_BYTES) -> list[Path]:
 
 
 @contextlib.contextmanager
-def work_dir(prefix: str, keep: str | os.PathLike[str] | None = None, needed_bytes: int = 0) -> Iterator[Path]:
-    """A scratch folder for one job, removed afterwards; ``keep``: the user's folder, kept."""
+def work_dir(prefix: str, keep: str | os.PathLike[str] | OutputFolder | None = None, needed_bytes: int = 0) -> Iterator[Path]:
+    """A scratch folder for one job, removed afterwards; ``keep``: the user's folder (``--workdir``), kept. It
+    must be new, empty or LayerScope's own (an ``OutputFolder``, which a face builds with the user's
+    ``--force``); the files of an earlier run that this run did not write again are removed."""
     if keep:
-        folder = Path(keep).expanduser()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"--workdir {folder}: cannot create it: {exc.strerror or exc}.") from exc
-        check_free_space(folder, needed_bytes, f"{prefix} work files", ResourceError)
-        yield folder
+        owned = keep if isinstance(keep, OutputFolder) else OutputFolder(keep, "--workdir")
+        with owned as folder:
+            check_free_space(folder, needed_bytes, f"{prefix} work files", ResourceError)
+            yield folder
         return
     sweep()
     root = work_root()

@@ -399,3 +399,37 @@ class CheckpointingBlocks(nn.Module):
 def checkpointing_blocks():
     torch.manual_seed(0)
     return CheckpointingBlocks().eval(), (torch.randint(0, 64, (1, 8)),)
+
+
+class OddNames(nn.Module):
+    """Module names a real model may carry (nn.ModuleDict keys, add_module): markup, terminal escapes,
+    spreadsheet formulas, '@' (which export uses for repeated calls)."""
+
+    NAMES = ("=SUM(1+1)", "@x", "[/]", "[link=http:e-vil]click[/link]", "\x1b[31mred\x1b]8;;http:e-vil\x07", "x@y")
+
+    def __init__(self) -> None:
+        super().__init__()
+        for i, name in enumerate(self.NAMES):
+            self.add_module(name, nn.Linear(4, 4) if i % 2 == 0 else nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.children():
+            x = m(x)
+        return x
+
+
+def odd_names():
+    return OddNames(), (torch.randn(2, 4),)
+
+
+class QuotedName(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleDict({'a"b': nn.Linear(4, 4)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks['a"b'](x)
+
+
+def quoted_name():
+    return QuotedName(), (torch.randn(2, 4),)

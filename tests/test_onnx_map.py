@@ -48,7 +48,7 @@ class Block(nn.Module):
 def _map(model, x, level, tmp_path, runs=3):
     model = model.eval()
     graph = capture(model, [x]).graph
-    return graph, drive(map_onnx(model, [x], graph, opt_level=level, runs=runs, warmup=1, name="m", workdir=tmp_path))
+    return graph, drive(map_onnx(model, [x], graph, opt_level=level, runs=runs, warmup=1, name="m", workdir=tmp_path / "work"))
 
 
 def test_fused_conv_bn_relu_maps_to_exactly_those_three_layers(tmp_path):
@@ -79,7 +79,7 @@ def test_zoo_models_op_time_coverage(name, tmp_path):
     loaded = load_model(name)
     graph = capture(loaded.module, loaded.inputs).graph
     for level in ("basic", "all"):
-        p = drive(map_onnx(loaded.module, loaded.inputs, graph, opt_level=level, runs=1, warmup=1, name=name, workdir=tmp_path))
+        p = drive(map_onnx(loaded.module, loaded.inputs, graph, opt_level=level, runs=1, warmup=1, name=name, workdir=tmp_path / "work"))
         assert p.coverage_time >= 0.99, (level, p.unmapped)
         assert all(set(o.layer_ids) <= set(graph.ids()) for o in p.ops)
 
@@ -146,7 +146,7 @@ class Unexportable(nn.Module):
 
 def test_model_neither_exporter_can_export_names_the_op(tmp_path):
     with pytest.raises(OnnxMappingError, match=r"Neither ONNX exporter could export Unexportable \(unsupported op layerscope_test::twice\)"):
-        drive(map_onnx(Unexportable(), [torch.randn(4, 8)], None, workdir=tmp_path))
+        drive(map_onnx(Unexportable(), [torch.randn(4, 8)], None, workdir=tmp_path / "work"))
 
 
 def test_torchscript_fallback_when_dynamo_export_fails(tmp_path, monkeypatch):

@@ -414,3 +414,112 @@ def test_interrupted_runs_leave_no_work_folder(tmp_path, command, sig, code):
     assert proc.returncode == code, err.decode()
     assert b"Traceback" not in err
     assert list(root.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- no user file overwritten unasked
+def test_an_output_folder_must_be_new_empty_or_layerscopes_own(capsys, tmp_path):
+    """--workdir, --model-explorer and sweep --out refuse a folder of the user's that holds files, naming
+    them, before any work; --force writes into it; a folder LayerScope made (its manifest) is reused."""
+    mine = tmp_path / "my_results"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("months of work")
+    (mine / "model.onnx").write_text("my own model")
+    for argv in (["onnx", "tiny_cnn", "--runs", "1", "--workdir", str(mine)],
+                 ["profile", "tiny_cnn", "--static", "--no-history", "--model-explorer", str(mine)],
+                 ["compress", "tiny_cnn", "--estimate", "fp16", "--samples", "1", "--workdir", str(mine)],
+                 ["sweep", "tiny_cnn", "--max-size-ratio", "0.5", "--out", str(mine)]):
+        rc, _, err = run(capsys, *argv)
+        assert rc == 2 and "holds files LayerScope did not write (model.onnx, thesis.tex)" in err and "--force" in err, err
+    assert (mine / "model.onnx").read_text() == "my own model" and sorted(p.name for p in mine.iterdir()) == ["model.onnx", "thesis.tex"]
+    rc, _, err = run(capsys, "onnx", "tiny_cnn", "--runs", "1", "--workdir", str(mine), "--force")
+    assert rc == 0, err
+    assert (mine / "thesis.tex").read_text() == "months of work" and (mine / ".layerscope-manifest.json").is_file()
+    rc, _, err = run(capsys, "onnx", "tiny_cnn", "--runs", "1", "--workdir", str(mine))  # now it is LayerScope's too
+    assert rc == 0, err
+    new = tmp_path / "new" / "deeper"
+    rc, _, err = run(capsys, "onnx", "tiny_cnn", "--runs", "1", "--workdir", str(new))
+    assert rc == 2 and "does not exist" in err
+
+
+def test_a_rerun_replaces_only_its_own_files_and_leaves_no_stale_plan(tmp_path):
+    from layerscope.profiler.safeio import OutputFolder
+
+    folder = tmp_path / "plans"
+    with OutputFolder(folder, "--out") as out:
+        for i in range(5):
+            (out / f"candidate-{i:03d}.plan.json").write_text(str(i))
+    (folder / "notes.txt").write_text("the user's own note, added later")
+    with OutputFolder(folder, "--out") as out:  # a smaller sweep into the same folder
+        for i in range(2):
+            (out / f"candidate-{i:03d}.plan.json").write_text(f"new {i}")
+    assert sorted(p.name for p in folder.iterdir()) == [".layerscope-manifest.json", "candidate-000.plan.json",
+                                                        "candidate-001.plan.json", "notes.txt"]
+    with pytest.raises(KeyboardInterrupt), OutputFolder(folder, "--out") as out:  # an interrupted run removes nothing
+        (out / "candidate-000.plan.json").write_text("half")
+        raise KeyboardInterrupt
+    assert (folder / "candidate-001.plan.json").read_text() == "new 1"
+    assert OutputFolder(folder, "--out").path == folder  # and the folder is still LayerScope's
+
+
+def test_a_forged_manifest_cannot_make_layerscope_delete_outside_its_folder(tmp_path):
+    from layerscope.profiler.safeio import MANIFEST, OutputFolder
+
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "link").symlink_to(outside)
+    (folder / MANIFEST).write_text(json.dumps({"written_by": "layerscope", "files": ["../precious.txt", str(outside), "link"]}))
+    with OutputFolder(folder, "--out"):
+        pass
+    assert outside.read_text() == "keep" and (folder / "link").is_symlink()
+
+
+def test_an_output_that_is_one_of_the_inputs_is_refused_before_work(capsys, tmp_path):
+    rc, _, err = run(capsys, "profile", "tiny_cnn", "--static", "--no-history", "--json", str(tmp_path / "p.json"))
+    assert rc == 0, err
+    before = (tmp_path / "p.json").read_bytes()
+    rc, _, err = run(capsys, "report", str(tmp_path / "p.json"), "-o", str(tmp_path / "p.json"))
+    assert rc == 2 and "is the PROFILE file this command reads" in err
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "specs": [{"select": "all", "technique": "cast", "params": {"dtype": "float16"}}]}))
+    rc, _, err = run(capsys, "compress", "tiny_cnn", "--plan", str(plan), "--json", str(tmp_path / "." / "plan.json"))
+    assert rc == 2 and "is the --plan file this command reads" in err
+    assert (tmp_path / "p.json").read_bytes() == before and json.loads(plan.read_text())["version"] == 1
+
+
+# --------------------------------------------------------------------------- inert names
+def test_names_are_printed_as_text_and_csv_cells_are_not_formulas(capsys, tmp_path):
+    """A layer named '[/]' crashed rich's table and '[link=…]' made a live link; a terminal escape in a name
+    drove the terminal; '=SUM(…)' ran in a spreadsheet. Now all are text."""
+    import csv as csvmod
+
+    import patterns
+
+    spec = f"{Path(patterns.__file__)}:odd_names"
+    from layerscope.cli.main import main
+
+    for extra in ([], ["--static"], ["--capture", "export"]):
+        rc = main(["-q", "profile", spec, "--runs", "2", "--hardware", "raspberry-pi-5", "--no-history", *extra,
+                   "--csv", str(tmp_path / "p.csv")])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        assert "\x1b" not in out and "\\x1b[31mred" in out  # the escape is shown, never sent
+        assert "[link=http:e-vil]" in out
+        assert "[/]" in out and "=SUM(1+1)" in out and "x@y" in out
+        rows = list(csvmod.reader((tmp_path / "p.csv").open()))
+        layers = {r[0] for r in rows[1:]}
+        assert "'=SUM(1+1)" in layers and "'@x" in layers and "x@y" in layers, layers  # OWASP: a leading quote
+    rc, _, err = run(capsys, "profile", f"{Path(patterns.__file__)}:quoted_name", "--runs", "1", "--hardware", "raspberry-pi-5",
+                     "--no-history")
+    assert rc == 2 and "named 'blocks.a\"b'" in err and "--static" in err
+    rc, _, err = run(capsys, "profile", f"{Path(patterns.__file__)}:quoted_name", "--static", "--hardware", "raspberry-pi-5",
+                     "--no-history")
+    assert rc == 0, err
+
+
+def test_an_error_naming_a_crafted_file_is_text(capsys, tmp_path):
+    name = tmp_path / "[bold red]x[link=e]\x1b[2J.pt2"
+    name.write_bytes(b"not a zip")
+    rc, out, err = run(capsys, "profile", str(name), "--static")
+    assert rc == 2 and "[bold red]x[link=e]" in err and "\x1b" not in err and "\\x1b[2J" in err

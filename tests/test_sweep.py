@@ -112,11 +112,11 @@ def test_digits_sweep_meets_a_4x_size_budget_and_reports(tmp_path):
     sqnr = [s.output_sqnr_db for s in res.sensitivity]
     assert sorted(s.layer_id for s in res.sensitivity) == ["conv1", "conv2", "conv3", "fc1", "fc2"] and sqnr == sorted(sqnr)
     # outputs: plans (the best one loads as a plan), CSV, self-contained HTML with one dot per candidate per plot
-    written = write_plans(res, tmp_path / "plans")
+    written, stale = write_plans(res, tmp_path / "plans")
     from layerscope.profiler.compression import CompressionPlan
 
     assert CompressionPlan.load(tmp_path / "plans" / "best.plan.json").specs == CompressionPlan.from_data(best.plan).specs
-    assert len(written) == 7 + 1
+    assert len(written) == 7 + 1 and stale == []
     assert len(sweep_csv(res).strip().splitlines()) == 1 + 7
     page = sweep_html(res, str(tmp_path / "plans"))
     assert page.count('class="pt ') == 2 * 7 and "http" not in page.split("<body>")[1].replace("history", "")

@@ -27,6 +27,7 @@ from ..pipeline import profile_model
 from ..profile import Profile
 from ..progress import Progress, Work
 from ..resources import untouched
+from ..safeio import OutputFolder
 from ..serde import to_jsonable
 from ..source import LoadedModel
 from ..workspace import work_dir
@@ -104,7 +105,7 @@ def _weight_bytes(profile: Profile) -> dict[str, int]:
 
 
 def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, samples: SampleSet, hardware: HardwareProfile,
-             runs: int = 20, ort_int8: bool = False, workdir: Path | None = None, warmup: int = 3,
+             runs: int = 20, ort_int8: bool = False, workdir: str | Path | OutputFolder | None = None, warmup: int = 3,
              method: CaptureMethod | None = None) -> Work[CompressionOutcome]:
     """Apply ``plan`` to a copy of ``loaded``, profile the copy like ``profile`` (``runs`` timed runs
     after ``warmup``, captured with ``method``), time both interleaved, and report layer by layer."""

@@ -19,6 +19,7 @@ from ..errors import LayerScopeError, OnnxMappingError, first_line
 from ..graph import LayerGraph
 from ..progress import Progress, Work
 from ..resources import check_input_bytes
+from ..safeio import OutputFolder
 from ..weights import weight_bytes
 from ..workspace import work_dir
 from .export import export_onnx, load_onnx
@@ -74,7 +75,7 @@ def map_onnx(
     runs: int = 20,
     warmup: int = 3,
     name: str = "model",
-    workdir: str | Path | None = None,
+    workdir: str | Path | OutputFolder | None = None,
 ) -> Work[OnnxProfile]:
     """Export (or open) an ONNX model, profile it in ONNX Runtime, map every op to its source.
 

@@ -4,9 +4,7 @@ view time), a CSV with one row per candidate, and a plan file per candidate."""
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any
 
 from ..format import fmt_bytes
 from ..html import Axes, page, ticks
-from ..safeio import atomic_write_text
+from ..safeio import OutputFolder, atomic_write_text, csv_text
 from .runner import Candidate, SweepResult
 
 __all__ = ["sweep_html", "sweep_csv", "write_plans", "quality_label", "axis_value", "candidate_tooltip", "cost_limit", "quality_floor"]
@@ -242,27 +240,30 @@ def plan_name(c: Candidate) -> str:
     return f"candidate-{c.id:03d}.plan.json"
 
 
-def write_plans(result: SweepResult, folder: str | Path) -> list[Path]:
-    """A plan file per measured candidate, and ``best.plan.json`` (the first recommended) when one passes."""
-    root = Path(folder)
-    root.mkdir(parents=True, exist_ok=True)
+def write_plans(result: SweepResult, folder: str | Path, force: bool = False) -> tuple[list[Path], list[str]]:
+    """A plan file per measured candidate, and ``best.plan.json`` (the first recommended) when one passes, into
+    a folder LayerScope may fill (``safeio.OutputFolder``; ``force``: one of the user's). Returns the files
+    written and the names of an earlier run's plans removed (no stale candidate is left to be mistaken)."""
     written = []
-    for c in result.candidates:
-        if c.plan is not None:
-            written.append(atomic_write_text(root / plan_name(c), json.dumps(c.plan, indent=1), "plan"))
-    if result.passing:
-        written.append(atomic_write_text(root / "best.plan.json", json.dumps(result.by_id(result.passing[0]).plan, indent=1), "plan"))
-    return written
+    target = OutputFolder(folder, "--out", force)
+    with target as root:
+        for c in result.candidates:
+            if c.plan is not None:
+                written.append(atomic_write_text(root / plan_name(c), json.dumps(c.plan, indent=1), "plan"))
+        if result.passing:
+            written.append(atomic_write_text(root / "best.plan.json", json.dumps(result.by_id(result.passing[0]).plan, indent=1),
+                                             "plan"))
+        target.wrote.update(p.name for p in written)
+    return written, target.stale
 
 
 def sweep_csv(result: SweepResult) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
     targets = result.budgets.targets
-    w.writerow(["id", "recipe", "technique", "strength", "layers", "keep_int8", "error", "size_bytes", "size_ratio",
-                "latency_ms", "latency_ratio", "ort_float_ms", "ort_int8_ms", "peak_memory_bytes", "top1", "top1_drop_points",
-                "output_sqnr_db", "output_cosine", "front_size", "front_latency", "knee", "passes_all"]
-               + [f"{k}:{t}" for t in targets for k in ("latency_ms", "latency_ratio", "pass", "failed")])
+    header = (["id", "recipe", "technique", "strength", "layers", "keep_int8", "error", "size_bytes", "size_ratio",
+               "latency_ms", "latency_ratio", "ort_float_ms", "ort_int8_ms", "peak_memory_bytes", "top1", "top1_drop_points",
+               "output_sqnr_db", "output_cosine", "front_size", "front_latency", "knee", "passes_all"]
+              + [f"{k}:{t}" for t in targets for k in ("latency_ms", "latency_ratio", "pass", "failed")])
+    rows = []
     for c in result.candidates:
         m = c.metrics or {}
         r = c.recipe
@@ -275,5 +276,5 @@ def sweep_csv(result: SweepResult) -> str:
         for t in targets:
             tt = m.get("targets", {}).get(t, {})
             row += [tt.get("latency_ms"), tt.get("latency_ratio"), int(c.passes(t)), " ".join(c.failed(t))]
-        w.writerow(row)
-    return buf.getvalue()
+        rows.append(row)
+    return csv_text(header, rows)
