@@ -52,7 +52,11 @@ def default_url() -> str:
 def resolve_url(given: str | None = None) -> str:
     """``given`` (a URL or a file path), else ``$LAYERSCOPE_HISTORY``, else the default SQLite file."""
     text = given or os.environ.get("LAYERSCOPE_HISTORY") or default_url()
-    return text if "://" in text else f"sqlite:///{Path(text).expanduser().resolve()}"
+    url = text if "://" in text else f"sqlite:///{Path(text).expanduser().resolve()}"
+    if url.startswith("sqlite") and (url.split("://", 1)[1] in ("", "/", "/:memory:") or "mode=memory" in url):
+        raise HistoryError(f"History database {text!r} is an in-memory SQLite database: nothing recorded there outlives this "
+                           f"run. Give a file path (or --no-history to record nothing).")
+    return url
 
 
 def machine_name() -> str:
@@ -96,19 +100,19 @@ class RunRecord:
 
     def summary(self) -> str:
         """One line of headline numbers (the CLI's list and the app's history table)."""
-        m = self.metrics
-        parts = []
+        m: dict[str, float] = {k: v for k, v in self.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        parts = []  # numbers only: a damaged field is left out, never a crash
         if self.kind == "sweep":
             parts.append(f"{m.get('candidates', 0)} candidates, {m.get('passing', 0)} pass")
-            if m.get("best"):
-                parts.append(f"best: {m['best']}")
+            if isinstance(best := self.metrics.get("best"), str) and best:
+                parts.append(f"best: {best}")
         if m.get("latency_ms") is not None:
             parts.append(f"{m['latency_ms']:.3g} ms")
-        if m.get("latency_ms_after") is not None:
+        if m.get("latency_ms_after") is not None and m.get("latency_ms_before") is not None:
             parts.append(f"{m['latency_ms_before']:.3g} → {m['latency_ms_after']:.3g} ms")
         if m.get("size_ratio") is not None:
             parts.append(f"size ×{m['size_ratio']:.3f}")
-        if m.get("accuracy_after") is not None:
+        if m.get("accuracy_after") is not None and m.get("accuracy_before") is not None:
             parts.append(f"top-1 {m['accuracy_before']:.1%} → {m['accuracy_after']:.1%}")
         if isinstance(m.get("output_sqnr_db"), (int, float)):
             parts.append(f"SQNR {m['output_sqnr_db']:.1f} dB")

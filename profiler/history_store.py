@@ -69,6 +69,26 @@ def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+_MAX_NOTE = 4000
+_MAX_ID = 2**63 - 1  # SQLite's INTEGER
+
+
+def _check_id(run_id: Any, where: str) -> int:
+    if type(run_id) is not int or not 1 <= run_id <= _MAX_ID:
+        raise HistoryError(f"No run {str(run_id)[:40]} in {where}: run ids are whole numbers from 1 (`layerscope history` lists them).")
+    return run_id
+
+
+def check_note(note: Any) -> str:
+    """A note is one short text: no control characters but line breaks and tabs, at most 4,000 characters."""
+    if not isinstance(note, str) or len(note) > _MAX_NOTE:
+        raise HistoryError(f"A run's note is text of at most {_MAX_NOTE:,} characters (got {len(str(note)):,}).")
+    bad = next((c for c in note if (c < " " and c not in "\n\t") or c == "\x7f"), None)
+    if bad is not None:
+        raise HistoryError(f"A run's note cannot hold the control character U+{ord(bad):04X}; write it as plain text.")
+    return note
+
+
 class HistoryStore:
     """One experiment database. ``HistoryStore(url)`` opens (creating an empty SQLite file only
     where none exists) and checks it; every method is one short transaction."""
@@ -134,6 +154,7 @@ class HistoryStore:
     # ------------------------------------------------------------------ runs
     def add_run(self, kind: str, model: str, model_hash: str, *, status: str = "done", plan: Any = None, config: Any = None,
                 metrics: Any = None, layers: Any = None, profile_json: str | None = None, note: str = "") -> int:
+        check_note(note)
         with self._errors(f"record a {kind} run"), self.engine.begin() as c:
             r = c.execute(_runs.insert().values(
                 kind=kind, created=_now(), status=status, model=model, model_hash=model_hash, machine=machine_name(),
@@ -144,6 +165,9 @@ class HistoryStore:
             return int(key[0])
 
     def update_run(self, run_id: int, **values: Any) -> None:
+        _check_id(run_id, self.where)
+        if "note" in values:
+            check_note(values["note"])
         row = {k: (_dump(v) if k in ("plan", "config", "metrics", "layers") else v) for k, v in values.items()}
         with self._errors(f"update run {run_id}"), self.engine.begin() as c:
             if c.execute(_runs.update().where(_runs.c.id == run_id).values(**row)).rowcount != 1:
@@ -153,14 +177,33 @@ class HistoryStore:
         self.update_run(run_id, note=note)
 
     def _record(self, row: Any) -> RunRecord:
-        return RunRecord(row.id, row.kind, row.created, row.status, row.model, row.model_hash, row.machine, _load(row.plan),
-                         _load(row.config), _load(row.metrics) or {}, _load(row.layers), row.note or "", row.has_profile)
+        """A row as a record; a field another program damaged (text that is not JSON, a wrong type) leaves the
+        run listed with status 'damaged (<field>)' and no numbers, instead of failing every listing."""
+        fields: dict[str, Any] = {}
+        damaged = []
+        for name, kind in (("plan", dict), ("config", dict), ("metrics", dict), ("layers", dict)):
+            try:
+                value = _load(getattr(row, name))
+            except (ValueError, TypeError, RecursionError):
+                value = None
+                damaged.append(name)
+            if value is not None and not isinstance(value, kind):
+                value = None
+                damaged.append(name)
+            fields[name] = value
+        text = {k: getattr(row, k) if isinstance(getattr(row, k), str) else str(getattr(row, k) or "")
+                for k in ("kind", "created", "status", "model", "model_hash", "machine", "note")}
+        status = f"damaged ({', '.join(damaged)})" if damaged else text["status"]
+        return RunRecord(int(row.id), text["kind"], text["created"], status, text["model"], text["model_hash"], text["machine"],
+                         fields["plan"], fields["config"], fields["metrics"] or {}, fields["layers"], text["note"],
+                         bool(row.has_profile))
 
     def _select(self):
         cols = [c for c in _runs.c if c.name != "profile"]
         return sa.select(*cols, (_runs.c.profile.is_not(None)).label("has_profile"))
 
     def run(self, run_id: int) -> RunRecord:
+        _check_id(run_id, self.where)
         with self._errors(f"read run {run_id}"), self.engine.connect() as c:
             row = c.execute(self._select().where(_runs.c.id == run_id)).first()
         if row is None:
@@ -171,13 +214,15 @@ class HistoryStore:
         """The latest runs first; ``model`` matches the spec, its hash, or a part of the spec."""
         q = self._select().order_by(_runs.c.id.desc()).limit(limit)
         if model:
-            q = q.where(sa.or_(_runs.c.model == model, _runs.c.model_hash == model, _runs.c.model.contains(model)))
+            # '%' and '_' in the text are matched as themselves, not as LIKE wildcards
+            q = q.where(sa.or_(_runs.c.model == model, _runs.c.model_hash == model, _runs.c.model.contains(model, autoescape=True)))
         if kind:
             q = q.where(_runs.c.kind == kind)
         with self._errors("list runs"), self.engine.connect() as c:
             return [self._record(r) for r in c.execute(q)]
 
     def profile_json(self, run_id: int) -> str | None:
+        _check_id(run_id, self.where)
         with self._errors(f"read run {run_id}"), self.engine.connect() as c:
             blob = c.execute(sa.select(_runs.c.profile).where(_runs.c.id == run_id)).scalar()
         if blob is None or isinstance(blob, str):  # a profile stored as plain text (before compression) reads as is
@@ -202,8 +247,18 @@ class HistoryStore:
     def candidates(self, run_id: int) -> list[dict]:
         with self._errors(f"read the candidates of run {run_id}"), self.engine.connect() as c:
             rows = c.execute(sa.select(_candidates.c.key, _candidates.c.host, _candidates.c.data)
-                             .where(_candidates.c.run_id == run_id).order_by(_candidates.c.id))
-            return [{**json.loads(r.data), "key": r.key, "host": r.host} for r in rows]
+                             .where(_candidates.c.run_id == run_id).order_by(_candidates.c.id)).all()
+        out = []
+        for r in rows:
+            try:
+                data = json.loads(r.data)
+            except (ValueError, TypeError, RecursionError):
+                data = None
+            if not isinstance(data, dict):
+                raise HistoryError(f"History database {self.where}: a candidate of run {run_id} ({str(r.key)[:60]!r}) is damaged; "
+                                   f"the run cannot be shown. Other runs are unaffected.")
+            out.append({**data, "key": r.key, "host": r.host})
+        return out
 
     def candidate_keys(self, run_id: int) -> set[str]:
         with self._errors(f"read the candidates of run {run_id}"), self.engine.connect() as c:

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 MAX_DIMS = 12
 MAX_ELEMENTS = 2**40  # per tensor: 4 TiB of float32 is not an input shape, it is a typo
-_HEADROOM = 0.9  # leave a tenth of what is available for everything else
+MEMORY_HEADROOM = 0.9  # leave a tenth of what is available for everything else
+_HEADROOM = MEMORY_HEADROOM
 
 
 _LIBC: Any = None  # libc once loaded, False where there is none

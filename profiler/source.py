@@ -309,6 +309,17 @@ def _load_pt2(path: Path, trust: bool) -> LoadedModel:
     return LoadedModel(path.stem, str(path), "pt2", module, tuple(args), exported=ep, notes=notes)
 
 
+_CHECK_OWN_INPUTS_ABOVE = 64 * 2**20
+
+
+def check_own_inputs(loaded: LoadedModel, max_memory_bytes: int | None) -> None:
+    """The activation-memory check for inputs that came with the model (a factory's, a .pt2's, the tensors given to
+    ``layerscope.profile``): they were chosen by the model's author, so only large ones are worth the ~2 s a
+    first fake-tensor run costs. Shapes typed by the user (``--input-shape``) are always checked."""
+    if loaded.inputs and max_memory_bytes != 0 and sum(t.nbytes for t in loaded.inputs) > _CHECK_OWN_INPUTS_ABOVE:
+        check_memory(loaded.module, [(tuple(t.shape), t.dtype) for t in loaded.inputs], max_memory_bytes, loaded.name)
+
+
 def check_finite(module: nn.Module) -> None:
     """NaN/Inf weights make every number meaningless. Tensors on the meta device have no values and are
     skipped (the static profile says so)."""
@@ -362,10 +373,8 @@ def load_model(spec: str | None = None, input_shapes: Sequence[tuple[int, ...]] 
             check_input_bytes([sh for sh, _ in specs], [dt.itemsize for _, dt in specs], max_memory_bytes)
             check_memory(loaded.module, specs, max_memory_bytes, loaded.name)
         loaded.inputs = _make_inputs(like, input_shapes, seed, ZOO[spec].input_high if spec in ZOO else None)
-    elif loaded.inputs and max_memory_bytes != 0 and sum(t.nbytes for t in loaded.inputs) > 64 * 2**20:
-        # The model's own example inputs were chosen by its author; only large ones are worth the
-        # ~2 s a first fake-tensor run costs. Shapes typed on the command line are always checked.
-        check_memory(loaded.module, [(tuple(t.shape), t.dtype) for t in loaded.inputs], max_memory_bytes, loaded.name)
+    else:
+        check_own_inputs(loaded, max_memory_bytes)
     if not loaded.inputs:
         raise InputSpecError(f"{loaded.spec}: no example inputs; pass --input-shape (e.g. 1,3,224,224) or return (module, inputs) from the factory.")
     return loaded

@@ -46,6 +46,7 @@ class Probe:
     marker: str = ""  # a file a crafted input would write
     timeout: int = 240
     cache: bytes | str | None = None  # the calibration cache to plant first ("dir": a folder in its place)
+    cwd: str = ""  # run in this folder (default: a fresh one), as `python -m layerscope` in a colleague's folder would
 
 
 def build(root: Path) -> list[Probe]:
@@ -86,11 +87,14 @@ def build(root: Path) -> list[Probe]:
     for variant, make in crafted.VARIANTS.items():
         for cmd in ("profile", "onnx", "compress", "compare"):
             marker = root / f"marker-{variant}-{cmd}"
+            if variant == "enum_escape":  # the module its spec names, planted beside the model (cwd is on sys.path)
+                crafted.plant_module(root, marker)
             evil = make(base, root / f"{variant}-{cmd}.pt2", marker)
             argv = {"profile": ["profile", str(evil), *FAST], "onnx": ["onnx", str(evil), "--runs", "1"],
                     "compress": ["compress", str(evil), "--estimate", "fp16", "--samples", "1", *FAST],
                     "compare": ["compare", f"{f}:mlp", "--against", str(evil), "--samples", "1", *FAST]}[cmd]
-            probes.append(Probe(f"pt2-{variant}-{cmd}", argv, marker=str(marker)))
+            # input guards are never run: that file loads (and must not run its payload)
+            probes.append(Probe(f"pt2-{variant}-{cmd}", argv, marker=str(marker), ok=variant == "guard_code", cwd=str(root)))
     for name in ("empty.pt2", "dir.pt2", "truncated.pt2", "missing.pt2"):
         probes.append(Probe(f"pt2-{name}", ["profile", str(root / name), *FAST]))
 
@@ -211,6 +215,17 @@ def build(root: Path) -> list[Probe]:
     probes.append(Probe("onnx-provider", ["onnx", "tiny_cnn", "--provider", "NopeExecutionProvider"]))
     probes.append(Probe("onnx-ok", ["onnx", "tiny_cnn", "--runs", "1"], ok=True))
     probes.append(Probe("profile-ok", ["profile", "tiny_cnn", *FAST], ok=True))
+
+    # ---- outputs that would replace the user's files
+    mine = root / "my-folder"
+    mine.mkdir()
+    (mine / "model.onnx").write_text("my own model")
+    for flag, cmd in (("--workdir", ["onnx", "tiny_cnn", "--runs", "1"]), ("--model-explorer", ["profile", "tiny_cnn", *FAST]),
+                      ("--out", ["sweep", "tiny_cnn", "--max-size-ratio", "0.5"])):
+        probes.append(Probe(f"folder-{flag}", [*cmd, flag, str(mine)], keep=[str(mine / "model.onnx")]))
+    (root / "p.json").write_text("{}")
+    probes.append(Probe("report-out-is-input", ["report", str(root / "p.json"), "-o", str(root / "p.json")],
+                        keep=[str(root / "p.json")]))
     return probes
 
 
@@ -225,7 +240,7 @@ def run_probe(p: Probe, root: Path) -> tuple[str, str]:
         cached.mkdir() if p.cache == "dir" else cached.write_bytes(p.cache)
     before = {k: Path(k).read_bytes() for k in p.keep}
     try:
-        out = subprocess.run([sys.executable, "-m", "layerscope.cli.main", "-q", *p.argv], cwd=work, env=env,
+        out = subprocess.run([sys.executable, "-m", "layerscope.cli.main", "-q", *p.argv], cwd=p.cwd or work, env=env,
                              capture_output=True, text=True, timeout=p.timeout, check=False)
     except subprocess.TimeoutExpired:
         return "hang", ""

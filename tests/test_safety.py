@@ -14,7 +14,7 @@ from helpers import run
 from torch import nn
 
 from layerscope.profiler import HardwareProfile, HardwareProfileError, PlanError, drive, load_model
-from layerscope.profiler.errors import InputSpecError, OutputError, ResourceError
+from layerscope.profiler.errors import InputSpecError, LayerScopeError, OutputError, ResourceError
 from layerscope.profiler.safeio import atomic_path, atomic_write_text, check_output_path
 
 
@@ -523,3 +523,114 @@ def test_an_error_naming_a_crafted_file_is_text(capsys, tmp_path):
     name.write_bytes(b"not a zip")
     rc, out, err = run(capsys, "profile", str(name), "--static")
     assert rc == 2 and "[bold red]x[link=e]" in err and "\x1b" not in err and "\\x1b[2J" in err
+
+
+# --------------------------------------------------------------------------- guards the probe found missing
+def test_bad_search_space_values_are_one_clean_error_each(tmp_path, capsys):
+    from layerscope.profiler.sweep.space import SearchSpace
+
+    bad = [{"mixed": {"bits": ["4"]}}, {"mixed": {"bits": 4}}, {"mixed": {"bits": [None]}}, {"mixed": {"keep_int8": [1.5]}},
+           {"mixed": {"keep_int8": [[1]]}}, {"mixed": "x"}, {"sensitivity": "x"}, {"sensitivity": {"bits": "4"}},
+           {"sensitivity": {"bits": 1e400}}, {"sensitivity": {"technique": ["q"]}}, {"mixed": {"bits": [True]}},
+           {"techniques": {"quantize": {"bits": [None]}}}, {"techniques": {"quantize": {"bits": [[8]]}}},
+           {"techniques": {"prune": {"sparsity": ["x"]}}}, {"techniques": {"quantize": {"bits": [1e308]}}},
+           {"mixed": {"bits": [4], "keep_int8": [10**30]}}]
+    for space in bad:
+        with pytest.raises(LayerScopeError):
+            SearchSpace.from_dict(space)
+    (tmp_path / "space.json").write_text(json.dumps(bad[0]))
+    rc, _, err = run(capsys, "sweep", "tiny_cnn", "--space", str(tmp_path / "space.json"), "--max-size-ratio", "0.5")
+    assert rc == 2 and "mixed.bits must be a list of whole numbers" in err
+
+
+def test_history_survives_damaged_rows_odd_ids_odd_notes_and_wildcards(tmp_path, capsys, monkeypatch):
+
+    from layerscope.profiler.history_store import HistoryStore
+
+    db = tmp_path / "h.sqlite"
+    monkeypatch.setenv("LAYERSCOPE_HISTORY", str(db))
+    store = HistoryStore(str(db))
+    good = store.add_run("profile", "100%_model", "h" * 32, metrics={"latency_ms": 1.5}, note="ok")
+    bad = store.add_run("profile", "other", "g" * 32, metrics={"latency_ms": 2.0})
+    with store.engine.begin() as c:  # another program (or a crash) damaged a row
+        c.exec_driver_sql("UPDATE runs SET metrics = '{not json', plan = '[1, 2]' WHERE id = ?", (bad,))
+    rc, out, err = run(capsys, "history")
+    assert rc == 0 and "damaged (plan, metrics)" in " ".join(out.split()) and "1.5 ms" in out, err
+    rc, out, err = run(capsys, "history", "show", str(bad))
+    assert rc == 0 and "damaged" in out
+    for run_id in ("99999999999999999999", "0", "-3"):
+        rc, _, err = run(capsys, "history", "show", run_id)
+        assert rc == 2 and "No run" in err, err
+    for note in ("\x1b[2J", "x" * 5000, "a\x00b"):
+        rc, _, err = run(capsys, "history", "note", str(good), note)
+        assert rc == 2 and "note" in err, err
+    assert store.run(good).note == "ok"
+    rc, out, _ = run(capsys, "history", "--model", "%")  # LIKE's wildcards are matched as themselves
+    assert rc == 0 and "100%_model" in out and "other" not in out
+    rc, out, _ = run(capsys, "history", "--model", "_")
+    assert rc == 0 and "100%_model" in out and "other" not in out
+    for url in ("sqlite://", "sqlite:///:memory:"):  # nothing recorded there would survive: warned (profile), refused (sweep)
+        rc, _, err = run(capsys, "profile", "tiny_cnn", "--static", "--history", url)
+        assert rc == 0 and "not recorded in the history" in err and "in-memory" in err, err
+        rc, _, err = run(capsys, "sweep", "tiny_cnn", "--max-size-ratio", "0.5", "--history", url)
+        assert rc == 2 and "in-memory" in err, err
+
+
+def test_sweep_workers_are_capped_by_cores_and_memory(monkeypatch):
+    from layerscope.profiler.sweep import runner
+
+    cores = len(os.sched_getaffinity(0))
+    n, note = runner.worker_limit(cores + 30, 1 << 20)
+    assert n == cores and f"--workers {cores + 30} was capped at {cores}: this machine has {cores} core(s)" in note
+    monkeypatch.setattr(runner, "available_memory_bytes", lambda: 1 << 30)
+    n, note = runner.worker_limit(max(cores, 2), 1 << 30)  # 1 GiB free, ~3.4 GiB per worker
+    assert n == 1 and "of memory is free" in note
+    assert runner.worker_limit(1, 1 << 20) == (1, None)
+
+
+def test_ray_address_that_is_not_a_ray_head_is_one_clean_error_within_10_s():
+    import socket
+    import threading
+    import time
+
+    pytest.importorskip("ray")
+    from layerscope.profiler.errors import SweepError
+    from layerscope.profiler.sweep.backends import check_ray_address
+
+    def serve(answer: bytes) -> int:
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+
+        def loop():
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                conn.recv(1024)
+                conn.sendall(answer)
+                threading.Timer(30, conn.close).start()
+        threading.Thread(target=loop, daemon=True).start()
+        return srv.getsockname()[1]
+
+    http = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    h2 = serve(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))  # speaks HTTP/2 (a SETTINGS frame) but is no Ray head
+    for port, says in ((http, "not as a Ray head"), (h2, "did not answer as a Ray head")):
+        start = time.monotonic()
+        with pytest.raises(SweepError, match=says):
+            check_ray_address(f"127.0.0.1:{port}")
+        assert time.monotonic() - start < 10
+
+
+def test_the_python_api_checks_activation_memory_and_ort_int8_its_peak(capsys, monkeypatch):
+    import layerscope
+    from layerscope.profiler.compression import pipeline
+
+    model = nn.Sequential(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 1024))
+    with pytest.raises(ResourceError, match="activation memory"):
+        layerscope.profile(model, torch.randn(20_000, 1024), static=True, max_memory_gib=0.05)  # an 80 MiB input
+    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 64 << 10)
+    rc, out, err = run(capsys, "compress", "digits_cnn", "--estimate", "int8", "--runs", "1", "--hardware", "raspberry-pi-5",
+                       "--no-history")
+    assert rc == 0 and "ONNX Runtime int8 was not measured: it needs about" in " ".join(out.split()), err

@@ -21,12 +21,13 @@ from torch import nn
 
 from ..data import SampleSet
 from ..errors import OnnxMappingError
+from ..format import fmt_bytes
 from ..graph import CaptureMethod
 from ..hardware import HardwareProfile
 from ..pipeline import profile_model
 from ..profile import Profile
 from ..progress import Progress, Work
-from ..resources import untouched
+from ..resources import MEMORY_HEADROOM, available_memory_bytes, untouched
 from ..safeio import OutputFolder
 from ..serde import to_jsonable
 from ..source import LoadedModel
@@ -36,6 +37,8 @@ from .ort_int8 import OrtInt8Result, quantize_with_ort
 from .plan import CompressionPlan, ResolvedSpec, resolve_plan
 
 __all__ = ["LayerDelta", "CompressionReport", "CompressionOutcome", "compress", "time_pair"]
+
+ORT_INT8_MEMORY_FACTOR = 5  # ORT's int8 path peaked at ~4.5× the weights (export, calibration, two sessions)
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +125,18 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
         yield Progress("ort int8", 0, 4, "preparing the float model")
         has_structure = any(r.params.structural for r in resolved)
         base = pruned_copy(loaded.module, profile.graph, resolved, samples.batches[0])[0] if has_structure else loaded.module
-        with work_dir("ort-int8", keep=workdir, needed_bytes=2 * model_bytes(base)) as folder:
-            try:
-                measured = yield from quantize_with_ort(base, profile.graph, resolved, samples, folder, runs=runs)
-            except OnnxMappingError as exc:  # an extra measurement: its failure is reported, the compression goes on
-                measured = f"ONNX Runtime int8 was not measured: {exc}"
+        need, avail = ORT_INT8_MEMORY_FACTOR * model_bytes(base), available_memory_bytes()
+        measured: OrtInt8Result | str
+        if avail and need > MEMORY_HEADROOM * avail:  # refused before it starts, with the figure, never an OOM kill mid-way
+            measured = (f"ONNX Runtime int8 was not measured: it needs about {fmt_bytes(need)} of memory (the float and int8 "
+                        f"ONNX models, calibration and two sessions: ~{ORT_INT8_MEMORY_FACTOR}× the weights) and "
+                        f"{fmt_bytes(avail)} is available")
+        else:
+            with work_dir("ort-int8", keep=workdir, needed_bytes=2 * model_bytes(base)) as folder:
+                try:
+                    measured = yield from quantize_with_ort(base, profile.graph, resolved, samples, folder, runs=runs)
+                except OnnxMappingError as exc:  # an extra measurement: its failure is reported, the compression goes on
+                    measured = f"ONNX Runtime int8 was not measured: {exc}"
         del base
         if isinstance(measured, str):
             warnings.append(measured)

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
 import socket
+import subprocess
+import sys
+import time
 from typing import Any
 
 from ..errors import SweepError, describe
+from ..format import printable
 from .evaluate import Evaluator, SweepSetup, worker_evaluate, worker_init
 
 __all__ = ["Backend", "InlineBackend", "PoolBackend", "RayBackend", "make_backend"]
@@ -100,12 +105,57 @@ def check_ray_address(address: str) -> None:
     if not host or not port.isdigit():
         raise SweepError(f"--ray {address!r}: give the cluster's HOST:PORT (e.g. 10.0.0.5:6379 or ray://10.0.0.5:10001), "
                          f"or --ray alone for a local instance.")
+    start = time.monotonic()
     try:
-        with socket.create_connection((host, int(port)), timeout=5):
-            pass
+        speaks = _speaks_http2(host, int(port), timeout=3.0)
     except (OSError, ValueError) as exc:
         raise SweepError(f"Ray cluster at {address!r} is unreachable ({exc}); nothing was run and nothing is lost. "
                          f"Check the address (ray status on the head node prints it), or drop --ray to use a local pool.") from exc
+    if not speaks:  # something listens, but not Ray: ray.init would retry against it for minutes
+        raise SweepError(f"{address!r} answers, but not as a Ray head (no gRPC/HTTP/2 there); nothing was run. Give the head's "
+                         f"GCS address (ray status on the head node prints it) or a ray:// client address.")
+    _probe_ray(address, RAY_ANSWER_S - (time.monotonic() - start))
+
+
+RAY_ANSWER_S = 9.0  # the longest --ray ADDRESS may take to prove it is a Ray head
+_PROBE = "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); ray.shutdown()"
+
+
+def _probe_ray(address: str, timeout: float) -> None:
+    """Connect to ``address`` as a Ray driver in a child process, bounded by ``timeout``: ray.init retries an
+    address that is not a Ray head for minutes, and cannot be interrupted from within."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE, address], capture_output=True, text=True,
+                              timeout=max(timeout, 1.0), env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    except subprocess.TimeoutExpired as exc:
+        raise SweepError(f"{address!r} did not answer as a Ray head within {RAY_ANSWER_S:.0f} s; nothing was run. Check the "
+                         f"address (ray status on the head node prints it), or drop --ray to use a local pool.") from exc
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        why = printable(lines[-1].strip())[:200] if lines else f"exit status {proc.returncode}"
+        raise SweepError(f"Could not join the Ray cluster at {address!r}: {why}; nothing was run.")
+
+
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
+
+
+def _speaks_http2(host: str, port: int, timeout: float) -> bool:
+    """Whether the server at host:port answers the HTTP/2 connection preface with a SETTINGS frame, as every
+    gRPC server (Ray's GCS and its client server) does; bounded by ``timeout`` for the connect and the read."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(_HTTP2_PREFACE)
+        head = b""
+        while len(head) < 9 and (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                chunk = s.recv(9 - len(head))
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            head += chunk
+    return len(head) == 9 and head[3] == 0x04
 
 
 class RayBackend(Backend):

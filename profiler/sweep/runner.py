@@ -19,15 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 from ..data import SampleSet, samples_for
 from ..errors import BudgetError, Cancelled, SweepError
+from ..format import fmt_bytes
 from ..hardware import resolve_hardware
 from ..history import RunRecord, model_fingerprint
 from ..pipeline import profile_model
 from ..profile import Profile
 from ..progress import Progress, Work
 from ..request import ModelRequest
+from ..resources import available_memory_bytes
 from ..serde import from_jsonable, to_jsonable
 from ..source import LoadedModel
 from ..timing import BUSY_LOAD
+from ..weights import weight_bytes
 from ..workspace import Terminated
 from .backends import check_ray_address, make_backend
 from .budgets import BudgetCheck, Budgets, check_budgets
@@ -439,6 +442,27 @@ def _measure_reference(store: HistoryStore, req: ModelRequest, space: SearchSpac
     return profile, tuple(ranking)
 
 
+_WORKER_OVERHEAD = 400 * 2**20  # a worker process with torch imported, before the model
+
+
+def worker_limit(asked: int, model_bytes: int) -> tuple[int, str | None]:
+    """(the workers this machine can run, a note when fewer than asked). Each local worker is a process
+    holding its own copy of the model and a compressed candidate (~3× the model) beside torch itself; more
+    workers than cores only time each other."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    avail = available_memory_bytes()
+    by_memory = max(1, avail // (3 * model_bytes + _WORKER_OVERHEAD)) if avail else asked
+    limit = max(1, min(asked, cores, by_memory))
+    if limit == asked:
+        return asked, None
+    why = (f"this machine has {cores} core(s)" if limit == cores else
+           f"{fmt_bytes(avail)} of memory is free and each worker needs about {fmt_bytes(3 * model_bytes + _WORKER_OVERHEAD)}")
+    return limit, f"--workers {asked} was capped at {limit}: {why}"
+
+
 def run_sweep(req: ModelRequest, opts: SweepOptions) -> Work[SweepResult]:
     """Measure the float model, search recipes, record every candidate, and summarise.
 
@@ -474,12 +498,13 @@ def run_sweep(req: ModelRequest, opts: SweepOptions) -> Work[SweepResult]:
     quality = _quality_key(samples.labelled)
     lat_target = budgets.latency_target
     n_threads = torch.get_num_threads()
+    workers, capped = (opts.workers, None) if opts.ray is not None else worker_limit(opts.workers, weight_bytes(loaded.module).total)
     setup = SweepSetup(req, opts.data, opts.samples, profile.to_json(), tuple(s.layer_id for s in sensitivity), budgets.targets,
-                       runs=req.runs, warmup=req.warmup, compute_threads=max(1, n_threads // opts.workers),
+                       runs=req.runs, warmup=req.warmup, compute_threads=max(1, n_threads // workers),
                        timing_threads=req.threads or n_threads, ort=opts.ort)
     yield Progress("workers", 0, 1, "starting" + (" Ray" if opts.ray is not None else ""))
     # an unreachable cluster fails here, before anything is recorded; one worker in this process reuses the loaded model
-    backend = make_backend(setup, opts.workers, opts.ray, loaded, samples, profile)
+    backend = make_backend(setup, workers, opts.ray, loaded, samples, profile)
     model_spec = req.model or loaded.spec
     del loaded  # workers in other processes hold their own copy; this one is no longer needed here
     yield Progress("workers", 1, 1, f"{backend.workers} ready")
@@ -522,9 +547,10 @@ def run_sweep(req: ModelRequest, opts: SweepOptions) -> Work[SweepResult]:
             yield Progress("sweep", len(done), total, f"{rec['label']} ({rate:.1f}/min)")
         backend.close()
         records = store.candidates(run_id)
+        notes = ((f"{resumed} candidate(s) were measured by an earlier session of this sweep",) if resumed else ()) + \
+            ((capped,) if capped else ())
         result = summarise(run_id, model_spec, model_hash, store.where, budgets, samples.labelled, records, sensitivity,
-                           _reference(profile, records[0] if records else None), "done", method,
-                           (f"{resumed} candidate(s) were measured by an earlier session of this sweep",) if resumed else ())
+                           _reference(profile, records[0] if records else None), "done", method, notes)
     except BaseException as exc:  # Ctrl-C, Cancel, SIGTERM, a closed generator: interrupted; anything else: failed
         backend.close(cancel=True)
         stopped = not isinstance(exc, Exception) or isinstance(exc, (Cancelled, Terminated))

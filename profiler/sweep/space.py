@@ -92,6 +92,13 @@ class Recipe:
         return CompressionPlan((LayerSpec(self.layers, self.technique, params),), model=profile.model.name)
 
 
+def _ints(values: Any, where: str, low: int, high: int) -> list[int]:
+    """A JSON list of whole numbers in [low, high], checked like a budget: one clean error naming the field."""
+    if not isinstance(values, list) or not all(type(v) is int and low <= v <= high for v in values):
+        raise BudgetError(f"{where} must be a list of whole numbers from {low} to {high}; got {str(values)[:80]}.")
+    return values
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     techniques: dict[str, list[Any]]  # technique -> strengths
@@ -130,15 +137,14 @@ class SearchSpace:
         mixed = merged["mixed"] or {}
         if not isinstance(mixed, dict) or set(mixed) - {"bits", "keep_int8"}:
             raise BudgetError(f"{origin}: 'mixed' must be {{\"bits\": [4], \"keep_int8\": [1, 2]}} or null.")
-        bits = [int(b) for b in mixed.get("bits", [])]
-        keep = [int(k) for k in mixed.get("keep_int8", [])]
-        if any(not 2 <= b < 8 for b in bits) or any(k < 1 for k in keep):
-            raise BudgetError(f"{origin}: mixed.bits must be 2–7 and mixed.keep_int8 at least 1.")
+        bits = _ints(mixed.get("bits", []), f"{origin}: mixed.bits", 2, 7)
+        keep = _ints(mixed.get("keep_int8", []), f"{origin}: mixed.keep_int8", 1, 10_000)
         sens = merged["sensitivity"] or {}
-        s_tech = sens.get("technique", "quantize")
-        if s_tech not in ("quantize", "palettize") or set(sens) - {"technique", "bits"}:
+        if not isinstance(sens, dict) or set(sens) - {"technique", "bits"} or sens.get("technique", "quantize") not in (
+                "quantize", "palettize"):
             raise BudgetError(f"{origin}: 'sensitivity' must be {{\"technique\": \"quantize\" or \"palettize\", \"bits\": N}}.")
-        s_bits = int(sens.get("bits", 4))
+        s_tech = sens.get("technique", "quantize")
+        s_bits = _ints([sens.get("bits", 4)], f"{origin}: sensitivity.bits", 1, 8)[0]
         try:
             parse_params(s_tech, {"bits": s_bits})
         except ValueError as exc:
