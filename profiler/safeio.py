@@ -63,19 +63,31 @@ def check_output_path(path: str | os.PathLike[str], what: str = "output", size_b
         raise OutputError(f"{what}: the file name is empty.")
     if p.is_dir():
         raise OutputError(f"{what} {p} is a folder; give a file name inside it.")
+    parent = _parent(p, what)
+    _probe_write(parent, what, p)
+    check_free_space(parent, size_bytes, f"{what} {p}")
+    return p
+
+
+def _parent(p: Path, what: str) -> Path:
+    """The folder an output ``p`` goes into: it must exist and be a folder (LayerScope creates no trees)."""
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.exists():
         raise OutputError(f"{what} {p}: the folder {parent} does not exist; create it first.")
     if not parent.is_dir():
         raise OutputError(f"{what} {p}: {parent} is not a folder.")
+    return parent
+
+
+def _probe_write(folder: Path, what: str, target: Path) -> None:
+    """A file can really be created in ``folder`` (permissions, read-only mounts: asking ``os.access`` is not
+    enough as root)."""
     try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".probe")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".layerscope-", suffix=".probe")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"{what} {p}: cannot write in {parent}: {exc.strerror or exc}.") from exc
-    check_free_space(parent, size_bytes, f"{what} {p}")
-    return p
+        raise OutputError(f"{what} {target}: cannot write in {folder}: {exc.strerror or exc}.") from exc
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -178,19 +190,9 @@ def check_output_folder(path: str | os.PathLike[str], what: str, force: bool = F
             shown = ", ".join(others[:5]) + (f", … ({len(others)} in all)" if len(others) > 5 else "")
             raise OutputError(f"{what} {p}: the folder holds files LayerScope did not write ({shown}); give a new or empty "
                               f"folder, or pass --force to write into it (files of the same names are replaced).")
-        probe = p
-    else:
-        probe = p.parent if str(p.parent) else Path(".")
-        if not probe.exists():
-            raise OutputError(f"{what} {p}: the folder {probe} does not exist; create it first.")
-        if not probe.is_dir():
-            raise OutputError(f"{what} {p}: {probe} is not a folder.")
-    try:
-        fd, name = tempfile.mkstemp(dir=probe, prefix=".layerscope-", suffix=".probe")
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        raise OutputError(f"{what} {p}: cannot write in {probe}: {exc.strerror or exc}.") from exc
+        _probe_write(p, what, p)
+        return p
+    _probe_write(_parent(p, what), what, p)
     return p
 
 

@@ -1,5 +1,6 @@
 import os
 import tempfile
+import textwrap
 
 # Without a display pytest-qt aborts; offscreen renders real widgets (see ENVIRONMENT.md).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -42,3 +43,27 @@ def window(qtbot):
     qtbot.addWidget(win)
     win.show()
     return win
+
+
+@pytest.fixture
+def factory_py(tmp_path):
+    """A file.py of model factories a user might write: a small MLP, and a model whose forward raises."""
+    f = tmp_path / "factories.py"
+    f.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        def mlp():
+            return nn.Sequential(nn.Linear(4, 3), nn.ReLU()), (torch.randn(2, 4),)
+
+        class Raises(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 4)
+            def forward(self, x):
+                raise ValueError("this forward always fails")
+
+        def raises():
+            return Raises(), (torch.randn(2, 4),)
+    """))
+    return f

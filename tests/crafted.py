@@ -91,24 +91,22 @@ def pickled_inputs(src: Path, dst: Path, marker: Path) -> Path:
     return _rewrite(src, dst, edit)
 
 
+def _pickled_constant(root: str, files: dict[str, bytes], fqn: str, path_name: str, payload: bytes) -> dict[str, bytes]:
+    """A constant the config marks as pickled, stored under ``path_name``."""
+    files[f"{root}/data/constants/model_constants_config.json"] = json.dumps(
+        {"config": {fqn: {"path_name": path_name, "is_param": False, "use_pickle": True, "tensor_meta": None}}}).encode()
+    files[f"{root}/data/constants/{path_name}"] = payload
+    return files
+
+
 def pickled_constant(src: Path, dst: Path, marker: Path) -> Path:
-    def edit(root, files):
-        cfg_name = f"{root}/data/constants/model_constants_config.json"
-        files[cfg_name] = json.dumps({"config": {"table": {"path_name": "tensor_0", "is_param": False,
-                                                          "use_pickle": True, "tensor_meta": None}}}).encode()
-        files[f"{root}/data/constants/tensor_0"] = _torch_save(_Payload(_write_marker(marker, "__import__('torch').ones(3)")))
-        return files
-    return _rewrite(src, dst, edit)
+    payload = _torch_save(_Payload(_write_marker(marker, "__import__('torch').ones(3)")))
+    return _rewrite(src, dst, lambda root, files: _pickled_constant(root, files, "table", "tensor_0", payload))
 
 
 def opaque_constant(src: Path, dst: Path, marker: Path) -> Path:
-    def edit(root, files):
-        cfg_name = f"{root}/data/constants/model_constants_config.json"
-        files[cfg_name] = json.dumps({"config": {"evil": {"path_name": "opaque_obj_0", "is_param": False,
-                                                         "use_pickle": True, "tensor_meta": None}}}).encode()
-        files[f"{root}/data/constants/opaque_obj_0"] = pickle.dumps(_Payload(_write_marker(marker, "1")))
-        return files
-    return _rewrite(src, dst, edit)
+    payload = pickle.dumps(_Payload(_write_marker(marker, "1")))
+    return _rewrite(src, dst, lambda root, files: _pickled_constant(root, files, "evil", "opaque_obj_0", payload))
 
 
 def script_object(src: Path, dst: Path, marker: Path) -> Path:
@@ -121,10 +119,7 @@ def script_object(src: Path, dst: Path, marker: Path) -> Path:
         gm["graph"]["custom_obj_values"] = {"obj": {"name": "obj", "class_fqn": "__torch__.Evil"}}
 
     def also(root, files):
-        files[f"{root}/data/constants/model_constants_config.json"] = json.dumps(
-            {"config": {"evil": {"path_name": "custom_obj_0", "is_param": False, "use_pickle": True,
-                                 "tensor_meta": None}}}).encode()
-        files[f"{root}/data/constants/custom_obj_0"] = pickle.dumps(_Payload(_write_marker(marker, "1")))
+        _pickled_constant(root, files, "evil", "custom_obj_0", pickle.dumps(_Payload(_write_marker(marker, "1"))))
     return _rewrite(src, dst, _edit_program(change, also))
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 import tracemalloc
 import zipfile
@@ -37,19 +36,6 @@ PLANTED = "layerscope_planted"
 @pytest.fixture(scope="module")
 def base_pt2(tmp_path_factory):
     return crafted.base_program(tmp_path_factory.mktemp("pt2") / "base.pt2")
-
-
-@pytest.fixture
-def factory_py(tmp_path):
-    f = tmp_path / "factories.py"
-    f.write_text(textwrap.dedent("""
-        import torch
-        from torch import nn
-
-        def mlp():
-            return nn.Sequential(nn.Linear(4, 3), nn.ReLU()), (torch.randn(2, 4),)
-    """))
-    return f
 
 
 def _evil(variant: str, base: Path, folder: Path) -> tuple[Path, Path]:

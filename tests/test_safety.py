@@ -4,7 +4,6 @@ degenerate inputs and resource guards, work folders that never outlive a run."""
 import errno
 import json
 import os
-import textwrap
 import threading
 from pathlib import Path
 
@@ -16,29 +15,6 @@ from torch import nn
 from layerscope.profiler import HardwareProfile, HardwareProfileError, PlanError, drive, load_model
 from layerscope.profiler.errors import InputSpecError, LayerScopeError, OutputError, ResourceError
 from layerscope.profiler.safeio import atomic_path, atomic_write_text, check_output_path
-
-
-@pytest.fixture
-def factory_py(tmp_path):
-    f = tmp_path / "factories.py"
-    f.write_text(textwrap.dedent("""
-        import torch
-        from torch import nn
-
-        def mlp():
-            return nn.Sequential(nn.Linear(4, 3), nn.ReLU()), (torch.randn(2, 4),)
-
-        class Raises(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.fc = nn.Linear(4, 4)
-            def forward(self, x):
-                raise ValueError("this forward always fails")
-
-        def raises():
-            return Raises(), (torch.randn(2, 4),)
-    """))
-    return f
 
 
 def _work_folders() -> list[Path]:
