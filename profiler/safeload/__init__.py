@@ -56,7 +56,7 @@ def _broken(path: Path, what: str) -> ModelLoadError:
 class Pt2Contents:
     """What a ``.pt2`` holds, read without running anything from it."""
 
-    program: dict[str, Any]  # the checked program JSON
+    program: Any  # the checked program, as torch's schema dataclasses
     schema_major: int
     state_dict: dict[str, torch.Tensor]
     constants: dict[str, torch.Tensor]
@@ -105,24 +105,24 @@ def _payloads(archive: Archive, config_name: str, folder: str, what: str, notes:
             continue
         tm = walker.value(_program.schema_types().TensorMeta, meta.get("tensor_meta"), f"{at}.tensor_meta")
         dims = []
-        for key in ("sizes", "strides"):
-            if not all("as_int" in s for s in tm[key]):
+        for key, symints in (("sizes", tm.sizes), ("strides", tm.strides)):
+            if not all(s.type == "as_int" for s in symints):
                 raise TensorFormatError(f"{at}: a stored tensor with symbolic {key}")
-            dims.append([s["as_int"] for s in tm[key]])
-        dtype = DTYPES.get(tm["dtype"])
-        if dtype is None or "as_int" not in tm["storage_offset"]:
-            raise TensorFormatError(f"{at}: dtype code {tm['dtype']} or its storage offset is not one LayerScope reads")
+            dims.append([s.value for s in symints])
+        dtype = DTYPES.get(tm.dtype)
+        if dtype is None or tm.storage_offset.type != "as_int":
+            raise TensorFormatError(f"{at}: dtype code {tm.dtype} or its storage offset is not one LayerScope reads")
         if pname not in storages:
-            storages[pname] = flat(archive.read(f"{folder}{pname}"), dtype, f"{folder}{pname}")
+            storages[pname] = flat(archive.read_buffer(f"{folder}{pname}"), dtype, f"{folder}{pname}")
         if storages[pname].dtype != dtype:  # one record, two dtypes: torch keeps one typed storage per record
             raise TensorFormatError(f"{at}: {pname} is read as {storages[pname].dtype} and as {dtype}")
         if not storages[pname].numel():
             tensor = torch.zeros(dims[0], dtype=dtype)
         else:
-            tensor = view(storages[pname], dims[0], dims[1], tm["storage_offset"]["as_int"], at)
-        if tm["device"]["type"] != "cpu":
-            on_device.add(tm["device"]["type"])
-        grad = bool(tm["requires_grad"]) and (tensor.is_floating_point() or tensor.is_complex())
+            tensor = view(storages[pname], dims[0], dims[1], tm.storage_offset.value, at)
+        if tm.device.type != "cpu":
+            on_device.add(tm.device.type)
+        grad = bool(tm.requires_grad) and (tensor.is_floating_point() or tensor.is_complex())
         out[fqn] = torch.nn.Parameter(tensor, requires_grad=grad) if meta.get("is_param") is True else tensor
     if on_device:
         notes.append(f"its {what} were saved on {', '.join(sorted(on_device))}; they were read into CPU memory")
@@ -204,9 +204,9 @@ def read_pt2(path: Path, max_bytes: int | None = None) -> Pt2Contents:
 # --------------------------------------------------------------------------- build
 def _build(contents: Pt2Contents) -> torch.export.ExportedProgram:
     from torch._export.serde.schema import SCHEMA_VERSION
-    from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass
+    from torch._export.serde.serialize import ExportedProgramDeserializer
 
-    serialized = _dict_to_dataclass(_program.schema_types().ExportedProgram, contents.program)
+    serialized = contents.program
     deserializer = ExportedProgramDeserializer()
     kwargs: dict[str, Any] = {}
     if contents.schema_major != SCHEMA_VERSION[0] and \

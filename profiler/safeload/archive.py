@@ -63,6 +63,16 @@ class Archive:
         with self.zf.open(info) as f:  # zipfile stops at the declared size and checks the CRC
             return f.read()
 
+    def read_buffer(self, name: str) -> bytearray:
+        """An entry's bytes in a buffer of its own (tensors view it without another copy)."""
+        info = self.entries[name]
+        buf = bytearray(info.file_size)
+        with self.zf.open(info) as f:
+            got = f.readinto(buf)  # type: ignore[attr-defined]  # a ZipExtFile is a BufferedIOBase
+            if got != info.file_size or f.read(1):
+                raise ArchiveError(f"{name} holds other than the {info.file_size:,} bytes its header declares")
+        return buf
+
     def size(self, name: str) -> int:
         return self.entries[name].file_size
 

@@ -297,25 +297,39 @@ _REFUSED = {"CustomObjArgument": "holds a custom (TorchScript or opaque) object,
             "InputToCustomObjSpec": "takes a custom (TorchScript or opaque) object as input, which is unpickled as code"}
 
 
+@functools.cache
+def _kind(tp: Any) -> tuple[str, Any, Any]:
+    """(kind, the type itself, its item type or enum values), worked out once per schema type."""
+    tp = _strip(tp)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) != 1 or len(typing.get_args(tp)) != 2:
+            raise TypeError(f"an unsupported schema type {tp}")
+        return "optional", tp, args[0]
+    if origin is list:
+        return "list", tp, typing.get_args(tp)[0]
+    if origin is dict:
+        return "dict", tp, typing.get_args(tp)[1]
+    if isinstance(tp, type) and issubclass(tp, IntEnum):
+        return "enum", tp, frozenset(m.value for m in tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return "record", tp, None
+    return "plain", tp, None
+
+
 class _Walker:
     def __init__(self) -> None:
         self.nodes = 0
         self.notes: list[str] = []
 
     def value(self, tp: Any, data: Any, where: str, owner: str = "", field: str = "") -> Any:
-        tp = _strip(tp)
-        origin = typing.get_origin(tp)
-        if origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if data is None and len(args) != len(typing.get_args(tp)):
-                return None
-            if len(args) != 1:
-                raise ProgramError(where, f"an unsupported schema type {tp}", unsafe=False)
-            return self.value(args[0], data, where, owner, field)
-        if origin is list:
+        kind, tp, item = _kind(tp)
+        if kind == "optional":
+            return None if data is None else self.value(item, data, where, owner, field)
+        if kind == "list":
             if not isinstance(data, list) or len(data) > _MAX_LIST:
                 raise ProgramError(where, f"a {type(data).__name__} where a list was expected", unsafe=False)
-            (item,) = typing.get_args(tp)
             if (owner, field) == ("ModuleCallSignature", "forward_arg_names"):
                 return [_ident(v, f"{where}[{i}]") for i, v in enumerate(data)]
             if (owner, field) == ("ExportedProgram", "guards_code"):
@@ -327,10 +341,9 @@ class _Walker:
             if (owner, field) == ("Argument", "as_strings"):
                 return [_text(v, f"{where}[{i}]", 256) for i, v in enumerate(data)]
             return [self.value(item, v, f"{where}[{i}]") for i, v in enumerate(data)]
-        if origin is dict:
+        if kind == "dict":
             if not isinstance(data, dict):
                 raise ProgramError(where, f"a {type(data).__name__} where an object was expected", unsafe=False)
-            _, item = typing.get_args(tp)
             if (owner, field) == ("Node", "metadata"):
                 return _metadata(data, where)
             if (owner, field) == ("GraphModule", "metadata"):
@@ -353,8 +366,8 @@ class _Walker:
                     key = _text(k, at, 256)
                 out[key] = self.value(item, v, at)
             return out
-        if isinstance(tp, type) and issubclass(tp, IntEnum):
-            if type(data) is not int or data not in {m.value for m in tp}:
+        if kind == "enum":
+            if type(data) is not int or data not in item:
                 raise ProgramError(where, f"{data!r} is not a {tp.__name__}", unsafe=False)
             return data
         if tp is bool:
@@ -367,11 +380,11 @@ class _Walker:
             return data
         if tp is float:
             if data in ("Infinity", "-Infinity", "NaN") or type(data) in (int, float):
-                return data
+                return float(data)
             raise ProgramError(where, f"{str(data)[:40]!r} is not a number", unsafe=False)
         if tp is str:
             return self.string(data, where, owner, field)
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if kind == "record":
             return self.record(tp, data, where)
         raise ProgramError(where, f"an unsupported schema type {tp}", unsafe=False)
 
@@ -416,7 +429,7 @@ class _Walker:
                 raise ProgramError(where, f"{name} has no member {str(member)[:60]!r}")
             if (name, member) in (("InputSpec", "custom_obj"), ("Argument", "as_custom_obj")):
                 raise ProgramError(where, _REFUSED["InputToCustomObjSpec"])
-            return {member: self.value(fields[member], value, f"{where}.{member}", name, member)}
+            return cls.create(**{member: self.value(fields[member], value, f"{where}.{member}", name, member)})
         unknown = [k for k in data if k not in fields and (name, k) not in _LEGACY_FIELDS]
         if unknown:
             raise ProgramError(where, f"a {name} with the field {str(unknown[0])[:60]!r}, which the schema of torch "
@@ -426,12 +439,13 @@ class _Walker:
             raise ProgramError(where, f"a {name} without {', '.join(missing)}", unsafe=False)
         if name == "Node":
             self.nodes += 1
-        return {k: self.value(fields[k], v, f"{where}.{k}", name, k) for k, v in data.items() if k in fields}
+        return cls(**{k: self.value(fields[k], v, f"{where}.{k}", name, k) for k, v in data.items() if k in fields})
 
 
-def sanitize(program: Any) -> tuple[dict[str, Any], int, list[str]]:
-    """(the program as torch's deserializer may see it, its schema major version, notes for the user).
-    Raises ``ProgramError`` naming the first part outside the schema or the allowlists."""
+def sanitize(program: Any) -> tuple[Any, int, list[str]]:
+    """(the program as the schema's own dataclasses, built from the checked parts only: all torch's deserializer
+    is given; its schema major version; notes for the user). Raises ``ProgramError`` naming the first part
+    outside the schema or the allowlists."""
     if not isinstance(program, dict):
         raise ProgramError("<program>", "not a JSON object", unsafe=False)
     walker = _Walker()
@@ -441,7 +455,7 @@ def sanitize(program: Any) -> tuple[dict[str, Any], int, list[str]]:
         dialect = program["dialect"]
         if not (isinstance(dialect, str) and dialect in _DIALECTS):
             raise ProgramError("<program>.dialect", f"the dialect {str(dialect)[:40]!r}", unsafe=False)
-        clean.setdefault("verifiers", [dialect])
-    version = clean.get("schema_version", {})
-    major = int(version.get("major", 0)) if isinstance(version, dict) else 0
+        if "verifiers" not in program:
+            clean.verifiers = [dialect]
+    major = int(clean.schema_version.major)
     return clean, major, list(dict.fromkeys(walker.notes))

@@ -64,12 +64,15 @@ def _int(value: object, what: str, low: int = 0, high: int = 1 << 62) -> int:
     return value
 
 
-def flat(raw: bytes, dtype: torch.dtype, what: str) -> torch.Tensor:
-    """One storage's bytes as a 1-D tensor (a copy LayerScope owns; views of it share it, as in torch)."""
+def flat(raw: bytes | bytearray, dtype: torch.dtype, what: str) -> torch.Tensor:
+    """One storage's bytes as a 1-D tensor over a buffer LayerScope owns (a ``bytearray`` is used as it is,
+    ``bytes`` copied once); views of it share it, as in torch."""
     item = torch.empty((), dtype=dtype).element_size()
     if len(raw) % item:
         raise TensorFormatError(f"{what}: {len(raw)} bytes is not a whole number of {dtype} elements")
-    return torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+    if not raw:
+        return torch.empty(0, dtype=dtype)
+    return torch.frombuffer(raw if isinstance(raw, bytearray) else bytearray(raw), dtype=dtype)
 
 
 def view(storage: torch.Tensor, sizes: list[int], strides: list[int], offset: int, what: str) -> torch.Tensor:
