@@ -5,8 +5,8 @@ one op kind. The kind picks the formula in ``metrics.py``; an unmapped call gets
 
 from __future__ import annotations
 
-import importlib
 import operator
+import sys
 from typing import Any
 
 import torch
@@ -76,16 +76,19 @@ _KIND_BY_CLASS_NAME[f"{nn.MultiheadAttention.__module__}.{nn.MultiheadAttention.
 
 def class_name_kind(qualified_name: str) -> str | None:
     """Kind of a torch.nn leaf class given by name (as torch.export's nn_module_stack records it);
-    None when the class is not a known leaf. Subclasses count (BatchNorm2d is a _BatchNorm)."""
+    None when the class is not a known leaf. Subclasses count (BatchNorm2d is a _BatchNorm) when their
+    module is already imported: the name comes from a file (a .pt2), and importing the module it names
+    would run whatever a colleague's folder holds under that name. Nothing is ever imported here."""
     if qualified_name in _KIND_BY_CLASS_NAME:
         return _KIND_BY_CLASS_NAME[qualified_name]
     mod_name, _, cls_name = qualified_name.rpartition(".")
-    try:
-        cls: object = importlib.import_module(mod_name)
-        for part in cls_name.split("."):
-            cls = getattr(cls, part)
-    except (ImportError, AttributeError, ValueError):
+    cls: object = sys.modules.get(mod_name)
+    if cls is None:
         return None
+    for part in cls_name.split("."):
+        cls = vars(cls).get(part) if hasattr(cls, "__dict__") else None  # no __getattr__: lazy modules import on it
+        if cls is None:
+            return None
     if not isinstance(cls, type):
         return None
     for classes, kind in _MODULE_KINDS:

@@ -87,7 +87,7 @@ def build(root: Path) -> list[Probe]:
     for variant, make in crafted.VARIANTS.items():
         for cmd in ("profile", "onnx", "compress", "compare"):
             marker = root / f"marker-{variant}-{cmd}"
-            if variant == "enum_escape":  # the module its spec names, planted beside the model (cwd is on sys.path)
+            if variant in ("enum_escape", "planted_class"):  # the module it names, planted beside the model (cwd is on sys.path)
                 crafted.plant_module(root, marker)
             evil = make(base, root / f"{variant}-{cmd}.pt2", marker)
             argv = {"profile": ["profile", str(evil), *FAST], "onnx": ["onnx", str(evil), "--runs", "1"],
@@ -95,7 +95,7 @@ def build(root: Path) -> list[Probe]:
                     "compare": ["compare", f"{f}:mlp", "--against", str(evil), "--samples", "1", *FAST]}[cmd]
             # input guards are never run: that file loads (and must not run its payload); compare --against it
             # refuses on other grounds (an exported program is not the factory's module)
-            loads = variant == "guard_code" and cmd != "compare"
+            loads = variant in ("guard_code", "planted_class") and cmd != "compare"
             probes.append(Probe(f"pt2-{variant}-{cmd}", argv, marker=str(marker), ok=loads, cwd=str(root)))
     for name in ("empty.pt2", "dir.pt2", "truncated.pt2", "missing.pt2"):
         probes.append(Probe(f"pt2-{name}", ["profile", str(root / name), *FAST]))

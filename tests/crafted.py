@@ -265,10 +265,21 @@ def control_in_stack_trace(src: Path, dst: Path, marker: Path) -> Path:
     return _rewrite(src, dst, _edit_program(change))
 
 
+def planted_class(src: Path, dst: Path, marker: Path, module: str = "layerscope_planted") -> Path:
+    """A module stack naming a class of a module planted beside the file: a loader that resolves the class
+    by importing its module runs the planted code (the file itself is otherwise well-formed)."""
+    def change(program):
+        for node in program["graph_module"]["graph"]["nodes"]:
+            stack = node["metadata"].get("nn_module_stack")
+            if stack:
+                node["metadata"]["nn_module_stack"] = stack.replace("torch.nn.modules.linear.Linear", f"{module}.Evil")
+    return _rewrite(src, dst, _edit_program(change))
+
+
 VARIANTS = {f.__name__: f for f in (
     pickled_weight, pickled_inputs, pickled_constant, opaque_constant, script_object, guard_code, sympy_expr,
     legacy_sympy, legacy_pickled_weights, codegen_name, enum_escape, pow_bomb, pow_call_bomb, os_target,
-    unknown_namespace, native_library, control_in_stack_trace)}
+    unknown_namespace, native_library, control_in_stack_trace, planted_class)}
 # what plain torch.export.load does with each: the payload runs (the tests prove it), or it hangs (not run)
 RUNS_PAYLOAD = ("pickled_weight", "pickled_inputs", "pickled_constant", "opaque_constant", "sympy_expr", "legacy_sympy",
                 "legacy_pickled_weights", "codegen_name", "enum_escape")

@@ -40,12 +40,13 @@ def base_pt2(tmp_path_factory):
 
 def _evil(variant: str, base: Path, folder: Path) -> tuple[Path, Path]:
     marker = folder / f"{variant}.marker"
-    if variant == "enum_escape":
+    if variant in ("enum_escape", "planted_class"):
         crafted.plant_module(folder, marker, PLANTED)  # a colleague's folder with a .py beside the model
     return crafted.VARIANTS[variant](base, folder / f"{variant}.pt2", marker), marker
 
 
-REFUSED = sorted(set(crafted.VARIANTS) - {"guard_code"})
+LOADS = ("guard_code", "planted_class")  # well-formed files whose payload is a part LayerScope must simply never run
+REFUSED = sorted(set(crafted.VARIANTS) - set(LOADS))
 
 
 # --------------------------------------------------------------------------- crafted files
@@ -92,12 +93,27 @@ def test_python_m_layerscope_in_the_folder_of_a_planted_module_refuses(tmp_path,
         assert "Traceback" not in proc.stderr and not marker.exists(), variant
 
 
-def test_input_guards_are_never_run(tmp_path, base_pt2):
-    evil, marker = _evil("guard_code", base_pt2, tmp_path)
+@pytest.mark.parametrize("variant", LOADS)
+def test_guards_and_class_names_from_the_file_are_never_run(capsys, tmp_path, base_pt2, variant, monkeypatch):
+    """The input guards are dropped; a class named in the module stack is never imported to learn its kind
+    (the planted module beside the file stays unimported), on every path, `python -m layerscope` included."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    evil, marker = _evil(variant, base_pt2, tmp_path)
     loaded = load_model(str(evil))
     loaded.module(*loaded.inputs)
-    assert not marker.exists()
-    assert any("input guard(s) are code and were not run" in n for n in load_exported_program(evil)[2])
+    for argv in (["profile", str(evil), "--runs", "1", "--hardware", "raspberry-pi-5", "--no-history"],
+                 ["profile", str(evil), "--static", "--hardware", "raspberry-pi-5", "--no-history"],
+                 ["compress", str(evil), "--estimate", "fp16", "--samples", "1", "--runs", "1", "--hardware", "raspberry-pi-5",
+                  "--no-history"]):
+        rc, _, err = run(capsys, *argv)
+        assert rc == 0, err
+    proc = subprocess.run([sys.executable, "-m", "layerscope", "profile", evil.name, "--static", "--hardware",
+                           "raspberry-pi-5", "--no-history"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": ""})
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert not marker.exists() and PLANTED not in sys.modules
+    if variant == "guard_code":
+        assert any("input guard(s) are code and were not run" in n for n in load_exported_program(evil)[2])
 
 
 @pytest.mark.parametrize("variant", crafted.RUNS_PAYLOAD)
