@@ -37,7 +37,7 @@ from .archive import MAX_CONFIG_BYTES, MAX_PROGRAM_BYTES, Archive, ArchiveError,
 from .program import ProgramError, check_target
 from .tensors import DTYPES, TensorFormatError, flat, read_torch_save, view
 
-__all__ = ["load_exported_program", "read_pt2", "Pt2Contents", "TRUST_HINT"]
+__all__ = ["load_exported_program", "read_pt2", "Pt2Contents", "TRUST_HINT", "check_target"]
 
 TRUST_HINT = ("LayerScope opens .pt2 files by reading only the parts it understands. If you trust where this file "
               "came from, pass --trust-file (in the app: tick 'Trust this file' in File → Open model) to load it with "
@@ -70,7 +70,7 @@ def _names(data: object, what: str) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict):
         raise TensorFormatError(f"{what} is a {type(data).__name__}, not a dictionary of tensors")
     for k, v in data.items():
-        _program._ident(k, f"{what}[{str(k)[:40]!r}]", dotted=True)
+        _program.ident(k, f"{what}[{str(k)[:40]!r}]", dotted=True)
         if type(v) not in (torch.Tensor, torch.nn.Parameter):
             raise TensorFormatError(f"{what}[{k!r}] is a {type(v).__name__}, not a tensor")
     return data
@@ -89,7 +89,7 @@ def _payloads(archive: Archive, config_name: str, folder: str, what: str, notes:
     on_device: set[str] = set()
     for fqn, meta in cfg["config"].items():
         at = f"{config_name}[{str(fqn)[:40]!r}]"
-        _program._ident(fqn, at, dotted=True)
+        _program.ident(fqn, at, dotted=True)
         if not isinstance(meta, dict) or set(meta) - {"path_name", "is_param", "use_pickle", "tensor_meta"}:
             raise TensorFormatError(f"{at} is not a payload entry")
         pname = meta.get("path_name")
@@ -305,5 +305,3 @@ def load_exported_program(path: Path, trust: bool = False) -> tuple[torch.export
     _verify_graphs(ep, path)
     return ep, module, contents.notes
 
-
-__all__ += ["check_target"]

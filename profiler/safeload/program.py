@@ -38,7 +38,7 @@ import torch
 
 from . import exprs
 
-__all__ = ["ProgramError", "sanitize", "check_target", "schema_types"]
+__all__ = ["ProgramError", "sanitize", "check_target", "ident", "schema_types"]
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DOTTED = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")  # module paths: ``0.weight`` is a Sequential's first layer
@@ -112,7 +112,7 @@ def _strip(tp: Any) -> Any:
     return tp
 
 
-def _ident(value: object, where: str, dotted: bool = False) -> str:
+def ident(value: object, where: str, dotted: bool = False) -> str:
     pattern = DOTTED if dotted else IDENT
     if not isinstance(value, str) or len(value) > _MAX_NAME or not pattern.fullmatch(value) or keyword.iskeyword(value):
         kind = "a dotted module path" if dotted else "a Python identifier"
@@ -320,7 +320,6 @@ def _kind(tp: Any) -> tuple[str, Any, Any]:
 
 class _Walker:
     def __init__(self) -> None:
-        self.nodes = 0
         self.notes: list[str] = []
 
     def value(self, tp: Any, data: Any, where: str, owner: str = "", field: str = "") -> Any:
@@ -331,7 +330,7 @@ class _Walker:
             if not isinstance(data, list) or len(data) > _MAX_LIST:
                 raise ProgramError(where, f"a {type(data).__name__} where a list was expected", unsafe=False)
             if (owner, field) == ("ModuleCallSignature", "forward_arg_names"):
-                return [_ident(v, f"{where}[{i}]") for i, v in enumerate(data)]
+                return [ident(v, f"{where}[{i}]") for i, v in enumerate(data)]
             if (owner, field) == ("ExportedProgram", "guards_code"):
                 return []  # input guards are code: never executed here (LayerScope checks input shapes itself)
             if (owner, field) == ("ExportedProgram", "verifiers"):
@@ -357,11 +356,11 @@ class _Walker:
             for k, v in data.items():
                 at = f"{where}[{str(k)[:40]!r}]"
                 if (owner, field) in _NAME_KEYS:
-                    key = _ident(k, at)
+                    key = ident(k, at)
                 elif (owner, field) == ("ExportedProgram", "range_constraints"):
                     key = _expr(k, at)
                 elif (owner, field) == ("GraphModule", "treespec_namedtuple_fields"):
-                    key = _ident(k, at, dotted=True)
+                    key = ident(k, at, dotted=True)
                 else:
                     key = _text(k, at, 256)
                 out[key] = self.value(item, v, at)
@@ -391,7 +390,7 @@ class _Walker:
     def string(self, data: Any, where: str, owner: str, field: str) -> str:
         key = (owner, field)
         if key in _NAME_FIELDS:
-            return _ident(data, where, dotted=_NAME_FIELDS[key])
+            return ident(data, where, dotted=_NAME_FIELDS[key])
         if key in (("Node", "target"), ("Argument", "as_operator")):
             return check_target(data, where)
         if key in (("SymExpr", "expr_str"),):
@@ -437,8 +436,6 @@ class _Walker:
         missing = sorted(_required(cls) - set(data))
         if missing:
             raise ProgramError(where, f"a {name} without {', '.join(missing)}", unsafe=False)
-        if name == "Node":
-            self.nodes += 1
         return cls(**{k: self.value(fields[k], v, f"{where}.{k}", name, k) for k, v in data.items() if k in fields})
 
 
