@@ -35,10 +35,10 @@ from .onnx.results import OnnxProfile
 from .profile import Profile
 from .resources import untouched
 from .roofline import Bound
-from .safeio import OutputFolder, atomic_path, atomic_write_text, check_output_folder
+from .safeio import OutputFolder, atomic_path, atomic_write_text
 from .source import SameModel
 
-__all__ = ["ModelExplorerFiles", "check_model_explorer_folder", "layer_nodes", "profile_node_data", "onnx_node_data", "write_model_explorer",
+__all__ = ["ModelExplorerFiles", "layer_nodes", "profile_node_data", "onnx_node_data", "write_model_explorer",
            "write_onnx_model_explorer", "PYTORCH_GRAPH_ID", "TESTED_WITH"]
 
 PYTORCH_GRAPH_ID = "graph"  # what Model Explorer's PyTorch adapter names the ExportedProgram's graph
@@ -132,13 +132,6 @@ def profile_node_data(profile: Profile, nodes: dict[str, str], sqnr_db: dict[str
 def _write_files(folder: Path, files: dict[str, dict[str, Any]]) -> tuple[Path, ...]:
     return tuple(atomic_write_text(folder / f"{stem}.json", json.dumps(data, indent=1), "--model-explorer")
                  for stem, data in files.items())
-
-
-def check_model_explorer_folder(path: str | Path | None, force: bool = False) -> None:
-    """Fail before any work when ``--model-explorer`` cannot be a folder LayerScope fills: new, empty or its
-    own (see ``safeio.OutputFolder``); ``force`` writes into a folder of the user's."""
-    if path:
-        check_output_folder(path, "--model-explorer", force)
 
 
 _PLAIN_CONTAINERS = (tuple, list, dict, collections.OrderedDict, type(None))

@@ -199,15 +199,14 @@ def check_output_folder(path: str | os.PathLike[str], what: str, force: bool = F
 class OutputFolder:
     """A folder LayerScope fills (``--workdir``, ``--model-explorer``, ``sweep --out``), checked with
     ``check_output_folder``. ``finish`` writes the manifest of what this run wrote (every file that is new
-    or changed since ``open``, plus ``wrote``) and removes the files an earlier run of LayerScope listed
+    or changed since ``open``: another inode, time or size) and removes the files an earlier run of LayerScope listed
     there that this run did not write again, so no stale plan of a previous sweep is left behind."""
 
     def __init__(self, path: str | os.PathLike[str], what: str, force: bool = False) -> None:
         self.path = check_output_folder(path, what, force)
         self.what = what
         self.previous: list[str] = []
-        self.before: dict[str, tuple[int, int]] = {}
-        self.wrote: set[str] = set()
+        self.before: dict[str, tuple[int, int, int]] = {}
         self.stale: list[str] = []
 
     def open(self) -> Path:
@@ -220,15 +219,15 @@ class OutputFolder:
         return self.path
 
     @staticmethod
-    def _stamp(entry: Path) -> tuple[int, int]:
+    def _stamp(entry: Path) -> tuple[int, int, int]:
         st = entry.stat()
-        return st.st_mtime_ns, st.st_size
+        return st.st_ino, st.st_mtime_ns, st.st_size  # an atomic write (a rename) always brings a new inode
 
     def finish(self, complete: bool = True) -> list[str]:
         """Write the manifest; return the stale files removed. A run that did not complete removes
         nothing and keeps listing the earlier run's files."""
         now = {e.name: self._stamp(e) for e in self.path.iterdir() if e.is_file() and e.name != MANIFEST}
-        written = sorted(n for n, stamp in now.items() if self.before.get(n) != stamp or n in self.wrote)
+        written = sorted(n for n, stamp in now.items() if self.before.get(n) != stamp)
         stale = [n for n in self.previous if n not in written and (self.path / n).is_file()
                  and not (self.path / n).is_symlink()] if complete else []
         if not complete:

@@ -253,7 +253,6 @@ def write_plans(result: SweepResult, folder: str | Path, force: bool = False) ->
         if result.passing:
             written.append(atomic_write_text(root / "best.plan.json", json.dumps(result.by_id(result.passing[0]).plan, indent=1),
                                              "plan"))
-        target.wrote.update(p.name for p in written)
     return written, target.stale
 
 
