@@ -118,11 +118,9 @@ class CompiledOpsView(QWidget):
         )
         p = self.state.profile
         if p is not None and onnx.has_source:
-            ort_ms = onnx.layer_latency_ms({lid: t.latency_ms for lid, t in p.timings.items()})
-            for lid in p.graph.ids():
-                eager = p.timings[lid].latency_ms if lid in p.timings else 0.0
-                ort = ort_ms.get(lid)
-                ratio = ort / eager if ort is not None and eager > 0 else None
+            eager_ms = {lid: t.latency_ms for lid, t in p.timings.items()}
+            for lid, (ort, ratio) in onnx.ort_vs_eager(p.graph.ids(), eager_ms).items():
+                eager = eager_ms.get(lid, 0.0)
                 partners = sorted({x for o in onnx.ops_for_layer(lid) for x in o.layer_ids if x != lid})
                 self.cmp_model.appendRow([
                     _item(lid, key=lid), _item(fmt_ms(eager), eager),

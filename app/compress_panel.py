@@ -8,6 +8,7 @@ builds LayerSpecs and shows the core's CompressionReport.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -35,9 +36,10 @@ from PySide6.QtWidgets import (
 )
 from superqt.utils import create_worker
 
-from layerscope.profiler import LayerScopeError
+from layerscope.profiler import LayerScopeError, Profile
 from layerscope.profiler.compression import (
     CompressionPlan,
+    CompressResult,
     LayerSpec,
     coreml_configs,
     estimate_static,
@@ -94,7 +96,7 @@ class CompressionPanel(QWidget):
         self.state = state
         self.controller = controller
         self._usable_ids: set[str] = set()
-        self._usable_for = None
+        self._usable_for: Profile | None = None
         self._estimate_gen = 0
         self._workers: set = set()
         self.selection_label = QLabel()
@@ -209,7 +211,8 @@ class CompressionPanel(QWidget):
         files = QHBoxLayout()
         self.save_btn = QPushButton("Save plan…")
         self.load_btn = QPushButton("Load plan…")
-        self.export_btn = QToolButton(text="Export config ▾")
+        self.export_btn = QToolButton()
+        self.export_btn.setText("Export config ▾")
         self.export_btn.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.export_btn)
         menu.addAction("ONNX Runtime quantize args…", lambda: self.export("ort"))
@@ -298,8 +301,12 @@ class CompressionPanel(QWidget):
         if not ids:
             return None
         tech, params = self.current_spec_params()
-        old = list(self.state.plan.specs) if self.state.plan is not None else []
+        old: list[LayerSpec] = list(self.state.plan.specs) if self.state.plan is not None else []
         return CompressionPlan(tuple(old + [LayerSpec(i, tech, params) for i in ids]), model=p.model.name)
+
+    def _show_estimate(self, gen: int, text: str) -> None:
+        if gen == self._estimate_gen:  # a newer selection's estimate supersedes this one
+            self.estimate.setText(text)
 
     def update_estimate(self) -> None:
         """Instant static estimate of Apply (size, FLOPs, roof bound) for the selection; for a big
@@ -316,8 +323,8 @@ class CompressionPanel(QWidget):
         gen = self._estimate_gen
         self.estimate.setText(f"<b>Estimate</b> for {len(chosen):,} layers…")
         worker = create_worker(_estimate_text, p, plan, chosen, _start_thread=False)
-        worker.returned.connect(lambda text: gen == self._estimate_gen and self.estimate.setText(text))
-        worker.finished.connect(lambda w=worker: self._workers.discard(w))
+        worker.returned.connect(functools.partial(self._show_estimate, gen))
+        worker.finished.connect(functools.partial(self._workers.discard, worker))
         self._workers.add(worker)  # keep a reference until it is done
         worker.start()
 
@@ -367,7 +374,7 @@ class CompressionPanel(QWidget):
         if out is None:
             self._error("Apply a plan first.")
             return None
-        rep = out.report
+        rep = out
         if kind == "ort":
             if rep.ort is None:
                 self._error("The ONNX Runtime arguments are proven by running ORT's quantizer: tick 'measure int8 in "
@@ -375,7 +382,10 @@ class CompressionPanel(QWidget):
                 return None
             return rep.ort.config.to_json()
         adapter = {"coreml": coreml_configs, "torchao": torchao_config, "nncf": nncf_config, "torch.ao": torch_ao_mapping}[kind]
-        return json.dumps(adapter(rep.resolved, self.state.profile.graph), indent=2)
+        profile = self.state.profile
+        if profile is None:
+            return None
+        return json.dumps(adapter(rep.resolved, profile.graph), indent=2)
 
     def _error(self, msg: str) -> None:
         if self.controller.show_dialogs:
@@ -394,24 +404,23 @@ class CompressionPanel(QWidget):
             w.setEnabled(plan is not None)
         self.undo_btn.setEnabled(self.state.can_undo() and not self.state.busy)
 
-    def _on_compression(self, outcome) -> None:
-        if outcome is None:
+    def _on_compression(self, res: CompressResult | None) -> None:
+        if res is None:
             self.summary.setText("No plan applied: every view shows the original model.")
             return
-        rep = outcome.report
-        res, o = rep.result, rep.result.output
+        o = res.output
         lines = [
-            f"<b>Size</b> {fmt_bytes(res.model_bytes_before)} → {fmt_bytes(res.model_bytes_after)} (<b>{res.size_ratio:.3f}×</b>)",
-            f"<b>Latency</b> {fmt_ms(rep.latency_ms_before)} → {fmt_ms(rep.latency_ms_after)} ms ({rep.latency_ratio:.2f}× of before)"
+            f"<b>Size</b> {fmt_bytes(res.size_bytes_before)} → {fmt_bytes(res.size_bytes_after)} (<b>{res.size_ratio:.3f}×</b>)",
+            f"<b>Latency</b> {fmt_ms(res.latency_ms_before)} → {fmt_ms(res.latency_ms_after)} ms ({res.latency_ratio:.2f}× of before)"
             + (" <i>simulated: float kernels</i>" if res.simulated else ""),
             f"<b>Output</b> SQNR {fmt_db(o.sqnr_db)}, cosine {o.cosine:.5f} on {o.samples} samples",
         ]
-        if o.accuracy_reference is not None:
+        if o.accuracy_points is not None:
             lines.append(f"<b>Top-1</b> {fmt_pct(o.accuracy_reference)} → {fmt_pct(o.accuracy_candidate)} "
-                         f"({(o.accuracy_candidate - o.accuracy_reference) * 100:+.2f} points)")
-        if rep.ort is not None:
-            lines.append(f"<b>ORT int8</b> {fmt_ms(rep.ort.float_ms)} → {fmt_ms(rep.ort.int8_ms)} ms "
-                         f"(speed-up {rep.ort.speedup:.2f}×, real kernels)")
+                         f"({o.accuracy_points:+.2f} points)")
+        if res.ort is not None:
+            lines.append(f"<b>ORT int8</b> {fmt_ms(res.ort.float_ms)} → {fmt_ms(res.ort.int8_ms)} ms "
+                         f"(speed-up {res.ort.speedup:.2f}×, real kernels)")
         if (left := res.not_compressed_text()) is not None:
             color = "#b58900" if res.unreachable else "gray"
             lines.append(f"<span style='color:{color}'><b>Not compressed</b> {html.escape(left)}</span>")
@@ -430,20 +439,14 @@ def _estimate_text(p, plan: CompressionPlan, chosen: frozenset[str]) -> str:
     except LayerScopeError as exc:
         return f"<span style='color:#b58900'>Estimate: {exc}</span>"
     est = estimate_static(p, resolved)
-    sel = [e for e in est.layers if e.layer_id in chosen]
-    wb = sum(e.weight_bytes_before for e in sel)
-    wa = sum(e.weight_bytes_after for e in sel)
-    fb = sum(e.flops_before or 0 for e in sel)
-    fa = sum(e.flops_after or 0 for e in sel)
-    rb = sum(e.roof_ms_before or 0 for e in sel)
-    ra = sum(e.roof_ms_after or 0 for e in sel)
-    ib = sorted(e.intensity_before for e in sel if e.intensity_before)
-    ia = sorted(e.intensity_after for e in sel if e.intensity_after)
+    s = est.selection(chosen)
     lines = [
-        f"<b>Estimate</b> (shapes only, instant) for {len(sel)} layer(s): weights {fmt_bytes(wb)} → {fmt_bytes(wa)}; "
-        f"whole plan: model weights {est.size_ratio:.3f}× of {fmt_bytes(est.model_weight_bytes)}",
-        f"FLOPs {fmt_count(fb)} → {fmt_count(fa)}; fastest the roof allows {_time(rb)} → {_time(ra)}"
-        + (f"; median intensity {ib[len(ib) // 2]:.2f} → {ia[len(ia) // 2]:.2f} FLOP/B" if ib and ia else ""),
+        f"<b>Estimate</b> (shapes only, instant) for {s.layers} layer(s): weights {fmt_bytes(s.weight_bytes_before)} → "
+        f"{fmt_bytes(s.weight_bytes_after)}; whole plan: model weights {est.size_ratio:.3f}× of {fmt_bytes(est.model_weight_bytes)}",
+        f"FLOPs {fmt_count(s.flops_before)} → {fmt_count(s.flops_after)}; fastest the roof allows {_time(s.roof_ms_before)} → "
+        f"{_time(s.roof_ms_after)}"
+        + (f"; median intensity {s.median_intensity_before:.2f} → {s.median_intensity_after:.2f} FLOP/B"
+           if s.median_intensity_before is not None and s.median_intensity_after is not None else ""),
     ]
     lines += [f"<span style='color:#777'>≈ {a}</span>" for a in est.approximate]
     return "<br>".join(lines)

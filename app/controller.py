@@ -9,6 +9,7 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -101,6 +102,9 @@ class ProfileController(QObject):
         self.last_request: ModelRequest | None = None
         self._retry: ModelRequest | None = None  # the user chose to trust a refused file: load it again
         self._event: threading.Event | None = None
+        # injectable (tests): what a Cancel sets, and the clock its delay is read on
+        self.new_event: Callable[[], threading.Event] = threading.Event
+        self.clock: Callable[[], float] = time.perf_counter
         self._cancel_at: float | None = None
         self._was_cancelled = False
         self.history: str | None = None  # the history database runs are recorded in (None: the default); the last one opened
@@ -156,13 +160,13 @@ class ProfileController(QObject):
                   record=Record(self.history))
 
     def _on_compressed(self, plan, result) -> None:
-        self.state.set_compression(plan, result.outcome, (result.comparison, result.diagnostics))
-        self.compressFinished.emit(plan, result.outcome)
+        self.state.set_compression(plan, result, (result.comparison, result.diagnostics))
+        self.compressFinished.emit(plan, result)
 
-    def _run(self, job, args: tuple, title: str, on_result, stages: dict[str, float], **kwargs) -> None:
+    def _run(self, job, args: tuple, title: str, on_result, stages: Mapping[str, float], **kwargs) -> None:
         if self.worker is not None:
             return  # one job at a time; the progress window is modal
-        self._event = threading.Event()
+        self._event = self.new_event()
         self._cancel_at, self._was_cancelled = None, False
         self.worker = create_worker(_cancellable, job, self._event, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         self.worker.yielded.connect(self._on_progress)
@@ -181,8 +185,9 @@ class ProfileController(QObject):
         """Stop the running job: the core checks per node, so it ends within a layer's time."""
         if self.worker is None or self._cancel_at is not None:
             return
-        self._cancel_at = time.perf_counter()
-        self._event.set()
+        self._cancel_at = self.clock()
+        if self._event is not None:
+            self._event.set()
         self.worker.quit()
         if self.window is not None:
             self.window.cancelling()
@@ -234,7 +239,7 @@ class ProfileController(QObject):
             self.window.deleteLater()
             self.window = None
         if self._cancel_at is not None:
-            self.stopped.emit(time.perf_counter() - self._cancel_at)
+            self.stopped.emit(self.clock() - self._cancel_at)
         self.state.set_busy(False)
         self._start_retry()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from layerscope.profiler import LayerScopeError
-from layerscope.profiler.safeio import atomic_write_text
+from layerscope.profiler.files.safeio import atomic_write_text
 
 
 def save_text(parent: QWidget | None, path: str, text: str, what: str, show_dialogs: bool = True) -> bool:

@@ -10,6 +10,7 @@ module."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +41,11 @@ class LayerGraphView(QWidget):
         self.state = state
         self.expanded: set[str] = set()  # modules opened although below the depth
         self.collapsed: set[str] = set()  # modules closed by the user
-        self.depth: int | None = None  # None: all layers
+        self.module_depth: int | None = None  # None: all layers
         self.nodes: list[str] = []  # visible node ids, index = spot data
         self.node_index: dict[str, int] = {}
         self.mapping: dict[str, str] = {}  # layer id -> visible node id
-        self.pos: dict[str, tuple[float, float]] = {}
+        self.node_pos: dict[str, tuple[float, float]] = {}
         self.xy = np.zeros((0, 2))
         self.share = np.zeros(0)
         self.left = np.zeros(0, dtype=bool)  # per node: label goes left of the dot (leftmost of its rank)
@@ -77,13 +78,13 @@ class LayerGraphView(QWidget):
         self.search = QLineEdit(placeholderText="Find layer or module…")
         self.search.setClearButtonEnabled(True)
         self.search.setMaximumWidth(260)
-        self.search.returnPressed.connect(lambda: self.find(self.search.text()))
+        self.search.returnPressed.connect(lambda: self.find_layer(self.search.text()))
         self._names = QStringListModel()
         completer = QCompleter(self._names, self)
         completer.setFilterMode(Qt.MatchFlag.MatchContains)
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         completer.setMaxVisibleItems(15)
-        completer.activated.connect(self.find)
+        completer.activated.connect(self.find_layer)
         self.search.setCompleter(completer)
         self.info = QElidingLabel()
         self.info.setMinimumWidth(10)
@@ -128,7 +129,7 @@ class LayerGraphView(QWidget):
         self.rebuild(reset_view=True)
 
     def _on_depth(self) -> None:
-        self.depth = self.depth_box.currentData()
+        self.module_depth = self.depth_box.currentData()
         self.expanded.clear()
         self.collapsed.clear()
         self.rebuild(reset_view=True)
@@ -165,7 +166,7 @@ class LayerGraphView(QWidget):
             self.pending = False
             self._show(None, None, reset_view)
             return
-        args = (self.depth, frozenset(self.expanded), frozenset(self.collapsed))
+        args = (self.module_depth, frozenset(self.expanded), frozenset(self.collapsed))
         if len(p.graph) <= BIG_MODEL_LAYERS:
             self._show(p, _drawing(p, *args), reset_view)
             return
@@ -173,15 +174,18 @@ class LayerGraphView(QWidget):
         self._reset_next = self._reset_next or reset_view
         self.info.setText(f"laying out {len(p.graph):,} layers…")
         worker = create_worker(_drawing, p, *args, _start_thread=False)
-        worker.returned.connect(lambda view, g=gen, prof=p: self._on_layout(g, prof, view))
-        worker.errored.connect(lambda exc: self.info.setText(f"layout failed: {exc}"))
-        worker.finished.connect(lambda w=worker: self._forget(w))
+        worker.returned.connect(functools.partial(self._on_layout, gen, p))
+        worker.errored.connect(self._on_layout_error)
+        worker.finished.connect(functools.partial(self._forget, worker))
         self._worker = worker
         worker.start()
 
     def _forget(self, worker) -> None:
         if self._worker is worker:
             self._worker = None
+
+    def _on_layout_error(self, exc: BaseException) -> None:
+        self.info.setText(f"layout failed: {exc}")
 
     def _on_layout(self, gen: int, p: Profile, view: Drawing) -> None:
         if gen != self._generation or p is not self.state.profile:
@@ -200,13 +204,13 @@ class LayerGraphView(QWidget):
             self.scatter.setData([])
             self.edges.setData([], [])
             self.selected.setData([])
-            self.nodes, self.node_index, self.mapping, self.pos = [], {}, {}, {}
+            self.nodes, self.node_index, self.mapping, self.node_pos = [], {}, {}, {}
             self.xy, self.share, self.left = np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=bool)
             self._update_labels()
             self.info.setText("")
             self.laidOut.emit()
             return
-        self.mapping, self.nodes, self.pos = view.graph.mapping, view.graph.nodes, view.graph.pos
+        self.mapping, self.nodes, self.node_pos = view.graph.mapping, view.graph.nodes, view.graph.pos
         self.node_index, self.xy, self.share, self._kinds = view.node_index, view.xy, view.share, view.kinds
         self.left = view.left
         self._has_modules = any(k == "module" for k in self._kinds)
@@ -365,13 +369,13 @@ class LayerGraphView(QWidget):
             self.labels.append(t)
         self.labelled = []
         for k, t in enumerate(self.labels):
-            if k >= len(chosen):
+            if p is None or k >= len(chosen):
                 t.setVisible(False)
                 continue
-            i = chosen[k]
-            n = self.nodes[i]
-            x, y = self.xy[i]
-            left = bool(self.left[i])  # the leftmost of several siblings: label to the left
+            j = chosen[k]
+            n = self.nodes[j]
+            x, y = self.xy[j]
+            left = bool(self.left[j])  # the leftmost of several siblings: label to the left
             t.setAnchor((1, 0.5) if left else (0, 0.5))
             t.setText(f"{self._label_text(p, n)}  " if left else f"  {self._label_text(p, n)}")
             t.setPos(x, y)
@@ -379,7 +383,7 @@ class LayerGraphView(QWidget):
             self.labelled.append(n)
 
     # -------------------------------------------------------------- search
-    def find(self, text: str) -> bool:
+    def find_layer(self, text: str) -> bool:
         """Select the layer or module named ``text`` (exact, else the first whose name contains it)
         and centre it; says so when nothing matches."""
         p = self.state.profile
@@ -493,7 +497,8 @@ def _drawing(p: Profile, depth: int | None, expanded: frozenset[str], collapsed:
     nodes = view.nodes
     index = {n: i for i, n in enumerate(nodes)}
     rows, row_index = p.rows(), p.row_index()
-    share, kinds = [], []
+    share: list[float] = []
+    kinds: list[str] = []
     for n in nodes:
         if n in row_index:  # a layer: the core's share and bound
             r = rows[row_index[n]]

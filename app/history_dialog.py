@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QAbstractItemView, QDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout
 
 from layerscope.profiler import LayerScopeError
-from layerscope.profiler.history_store import HistoryStore
+from layerscope.profiler.history.store import HistoryStore
 
 COLUMNS = ("id", "when (UTC)", "kind", "status", "model", "summary", "note")
 NOTE = COLUMNS.index("note")
@@ -52,7 +52,7 @@ class HistoryDialog(QDialog):
         self.save_btn.clicked.connect(self.save_notes)
         close.clicked.connect(self.reject)
         self.table.itemSelectionChanged.connect(self._on_select)
-        self.table.cellDoubleClicked.connect(lambda row, col: col != NOTE and self.open_selected())
+        self.table.cellDoubleClicked.connect(self._on_double_click)
         self.refresh()
 
     def refresh(self) -> None:
@@ -91,6 +91,10 @@ class HistoryDialog(QDialog):
             if r.id == run_id:
                 self.table.selectRow(row)
 
+    def _on_double_click(self, _row: int, col: int) -> None:
+        if col != NOTE:  # a double click on the note edits it
+            self.open_selected()
+
     def open_selected(self) -> None:
         r = self._selected()
         if r is not None and (r.kind == "sweep" or r.has_profile):
@@ -103,7 +107,8 @@ class HistoryDialog(QDialog):
         changed = 0
         try:
             for row, r in enumerate(self.runs):
-                text = self.table.item(row, NOTE).text()
+                item = self.table.item(row, NOTE)
+                text = item.text() if item is not None else r.note
                 if text != r.note:
                     self.store.set_note(r.id, text)
                     changed += 1

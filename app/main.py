@@ -20,20 +20,21 @@ from .qtcheck import check_qt_binding
 
 def run_gui(args: argparse.Namespace) -> int:
     check_qt_binding()  # before any widget exists: a leaking binding would abort the process later
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     app.setApplicationName("LayerScope")
     app.setWindowIcon(app_icon())
     win = MainWindow()
     win.controller.history = getattr(args, "history", None)
     win.show()
     _quit_on_terminate(app, win)
-    shot = getattr(args, "screenshot", None)
+    shot: str | None = getattr(args, "screenshot", None)
 
     def screenshot_and_quit(*_a) -> None:
         def grab() -> None:
             layer = getattr(args, "select", None) or (win.state.profile.ranked(1)[0].layer.id if win.state.profile else "")
             win.state.select(layer)
-            QTimer.singleShot(500, lambda: (win.grab().save(shot), app.quit()))
+            QTimer.singleShot(500, lambda: (win.grab().save(str(shot)), app.quit()))
 
         QTimer.singleShot(300, grab)
 

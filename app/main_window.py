@@ -100,7 +100,7 @@ class MainWindow(QMainWindow):
         self._menus()
         self.state.profileChanged.connect(self._on_profile)
         self.state.compressionChanged.connect(lambda _o: self._on_profile(self.state.profile))
-        self.controller.sweepOpened.connect(lambda _s: (self.tradeoff_dock.show(), self.tradeoff_dock.raise_()))
+        self.controller.sweepOpened.connect(self._show_tradeoffs)
         self.controller.stopped.connect(lambda secs: self.statusBar().showMessage(
             f"Cancelled: the work stopped {secs:.2f} s after Cancel; the previous results are kept.", 10000))
 
@@ -126,6 +126,10 @@ class MainWindow(QMainWindow):
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
         return dock
+
+    def _show_tradeoffs(self, _sweep: object) -> None:
+        self.tradeoff_dock.show()
+        self.tradeoff_dock.raise_()
 
     def _menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -168,7 +172,8 @@ class MainWindow(QMainWindow):
         self.compiled_dock.show()
         self.layers_dock.raise_()
         self.compiled_dock.raise_()
-        w = self.centralWidget().width()
+        central = self.centralWidget()
+        w = central.width() if central is not None else self.width()
         self.resizeDocks([self.layers_dock, self.compiled_dock], [w // 2, w // 2], Qt.Orientation.Horizontal)
 
     # ------------------------------------------------------------------ actions
@@ -236,9 +241,8 @@ class MainWindow(QMainWindow):
         self.totals.setToolTip(text.replace(" · ", "\n"))
 
     def _compression_totals(self) -> str:
-        out = self.state.compression
-        if out is None:
+        res = self.state.compression
+        if res is None:
             return ""
-        rep = out.report
-        return (f" · compressed: size {rep.result.size_ratio:.2f}×, latency {rep.latency_ratio:.2f}×"
-                f"{' (simulated)' if rep.result.simulated else ''}, output SQNR {rep.result.output.sqnr_db:.1f} dB")
+        return (f" · compressed: size {res.size_ratio:.2f}×, latency {res.latency_ratio:.2f}×"
+                f"{' (simulated)' if res.simulated else ''}, output SQNR {res.output.sqnr_db:.1f} dB")

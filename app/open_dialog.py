@@ -21,7 +21,9 @@ class OpenModelDialog(QDialog):
         self.model = QComboBox(editable=True)
         self.model.addItems(list(ZOO))
         self.model.setCurrentText(cur.model or "resnet18")
-        self.model.lineEdit().setPlaceholderText("zoo name, path/to/file.py:factory or model.pt2")
+        line = self.model.lineEdit()
+        if line is not None:  # an editable combo box has one
+            line.setPlaceholderText("zoo name, path/to/file.py:factory or model.pt2")
         self.model.setMinimumContentsLength(48)
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model.currentTextChanged.connect(self.model.setToolTip)

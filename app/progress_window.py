@@ -5,6 +5,7 @@ to the last (a QProgressDialog closes itself each time a stage reaches 100 %).""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
@@ -20,7 +21,7 @@ def _secs(s: float) -> str:
 class JobProgress(QDialog):
     cancelRequested = Signal()
 
-    def __init__(self, title: str, stages: dict[str, float], parent: QWidget | None = None) -> None:
+    def __init__(self, title: str, stages: Mapping[str, float], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("LayerScope — working")
         self.setWindowModality(Qt.WindowModality.WindowModal)

@@ -39,19 +39,19 @@ class RangesView(QWidget):
         lv.addWidget(QLabel("<b>Diagnostics</b> (worst first; click to select the culprit)"))
         lv.addWidget(self.diag_list)
 
-        self.depth = pg.PlotWidget(background="w")
-        self.depth.setLabel("bottom", "layer, in execution order")
-        self.depth.setLabel("left", "output SQNR (dB)")
-        self.depth.showGrid(y=True, alpha=0.2)
+        self.sqnr_plot = pg.PlotWidget(background="w")
+        self.sqnr_plot.setLabel("bottom", "layer, in execution order")
+        self.sqnr_plot.setLabel("left", "output SQNR (dB)")
+        self.sqnr_plot.showGrid(y=True, alpha=0.2)
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(120, 160, 210))
         self.exact_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(200, 220, 200))
         self.sel_bar = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(30, 160, 60))
         self.threshold = pg.InfiniteLine(angle=0, pos=20, pen=pg.mkPen((200, 40, 40), width=1.5, style=Qt.PenStyle.DashLine),
                                          label="20 dB", labelOpts={"position": 0.9, "color": (200, 40, 40), "anchors": [(0, 1), (0, 1)]})
         for item in (self.exact_bars, self.bars, self.sel_bar, self.threshold):
-            self.depth.addItem(item)
-        self.depth.scene().sigMouseClicked.connect(self._on_depth_click)
-        self.depth.scene().sigMouseMoved.connect(self._on_depth_hover)
+            self.sqnr_plot.addItem(item)
+        self.sqnr_plot.scene().sigMouseClicked.connect(self._on_depth_click)
+        self.sqnr_plot.scene().sigMouseMoved.connect(self._on_depth_hover)
 
         self.hist = pg.PlotWidget(background="w")
         self.hist.setLabel("bottom", "activation value")
@@ -94,7 +94,7 @@ class RangesView(QWidget):
 
         self.split = split = QSplitter()
         split.addWidget(left)
-        split.addWidget(self.depth)
+        split.addWidget(self.sqnr_plot)
         split.addWidget(right)
         for k, stretch in enumerate((2, 3, 4)):
             split.setStretchFactor(k, stretch)
@@ -113,7 +113,7 @@ class RangesView(QWidget):
             for b in (self.bars, self.exact_bars, self.sel_bar):
                 b.setOpts(x=[], height=[])
             self.title.setText("Apply a plan in the Compress panel to compare activation ranges.")
-            self.depth.getAxis("bottom").setTicks(None)
+            self.sqnr_plot.getAxis("bottom").setTicks(None)
             self._show_layer("")
             return
         curve = self.cmp.sqnr_curve()
@@ -137,7 +137,7 @@ class RangesView(QWidget):
             self.diag_list.addItem(item)
         if not analysis[1]:
             self.diag_list.addItem("No range diagnostics.")
-        self.depth.getViewBox().autoRange()
+        self.sqnr_plot.getViewBox().autoRange()
         self._name_ticks()
         w = max(self.split.width(), 900)
         self.split.setSizes([w * 2 // 9, w * 3 // 9, w * 4 // 9])
@@ -146,18 +146,18 @@ class RangesView(QWidget):
     def _name_ticks(self) -> None:
         """Layer names under the bars, as many as fit (every k-th), full names in the hover tooltip."""
         n = len(self.positions)
-        fit = max(1, self.depth.width() // 70)
+        fit = max(1, self.sqnr_plot.width() // 70)
         step = max(1, math.ceil(n / fit))
         ticks = [(float(k), _short(self.positions[k])) for k in range(0, n, step)]
-        self.depth.getAxis("bottom").setTicks([ticks, []] if n else None)
+        self.sqnr_plot.getAxis("bottom").setTicks([ticks, []] if n else None)
 
     def _on_depth_hover(self, pos) -> None:
         if not self.positions or self.cmp is None:
             return
-        k = int(round(self.depth.getViewBox().mapSceneToView(pos).x()))
+        k = int(round(self.sqnr_plot.getViewBox().mapSceneToView(pos).x()))
         if 0 <= k < len(self.positions):
             lid = self.positions[k]
-            self.depth.setToolTip(f"{lid}: SQNR {fmt_db(self.cmp.layer(lid).sqnr_db)} (click to select)")
+            self.sqnr_plot.setToolTip(f"{lid}: SQNR {fmt_db(self.cmp.layer(lid).sqnr_db)} (click to select)")
 
     def _on_diag(self, item: QListWidgetItem) -> None:
         ids = item.data(Qt.ItemDataRole.UserRole)
@@ -167,9 +167,9 @@ class RangesView(QWidget):
     def _on_depth_click(self, ev: Any) -> None:
         if not self.positions:
             return
-        p = self.depth.getViewBox().mapSceneToView(ev.scenePos())
+        p = self.sqnr_plot.getViewBox().mapSceneToView(ev.scenePos())
         k = int(round(p.x()))
-        if 0 <= k < len(self.positions) and self.depth.sceneBoundingRect().contains(ev.scenePos()):
+        if 0 <= k < len(self.positions) and self.sqnr_plot.sceneBoundingRect().contains(ev.scenePos()):
             self.state.select(self.positions[k])
 
     def select_bar(self, index: int) -> None:
@@ -178,10 +178,10 @@ class RangesView(QWidget):
 
     def _on_selection(self, layer_id: str) -> None:
         k = self._position.get(layer_id)
-        if k is not None:
+        if k is not None and self.cmp is not None:
             sq = self.cmp.layer(layer_id).sqnr_db
             exact = self.exact_bars.opts["height"]
-            self.sel_bar.setOpts(x=[k], height=[sq if math.isfinite(sq) else (exact[0] if len(exact) else 0)])
+            self.sel_bar.setOpts(x=[k], height=[sq if sq is not None and math.isfinite(sq) else (exact[0] if len(exact) else 0)])
         else:
             self.sel_bar.setOpts(x=[], height=[])
         self._show_layer(layer_id)

@@ -54,10 +54,14 @@ class RooflineView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot)
         layout.addWidget(self.caption)
-        self.after.sigClicked.connect(lambda _i, pts, ev=None: len(pts) and self.state.select_click(self.after_ids[pts[0].data()]))
+        self.after.sigClicked.connect(self._on_after_click)
         state.profileChanged.connect(lambda p: state.later(lambda: self._on_profile(p)))
         state.selectionChanged.connect(lambda _lid: state.later(lambda: self._on_selection(state.selected)))
         state.compressionChanged.connect(self._on_compression)
+
+    def _on_after_click(self, _item: object, points: Any, _ev: object = None) -> None:
+        if len(points):
+            self.state.select_click(self.after_ids[points[0].data()])
 
     def _on_profile(self, p: Profile | None) -> None:
         self.ids, self.xy, self.id_index = [], {}, {}
@@ -94,14 +98,14 @@ class RooflineView(QWidget):
         lo, hi = min(min(xs), ridge) / 4, max(max(xs), ridge) * 4
         x = np.logspace(np.log10(lo), np.log10(hi), 200)
         self.roof.setData(np.log10(x), np.log10(hw.roof_gflops(x, dtype)))
-        slower = min(hw.bandwidths_gbs.items(), key=lambda kv: kv[1]) if len(hw.bandwidths_gbs) > 1 else None
+        slower = hw.slower_roof(x, dtype)
         if slower is not None:
-            xs_alt = x[x * slower[1] < peak]
-            self.roof_alt.setData(np.log10(xs_alt), np.log10(xs_alt * slower[1]))
-            self.roof_alt_label.setText(f"{slower[0]} {slower[1]:.0f} GB/s" if len(xs_alt) else "")
+            name, xs_alt, ys_alt = slower
+            self.roof_alt.setData(np.log10(xs_alt), np.log10(ys_alt))
+            self.roof_alt_label.setText(f"{name} {hw.bandwidths_gbs[name]:.0f} GB/s" if len(xs_alt) else "")
             if len(xs_alt):
-                at = xs_alt[len(xs_alt) // 3]
-                self.roof_alt_label.setPos(np.log10(at), np.log10(at * slower[1]))
+                k = len(xs_alt) // 3
+                self.roof_alt_label.setPos(np.log10(xs_alt[k]), np.log10(ys_alt[k]))
         else:
             self.roof_alt.setData([], [])
             self.roof_alt_label.setText("")
@@ -134,10 +138,10 @@ class RooflineView(QWidget):
             self.after.setData([])
             self.moves.setData([], [])
             return
-        changed = {d.layer_id for d in outcome.report.layers if d.technique or d.flops_after != d.flops_before}
+        changed = {d.layer_id for d in outcome.layers if d.technique or d.flops_after != d.flops_before}
         spots, seg_x, seg_y = [], [], []
         for lid in changed:
-            pt = outcome.profile.roofline.get(lid)
+            pt = outcome.candidate_profile.roofline.get(lid)
             if pt is None or not pt.intensity or not pt.attained_gflops or lid not in self.xy:
                 continue
             x, y = np.log10(pt.intensity), np.log10(pt.attained_gflops)

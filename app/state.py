@@ -4,10 +4,14 @@ never talk to each other. Selecting a layer anywhere selects it everywhere."""
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from layerscope.profiler import Profile
+
+if TYPE_CHECKING:
+    from layerscope.profiler.compression import CompressionPlan, CompressResult
 
 BIG_MODEL_LAYERS = 3000  # above this, views refresh in separate event-loop turns and lay out off the GUI thread
 
@@ -17,7 +21,7 @@ class AppState(QObject):
     onnxChanged = Signal(object)  # OnnxProfile | None
     selectionChanged = Signal(str)  # primary layer id, "" for none; ``selected_set`` holds all
     busyChanged = Signal(bool)
-    # (CompressionOutcome | None): the compressed candidate of the current plan, shown next to the profile
+    # (CompressResult | None): the compressed candidate of the current plan, shown next to the profile
     compressionChanged = Signal(object)
     planChanged = Signal(object)  # CompressionPlan | None
     analysisChanged = Signal(object)  # (ActivationComparison, [Diagnostic]) | None, for the current candidate
@@ -35,10 +39,10 @@ class AppState(QObject):
         self._queue: deque = deque()
         self._pump = QTimer(self, singleShot=True, interval=15)  # leaves room for input, paint and other timers
         self._pump.timeout.connect(self._run_next)
-        self.plan = None  # CompressionPlan being built in the compression panel
-        self.compression = None  # CompressionOutcome of ``plan``
-        self.analysis = None  # (ActivationComparison, diagnostics) of reference vs ``compression``
-        self._history: list[tuple[object, object, object]] = []  # (plan, outcome, analysis) before each Apply, for Undo
+        self.plan: CompressionPlan | None = None  # being built in the compression panel
+        self.compression: CompressResult | None = None  # of ``plan``
+        self.analysis: Any = None  # (ActivationComparison, diagnostics) of reference vs ``compression``
+        self._history: list[tuple[Any, Any, Any]] = []  # (plan, outcome, analysis) before each Apply, for Undo
         self.sweep = None  # SweepResult on show in the trade-off view
         self.candidate = 0  # the sweep candidate picked
 

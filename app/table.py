@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QItemSelection, QItemSelectionModel, QModelIndex, Qt
+from PySide6.QtCore import QItemSelection, QItemSelectionModel, Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTableView, QVBoxLayout, QWidget
 
@@ -20,6 +20,7 @@ from layerscope.profiler.timing import within_noise
 
 from .state import AppState
 from .style import bound_color, fit_columns
+from .table_model import FlatTableModel, Index
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 
@@ -59,9 +60,7 @@ TEXT_COLUMNS = {0, 1, BOUND_COLUMN, len(COLUMNS) - 2}  # left-aligned
 
 # Shown after a plan is applied: (header, raw, text) over the core's LayerDelta (None = not compressed).
 def _delta_ms(d) -> float | None:
-    if d is None or d.latency_ms_after is None or d.latency_ms_before is None:
-        return None
-    return d.latency_ms_after - d.latency_ms_before
+    return d.latency_change_ms if d is not None else None
 
 
 DELTA_COLUMNS = [
@@ -78,7 +77,7 @@ DELTA_COLUMNS = [
 DELTA_LATENCY = [c[0] for c in DELTA_COLUMNS].index("Δ latency ms")
 
 
-class LayerTableModel(QAbstractTableModel):
+class LayerTableModel(FlatTableModel):
     """Rows of the profile in a sorted, filtered order of its own (``order``: visible -> row)."""
 
     def __init__(self) -> None:
@@ -110,10 +109,10 @@ class LayerTableModel(QAbstractTableModel):
 
     def set_compression(self, outcome, reference: Profile | None = None) -> None:
         self.beginResetModel()
-        self.deltas = {d.layer_id: d for d in outcome.report.layers} if outcome is not None else None
+        self.deltas = {d.layer_id: d for d in outcome.layers} if outcome is not None else None
         self.noise = set()
-        if outcome is not None and reference is not None:
-            after = outcome.profile.timings
+        if self.deltas is not None and reference is not None:
+            after = outcome.candidate_profile.timings
             self.noise = {lid for lid in self.deltas if within_noise(reference.timings.get(lid), after.get(lid))}
         self._keys = {k: v for k, v in self._keys.items() if k[0] == "p"}
         self._columns()
@@ -181,19 +180,13 @@ class LayerTableModel(QAbstractTableModel):
         self.endResetModel()
 
     # ------------------------------------------------------------------ Qt model
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.order)
+    def n_rows(self) -> int:
+        return len(self.order)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.cols)
+    def headers(self) -> list[str]:
+        return [(COLUMNS if kind == "p" else DELTA_COLUMNS)[k][0] for kind, k in self.cols]
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            kind, k = self.cols[section]
-            return (COLUMNS if kind == "p" else DELTA_COLUMNS)[k][0]
-        return None
-
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         row = self.rows[self.order[index.row()]]
@@ -296,7 +289,8 @@ class LayerTable(QWidget):
         if self._syncing:
             return
         sel = self.view.selectionModel()
-        rows = sorted({r for rng in sel.selection() for r in range(rng.top(), rng.bottom() + 1)})
+        ranges = sel.selection()
+        rows = sorted({r for k in range(ranges.count()) for r in range(ranges.at(k).top(), ranges.at(k).bottom() + 1)})
         ids = [self.model.layer_at(r) for r in rows]
         current = self.view.currentIndex()
         if current.isValid() and current.row() in set(rows):  # the clicked row leads
@@ -310,12 +304,12 @@ class LayerTable(QWidget):
         positions = sorted(p for p in (self.model.row_of(lid) for lid in self.state.selected_set) if p >= 0)
         selection = QItemSelection()
         last_col = self.model.columnCount() - 1
-        start = prev = None
-        for p in positions + [None]:  # contiguous runs become one range each
-            if p is not None and prev is not None and p == prev + 1:
+        start = prev = -1
+        for p in [*positions, -1]:  # contiguous runs become one range each
+            if p >= 0 and prev >= 0 and p == prev + 1:
                 prev = p
                 continue
-            if start is not None:
+            if start >= 0:
                 selection.select(self.model.index(start, 0), self.model.index(prev, last_col))
             start = prev = p
         self._syncing = True

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, Qt
+from PySide6.QtCore import QItemSelectionModel, Qt
 from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QSplitter, QTableView, QVBoxLayout, QWidget
 
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
@@ -17,6 +17,7 @@ from layerscope.profiler.profile import ModuleTotals
 
 from .state import AppState
 from .style import fit_columns
+from .table_model import FlatTableModel, Index
 
 TOP_BARS = 15
 COLUMNS = [
@@ -30,7 +31,7 @@ COLUMNS = [
 ]
 
 
-class TotalsModel(QAbstractTableModel):
+class TotalsModel(FlatTableModel):
     def __init__(self) -> None:
         super().__init__()
         self.totals: list[ModuleTotals] = []
@@ -39,21 +40,16 @@ class TotalsModel(QAbstractTableModel):
     def set_totals(self, totals: list[ModuleTotals]) -> None:
         self.beginResetModel()
         self.totals = list(totals)
-        self._rows: dict[str, int] | None = None
+        self._rows = None
         self.endResetModel()
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.totals)
+    def n_rows(self) -> int:
+        return len(self.totals)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
+    def headers(self) -> list[str]:
+        return [c[0] for c in COLUMNS]
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section][0]
-        return None
-
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         t = self.totals[index.row()]

@@ -22,7 +22,7 @@ import torch
 from layerscope.profiler import drive, load_model, profile_model, resolve_hardware
 from layerscope.profiler.compare import compare_models
 from layerscope.profiler.compression import CompressionPlan, LayerSpec, apply_plan, compress, resolve_plan
-from layerscope.profiler.data import samples_for
+from layerscope.profiler.files.data import samples_for
 
 TECHNIQUES = {
     "int8 per-channel": ("quantize", {"bits": 8}),
@@ -50,10 +50,10 @@ def main() -> None:
         out = out_int8 = drive(compress(loaded, profile, int8, samples, hw, runs=args.runs, ort_int8=True))
         r = out.report
         o = r.ort
-        acc = (f", top-1 {r.result.output.accuracy_reference:.4f} -> {r.result.output.accuracy_candidate:.4f} (torch fake-quant), "
+        acc = (f", top-1 {r.output.accuracy_reference:.4f} -> {r.output.accuracy_candidate:.4f} (torch fake-quant), "
                f"{o.accuracy_float:.4f} -> {o.accuracy_int8:.4f} (ORT)") if o.accuracy_float is not None else ""
-        print(f"int8 all: size x{r.result.size_ratio:.3f}; ORT float {o.float_ms:.3f} ms vs int8 {o.int8_ms:.3f} ms = "
-              f"speed-up {o.speedup:.2f}x (batch {o.batch_size}, {o.runs} runs); output SQNR torch {r.result.output.sqnr_db:.1f} dB, "
+        print(f"int8 all: size x{r.size_ratio:.3f}; ORT float {o.float_ms:.3f} ms vs int8 {o.int8_ms:.3f} ms = "
+              f"speed-up {o.speedup:.2f}x (batch {o.batch_size}, {o.runs} runs); output SQNR torch {r.output.sqnr_db:.1f} dB, "
               f"ORT {o.output_sqnr_db:.1f} dB{acc}; whole job {time.perf_counter() - t0:.1f} s")
         convs = [lid for lid in profile.graph.ids() if profile.graph[lid].op_kind == "conv" and lid not in profile.graph.output_layers]
         if convs:
@@ -61,8 +61,8 @@ def main() -> None:
             out = drive(compress(loaded, profile, plan, samples, hw, runs=args.runs))
             r = out.report
             print(f"prune 50% channels of {len(convs)} convs: FLOPs x{r.flops_after / r.flops_before:.3f}, size "
-                  f"x{r.result.size_ratio:.3f}, eager {r.latency_ms_before:.3f} -> {r.latency_ms_after:.3f} ms = "
-                  f"x{r.latency_ratio:.2f} (interleaved, {r.latency_runs} runs); output cosine {r.result.output.cosine:.3f} "
+                  f"x{r.size_ratio:.3f}, eager {r.latency_ms_before:.3f} -> {r.latency_ms_after:.3f} ms = "
+                  f"x{r.latency_ratio:.2f} (interleaved, {r.latency_runs} runs); output cosine {r.output.cosine:.3f} "
                   f"(no fine-tuning)")
         t0 = time.perf_counter()
         with torch.inference_mode():

@@ -228,7 +228,7 @@ def main() -> int:
         act("bulk select: Memory-bound", win.compression.pick_memory.click)
         act("bulk select: Compute-bound", win.compression.pick_compute.click)
         act("bulk select: Slowest top 5", win.compression.pick_top.click)
-        act("search: find and centre a layer", lambda: win.graph.find(ids[4242]))
+        act("search: find and centre a layer", lambda: win.graph.find_layer(ids[4242]))
         shot("zoomed-in")
         act("zoom: fit all", win.graph.fit_all)
         act("colour: latency heat", lambda: win.graph.color_box.setCurrentIndex(1))

@@ -33,7 +33,7 @@ from pathlib import Path
 WORKFLOWS = ["load", "profile", "compress", "compare", "ort-int8", "ort-alone"]
 BIG = textwrap.dedent("""
     import torch
-    from layerscope.profiler.zoo import GPTDecoder
+    from layerscope.profiler.files.zoo import GPTDecoder
 
     def gpt_320m():
         torch.manual_seed(0)
@@ -48,7 +48,7 @@ CHILD = textwrap.dedent("""
     from layerscope.profiler.compression import estimate_plan, apply_plan, resolve_plan
     from layerscope.profiler.compression.apply import model_bytes
     from layerscope.profiler.compression.pipeline import compress
-    from layerscope.profiler.data import samples_for
+    from layerscope.profiler.files.data import samples_for
     from layerscope.profiler.compare import compare_models
 
     def rss():
@@ -79,7 +79,7 @@ CHILD = textwrap.dedent("""
     if workflow == "export":  # set-up for ort-alone, not measured
         from pathlib import Path
         import numpy as np
-        from layerscope.profiler.onnx import export_onnx
+        from layerscope.profiler.runtimes.onnx import export_onnx
         loaded = load_model(spec)
         folder = Path(sys.argv[3])
         export_onnx(loaded.module, loaded.inputs, folder / "float.onnx", external_data=True)

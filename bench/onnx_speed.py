@@ -15,7 +15,7 @@ import time
 import warnings
 
 from layerscope.profiler import drive, load_model, profile_model, resolve_hardware
-from layerscope.profiler.onnx import map_onnx
+from layerscope.profiler.runtimes.onnx import map_onnx
 
 
 def main() -> None:

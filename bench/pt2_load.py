@@ -22,7 +22,7 @@ import torch
 
 from layerscope.profiler import load_model
 from layerscope.profiler.errors import LayerScopeError
-from layerscope.profiler.safeload import load_exported_program
+from layerscope.profiler.files.safeload import load_exported_program
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 

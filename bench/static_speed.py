@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from layerscope.profiler import HardwareProfile, drive, profile_model
-from layerscope.profiler.source import LoadedModel, load_model
+from layerscope.profiler.files.source import LoadedModel, load_model
 
 HW = HardwareProfile("bench roof", {"float32": 100.0}, 20.0, "fixed: the static path does not need a measured roof")
 

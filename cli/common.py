@@ -16,11 +16,11 @@ from rich.text import Text
 
 from layerscope.profiler import LayerScopeError, drive
 from layerscope.profiler.errors import OutputError
+from layerscope.profiler.files.safeio import check_output_folder, check_output_path
 from layerscope.profiler.format import printable
 from layerscope.profiler.history import Record
 from layerscope.profiler.jobs import ModelRequest
 from layerscope.profiler.progress import Work
-from layerscope.profiler.safeio import check_output_folder, check_output_path
 
 __all__ = [
     "err", "InertConsole", "styled", "run_work", "check_before_work", "FORCE_HELP", "request_for",
@@ -109,7 +109,7 @@ def write_model_explorer_for(folder: str, profile, loaded, console, sqnr_db: dic
                              threshold_db: float = 20.0, force: bool = False) -> None:
     """``--model-explorer FOLDER`` after a profile or compress run: the model as Model Explorer opens it and one
     node-data file per metric, keyed by that file's nodes; says how many layers landed and how to open them."""
-    from layerscope.profiler.model_explorer import write_model_explorer
+    from layerscope.profiler.reports.model_explorer import write_model_explorer
 
     console.print("Writing the Model Explorer overlays (torch.export of the model)…")
     files = write_model_explorer(folder, profile, loaded.module, loaded.inputs, exported=loaded.exported,
@@ -151,6 +151,16 @@ def setup_logging(verbosity: int) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def add_data_arguments(p: argparse.ArgumentParser, threshold: bool = True) -> None:
+    """--data and --samples (compress, compare, sweep), and --threshold (compress, compare)."""
+    p.add_argument("--data", help="folder of .npz/.pt batches (x, and y for accuracy); default: the model's own labelled set "
+                                  "(digits_cnn) or --samples random batches")
+    p.add_argument("--samples", type=int, default=8, help="batches: random batches when no --data, or the first batches "
+                                                          "of 60 images of the model's own set (default 8: all of digits' 6)")
+    if threshold:
+        p.add_argument("--threshold", type=float, default=20.0, help="SQNR (dB) under which a layer counts as broken (default 20)")
 
 
 def add_history_arguments(p: argparse.ArgumentParser) -> None:

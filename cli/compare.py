@@ -14,12 +14,12 @@ from rich.table import Table
 from layerscope.profiler.compare import ActivationComparison, Diagnostic
 from layerscope.profiler.compression import CompressionPlan
 from layerscope.profiler.errors import PlanError
+from layerscope.profiler.files.safeio import atomic_write_text
+from layerscope.profiler.files.serde import to_jsonable
 from layerscope.profiler.format import fmt_db
 from layerscope.profiler.jobs import ModelRequest, compare_job
-from layerscope.profiler.safeio import atomic_write_text
-from layerscope.profiler.serde import to_jsonable
 
-from .common import InertConsole, check_before_work, request_for, run_work, styled
+from .common import InertConsole, add_data_arguments, check_before_work, request_for, run_work, styled
 
 __all__ = ["add_compare_parser", "print_comparison", "print_diagnostics"]
 
@@ -116,9 +116,7 @@ def add_compare_parser(sub) -> None:
     c.add_argument("--plan", help="CompressionPlan JSON: the candidate (or, with --plan-b, the reference)")
     c.add_argument("--plan-b", help="a second plan: compare plan A (reference) against plan B (candidate)")
     c.add_argument("--against", help="compare MODEL against another model with the same layer ids (zoo name or file.py:factory)")
-    c.add_argument("--data", help="folder of .npz/.pt batches; default: the model's own set (digits_cnn) or --samples random batches")
-    c.add_argument("--samples", type=int, default=8, help="random batches when no --data (default 8)")
-    c.add_argument("--threshold", type=float, default=20.0, help="SQNR (dB) under which a layer counts as broken (default 20)")
+    add_data_arguments(c)
     c.add_argument("--range-factor", type=float, default=10.0, help="flag merges whose inputs' ranges differ by more (default 10)")
     c.add_argument("--top", type=int, default=15, help="rows in the layer table (default 15)")
     c.add_argument("--json", help="write the comparison and diagnostics as JSON")

@@ -19,12 +19,12 @@ from rich.table import Table
 
 from layerscope.profiler import ZOO, Bound, LayerScopeError, Profile, calibrate, device_profile_names
 from layerscope.profiler.errors import describe
+from layerscope.profiler.files.safeio import OutputFolder, atomic_write_text
+from layerscope.profiler.files.workspace import Terminated, install_signal_handlers
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
 from layerscope.profiler.hardware import save_cached, trusted
 from layerscope.profiler.jobs import MODEL_HELP, ModelRequest, onnx_job, profile_job
 from layerscope.profiler.resources import parse_device
-from layerscope.profiler.safeio import OutputFolder, atomic_write_text
-from layerscope.profiler.workspace import Terminated, install_signal_handlers
 
 from .common import (
     FORCE_HELP,
@@ -47,7 +47,7 @@ from .compress import add_compress_parser
 from .sweep import add_history_parser, add_sweep_parser
 
 if TYPE_CHECKING:
-    from layerscope.profiler.onnx import OnnxProfile
+    from layerscope.profiler.runtimes.onnx import OnnxProfile
 
 BOUND_STYLE = {Bound.MEMORY: "cyan", Bound.COMPUTE: "magenta", Bound.NO_WORK: "dim", Bound.UNKNOWN: "yellow"}
 
@@ -173,7 +173,7 @@ def cmd_onnx(args: argparse.Namespace) -> int:
         result = run_work(work, args.quiet)
         out = InertConsole(width=max(InertConsole().width, 160) if not sys.stdout.isatty() else None)
         if args.model_explorer:
-            from layerscope.profiler.model_explorer import write_onnx_model_explorer
+            from layerscope.profiler.reports.model_explorer import write_onnx_model_explorer
 
             files = write_onnx_model_explorer(args.model_explorer, result, spec if plain else result.onnx_path, force=args.force)
         if not args.workdir:
@@ -209,9 +209,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from layerscope.profiler.onnx import OnnxProfile
-    from layerscope.profiler.report import check_compress_report, profile_html
-    from layerscope.profiler.safeio import read_json
+    from layerscope.profiler.files.safeio import read_json
+    from layerscope.profiler.reports.report import check_compress_report, profile_html
+    from layerscope.profiler.runtimes.onnx import OnnxProfile
 
     check_before_work(args, {"out": "-o/--out"})
     profile = Profile.load(args.profile)

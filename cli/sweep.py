@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from layerscope.profiler.files.safeio import atomic_write_text
 from layerscope.profiler.format import fmt_bytes, fmt_db
 from layerscope.profiler.history import compare_runs
 from layerscope.profiler.jobs import sweep_job
 from layerscope.profiler.request import ModelRequest
-from layerscope.profiler.safeio import atomic_write_text
 from layerscope.profiler.sweep import BUDGET_KEYS, Budgets, SearchSpace, SweepOptions, SweepResult, load_sweep
 from layerscope.profiler.sweep.report import sweep_csv, sweep_html, write_plans
 
-from .common import FORCE_HELP, InertConsole, check_before_work, request_for, run_work, styled
+from .common import FORCE_HELP, InertConsole, add_data_arguments, check_before_work, request_for, run_work, styled
 
 if TYPE_CHECKING:
-    from layerscope.profiler.history_store import HistoryStore
+    from layerscope.profiler.history.store import HistoryStore
 
 __all__ = ["add_sweep_parser", "add_history_parser", "print_sweep"]
 
@@ -168,9 +168,7 @@ def add_sweep_parser(sub) -> None:
     s.add_argument("--workers", type=int, default=1, help="candidates measured at once (timing stays one at a time per host)")
     s.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run candidates as Ray actors: on a cluster at ADDRESS (host:port), or a local instance when none")
-    s.add_argument("--data", help="folder of .npz/.pt batches (x, and y for top-1); default: the model's own labelled set "
-                                  "(digits_cnn) or --samples random batches")
-    s.add_argument("--samples", type=int, default=8, help="random batches when no --data (default 8)")
+    add_data_arguments(s, threshold=False)
     s.add_argument("--seed", type=int, default=0, help="the search's random seed")
     s.add_argument("--no-ort", action="store_true", help="skip the real ONNX Runtime int8 measurement of int8 recipes")
     s.add_argument("--resume", type=int, metavar="RUN_ID", help="continue an interrupted sweep (finished candidates are kept)")
@@ -189,7 +187,7 @@ def add_sweep_parser(sub) -> None:
 
 # --------------------------------------------------------------------------- history
 def cmd_history(args: argparse.Namespace) -> int:
-    from layerscope.profiler.history_store import HistoryStore  # SQLAlchemy loads for this command only
+    from layerscope.profiler.history.store import HistoryStore  # SQLAlchemy loads for this command only
 
     store = HistoryStore(args.history)
     console = InertConsole(width=max(InertConsole().width, 150) if not sys.stdout.isatty() else None)

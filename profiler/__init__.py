@@ -26,6 +26,8 @@ from .errors import (  # noqa: E402
     ProfileFormatError,
     ProfilingError,
 )
+from .files.source import LoadedModel, load_model  # noqa: E402
+from .files.zoo import ZOO, zoo_names  # noqa: E402
 from .graph import CaptureMethod, Layer, LayerGraph, SourceLocation, TensorMeta  # noqa: E402
 from .hardware import HardwareProfile, calibrate, device_profile_names, load_device_profile, resolve_hardware  # noqa: E402
 from .metrics import LayerMetrics, layer_metrics  # noqa: E402
@@ -33,9 +35,7 @@ from .pipeline import profile_model  # noqa: E402
 from .profile import LayerRow, Profile  # noqa: E402
 from .progress import Progress, drive  # noqa: E402
 from .roofline import Bound, RooflinePoint, classify  # noqa: E402
-from .source import LoadedModel, load_model  # noqa: E402
 from .timing import LayerTiming, TimingSummary  # noqa: E402
-from .zoo import ZOO, zoo_names  # noqa: E402
 
 __all__ = [
     "__version__", "LayerScopeError", "CaptureError", "Cancelled", "HardwareProfileError", "InputSpecError",

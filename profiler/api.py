@@ -15,12 +15,12 @@ from typing import Any
 
 from torch import nn
 
+from .files.source import check_finite, check_own_inputs, module_with_inputs
 from .hardware import resolve_hardware
 from .pipeline import profile_model
 from .profile import Profile
 from .progress import Progress, drive
 from .resources import threads as torch_threads
-from .source import check_finite, check_own_inputs, module_with_inputs
 
 __all__ = ["profile"]
 

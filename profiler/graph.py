@@ -12,11 +12,14 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-__all__ = ["TensorRole", "TensorMeta", "SourceLocation", "Layer", "LayerGraph", "GraphView", "CaptureMethod"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["TensorRole", "TensorMeta", "SourceLocation", "Layer", "LayerGraph", "GraphView", "CaptureMethod", "dtype_name"]
 
 _DTYPE_BYTES = {
     "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2,
@@ -282,3 +285,8 @@ class LayerGraph:
             for i, n in enumerate(row):
                 x[n] = i - (width - 1) / 2
         return {n: (x[n], -float(rank[n])) for n in nodes}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A dtype as ``TensorMeta`` stores it: ``float32``, not ``torch.float32``."""
+    return str(dtype).removeprefix("torch.")

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import PlanError
+from .files.safeio import OutputFolder
+from .files.serde import to_jsonable
+from .files.source import LoadedModel, load_model
 from .hardware import HardwareProfile, resolve_hardware
 from .history import Record, profile_layers, profile_metrics, record_run
 from .pipeline import profile_model
@@ -28,15 +29,13 @@ from .profile import Profile
 from .progress import Progress, Work
 from .request import MODEL_HELP, ModelRequest
 from .resources import other_load_now, threads
-from .safeio import OutputFolder
-from .serde import to_jsonable
-from .source import LoadedModel, load_model
 from .timing import BUSY_LOAD
 
 if TYPE_CHECKING:
+    from .compression import CompressResult
     from .compression.plan import ResolvedSpec
 
-__all__ = ["MODEL_HELP", "ModelRequest", "CompressResult", "profile_job", "onnx_job", "compress_job", "compare_job", "open_profile_job",
+__all__ = ["MODEL_HELP", "ModelRequest", "profile_job", "onnx_job", "compress_job", "compare_job", "open_profile_job",
            "open_run_job", "sweep_job"]
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ def onnx_job(req: ModelRequest, opt_level: str = "all", provider: str = "CPUExec
     warm-up count), profile it in ONNX Runtime at ``opt_level`` and map every compiled op back to
     its source layers."""
     from .capture import capture, capture_exported, run_and_locate_failure
-    from .onnx import map_onnx
+    from .runtimes.onnx import map_onnx
 
     req.check()
     runs, warmup = req.runs, req.warmup
@@ -121,42 +120,6 @@ def onnx_job(req: ModelRequest, opt_level: str = "all", provider: str = "CPUExec
                                 runs=runs, warmup=warmup, name=loaded.name, workdir=workdir))
 
 
-@dataclass(frozen=True)
-class CompressResult:
-    """What a compress job found: the reference profile, the outcome (candidate, its profile, the
-    report), and the layer-by-layer activation comparison with its diagnostics."""
-
-    profile: Profile
-    outcome: Any  # CompressionOutcome
-    comparison: Any  # ActivationComparison
-    diagnostics: list
-    inputs: tuple  # the example inputs both models ran on (to export the candidate)
-    threshold_db: float = 20.0  # the SQNR under which a layer counts as broken (the diagnostics used it too)
-
-    def summary(self) -> dict[str, Any]:
-        """Every summary line the CLI prints, as data."""
-        rep = self.outcome.report
-        res = rep.result
-        out = res.output
-        summary = {
-            "size_bytes_before": res.model_bytes_before, "size_bytes_after": res.model_bytes_after, "size_ratio": res.size_ratio,
-            "latency_ms_before": rep.latency_ms_before, "latency_ms_after": rep.latency_ms_after, "latency_ratio": rep.latency_ratio,
-            "simulated": res.simulated, "flops_before": rep.flops_before, "flops_after": rep.flops_after,
-            "output_sqnr_db": out.sqnr_db, "output_cosine": out.cosine, "output_max_abs_error": out.max_abs_error,
-            "outputs_sqnr_db": dict(out.leaves),
-            "accuracy_before": out.accuracy_reference, "accuracy_after": out.accuracy_candidate, "warnings": list(res.warnings),
-            "ort_int8_speedup": rep.ort.speedup if rep.ort is not None else None,
-            "not_compressed": res.not_compressed_text(), "not_compressed_bytes": sum(w.bytes for w in res.not_compressed),
-            "activations": self.comparison.summary(self.threshold_db),
-        }
-        return to_jsonable(summary)
-
-    def to_json(self) -> str:
-        """The report, the activation comparison and the diagnostics, with ``summary()`` under ``summary``."""
-        return json.dumps({**json.loads(self.outcome.report.to_json()), "comparison": to_jsonable(self.comparison),
-                           "diagnostics": to_jsonable(self.diagnostics), "summary": self.summary()}, indent=1)
-
-
 @_in_threads
 def compress_job(req: ModelRequest, plan, data: str | Path | None = None, samples: int = 8, ort_int8: bool = False,
                  workdir: str | Path | OutputFolder | None = None, profile: Profile | None = None, threshold_db: float = 20.0,
@@ -169,7 +132,7 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
     model-sized outputs there)."""
     from .compare import compare_models, diagnose
     from .compression import compress
-    from .data import samples_for
+    from .files.data import samples_for
 
     req.check()
     if plan is None:
@@ -183,20 +146,19 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
     hw = profile.hardware if profile is not None else (yield from _hardware(req))
     if profile is None:
         profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)
-    outcome = yield from compress(loaded, profile, plan, batches, hw, runs=req.runs, ort_int8=ort_int8,
-                                  workdir=workdir, warmup=req.warmup, method=req.run_method)
-    cmp = yield from compare_models(loaded.module, outcome.candidate, batches, f"{loaded.name} (float)",
+    result = yield from compress(loaded, profile, plan, batches, hw, runs=req.runs, ort_int8=ort_int8,
+                                 workdir=workdir, warmup=req.warmup, method=req.run_method)
+    cmp = yield from compare_models(loaded.module, result.candidate, batches, f"{loaded.name} (float)",
                                     f"{loaded.name} (compressed)", method=req.run_method)
-    diags = diagnose(cmp, profile.graph, outcome.report.resolved, loaded.module, range_factor=range_factor,
+    diags = diagnose(cmp, profile.graph, result.resolved, loaded.module, range_factor=range_factor,
                      sqnr_threshold_db=threshold_db)
-    result = CompressResult(profile, outcome, cmp, diags, tuple(loaded.inputs), threshold_db)
-    rep = outcome.report
+    result = dataclasses.replace(result, comparison=cmp, diagnostics=tuple(diags), threshold_db=threshold_db)
     record_run(record, "compress", req.model or loaded.spec, loaded.module, lambda: {
-        "plan": rep.plan, "config": {"request": to_jsonable(req), "data": str(data) if data else None, "samples": samples},
+        "plan": result.plan, "config": {"request": to_jsonable(req), "data": str(data) if data else None, "samples": samples},
         "metrics": result.summary(),
         "layers": {d.layer_id: {"technique": d.technique, "latency_ms": d.latency_ms_after, "latency_ms_float": d.latency_ms_before,
                                 "flops": d.flops_after, "weight_bytes": d.weight_bytes_after,
-                                "weight_bytes_float": d.weight_bytes_before} for d in rep.layers}})
+                                "weight_bytes_float": d.weight_bytes_before} for d in result.layers}})
     return result
 
 
@@ -208,7 +170,7 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
     against another model ``against`` with the same layer ids) layer by layer, and diagnose."""
     from .compare import compare_models, diagnose
     from .compression import apply_plan, resolve_plan
-    from .data import samples_for
+    from .files.data import samples_for
 
     req.check()
     if plan is None and against is None:
@@ -246,7 +208,7 @@ def open_run_job(run_id: int, history: str | None = None):
     profile; a sweep (finished or interrupted) its result and reference profile; a compress run
     has no profile of its own stored and says so."""
     from .errors import HistoryError
-    from .history_store import HistoryStore
+    from .history.store import HistoryStore
     from .sweep import load_sweep
 
     yield Progress("load", 0, 1, f"run {run_id}")

@@ -9,17 +9,18 @@ import platform
 import torch
 
 from .capture import capture, capture_exported, run_and_locate_failure
-from .eager import capture_eager
+from .capture.eager import capture_eager
+from .capture.weights import weight_bytes
 from .errors import ProfilingError
+from .files.source import LoadedModel
 from .graph import CaptureMethod, LayerGraph
-from .hardware import HardwareProfile, _cpu_name
+from .hardware import HardwareProfile
+from .hardware.calibration import cpu_name
 from .metrics import layer_metrics
 from .profile import SCHEMA_VERSION, ModelInfo, Profile, RunInfo
 from .progress import Progress, Work
 from .roofline import classify
-from .source import LoadedModel
 from .timing import TimingResult, TimingSummary, measure
-from .weights import weight_bytes
 
 __all__ = ["profile_model"]
 
@@ -108,7 +109,7 @@ def profile_model(
         torch_version=torch.__version__,
         python_version=platform.python_version(),
         platform=platform.platform(),
-        cpu=_cpu_name(),
+        cpu=cpu_name(),
         layerscope_version=__version__,
     )
     return Profile(SCHEMA_VERSION, info, run, hardware, cap.graph, metrics, timing.layers, roofline, timing.summary)

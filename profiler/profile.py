@@ -14,12 +14,12 @@ from pathlib import Path
 import networkx as nx
 
 from .errors import LayerScopeError, ProfileFormatError
+from .files.safeio import atomic_write_text, csv_text, parse_json, read_json
+from .files.serde import from_jsonable, to_jsonable
 from .graph import CaptureMethod, Layer, LayerGraph
 from .hardware import HardwareProfile
 from .metrics import LayerMetrics
 from .roofline import Bound, RooflinePoint
-from .safeio import atomic_write_text, csv_text, parse_json, read_json
-from .serde import from_jsonable, to_jsonable
 from .timing import LayerTiming, TimingSummary
 
 __all__ = ["SCHEMA_VERSION", "ModuleTotals", "ModelInfo", "RunInfo", "Profile", "LayerRow", "CSV_COLUMNS"]

@@ -10,16 +10,16 @@ from typing import Any
 import torch
 
 from .errors import LayerScopeError
+from .files.source import LoadedModel, load_model, parse_dtype, parse_input_shapes, submodule_of
 from .graph import CaptureMethod
 from .profile import Profile
 from .resources import parse_device
-from .source import LoadedModel, load_model, parse_dtype, parse_input_shapes, submodule_of
 
 __all__ = ["MODEL_HELP", "ModelRequest"]
 
 
 def _model_help() -> str:
-    from .zoo import ZOO
+    from .files.zoo import ZOO
 
     return (f"zoo name ({', '.join(ZOO)}), path/to/file.py:factory, or a .pt2 file (default: resnet18). "
             "A file.py:factory is Python code and runs: use only files you trust. A .pt2 is opened without running "

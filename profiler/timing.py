@@ -23,10 +23,11 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .capture import CaptureResult, _tensors
+from .capture import CaptureResult
+from .capture.record import tensors_of
+from .capture.weights import weight_bytes
 from .progress import Progress, Work, checkpoint
 from .resources import OtherLoad, untouched
-from .weights import weight_bytes
 
 __all__ = ["LayerTiming", "TimingSummary", "TimingResult", "measure", "within_noise", "NOISY_SPREAD", "FIDELITY_BAND",
            "BUSY_LOAD"]
@@ -198,7 +199,7 @@ class _MemoryTracker(fx.Interpreter):
         out = super().run_node(n)
         if n.op not in ("get_attr", "output"):
             ptrs, new = [], 0
-            for t in _tensors(out):
+            for t in tensors_of(out):
                 st = t.untyped_storage()
                 ptr = st.data_ptr()
                 if ptr in self.weight_ptrs or ptr == 0:

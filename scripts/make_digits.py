@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from layerscope.profiler.data import DIGITS_FILE, digits_split
-from layerscope.profiler.zoo import DIGITS_WEIGHTS, DigitsCNN
+from layerscope.profiler.files.data import DIGITS_FILE, digits_split
+from layerscope.profiler.files.zoo import DIGITS_WEIGHTS, DigitsCNN
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,8 @@
 import os
+import shutil
 import tempfile
 import textwrap
+from pathlib import Path
 
 # Without a display pytest-qt aborts; offscreen renders real widgets (see ENVIRONMENT.md).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -13,10 +15,30 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+# This machine's calibration, measured once per session: the first test that calibrates leaves its clean
+# result here, and every later test's private cache starts with it instead of measuring the machine again.
+_CALIBRATIONS = Path(tempfile.mkdtemp(prefix="layerscope-test-calibration-"))
+
+
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    """Calibration results go to a temporary cache, never the user's."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def _private_cache(tmp_path_factory, monkeypatch, request):
+    """Calibration results go to a temporary cache, never the user's (nor into the test's tmp_path). It holds the
+    session's calibration unless the test is marked ``fresh_cache`` (tests of the calibration cache itself)."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    own = cache / "layerscope"
+    fresh = request.node.get_closest_marker("fresh_cache") is not None
+    if not fresh:
+        seeded = list(_CALIBRATIONS.glob("hardware-*.json"))
+        if seeded:
+            own.mkdir(parents=True, exist_ok=True)
+            for f in seeded:
+                shutil.copy2(f, own / f.name)
+    yield
+    if not fresh:
+        for f in own.glob("hardware-*.json"):  # only clean calibrations are cached (hardware.cache)
+            if not (_CALIBRATIONS / f.name).exists():
+                shutil.copy2(f, _CALIBRATIONS / f.name)
 
 
 @pytest.fixture

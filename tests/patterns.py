@@ -433,3 +433,19 @@ class QuotedName(nn.Module):
 
 def quoted_name():
     return QuotedName(), (torch.randn(2, 4),)
+
+
+class _EmptyIds(nn.Module):
+    """A decoder step with no cached tokens yet: an integer input with zero elements (issue 25)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 16)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor, past_ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(x + self.emb(past_ids).sum(1))
+
+
+def empty_int_input():
+    return _EmptyIds(), (torch.randn(2, 16), torch.zeros(2, 0, dtype=torch.long))

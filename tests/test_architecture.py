@@ -16,7 +16,31 @@ def test_import_linter_contract_holds():
     root = Path(__file__).parents[1]
     r = subprocess.run(["bash", str(root / "scripts" / "lint_imports.sh")], capture_output=True, text=True, cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "Contracts: 3 kept, 0 broken" in r.stdout  # the core's, the command line's and the core's layers
+    # the core's, the command line's, the core's layers and the layers inside capture, hardware, history
+    assert "Contracts: 4 kept, 0 broken" in r.stdout
+
+
+def test_every_package_folder_is_installed_and_every_layer_is_named():
+    """pyproject's package list names every folder with an __init__.py (a package left out installs
+    without its modules), and the core's layers contract names every package and module of the core."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    conf = tomllib.loads((root / "pyproject.toml").read_text())
+    roots = {v: k for k, v in conf["tool"]["setuptools"]["package-dir"].items()}
+    found = set()
+    for folder, name in roots.items():
+        for init in (root / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(root / folder)
+            found.add(".".join([name, *rel.parts]))
+    data = {f"layerscope.assets.{p.name}" for p in (root / "assets").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert found | data == set(conf["tool"]["setuptools"]["packages"])
+    contract = next(c for c in conf["tool"]["importlinter"]["contracts"] if c.get("containers") == ["layerscope.profiler"])
+    named = {n.strip() for layer in contract["layers"] for n in layer.split(":")}
+    parts = {p.stem if p.is_file() else p.name for p in (root / "profiler").iterdir()
+             if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    assert named == parts and contract["exhaustive"]
 
 
 def test_workflows_have_one_home():

@@ -86,6 +86,7 @@ def test_zoo_and_devices_lists(capsys):
     assert rc == 0 and "raspberry-pi-5" in out and "source:" in out
 
 
+@pytest.mark.toolchain
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
 def test_onnx_command_maps_ops_and_writes_json(capsys, tmp_path):
     rc, out, _ = run(capsys, "onnx", "tiny_cnn", "--opt-level", "all", "--runs", "2", "--json", str(tmp_path / "o.json"),
@@ -109,6 +110,7 @@ def test_onnx_command_errors(capsys, tmp_path):
     assert rc == 2 and "provider 'NopeExecutionProvider' is not available" in err
 
 
+@pytest.mark.toolchain
 def test_compress_estimate_int8_on_digits_reports_accuracy_and_exports(capsys, tmp_path):
     rep, ort_cfg, ao, tao = tmp_path / "r.json", tmp_path / "ort.json", tmp_path / "ao.json", tmp_path / "torchao.json"
     rc, out, _ = run(capsys, "compress", "digits_cnn", "--estimate", "int8", "--runs", "2", "--json", str(rep),
@@ -196,6 +198,7 @@ def test_compare_errors(capsys, tmp_path):
     assert rc == 2 and "has no .npz or .pt files" in err
 
 
+@pytest.mark.slow
 def test_compare_two_models_and_an_export_captured_model(capsys, models_py, tmp_path):
     rc, out, _ = run(capsys, "compare", f"{models_py}:mlp", "--against", f"{models_py}:mlp", "--samples", "2")
     assert rc == 0 and "exact everywhere" in out and "No range diagnostics." in out
@@ -273,7 +276,7 @@ def test_quiet_by_default_verbose_logs_decisions_and_causes(capsys, models_py):
     rc, _, err = run(capsys, "profile", "tiny_cnn", "--runs", "2", "--hardware", "raspberry-pi-5")
     assert rc == 0 and "layerscope." not in err  # a library is quiet unless asked
     rc, _, err = run(capsys, "-v", "profile", "tiny_cnn", "--runs", "2", "--hardware", "raspberry-pi-5")
-    assert rc == 0 and "INFO layerscope.profiler.capture: captured TinyCNN with torch.fx" in err
+    assert rc == 0 and "INFO layerscope.profiler.capture.trace: captured TinyCNN with torch.fx" in err
     assert "INFO layerscope.profiler.timing: timed" in err
     # a wrapped library error keeps its cause, and -v names it
     with pytest.raises(ModelLoadError) as e:
@@ -285,6 +288,7 @@ def test_quiet_by_default_verbose_logs_decisions_and_causes(capsys, models_py):
     assert "layerscope." not in err  # the handler went away with the command
 
 
+@pytest.mark.slow
 def test_a_7b_decoder_on_the_meta_device_profiles_statically_without_allocating(tmp_path):
     """tests/decoder7b.py builds a Llama-2-7B-shaped decoder on the meta device (6.7 B parameters, 25 GiB
     in float32). The static profile must count it exactly while the process stays under 2 GB."""

@@ -21,8 +21,8 @@ from layerscope.profiler.compression import (
     torch_ao_mapping,
 )
 from layerscope.profiler.compression.activations import calibrate_activations
-from layerscope.profiler.data import builtin_samples, load_data_folder, random_samples
 from layerscope.profiler.errors import InputSpecError
+from layerscope.profiler.files.data import builtin_samples, load_data_folder, random_samples
 
 
 # --------------------------------------------------------------------------- techniques, by hand
@@ -147,20 +147,20 @@ def test_apply_never_changes_the_original(tiny):
     cand, res = drive(apply_plan(loaded.module, profile.graph, resolved, random_samples(loaded.inputs, 2), w))
     assert all(torch.equal(before[k], v) for k, v in loaded.module.state_dict().items())
     assert all(torch.unique(m.weight).numel() <= 4 for m in cand.modules() if isinstance(m, torch.nn.Conv2d))
-    assert res.model_bytes_after < res.model_bytes_before and res.simulated
+    assert res.size_bytes_after < res.size_bytes_before and res.simulated
 
 
 def test_structured_pruning_really_removes_channels(tiny):
     loaded, profile, hw = tiny
     plan = _plan(("type:Conv2d", "prune_channels", {"amount": 0.5, "norm": "l2"}))
     out = drive(compress(loaded, profile, plan, random_samples(loaded.inputs, 2), hw, runs=2))
-    rep = out.report
-    assert [(c.channels_before, c.channels_after) for c in rep.result.channels] == [(16, 8), (32, 16)]
+    rep = out
+    assert [(c.channels_before, c.channels_after) for c in rep.channels] == [(16, 8), (32, 16)]
     assert out.candidate.conv1.out_channels == 8 and out.candidate.bn1.num_features == 8  # BN repaired
     assert out.candidate.conv2.in_channels == 8 and out.candidate.fc.in_features == 16  # next layers repaired
     assert out.candidate(*loaded.inputs).shape == loaded.module(*loaded.inputs).shape
     assert rep.flops_after < 0.5 * rep.flops_before
-    assert not rep.result.simulated and rep.result.model_bytes_after < rep.result.model_bytes_before
+    assert not rep.simulated and rep.size_bytes_after < rep.size_bytes_before
 
 
 class _DictOut(torch.nn.Module):
@@ -177,7 +177,7 @@ class _DictOut(torch.nn.Module):
 
 
 def test_channel_pruning_a_model_that_returns_a_dict():
-    from layerscope.profiler.source import LoadedModel
+    from layerscope.profiler.files.source import LoadedModel
 
     model = _DictOut().eval()
     loaded = LoadedModel("dict_out", "dict_out", "factory", model, (torch.randn(2, 8),))
@@ -205,6 +205,7 @@ def test_activation_calibration_methods_clip_outliers():
 
 
 # --------------------------------------------------------------------------- real toolchains
+@pytest.mark.toolchain
 def test_ort_quantizer_accepts_the_adapter_output(tiny, tmp_path):
     import onnx
 
@@ -269,6 +270,7 @@ def test_coreml_configs_by_technique():
     json.dumps(cfg)
 
 
+@pytest.mark.toolchain
 def test_coreml_configs_run_in_coremltools():
     """The Core ML export is proven by coremltools (optional extra): each dict goes through its config class's
     from_dict, and the post-training quantizer, palettizer and pruner compress exactly the named layers."""
@@ -309,10 +311,10 @@ def test_digits_accuracy_before_and_after_int8():
     loaded = load_model("digits_cnn")
     profile = drive(profile_model(loaded, hw, runs=2, warmup=1))
     out = drive(compress(loaded, profile, estimate_plan("int8", "digits_cnn"), builtin_samples("digits"), hw, runs=2))
-    o = out.report.result.output
+    o = out.output
     assert o.samples == 360 and o.accuracy_reference > 0.95  # the shipped model is really trained
     assert abs(o.accuracy_candidate - o.accuracy_reference) < 0.02  # int8 costs < 2 points
-    assert out.report.result.size_ratio < 0.3
+    assert out.size_ratio < 0.3
 
 
 # --------------------------------------------------------------------------- data folders
@@ -341,7 +343,7 @@ def test_int8_activations_skip_an_embeddings_token_ids():
     graph = capture(model, (tokens,)).graph
     resolved = [ResolvedSpec(lid, 0, "quantize", {"bits": 8, "activations": True}) for lid in ("0", "1")]
     _, res = drive(apply_plan(model, graph, resolved, random_samples((tokens,), 2, high=50)))
-    assert [c.layer_id for c in res.layers] == ["0", "1"] and [a.layer_id for a in res.activations] == ["1"]
+    assert [c.layer_id for c in res.weights] == ["0", "1"] and [a.layer_id for a in res.activations] == ["1"]
 
 
 def test_adapter_groups_what_it_cannot_express(tiny):
@@ -403,6 +405,7 @@ def test_technique_specs_own_defaults_ranges_and_rules():
                                                             "params": {"bits": 4, "activations": True}}]})
 
 
+@pytest.mark.toolchain
 def test_torchao_config_runs_in_torchao_on_conv_linear_and_embedding():
     """The export is proven by torchao itself (optional extra): quantize_ with the FqnToConfig LayerScope wrote
     replaces exactly the plan's layers, conv and embedding included, and digits_cnn keeps its accuracy."""
@@ -449,6 +452,7 @@ def test_torchao_config_runs_in_torchao_on_conv_linear_and_embedding():
     assert torch.isfinite(gpt.module(*gpt.inputs)).all()
 
 
+@pytest.mark.toolchain
 def test_nncf_export_runs_in_nncf_on_the_named_layers_only(monkeypatch):
     """The NNCF export is proven by NNCF itself (optional extra): the IgnoredScope names come from NNCF's own graph
     of the model and NNCF validates each one (a name its graph lacks raises), and after the steps exactly the

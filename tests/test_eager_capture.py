@@ -8,7 +8,7 @@ from torch import nn
 
 from layerscope.profiler import InputSpecError, ProfilingError, drive, load_model, profile_model
 from layerscope.profiler.capture import capture
-from layerscope.profiler.eager import capture_eager
+from layerscope.profiler.capture.eager import capture_eager
 from layerscope.profiler.graph import CaptureMethod, TensorRole
 from layerscope.profiler.hardware import HardwareProfile
 from layerscope.profiler.metrics import layer_metrics

@@ -140,8 +140,8 @@ def test_weight_bytes_count_each_storage_once():
     import torch
     from torch import nn
 
+    from layerscope.profiler.capture.weights import weight_bytes
     from layerscope.profiler.compression import model_bytes
-    from layerscope.profiler.weights import weight_bytes
 
     class Tied(nn.Module):
         def __init__(self) -> None:
@@ -165,7 +165,7 @@ def test_weight_bytes_count_each_storage_once():
 def _all_captures(module, *inputs):
     """The layer graphs of every capture method that can take the module: fx, export and eager."""
     from layerscope.profiler.capture import capture
-    from layerscope.profiler.eager import capture_eager
+    from layerscope.profiler.capture.eager import capture_eager
     from layerscope.profiler.graph import CaptureMethod
 
     module = module.eval()
@@ -250,7 +250,7 @@ def test_masks_comparisons_cumsum_gather_and_views_have_formulas():
 
 
 def test_eval_mode_stochastic_depth_is_an_identity_not_a_torch_function():
-    from layerscope.profiler.opkinds import function_kind, target_name
+    from layerscope.profiler.capture.opkinds import function_kind, target_name
 
     def stochastic_depth(x, p=0.1, mode="row", training=False):
         return x

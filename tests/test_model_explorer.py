@@ -10,7 +10,9 @@ import torch
 from layerscope.cli.main import main
 from layerscope.profiler import load_model
 from layerscope.profiler.capture import capture, capture_exported
-from layerscope.profiler.model_explorer import layer_nodes
+from layerscope.profiler.reports.model_explorer import layer_nodes
+
+pytestmark = pytest.mark.toolchain  # Model Explorer's adapters, torch.export and ONNX
 
 
 def _through_builder(data: dict) -> dict:

@@ -7,9 +7,10 @@ from torch import nn
 
 from layerscope.profiler import OnnxMappingError, drive, load_model
 from layerscope.profiler.capture import capture
-from layerscope.profiler.onnx import MatchHow, OnnxProfile, map_onnx
+from layerscope.profiler.runtimes.onnx import MatchHow, OnnxProfile, map_onnx
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
+pytestmark = [pytest.mark.toolchain,  # every test exports to ONNX and runs ONNX Runtime
+              pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")]
 
 
 class ConvBNReLU(nn.Module):
@@ -168,7 +169,7 @@ def test_torchscript_fallback_when_dynamo_export_fails(tmp_path, monkeypatch):
 def test_torchscript_node_names_map_to_module_paths():
     """The TorchScript exporter (the fallback when dynamo fails, as on T5) names nodes by scopes that are full
     paths or relative names: /encoder/block.0/layer.1/DenseReluDense/wo/MatMul is encoder.block.0.layer.1.DenseReluDense.wo."""
-    from layerscope.profiler.onnx.sources import _scope_path
+    from layerscope.profiler.runtimes.onnx.sources import _scope_path
 
     known = {"encoder", "encoder.block.0", "encoder.block.0.layer.1", "encoder.block.0.layer.1.DenseReluDense",
              "encoder.block.0.layer.1.DenseReluDense.wo", "layer1", "layer1.0", "layer1.0.conv1"}
@@ -179,7 +180,7 @@ def test_torchscript_node_names_map_to_module_paths():
 
 
 def test_exporter_errors_are_the_real_cause_in_one_plain_line():
-    from layerscope.profiler.onnx.export import _export_error
+    from layerscope.profiler.runtimes.onnx.export import _export_error
 
     try:
         try:
@@ -204,8 +205,8 @@ def test_torchscript_functional_ops_map_by_parent_kind_and_order(tmp_path):
     import onnx
 
     from layerscope.profiler.capture import capture
-    from layerscope.profiler.onnx.results import MatchHow
-    from layerscope.profiler.onnx.sources import source_map
+    from layerscope.profiler.runtimes.onnx.results import MatchHow
+    from layerscope.profiler.runtimes.onnx.sources import source_map
 
     sys.path.insert(0, str(Path(__file__).parent))
     from patterns import attention_block

@@ -26,8 +26,8 @@ from torch import nn
 
 from layerscope.profiler import drive, load_model
 from layerscope.profiler.errors import LayerScopeError, UnsafeFileError
-from layerscope.profiler.safeload import exprs, load_exported_program, read_pt2
-from layerscope.profiler.safeload.tensors import read_torch_save
+from layerscope.profiler.files.safeload import exprs, load_exported_program, read_pt2
+from layerscope.profiler.files.safeload.tensors import read_torch_save
 
 FIXTURES = Path(__file__).parent / "data" / "pt2"
 PLANTED = "layerscope_planted"
@@ -81,6 +81,7 @@ def test_a_crafted_pt2_is_refused_on_every_path_and_never_runs(capsys, qtbot, tm
     assert not marker.exists() and PLANTED not in sys.modules
 
 
+@pytest.mark.slow
 def test_python_m_layerscope_in_the_folder_of_a_planted_module_refuses(tmp_path, base_pt2):
     """`python -m layerscope` puts the working folder on sys.path: a .py planted beside the model is
     importable, and a spec naming it must still never import it."""
@@ -294,6 +295,7 @@ _PATTERNS = ["anchor_head", "tied_decoder", "attention_block", "in_place_residua
              "output_model", "checkpointing_blocks"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny_cnn", "gpt_mini", "vit_small", "mobilenet_v2", *_PATTERNS])
 def test_real_programs_open_without_trust_and_profile_as_torch_export_load_does(tmp_path, name):
     if name in _PATTERNS:

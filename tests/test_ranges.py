@@ -10,9 +10,9 @@ from layerscope.profiler.capture import capture
 from layerscope.profiler.compare import DiagnosticKind, StreamingHistogram, TensorStats, compare_models, diagnose
 from layerscope.profiler.compression import apply_plan
 from layerscope.profiler.compression.plan import ResolvedSpec
-from layerscope.profiler.data import SampleSet, random_samples
 from layerscope.profiler.errors import ComparisonError
 from layerscope.profiler.errorstats import PairStats
+from layerscope.profiler.files.data import SampleSet, random_samples
 
 
 def _samples(shape, n=4, seed=0):
@@ -184,11 +184,12 @@ def test_pruned_unstructured_dead_channels_and_structured_shape_change(tmp_path)
     assert len(dead) == 1 and dead[0].layer_ids == ("0",) and "3 of 8" in dead[0].message
 
 
+@pytest.mark.toolchain
 def test_sqnr_agrees_with_ort_qdq_loss_debug_on_the_same_tensors(tmp_path):
     from layerscope.profiler import load_device_profile, load_model, profile_model
     from layerscope.profiler.compression import CompressionPlan, LayerSpec, quantize_with_ort, resolve_plan
-    from layerscope.profiler.data import builtin_samples
-    from layerscope.profiler.onnx import ort_sqnr_check
+    from layerscope.profiler.files.data import builtin_samples
+    from layerscope.profiler.runtimes.onnx import ort_sqnr_check
 
     loaded = load_model("digits_cnn")
     profile = drive(profile_model(loaded, load_device_profile("raspberry-pi-5"), runs=1, warmup=0))

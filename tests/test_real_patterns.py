@@ -59,7 +59,7 @@ def test_models_that_cache_state_in_forward_pass_every_command(factory, monkeypa
     onnx = drive(onnx_job(req))
     assert onnx.coverage_ops == pytest.approx(1.0)
     result = drive(compress_job(req, estimate_plan("int8")))
-    assert result.comparison.layers and result.outcome.report.result.size_ratio < 1
+    assert result.comparison.layers and result.size_ratio < 1
     cmp, _ = drive(compare_job(ModelRequest(f"{PATTERNS}:{factory}", runs=1, warmup=0, hardware="raspberry-pi-5"),
                                estimate_plan("int8")))
     assert cmp.layers
@@ -82,13 +82,13 @@ def test_a_tied_embedding_is_counted_and_compressed_once():
     """GPT-2's lm_head.weight is wte.weight: before, the shared storage was counted once and subtracted twice
     (GPT-2 printed 55.4 MiB -> -18.1 MiB)."""
     r = drive(compress_job(ModelRequest(f"{PATTERNS}:tied_decoder", **FAST), estimate_plan("int8")))
-    res = r.outcome.report.result
+    res = r
     # float32: wte 512x64 (lm_head is the same storage) 131,072 B + block 64x64 + 64 = 16,640 B
-    assert res.model_bytes_before == 512 * 64 * 4 + (64 * 64 + 64) * 4 == 147_712
+    assert res.size_bytes_before == 512 * 64 * 4 + (64 * 64 + 64) * 4 == 147_712
     # int8 per output channel, symmetric (a float32 scale per row, no zero points): wte 512x64 + 512 scales,
     # block 64x64 + 64 scales, block.bias stays float32
-    assert res.model_bytes_after == (512 * 64 + 512 * 4) + (64 * 64 + 64 * 4) + 64 * 4 == 39_424
-    tied = {c.layer_id: c.weight for c in res.layers}
+    assert res.size_bytes_after == (512 * 64 + 512 * 4) + (64 * 64 + 64 * 4) + 64 * 4 == 39_424
+    tied = {c.layer_id: c.weight for c in res.weights}
     assert tied["lm_head"] is tied["wte"]  # one report: one storage compressed once
     assert any("'lm_head' shares its weight with 'wte' (tied)" in w for w in res.warnings)
 
@@ -98,8 +98,8 @@ def test_compressing_one_side_of_a_tie_says_the_other_changes_too():
 
     plan = CompressionPlan((LayerSpec("lm_head", "palettize", {"bits": 4}),))
     r = drive(compress_job(ModelRequest(f"{PATTERNS}:tied_decoder", **FAST), plan))
-    res = r.outcome.report.result
-    assert res.model_bytes_after > 0 and res.size_ratio < 1
+    res = r
+    assert res.size_bytes_after > 0 and res.size_ratio < 1
     assert any("lm_head.weight is tied to wte.weight (one storage)" in w for w in res.warnings)
 
 
@@ -120,21 +120,21 @@ def test_attention_and_conv1d_weights_are_compressed():
     """torchvision ViT's nn.MultiheadAttention (a third of ViT-B/16) and transformers' Conv1D (GPT-2's c_attn/c_fc/c_proj)
     used to stay float without a word (ViT-B/16 int8 0.498x, GPT-2 0.81x)."""
     r = drive(compress_job(ModelRequest(f"{PATTERNS}:attention_block", **FAST), estimate_plan("int8")))
-    res = r.outcome.report.result
-    names = sorted(c.weight.name for c in res.layers)
+    res = r
+    names = sorted(c.weight.name for c in res.weights)
     assert names == ["attn.in_proj_weight", "attn.out_proj.weight", "c_fc.weight", "c_proj.weight"]
     # float32: ln 2x64, in_proj 192x64 + 192, out_proj 64x64 + 64, c_fc 64x256 + 256, c_proj 256x64 + 64
-    assert res.model_bytes_before == 4 * (128 + 192 * 64 + 192 + 64 * 64 + 64 + 64 * 256 + 256 + 256 * 64 + 64) == 199_424
+    assert res.size_bytes_before == 4 * (128 + 192 * 64 + 192 + 64 * 64 + 64 + 64 * 256 + 256 + 256 * 64 + 64) == 199_424
     # int8 per output channel (dim 0) with a float32 scale per row; the 1-D parameters stay float32
     after = (192 * 64 + 192 * 4) + (64 * 64 + 64 * 4) + (64 * 256 + 64 * 4) + (256 * 64 + 256 * 4) + 4 * (128 + 192 + 64 + 256 + 64)
-    assert res.model_bytes_after == after == 54_272
+    assert res.size_bytes_after == after == 54_272
     assert res.not_compressed == ()
     assert any("weights only: attn, c_fc.addmm" in w for w in res.warnings)  # int8 activations need a module input
     # module-name configs (coremltools, torchao, torch.ao) cannot reach them: each says so instead of naming a module that is not one
     from layerscope.profiler.compression import coreml_configs, torch_ao_mapping, torchao_config
 
-    graph = r.profile.graph
-    resolved = r.outcome.report.resolved
+    graph = r.reference.graph
+    resolved = r.resolved
     for cfg in (coreml_configs(resolved, graph), torchao_config(resolved, graph), torch_ao_mapping(resolved, graph)):
         assert "c_fc.addmm" not in json.dumps({k: v for k, v in cfg.items() if k != "cannot_express"})
         assert any(line.startswith("c_fc.addmm (addmm, c_fc.weight)") for line in cfg["cannot_express"])
@@ -142,7 +142,7 @@ def test_attention_and_conv1d_weights_are_compressed():
 
 def test_weights_no_technique_reaches_are_listed_by_name_and_size():
     r = drive(compress_job(ModelRequest(f"{PATTERNS}:device_bias_cache", **FAST), estimate_plan("int8")))
-    res = r.outcome.report.result
+    res = r
     # each block's 4x16 float32 bias table is read by indexing, which no technique compresses
     assert [(w.name, w.bytes, w.selectable) for w in res.not_compressed] == [("0.table", 256, False), ("2.table", 256, False)]
     assert res.not_compressed[0].reason.startswith("read by 0.getitem")
@@ -155,7 +155,7 @@ def test_a_partial_plan_counts_what_it_left_out():
     from layerscope.profiler.compression import CompressionPlan, LayerSpec
 
     plan = CompressionPlan((LayerSpec("c_fc.addmm", "quantize", {"bits": 8}),))
-    res = drive(compress_job(ModelRequest(f"{PATTERNS}:attention_block", **FAST), plan)).outcome.report.result
+    res = drive(compress_job(ModelRequest(f"{PATTERNS}:attention_block", **FAST), plan))
     assert [w.name for w in res.not_compressed] == ["c_proj.weight", "attn.in_proj_weight", "attn.out_proj.weight"]
     assert all(w.selectable and w.reason == "not selected" for w in res.not_compressed)
     assert res.not_compressed_text().endswith("3 not selected by the plan")
@@ -171,8 +171,8 @@ def test_ranges_are_read_before_an_in_place_op_overwrites_them():
 
     from layerscope.profiler.compare import compare_models
     from layerscope.profiler.compression import apply_plan, resolve_plan
-    from layerscope.profiler.data import samples_for
-    from layerscope.profiler.source import LoadedModel
+    from layerscope.profiler.files.data import samples_for
+    from layerscope.profiler.files.source import LoadedModel
 
     sys.path.insert(0, str(PATTERNS.parent))
     from patterns import in_place_residual
@@ -211,7 +211,7 @@ def test_a_discarded_log_of_zero_is_a_note_and_non_finite_outputs_still_stop():
     import sys
 
     from layerscope.profiler.compare import compare_models
-    from layerscope.profiler.data import SampleSet
+    from layerscope.profiler.files.data import SampleSet
 
     sys.path.insert(0, str(PATTERNS.parent))
     from patterns import nan_output
@@ -233,7 +233,7 @@ def test_a_keyword_input_model_runs_every_command_with_its_own_layer_ids():
     assert drive(profile_job(ModelRequest(f"{PATTERNS}:keyword_inputs", static=True, hardware="raspberry-pi-5"))).total_macs == p.total_macs
     assert drive(onnx_job(req)).coverage_ops == pytest.approx(1.0)
     r = drive(compress_job(req, estimate_plan("int8-weights")))
-    assert r.outcome.report.result.output.sqnr_db > 20 and {c.layer_id for c in r.outcome.report.result.layers} == {"emb", "proj"}
+    assert r.output.sqnr_db > 20 and {c.layer_id for c in r.weights} == {"emb", "proj"}
     with pytest.raises(Exception, match="positional example inputs that are not all tensors"):
         ModelRequest(f"{PATTERNS}:keyword_inputs_positional_none").load()
 
@@ -241,7 +241,7 @@ def test_a_keyword_input_model_runs_every_command_with_its_own_layer_ids():
 def test_state_dict_and_copies_of_a_keyword_input_model_are_the_models():
     import copy
 
-    from layerscope.profiler.source import CallWith
+    from layerscope.profiler.files.source import CallWith
 
     loaded = ModelRequest(f"{PATTERNS}:keyword_inputs").load()
     wrapper = loaded.module
@@ -260,8 +260,8 @@ def test_a_dropped_ort_measurement_says_why():
 
     plan = CompressionPlan((LayerSpec("all", "palettize", {"bits": 4}),))
     r = drive(compress_job(ModelRequest(f"{PATTERNS}:attention_block", **FAST), plan, ort_int8=True))
-    assert r.outcome.report.ort is None
-    said = [w for w in r.outcome.report.result.warnings if w.startswith("ONNX Runtime int8 was not measured")]
+    assert r.ort is None
+    said = [w for w in r.warnings if w.startswith("ONNX Runtime int8 was not measured")]
     assert said and "palettize" in said[0]
     assert said[0] in json_summary(r)["warnings"]
 
@@ -284,7 +284,7 @@ def test_a_detection_model_is_profiled_by_submodule_with_recorded_inputs(capsys)
     assert {lay.id for lay in p.graph if lay.module_path} == {"cls.0", "cls.1", "box.0", "box.1"}  # ids relative to head
     assert any("submodule 'head'" in n for n in p.model.capture_notes)
     r = drive(compress_job(req, estimate_plan("int8-weights")))
-    out = r.outcome.report.result.output
+    out = r.output
     assert out.sqnr_db > 20 and [name for name, _ in out.leaves] == ["0", "1"]  # (cls, box): compared leaf by leaf
     assert all(db > 20 for _, db in out.leaves) and json_summary(r)["outputs_sqnr_db"] == dict(out.leaves)
     cmp, _ = drive(compare_job(ModelRequest(f"{PATTERNS}:tiny_detector", submodule="backbone", runs=1, warmup=0,
@@ -298,11 +298,11 @@ def test_a_detection_model_is_profiled_by_submodule_with_recorded_inputs(capsys)
 
 def test_a_constant_output_is_called_out_and_numerically_zero_ranges_are_not_diagnosed():
     r = drive(compress_job(ModelRequest(f"{PATTERNS}:constant_output", **FAST), estimate_plan("int8-weights")))
-    out = r.outcome.report.result.output
+    out = r.output
     assert out.variation is not None and out.variation < 1e-6 and out.constant
-    assert any("output barely changes across the 8 samples" in w for w in r.outcome.report.result.warnings)
+    assert any("output barely changes across the 8 samples" in w for w in r.warnings)
     normal = drive(compress_job(ModelRequest(f"{PATTERNS}:attention_block", **FAST), estimate_plan("int8-weights")))
-    assert not normal.outcome.report.result.output.constant and normal.outcome.report.result.output.variation > 0.1
+    assert not normal.output.constant and normal.output.variation > 0.1
 
     cmp, diags = drive(compare_job(ModelRequest(f"{PATTERNS}:tiny_branches", runs=1, warmup=0, hardware="raspberry-pi-5"),
                                    estimate_plan("int8-weights")))
@@ -318,9 +318,9 @@ def test_recurrent_weights_are_counted_and_compressed():
     # the head 12 x 64 x 5 (the issue's tagger counted 1,280 MACs, its head alone)
     assert p.total_macs == (6144 + 12288) * 12 * 2 + 12 * 64 * 5 == 446_208
     r = drive(compress_job(ModelRequest(f"{PATTERNS}:lstm_tagger", **FAST), estimate_plan("int8-weights")))
-    names = {c.weight.name for c in r.outcome.report.result.layers}
+    names = {c.weight.name for c in r.weights}
     assert {f"lstm.weight_{m}_l{k}{d}" for m in ("ih", "hh") for k in (0, 1) for d in ("", "_reverse")} <= names
-    assert r.outcome.report.result.not_compressed == () and r.outcome.report.result.size_ratio < 0.3
+    assert r.not_compressed == () and r.size_ratio < 0.3
 
 
 def test_every_command_takes_submodule(capsys, tmp_path):
@@ -345,7 +345,7 @@ def test_data_files_may_name_the_inputs_of_a_keyword_model(tmp_path):
         np.savez(tmp_path / f"b{k}.npz", input_ids=g.integers(0, 100, (3, 8)), attention_mask=np.ones((3, 8), np.float32))
     torch.save({"attention_mask": torch.ones(3, 8), "input_ids": torch.randint(0, 100, (3, 8))}, tmp_path / "b2.pt")
     r = drive(compress_job(ModelRequest(f"{PATTERNS}:keyword_inputs", **FAST), estimate_plan("int8-weights"), data=tmp_path))
-    assert r.outcome.report.result.output.samples == 9
+    assert r.output.samples == 9
     np.savez(tmp_path / "b3.npz", ids=np.zeros((3, 8), np.int64))
     with pytest.raises(Exception, match=r"by the model's input names \(input_ids, attention_mask\)"):
         drive(compress_job(ModelRequest(f"{PATTERNS}:keyword_inputs", **FAST), estimate_plan("int8-weights"), data=tmp_path))
@@ -362,4 +362,21 @@ def test_a_profile_reloads_its_model_as_the_app_does_for_apply(spec, sub):
     assert [tuple(t.shape) for t in loaded.inputs] == [tuple(s) for s in p.model.input_shapes]
     assert [str(t.dtype).removeprefix("torch.") for t in loaded.inputs] == list(p.model.input_dtypes)
     r = drive(compress_job(again, estimate_plan("int8-weights"), profile=p))
-    assert r.outcome.report.result.size_ratio < 1
+    assert r.size_ratio < 1
+
+
+def test_an_empty_integer_input_is_profiled_and_compressed_with_random_inputs_like_it():
+    """Random inputs come from one function (files.data.random_like): it once had two copies, and the
+    compress copy read the largest value of an integer input with no elements (a raw RuntimeError)."""
+    import torch
+
+    from layerscope.profiler.files.data import random_like, random_samples
+
+    ids = torch.zeros(2, 0, dtype=torch.long)
+    x, got = random_like((torch.randn(2, 16), ids))
+    assert got.shape == (2, 0) and got.dtype == torch.long and x.dtype == torch.float32
+    mask, tokens = random_like((torch.ones(1, 4, dtype=torch.bool), torch.tensor([[7]])), [(1, 4), (1, 9)], seed=3)
+    assert mask.all() and tokens.shape == (1, 9) and int(tokens.max()) < 8
+    assert len(random_samples((torch.randn(2, 16), ids), 3).batches) == 3
+    r = drive(compress_job(ModelRequest(f"{PATTERNS}:empty_int_input", **FAST), estimate_plan("int8"), ort_int8=False))
+    assert r.size_ratio < 0.5

@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from helpers import full_report, run
 
 
@@ -28,6 +29,7 @@ def test_report_has_a_dot_per_measured_layer_a_row_per_layer_and_the_comparison(
     assert rc == 2 and "missing.json" in err
 
 
+@pytest.mark.toolchain
 def test_report_sections_for_compiled_ops_and_compression_and_bad_inputs(capsys, tmp_path):
     import json
 

@@ -16,7 +16,8 @@ from helpers import full_report
 
 CHROMIUM = os.environ.get("LAYERSCOPE_CHROMIUM") or next(
     (p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install chromium)")
+pytestmark = [pytest.mark.toolchain,  # a headless Chromium
+              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install chromium)")]
 
 CHECKS = """
 <pre id="layerscope-test"></pre><script>

@@ -57,14 +57,15 @@ def test_bad_profiles_are_clear_errors(tmp_path):
         load_device_profile(str(bad))
 
 
+@pytest.mark.fresh_cache
 def test_calibrate_measures_and_caches(monkeypatch):
-    from layerscope.profiler import drive, hardware, resolve_hardware
-    from layerscope.profiler.hardware import cache_path
+    from layerscope.profiler import drive, resolve_hardware
+    from layerscope.profiler.hardware import cache_path, calibration
 
     # A busy or noisy CI machine must not make this test flaky: what is tested here is the cache.
-    monkeypatch.setattr(hardware, "MAX_OTHER_LOAD", 1.0)
-    monkeypatch.setattr(hardware, "MAX_SPREAD", float("inf"))
-    monkeypatch.setattr(hardware._Timing, "steady", property(lambda self: True))
+    monkeypatch.setattr(calibration, "MAX_OTHER_LOAD", 1.0)
+    monkeypatch.setattr(calibration, "MAX_SPREAD", float("inf"))
+    monkeypatch.setattr(calibration._Timing, "steady", property(lambda self: True))
 
     hw = drive(resolve_hardware(None))  # XDG cache is a temp dir (conftest)
     assert hw.kind == "measured" and hw.peak_gflops["float32"] > 0 and hw.bandwidth_gbs > 0
@@ -89,7 +90,7 @@ def test_flops_that_move_no_bytes_are_compute_bound_without_infinity(pi5):
     import json
 
     from layerscope.profiler import LayerMetrics, classify
-    from layerscope.profiler.serde import to_jsonable
+    from layerscope.profiler.files.serde import to_jsonable
 
     m = LayerMetrics(params=0, weight_bytes=0, flops=1000, macs=500, bytes_read=0, bytes_written=0, formula="matmul")
     assert m.arithmetic_intensity is None
@@ -145,19 +146,21 @@ def test_calibration_measures_blas_and_onednn_kernels_copy_read_and_caches():
     assert set(hw.cache_bandwidths_gbs) == {str(2 * 2**20), str(4 * 2**20), str(8 * 2**20)}  # copies of 1, 2, 4 MiB (< 8)
 
 
+@pytest.mark.fresh_cache
 def test_a_calibration_whose_best_is_a_one_off_is_not_cached(monkeypatch):
     from layerscope.profiler import drive, hardware
+    from layerscope.profiler.hardware import calibration
 
-    real = hardware._best_of
+    real = calibration._best_of
 
     def one_off(fn, sync, budget_s, min_reps=3, max_reps=1000):
         t = real(fn, sync, budget_s, min_reps, max_reps)
-        return hardware._Timing(t.best, t.median * 3, near_best=1)  # the best was reached once
+        return calibration._Timing(t.best, t.median * 3, near_best=1)  # the best was reached once
 
-    real_calibrate = hardware.calibrate
-    monkeypatch.setattr(hardware, "_best_of", one_off)
-    monkeypatch.setattr(hardware.OtherLoad, "share", lambda self: 0.0)  # a quiet machine: only the spread is wrong
-    monkeypatch.setattr(hardware, "calibrate", lambda device="cpu", **kw: real_calibrate(device, copy_mib=8, budget_s=0.01))
+    real_calibrate = calibration.calibrate
+    monkeypatch.setattr(calibration, "_best_of", one_off)
+    monkeypatch.setattr(calibration.OtherLoad, "share", lambda self: 0.0)  # a quiet machine: only the spread is wrong
+    monkeypatch.setattr(calibration, "calibrate", lambda device="cpu", **kw: real_calibrate(device, copy_mib=8, budget_s=0.01))
     hw = drive(hardware.resolve_hardware(None))
     assert hw.notes and "within 10% of the best" in hw.notes[0]
     assert not hardware.cache_path().exists()

@@ -14,11 +14,11 @@ from torch import nn
 
 from layerscope.profiler import HardwareProfile, HardwareProfileError, PlanError, drive, load_model
 from layerscope.profiler.errors import InputSpecError, LayerScopeError, OutputError, ResourceError
-from layerscope.profiler.safeio import atomic_path, atomic_write_text, check_output_path
+from layerscope.profiler.files.safeio import atomic_path, atomic_write_text, check_output_path
 
 
 def _work_folders() -> list[Path]:
-    from layerscope.profiler.workspace import work_root
+    from layerscope.profiler.files.workspace import work_root
 
     return sorted(work_root().iterdir()) if work_root().is_dir() else []
 
@@ -41,10 +41,11 @@ def test_atomic_path_keeps_the_old_file_on_any_failure(tmp_path):
     assert target.read_text() == "NEW" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
 
+@pytest.mark.slow
 def test_every_output_kind_is_written_atomically(capsys, tmp_path, monkeypatch):
     """Every writer goes through atomic_path: spy on the final rename of each output kind; then let
     the disk fail after the data are written and check every old file survives byte for byte."""
-    from layerscope.profiler import safeio
+    from layerscope.profiler.files import safeio
 
     outs = {flag: tmp_path / name for flag, name in [
         ("--json", "report.json"), ("--save-plan", "plan.json"), ("--export-ort", "ort.json"),
@@ -76,7 +77,7 @@ def test_every_output_kind_is_written_atomically(capsys, tmp_path, monkeypatch):
 
 
 def test_a_pt2_writer_dying_mid_write_leaves_the_old_file(tmp_path, monkeypatch):
-    from layerscope.profiler.export import save_pt2
+    from layerscope.profiler.capture.export import save_pt2
 
     m = load_model("tiny_cnn")
     target = tmp_path / "model.pt2"
@@ -107,7 +108,7 @@ def test_unwritable_output_folders(tmp_path, monkeypatch):
     def read_only(*_a, **_k):
         raise PermissionError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr("layerscope.profiler.safeio.tempfile.mkstemp", read_only)
+    monkeypatch.setattr("layerscope.profiler.files.safeio.tempfile.mkstemp", read_only)
     with pytest.raises(OutputError, match="Read-only file system"):
         check_output_path(tmp_path / "x.json", "--json")
 
@@ -184,6 +185,7 @@ def _fake_calibration(calls):
     return calibrate
 
 
+@pytest.mark.fresh_cache
 @pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b"[" * 5000 + b"]" * 5000, b'{"name": "x", "peak_gflops": '
                                      b'{"float32": null}, "bandwidth_gbs": 40, "source": "s"}', b"{", "folder"])
 def test_a_corrupt_cache_is_moved_aside_and_measured_again(monkeypatch, content):
@@ -196,7 +198,7 @@ def test_a_corrupt_cache_is_moved_aside_and_measured_again(monkeypatch, content)
     else:
         path.write_bytes(content)
     calls: list[str] = []
-    monkeypatch.setattr(hardware, "calibrate", _fake_calibration(calls))
+    monkeypatch.setattr(hardware.calibration, "calibrate", _fake_calibration(calls))
     hw = drive(hardware.resolve_hardware(None))
     assert calls == ["cpu"] and hw.peak_gflops == {"float32": 500.0}
     assert any("moved to" in n and "re-measured" in n for n in hw.notes)
@@ -205,10 +207,12 @@ def test_a_corrupt_cache_is_moved_aside_and_measured_again(monkeypatch, content)
     assert drive(hardware.resolve_hardware(None)).notes == () and calls == ["cpu"]  # now cached
 
 
+@pytest.mark.slow
+@pytest.mark.fresh_cache
 def test_a_calibration_on_a_busy_machine_is_not_cached(monkeypatch, capsys):
     from layerscope.profiler import hardware
 
-    monkeypatch.setattr(hardware.OtherLoad, "share", lambda self: 0.6)
+    monkeypatch.setattr(hardware.calibration.OtherLoad, "share", lambda self: 0.6)
     hw = drive(hardware.resolve_hardware(None))
     assert hw.notes and "busy" in hw.notes[0] and "60%" in hw.notes[0]
     assert not hardware.cache_path().exists()
@@ -226,7 +230,7 @@ def test_calibrate_sizes_out_of_range(capsys, size):
 def test_degenerate_data_are_errors(tmp_path):
     import numpy as np
 
-    from layerscope.profiler.data import load_data_folder
+    from layerscope.profiler.files.data import load_data_folder
 
     like = (torch.zeros(1, 1, 8, 8),)
     empty, nan = tmp_path / "empty", tmp_path / "nan"
@@ -338,6 +342,7 @@ def test_a_forward_that_raises_is_named_as_such(capsys, factory_py):
 
 
 # --------------------------------------------------------------------------- work folders
+@pytest.mark.toolchain
 def test_no_work_folder_outlives_onnx_or_ort_int8(capsys, tmp_path):
     rc, out, _ = run(capsys, "onnx", "tiny_cnn", "--runs", "1")
     assert rc == 0 and "work files removed" in " ".join(out.split()) and _work_folders() == []
@@ -349,7 +354,7 @@ def test_no_work_folder_outlives_onnx_or_ort_int8(capsys, tmp_path):
 
 
 def test_leftovers_of_a_killed_run_are_swept(monkeypatch):
-    from layerscope.profiler import workspace
+    from layerscope.profiler.files import workspace
 
     root = workspace.work_root()
     dead = root / "onnx-999999999-deadbeef"  # no such process
@@ -360,6 +365,7 @@ def test_leftovers_of_a_killed_run_are_swept(monkeypatch):
     assert not mine.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, sig, code", [
     (["onnx", "resnet18", "--runs", "400"], "SIGINT", 130),
     (["onnx", "resnet18", "--runs", "400"], "SIGTERM", 143),
@@ -418,7 +424,7 @@ def test_an_output_folder_must_be_new_empty_or_layerscopes_own(capsys, tmp_path)
 
 
 def test_a_rerun_replaces_only_its_own_files_and_leaves_no_stale_plan(tmp_path):
-    from layerscope.profiler.safeio import OutputFolder
+    from layerscope.profiler.files.safeio import OutputFolder
 
     folder = tmp_path / "plans"
     with OutputFolder(folder, "--out") as out:
@@ -438,7 +444,7 @@ def test_a_rerun_replaces_only_its_own_files_and_leaves_no_stale_plan(tmp_path):
 
 
 def test_a_forged_manifest_cannot_make_layerscope_delete_outside_its_folder(tmp_path):
-    from layerscope.profiler.safeio import MANIFEST, OutputFolder
+    from layerscope.profiler.files.safeio import MANIFEST, OutputFolder
 
     outside = tmp_path / "precious.txt"
     outside.write_text("keep")
@@ -521,7 +527,7 @@ def test_bad_search_space_values_are_one_clean_error_each(tmp_path, capsys):
 
 def test_history_survives_damaged_rows_odd_ids_odd_notes_and_wildcards(tmp_path, capsys, monkeypatch):
 
-    from layerscope.profiler.history_store import HistoryStore
+    from layerscope.profiler.history.store import HistoryStore
 
     db = tmp_path / "h.sqlite"
     monkeypatch.setenv("LAYERSCOPE_HISTORY", str(db))
@@ -564,6 +570,7 @@ def test_sweep_workers_are_capped_by_cores_and_memory(monkeypatch):
     assert runner.worker_limit(1, 1 << 20) == (1, None)
 
 
+@pytest.mark.toolchain
 def test_ray_address_that_is_not_a_ray_head_is_one_clean_error_within_10_s():
     import socket
     import threading

@@ -14,7 +14,7 @@ from helpers import run
 
 from layerscope.profiler.errors import BudgetError, HistoryError, SweepError
 from layerscope.profiler.history import compare_runs
-from layerscope.profiler.history_store import HistoryStore
+from layerscope.profiler.history.store import HistoryStore
 from layerscope.profiler.progress import drive
 from layerscope.profiler.request import ModelRequest
 from layerscope.profiler.sweep import Budgets, SearchSpace, SweepOptions, check_budgets, knee, pareto_front, run_sweep
@@ -145,6 +145,7 @@ def test_optuna_search_under_budget(tmp_path):
     assert len({c.label for c in res.candidates}) == 6  # no recipe measured twice
 
 
+@pytest.mark.toolchain
 def test_ort_int8_is_measured_for_int8_recipes(tmp_path):
     res = sweep(tmp_path, Budgets(), space={"techniques": {"quantize": {"bits": [8]}}, "layers": ["all"], "mixed": None}, ort=True)
     this = res.by_id(1).metrics["targets"]["this"]
@@ -152,6 +153,7 @@ def test_ort_int8_is_measured_for_int8_recipes(tmp_path):
 
 
 # --------------------------------------------------------------------------- interruption and resume
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_measuring_again(tmp_path, monkeypatch):
     db = tmp_path / "h.sqlite"
     space = tmp_path / "space.json"
@@ -206,6 +208,7 @@ def _ray_starts() -> str | None:
     return None
 
 
+@pytest.mark.toolchain
 def test_local_pool_and_ray_record_the_same_candidates(tmp_path):
     pool = sweep(tmp_path / "pool", Budgets(max_size_ratio=0.3), space=POOL_SPACE, workers=2)
     why = _ray_starts()
@@ -287,6 +290,7 @@ def _writer(db: str, n: int, tag: str) -> None:
         store.add_run("profile", f"m-{tag}", "h" * 32, metrics={"i": i}, note=tag)
 
 
+@pytest.mark.slow
 def test_history_survives_concurrent_writers(tmp_path):
     db = f"sqlite:///{tmp_path / 'h.sqlite'}"  # a database URL, as a team would give one
     HistoryStore(db)
@@ -313,9 +317,9 @@ def test_corrupt_locked_or_foreign_database_is_a_clear_error(tmp_path, monkeypat
     sqlite3.connect(other).execute("create table invoices (id int)").connection.commit()
     with pytest.raises(HistoryError, match="another program"):
         HistoryStore(str(other))
-    from layerscope.profiler import history
+    from layerscope.profiler.history import store as store_module
 
-    monkeypatch.setattr(history, "BUSY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.3)
     db = tmp_path / "h.sqlite"
     store = HistoryStore(str(db))
     holder = sqlite3.connect(db, timeout=0.1)
@@ -407,7 +411,7 @@ def test_tradeoff_view_click_loads_the_candidate_plan(qtbot, tmp_path):
     with qtbot.waitSignal(win.controller.compressFinished, timeout=120_000):
         view.apply_candidate()  # measured: every view shows the compressed candidate
     qtbot.waitUntil(lambda: win.controller.worker is None)
-    assert win.state.compression is not None and win.state.compression.report.result.size_ratio == pytest.approx(
+    assert win.state.compression is not None and win.state.compression.size_ratio == pytest.approx(
         res.by_id(pick).metrics["size_ratio"])
     notes = _save_note_in_dialog(win, tmp_path)
     assert notes == "good trade-off"
@@ -449,6 +453,7 @@ def test_summary_by_hand_binding_budget_noise_and_busy_notes():
     assert any("varied by ±74%" in n for n in res.notes) and any("1 candidate(s) were timed while" in n and "#3" in n for n in res.notes)
 
 
+@pytest.mark.slow
 def test_cli_start_up_does_not_load_sqlalchemy():
     """SQLAlchemy (0.25 s of imports) loads only when a database is opened: `layerscope --help`, `zoo` and a
     `profile --no-history` never pay for it."""

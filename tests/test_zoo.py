@@ -3,8 +3,8 @@ import torch
 
 from layerscope.profiler import CaptureMethod, load_model, zoo_names
 from layerscope.profiler.capture import capture
+from layerscope.profiler.files.zoo import build_zoo_model
 from layerscope.profiler.metrics import layer_metrics
-from layerscope.profiler.zoo import build_zoo_model
 
 
 @pytest.mark.parametrize(("name", "params"), [("mobilenet_v2", 3_504_872), ("resnet18", 11_689_512), ("resnet50", 25_557_032)])

@@ -20,12 +20,12 @@ import torch
 from torch import fx, nn
 
 from ..capture import CaptureResult, capture
+from ..capture.opkinds import function_kind, method_kind
 from ..compression.activations import FakeQuantInput, clipped
-from ..data import SampleSet
 from ..errors import ComparisonError, LayerScopeError, describe
 from ..errorstats import PairStats
+from ..files.data import SampleSet
 from ..graph import CaptureMethod, LayerGraph
-from ..opkinds import function_kind, method_kind
 from ..progress import Progress, Work, checkpoint
 from ..resources import release_memory, untouched
 from .stats import ActivationStats, TensorStats

@@ -11,11 +11,11 @@ from .adapters import (
     torch_ao_mapping,
     torchao_config,
 )
-from .apply import CompressionResult, LayerCompression, OutputChange, apply_plan, compare_outputs, model_bytes
+from .apply import Applied, LayerCompression, OutputChange, apply_plan, compare_outputs, model_bytes
 from .estimate import LayerEstimate, PlanEstimate, estimate_static
 from .nncf_adapter import apply_nncf, build_nncf_ignored_scope, nncf_config, nncf_weight_modes, nncf_weight_nodes
 from .ort_int8 import OrtInt8Result, onnx_node_layers, quantize_with_ort
-from .pipeline import CompressionOutcome, CompressionReport, LayerDelta, compress, time_pair
+from .pipeline import CompressResult, LayerDelta, compress, time_pair
 from .plan import (
     CALIBRATIONS,
     COMPRESSIBLE_KINDS,
@@ -51,8 +51,8 @@ __all__ = [
     "ActivationQuant", "calibrate_activations", "OrtQuantConfig", "build_qconfig_mapping", "coreml_configs", "ort_quant_config",
     "torch_ao_mapping", "torchao_config", "build_torchao_config", "apply_torchao",
     "nncf_config", "build_nncf_ignored_scope", "apply_nncf", "nncf_weight_modes", "nncf_weight_nodes",
-    "CompressionResult", "LayerCompression", "OutputChange", "apply_plan", "compare_outputs", "model_bytes",
-    "OrtInt8Result", "onnx_node_layers", "quantize_with_ort", "CompressionOutcome", "CompressionReport", "LayerDelta", "compress",
+    "Applied", "LayerCompression", "OutputChange", "apply_plan", "compare_outputs", "model_bytes",
+    "OrtInt8Result", "onnx_node_layers", "quantize_with_ort", "CompressResult", "LayerDelta", "compress",
     "time_pair", "ESTIMATES", "estimate_plan", "CALIBRATIONS", "COMPRESSIBLE_KINDS", "PLAN_VERSION", "TECHNIQUES", "CompressionPlan",
     "LayerSpec", "ResolvedSpec",
     "resolve_plan", "select_layers", "ChannelPruneReport", "prune_channels", "WeightReport", "cast_weight", "palettize_weight",

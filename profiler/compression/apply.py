@@ -18,21 +18,21 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
-from ..data import SampleSet
+from ..capture.weights import storage_key, weight_bytes
 from ..errors import InputSpecError, PlanError
 from ..errorstats import PairStats
+from ..files.data import SampleSet
 from ..format import fmt_bytes
 from ..graph import LayerGraph, TensorRole
 from ..progress import Progress, Work
 from ..resources import release_memory, untouched
-from ..weights import storage_key, weight_bytes
 from .activations import ActivationQuant, calibrate_activations
 from .plan import COMPRESSIBLE_KINDS, ResolvedSpec, compressible_weights
 from .specs import CastParams, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams
 from .structured import ChannelPruneReport, prune_channels
 from .techniques import WeightReport, cast_weight, palettize_weight, prune_weight, quantize_weight
 
-__all__ = ["LayerCompression", "CompressionResult", "OutputChange", "apply_plan", "compress_weight", "output_leaves", "pruned_copy",
+__all__ = ["LayerCompression", "Applied", "OutputChange", "apply_plan", "compress_weight", "output_leaves", "pruned_copy",
            "compare_outputs", "model_bytes"]
 
 
@@ -76,18 +76,28 @@ class OutputChange:
     leaves: tuple[tuple[str, float], ...] = ()
 
     @property
+    def accuracy_points(self) -> float | None:
+        """Top-1 change in percentage points (candidate - reference), when the samples are labelled."""
+        if self.accuracy_reference is None or self.accuracy_candidate is None:
+            return None
+        return (self.accuracy_candidate - self.accuracy_reference) * 100
+
+    @property
     def constant(self) -> bool:
         return self.variation is not None and self.variation < CONSTANT_OUTPUT
 
 
 
 @dataclass(frozen=True)
-class CompressionResult:
-    layers: tuple[LayerCompression, ...]  # weight techniques
+class Applied:
+    """What applying a plan to a copy of the model did: the app's Apply, every sweep candidate, and
+    the first fields of a compress job's ``CompressResult`` (same names, one level)."""
+
+    weights: tuple[LayerCompression, ...]  # weight techniques, one entry per compressed weight
     channels: tuple[ChannelPruneReport, ...]  # structural pruning
     activations: tuple[ActivationQuant, ...]  # int8 activation fake-quant
-    model_bytes_before: int  # all distinct parameters and buffers, as stored
-    model_bytes_after: int  # same, with compressed weights at their real storage size
+    size_bytes_before: int  # all distinct parameters and buffers, as stored
+    size_bytes_after: int  # same, with compressed weights at their real storage size
     output: OutputChange
     warnings: tuple[str, ...]
     # True when weights/activations are fake-quantised: storage sizes are real, but the kernels
@@ -98,13 +108,13 @@ class CompressionResult:
 
     @property
     def size_ratio(self) -> float:
-        return self.model_bytes_after / self.model_bytes_before if self.model_bytes_before else float("nan")
+        return self.size_bytes_after / self.size_bytes_before if self.size_bytes_before else float("nan")
 
     def stored_weight_bytes(self, weight_bytes: dict[str, int]) -> dict[str, int]:
         """Per compressed layer, its parameters as stored: ``weight_bytes`` (the layer's bytes in float)
         with each compressed weight at its real size (codes, scales, LUTs) instead."""
         stored: dict[str, int] = {}
-        for c in self.layers:
+        for c in self.weights:
             so_far = stored.get(c.layer_id, weight_bytes.get(c.layer_id, 0))
             stored[c.layer_id] = so_far - c.weight.numel * c.weight.bits_before // 8 + c.weight.bytes_after
         return stored
@@ -119,7 +129,7 @@ class CompressionResult:
         if not self.not_compressed:
             return None
         total = sum(w.bytes for w in self.not_compressed)
-        share = f" ({total / self.model_bytes_before:.0%} of the model)" if self.model_bytes_before else ""
+        share = f" ({total / self.size_bytes_before:.0%} of the model)" if self.size_bytes_before else ""
         skipped = len(self.not_compressed) - len(self.unreachable)
         parts = [f"{skipped} not selected by the plan"] if skipped else []
         if self.unreachable:
@@ -239,7 +249,7 @@ def _ties(model: nn.Module) -> dict[tuple[str, int], list[str]]:
 
 
 def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec], samples: SampleSet,
-               warnings: tuple[str, ...] | list[str] = ()) -> Work[tuple[nn.Module, CompressionResult]]:
+               warnings: tuple[str, ...] | list[str] = ()) -> Work[tuple[nn.Module, Applied]]:
     """Compress a deep copy of ``model``; returns (candidate, result). Memory: the original and one
     copy (weights are compressed in place in the copy, layer by layer)."""
     total = len(resolved) + 2
@@ -316,5 +326,5 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
                      f"its magnitude): random weights, or inputs it ignores? SQNR and cosine then measure noise around a "
                      f"constant; judge with trained weights and --data with real inputs")
     simulated = bool(done or acts)  # zeros and fake-quant run on dense float kernels
-    return candidate, CompressionResult(tuple(done), tuple(channels), tuple(acts), before, int(after), output,
+    return candidate, Applied(tuple(done), tuple(channels), tuple(acts), before, int(after), output,
                                         tuple(notes), simulated, left)

@@ -11,6 +11,7 @@ layer's measured latency is needed to say more — that is what Apply measures."
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ..graph import TensorRole
@@ -18,7 +19,7 @@ from ..profile import Profile
 from .plan import ResolvedSpec
 from .specs import CastParams, Granularity, PalettizeParams, PruneChannelsParams, PruneParams, QuantizeParams, TechniqueParams
 
-__all__ = ["LayerEstimate", "PlanEstimate", "estimate_static"]
+__all__ = ["LayerEstimate", "PlanEstimate", "SelectionEstimate", "estimate_static"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,32 @@ class PlanEstimate:
     def size_ratio(self) -> float:
         m = self.model_weight_bytes
         return (m - self.weight_bytes_saved) / m if m else float("nan")
+
+    def selection(self, layer_ids: Collection[str]) -> SelectionEstimate:
+        """The estimate summed over the chosen layers (the app's selection)."""
+        sel = [e for e in self.layers if e.layer_id in layer_ids]
+        ib = sorted(e.intensity_before for e in sel if e.intensity_before)
+        ia = sorted(e.intensity_after for e in sel if e.intensity_after)
+        return SelectionEstimate(
+            len(sel), sum(e.weight_bytes_before for e in sel), sum(e.weight_bytes_after for e in sel),
+            sum(e.flops_before or 0 for e in sel), sum(e.flops_after or 0 for e in sel),
+            sum(e.roof_ms_before or 0 for e in sel), sum(e.roof_ms_after or 0 for e in sel),
+            ib[len(ib) // 2] if ib and ia else None, ia[len(ia) // 2] if ib and ia else None)
+
+
+@dataclass(frozen=True)
+class SelectionEstimate:
+    """A plan's static estimate over some of its layers: sums, and the median arithmetic intensity."""
+
+    layers: int
+    weight_bytes_before: int
+    weight_bytes_after: int
+    flops_before: int
+    flops_after: int
+    roof_ms_before: float  # layers without a roof count 0
+    roof_ms_after: float
+    median_intensity_before: float | None  # FLOP/byte; None unless both sides have one
+    median_intensity_after: float | None
 
 
 def _storage_bits(p: TechniqueParams, shape: tuple[int, ...], bits_before: int) -> float:

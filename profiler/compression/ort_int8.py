@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import SampleSet
 from ..errors import OnnxMappingError
 from ..errorstats import sqnr_db
+from ..files.data import SampleSet
 from ..graph import LayerGraph
-from ..onnx import calibration_reader, export_onnx, load_onnx, quiet_root_logger, source_map
 from ..progress import Progress, Work
 from ..resources import release_memory
+from ..runtimes.onnx import calibration_reader, export_onnx, load_onnx, quiet_root_logger, source_map
 from .adapters import OrtQuantConfig, ort_quant_config
 from .plan import ResolvedSpec, compressible_weights
 

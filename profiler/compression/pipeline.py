@@ -1,8 +1,8 @@
 """The whole compress job: validate the plan, apply it to a copy, profile the copy, time reference
 and candidate end to end (interleaved), and optionally measure real int8 speed through ORT.
 
-    outcome = drive(compress(loaded, profile, plan, samples, hardware))
-    outcome.report.result.size_ratio, outcome.report.latency_ratio, outcome.profile  # candidate profile
+    result = drive(compress(loaded, profile, plan, samples, hardware))
+    result.size_ratio, result.latency_ratio, result.output.sqnr_db, result.candidate_profile
 """
 
 from __future__ import annotations
@@ -13,14 +13,19 @@ import logging
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..data import SampleSet
 from ..errors import OnnxMappingError
+from ..files.data import SampleSet
+from ..files.safeio import OutputFolder
+from ..files.serde import to_jsonable
+from ..files.source import LoadedModel
+from ..files.workspace import work_dir
 from ..format import fmt_bytes
 from ..graph import CaptureMethod
 from ..hardware import HardwareProfile
@@ -28,15 +33,11 @@ from ..pipeline import profile_model
 from ..profile import Profile
 from ..progress import Progress, Work
 from ..resources import MEMORY_HEADROOM, available_memory_bytes, untouched
-from ..safeio import OutputFolder
-from ..serde import to_jsonable
-from ..source import LoadedModel
-from ..workspace import work_dir
-from .apply import CompressionResult, apply_plan, model_bytes, pruned_copy
+from .apply import Applied, apply_plan, model_bytes, pruned_copy
 from .ort_int8 import OrtInt8Result, quantize_with_ort
 from .plan import CompressionPlan, ResolvedSpec, resolve_plan
 
-__all__ = ["LayerDelta", "CompressionReport", "CompressionOutcome", "compress", "time_pair"]
+__all__ = ["LayerDelta", "CompressResult", "compress", "time_pair"]
 
 ORT_INT8_MEMORY_FACTOR = 5  # ORT's int8 path peaked at ~4.5× the weights (export, calibration, two sessions)
 
@@ -54,13 +55,32 @@ class LayerDelta:
     weight_bytes_before: int
     weight_bytes_after: int
 
+    @property
+    def latency_change_ms(self) -> float | None:
+        """After - before (negative: faster), when both sides were timed."""
+        if self.latency_ms_after is None or self.latency_ms_before is None:
+            return None
+        return self.latency_ms_after - self.latency_ms_before
 
-@dataclass(frozen=True)
-class CompressionReport:
+
+# not in the JSON form: the models and profiles themselves (a profile is saved on its own), the input tensors
+_NOT_JSON = ("candidate", "reference", "candidate_profile", "inputs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompressResult(Applied):
+    """What compressing a model with a plan gave, one level deep: what Apply did (``Applied``: sizes,
+    weights, output change, warnings), the candidate and both profiles, end-to-end latency and FLOPs,
+    the change per layer, ONNX Runtime's int8 measurement, and, from the compress job, the layer-by-
+    layer activation comparison with its diagnostics. ``result.size_ratio``, ``result.latency_ratio``,
+    ``result.output.sqnr_db``, ``result.candidate``."""
+
     model: str
     plan: dict  # the plan as given (JSON form)
     resolved: tuple[ResolvedSpec, ...]
-    result: CompressionResult
+    candidate: nn.Module = field(repr=False, compare=False)
+    reference: Profile = field(repr=False, compare=False)  # the float model's profile
+    candidate_profile: Profile = field(repr=False, compare=False)
     latency_ms_before: float  # end-to-end eager median, reference and candidate interleaved
     latency_ms_after: float
     latency_runs: int
@@ -68,22 +88,37 @@ class CompressionReport:
     capture_method: str  # how both profiles were captured (torch.fx / torch.export)
     flops_before: int
     flops_after: int
-    layers: tuple[LayerDelta, ...]
+    layers: tuple[LayerDelta, ...]  # every layer of the reference, before and after
     ort: OrtInt8Result | None
+    comparison: Any = None  # ActivationComparison, from the compress job
+    diagnostics: tuple = ()
+    inputs: tuple = field(default=(), repr=False, compare=False)  # the example inputs both models ran on
+    threshold_db: float = 20.0  # the SQNR under which a layer counts as broken (the diagnostics used it too)
 
     @property
     def latency_ratio(self) -> float:
         return self.latency_ms_after / self.latency_ms_before if self.latency_ms_before else float("nan")
 
+    def summary(self) -> dict[str, Any]:
+        """Every summary line the CLI prints, as data (the history records it as the run's metrics)."""
+        out = self.output
+        summary = {
+            "size_bytes_before": self.size_bytes_before, "size_bytes_after": self.size_bytes_after, "size_ratio": self.size_ratio,
+            "latency_ms_before": self.latency_ms_before, "latency_ms_after": self.latency_ms_after, "latency_ratio": self.latency_ratio,
+            "simulated": self.simulated, "flops_before": self.flops_before, "flops_after": self.flops_after,
+            "output_sqnr_db": out.sqnr_db, "output_cosine": out.cosine, "output_max_abs_error": out.max_abs_error,
+            "outputs_sqnr_db": dict(out.leaves),
+            "accuracy_before": out.accuracy_reference, "accuracy_after": out.accuracy_candidate, "warnings": list(self.warnings),
+            "ort_int8_speedup": self.ort.speedup if self.ort is not None else None,
+            "not_compressed": self.not_compressed_text(), "not_compressed_bytes": sum(w.bytes for w in self.not_compressed),
+            "activations": self.comparison.summary(self.threshold_db) if self.comparison is not None else None,
+        }
+        return to_jsonable(summary)
+
     def to_json(self) -> str:
-        return json.dumps(to_jsonable(self), indent=1)
-
-
-@dataclass
-class CompressionOutcome:
-    candidate: nn.Module
-    profile: Profile  # of the candidate
-    report: CompressionReport
+        """Every field but the models, profiles and input tensors, with ``summary()`` under ``summary``."""
+        data = {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in _NOT_JSON}
+        return json.dumps({**data, "summary": self.summary()}, indent=1)
 
 
 @torch.inference_mode()
@@ -109,7 +144,7 @@ def _weight_bytes(profile: Profile) -> dict[str, int]:
 
 def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, samples: SampleSet, hardware: HardwareProfile,
              runs: int = 20, ort_int8: bool = False, workdir: str | Path | OutputFolder | None = None, warmup: int = 3,
-             method: CaptureMethod | None = None) -> Work[CompressionOutcome]:
+             method: CaptureMethod | None = None) -> Work[CompressResult]:
     """Apply ``plan`` to a copy of ``loaded``, profile the copy like ``profile`` (``runs`` timed runs
     after ``warmup``, captured with ``method``), time both interleaved, and report layer by layer."""
     resolved, warnings = resolve_plan(plan, profile)
@@ -143,7 +178,7 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
             log.warning("%s", measured)
         else:
             ort = measured if workdir else dataclasses.replace(measured, float_onnx="", int8_onnx="")  # scratch files are gone
-    candidate, result = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
+    candidate, applied = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
     cand_loaded = LoadedModel(f"{loaded.name} (compressed)", loaded.spec, loaded.kind, candidate, loaded.inputs)
     after = yield from profile_model(cand_loaded, hardware, runs=runs, warmup=warmup, method=method)
     yield Progress("latency", 0, 1, "timing reference vs candidate, interleaved")
@@ -153,7 +188,7 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
     for r in resolved:
         techniques.setdefault(r.layer_id, []).append(r.technique)
     wb_before, wb_after = _weight_bytes(profile), _weight_bytes(after)
-    stored = result.stored_weight_bytes(wb_after)  # a layer's parameters as stored: compressed weights at their real size
+    stored = applied.stored_weight_bytes(wb_after)  # a layer's parameters as stored: compressed weights at their real size
     deltas = []
     for lid in profile.graph.ids():
         t_after = after.timings.get(lid)
@@ -163,6 +198,9 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
             profile.metrics[lid].flops, after.metrics[lid].flops if lid in after.metrics else None,
             wb_before.get(lid, 0), stored.get(lid, wb_after.get(lid, 0)),
         ))
-    report = CompressionReport(profile.model.name, json.loads(plan.to_json()), tuple(resolved), result, before_ms, after_ms, runs,
-                               warmup, after.model.capture_method.value, profile.total_flops, after.total_flops, tuple(deltas), ort)
-    return CompressionOutcome(candidate, after, report)
+    return CompressResult(**{f.name: getattr(applied, f.name) for f in dataclasses.fields(applied)},
+                          model=profile.model.name, plan=json.loads(plan.to_json()), resolved=tuple(resolved), candidate=candidate,
+                          reference=profile, candidate_profile=after, latency_ms_before=before_ms, latency_ms_after=after_ms,
+                          latency_runs=runs, warmup_runs=warmup, capture_method=after.model.capture_method.value,
+                          flops_before=profile.total_flops, flops_after=after.total_flops, layers=tuple(deltas), ort=ort,
+                          inputs=tuple(loaded.inputs))

@@ -32,10 +32,10 @@ from typing import Any
 import re2
 
 from ..errors import PlanError
+from ..files.safeio import parse_json, read_json
 from ..graph import Layer, TensorMeta, TensorRole
 from ..profile import Profile
 from ..roofline import Bound
-from ..safeio import parse_json, read_json
 from .specs import CALIBRATIONS, STRUCTURAL, TECHNIQUES, Technique, TechniqueParams, parse_params
 
 __all__ = ["PLAN_VERSION", "LayerSpec", "CompressionPlan", "ResolvedSpec", "resolve_plan", "COMPRESSIBLE_KINDS", "compressible_weights",

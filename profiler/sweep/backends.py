@@ -52,7 +52,7 @@ class InlineBackend(Backend):
         self.queue.append(recipe)
 
     def next_done(self) -> dict[str, Any]:
-        from ..serde import to_jsonable
+        from ..files.serde import to_jsonable
 
         return to_jsonable(self.evaluator.evaluate(self.queue.pop(0)))
 
@@ -218,7 +218,7 @@ class _RayWorker:
         self.evaluator = Evaluator(setup)
 
     def evaluate(self, recipe: dict[str, Any]) -> dict[str, Any]:
-        from ..serde import to_jsonable
+        from ..files.serde import to_jsonable
 
         return to_jsonable(self.evaluator.evaluate(recipe))
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import BudgetError, HardwareProfileError
+from ..files.safeio import finite, read_json
 from ..hardware import HardwareProfile, load_device_profile
-from ..safeio import finite, read_json
 
 __all__ = ["known_keys", "Budgets", "Target", "BudgetCheck", "resolve_targets", "check_budgets", "BUDGET_KEYS"]
 

@@ -30,17 +30,17 @@ from ..compression.ort_int8 import OrtInt8Result, quantize_with_ort
 from ..compression.pipeline import time_pair
 from ..compression.plan import ResolvedSpec, resolve_plan
 from ..compression.specs import QuantizeParams
-from ..data import SampleSet, samples_for
 from ..errors import LayerScopeError, OnnxMappingError, PlanError, describe
+from ..files.data import SampleSet, samples_for
+from ..files.serde import to_jsonable
+from ..files.source import LoadedModel
+from ..files.workspace import work_dir
 from ..hardware import HardwareProfile
 from ..pipeline import profile_model
 from ..profile import Profile
 from ..progress import drive
 from ..request import ModelRequest
 from ..resources import estimate_activation_bytes, other_load_now, threads
-from ..serde import to_jsonable
-from ..source import LoadedModel
-from ..workspace import work_dir
 from .budgets import resolve_targets
 from .space import Recipe
 
@@ -157,7 +157,7 @@ class Evaluator:
             with self.lock.shared(), threads(self.setup.compute_threads):
                 resolved, warnings = resolve_plan(plan, self.profile)
                 candidate, result = drive(apply_plan(self.loaded.module, self.profile.graph, resolved, self.samples, warnings))
-                if not result.layers and not result.channels:
+                if not result.weights and not result.channels:
                     raise PlanError("the recipe changed no layer of this model")
                 structural = any(s.params.structural for s in resolved)
                 after_profile = self.profile
@@ -193,13 +193,13 @@ class Evaluator:
         if o.accuracy_reference is not None and o.accuracy_candidate is not None:
             top1_drop = 100.0 * (o.accuracy_reference - o.accuracy_candidate)
         out["metrics"] = {
-            "size_bytes": result.model_bytes_after, "size_bytes_reference": result.model_bytes_before,
+            "size_bytes": result.size_bytes_after, "size_bytes_reference": result.size_bytes_before,
             "size_ratio": result.size_ratio,
-            "peak_memory_bytes": result.model_bytes_after + act if act is not None else None,
+            "peak_memory_bytes": result.size_bytes_after + act if act is not None else None,
             "output_sqnr_db": o.sqnr_db, "output_cosine": o.cosine, "top1": o.accuracy_candidate,
             "top1_reference": o.accuracy_reference, "top1_drop_points": top1_drop,
             "latency_ms": cand_ms, "latency_ms_reference": ref_ms, "latency_ratio": cand_ms / ref_ms,
-            "simulated": result.simulated, "layers_compressed": len({c.layer_id for c in result.layers}) + len(result.channels),
+            "simulated": result.simulated, "layers_compressed": len({c.layer_id for c in result.weights}) + len(result.channels),
             "targets": targets, "timing_waited_s": waited, "seconds": time.perf_counter() - t0,
             "samples": o.samples, "data": o.data_source,
         }

@@ -17,8 +17,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..data import SampleSet, samples_for
+from ..capture.weights import weight_bytes
 from ..errors import BudgetError, Cancelled, SweepError
+from ..files.data import SampleSet, samples_for
+from ..files.serde import from_jsonable, to_jsonable
+from ..files.source import LoadedModel
+from ..files.workspace import Terminated
 from ..format import fmt_bytes
 from ..hardware import resolve_hardware
 from ..history import RunRecord, model_fingerprint
@@ -27,11 +31,7 @@ from ..profile import Profile
 from ..progress import Progress, Work
 from ..request import ModelRequest
 from ..resources import available_memory_bytes
-from ..serde import from_jsonable, to_jsonable
-from ..source import LoadedModel
 from ..timing import BUSY_LOAD
-from ..weights import weight_bytes
-from ..workspace import Terminated
 from .backends import check_ray_address, make_backend
 from .budgets import BudgetCheck, Budgets, check_budgets
 from .evaluate import SweepSetup
@@ -40,7 +40,7 @@ from .sensitivity import LayerSensitivity, sensitivity_ranking
 from .space import Recipe, SearchSpace
 
 if TYPE_CHECKING:
-    from ..history_store import HistoryStore
+    from ..history.store import HistoryStore
 
 __all__ = ["SweepOptions", "SweepResult", "Candidate", "run_sweep", "load_sweep", "summarise"]
 
@@ -473,7 +473,7 @@ def run_sweep(req: ModelRequest, opts: SweepOptions) -> Work[SweepResult]:
     opts.check()
     if opts.ray is not None:
         check_ray_address(opts.ray)  # before any work: an unreachable cluster is named at once
-    from ..history_store import HistoryStore  # SQLAlchemy: loaded when a sweep runs, not when the CLI starts
+    from ..history.store import HistoryStore  # SQLAlchemy: loaded when a sweep runs, not when the CLI starts
 
     store = HistoryStore(opts.history)
     run = None

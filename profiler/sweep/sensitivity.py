@@ -13,8 +13,8 @@ import torch
 from ..compression.apply import compress_weight, output_leaves
 from ..compression.plan import compressible_weights
 from ..compression.specs import parse_params
-from ..data import SampleSet
 from ..errorstats import PairStats
+from ..files.data import SampleSet
 from ..profile import Profile
 from ..progress import Progress, Work
 from ..resources import untouched

@@ -27,8 +27,8 @@ from typing import Any
 from ..compression.plan import STRUCTURAL_KINDS, CompressionPlan, LayerSpec
 from ..compression.specs import parse_params
 from ..errors import BudgetError
+from ..files.safeio import read_json
 from ..profile import Profile
-from ..safeio import read_json
 from .budgets import known_keys
 
 __all__ = ["Recipe", "SearchSpace", "DEFAULT_SPACE"]

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelLoadError, UnsafeFileError, first_line
+from ...errors import ModelLoadError, UnsafeFileError, first_line
 from . import program as _program
 from .archive import MAX_CONFIG_BYTES, MAX_PROGRAM_BYTES, Archive, ArchiveError, open_archive
 from .program import ProgramError, check_target
@@ -142,7 +142,7 @@ def _example_inputs(value: object, origin: str) -> tuple[tuple[Any, ...], dict[s
 # --------------------------------------------------------------------------- read
 def read_pt2(path: Path, max_bytes: int | None = None) -> Pt2Contents:
     """Read a ``.pt2`` into checked parts; ``UnsafeFileError`` / ``ModelLoadError`` otherwise."""
-    from ..resources import available_memory_bytes
+    from ...resources import available_memory_bytes
     from ..safeio import parse_json
 
     limit = max_bytes if max_bytes is not None else available_memory_bytes()

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import LayerScopeError, OnnxMappingError, first_line
-from ..graph import LayerGraph
-from ..progress import Progress, Work
-from ..resources import check_input_bytes
-from ..safeio import OutputFolder
-from ..weights import weight_bytes
-from ..workspace import work_dir
+from ...capture.weights import weight_bytes
+from ...errors import LayerScopeError, OnnxMappingError, first_line
+from ...files.safeio import OutputFolder
+from ...files.workspace import work_dir
+from ...graph import LayerGraph
+from ...progress import Progress, Work
+from ...resources import check_input_bytes
 from .export import export_onnx, load_onnx
 from .fusion import absorbed_nodes
 from .results import MATCH_RANK, ONNX_SCHEMA_VERSION, ExporterKind, MatchHow, OnnxNodeSource, OnnxProfile, OpMapping, OptLevel

@@ -1,6 +1,6 @@
 """The history database itself (SQLAlchemy Core): the tables and ``HistoryStore``. Imported only where a
 database is opened, so commands that record nothing never load SQLAlchemy; what the rest of LayerScope needs
-about runs (``RunRecord``, ``Record``, fingerprints, comparisons) is in ``history``."""
+about runs (``RunRecord``, ``Record``, fingerprints, comparisons) is in ``history.records``."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
-from .errors import HistoryError
-from .history import BUSY_TIMEOUT_S, SCHEMA_VERSION, RunRecord, _now, machine_name, resolve_url
-from .serde import to_jsonable
+from ..errors import HistoryError
+from ..files.serde import to_jsonable
+from .records import SCHEMA_VERSION, RunRecord, machine_name, now, resolve_url
 
 __all__ = ["HistoryStore"]
+
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process holding the database
 
 _meta = sa.MetaData()
 _info = sa.Table("layerscope_info", _meta, sa.Column("key", sa.String(64), primary_key=True), sa.Column("value", sa.Text))
@@ -157,7 +159,7 @@ class HistoryStore:
         check_note(note)
         with self._errors(f"record a {kind} run"), self.engine.begin() as c:
             r = c.execute(_runs.insert().values(
-                kind=kind, created=_now(), status=status, model=model, model_hash=model_hash, machine=machine_name(),
+                kind=kind, created=now(), status=status, model=model, model_hash=model_hash, machine=machine_name(),
                 plan=_dump(plan), config=_dump(config), metrics=_dump(metrics or {}), layers=_dump(layers),
                 profile=None if profile_json is None else zlib.compress(profile_json.encode(), 6), note=note))
             key = r.inserted_primary_key
@@ -238,7 +240,7 @@ class HistoryStore:
         with self._errors(f"record a candidate of run {run_id}"), self.engine.begin() as c:
             try:
                 with c.begin_nested():
-                    c.execute(_candidates.insert().values(run_id=run_id, key=key, created=_now(), host=socket.gethostname(),
+                    c.execute(_candidates.insert().values(run_id=run_id, key=key, created=now(), host=socket.gethostname(),
                                                           data=_dump(data)))
             except exc.IntegrityError:
                 return False
@@ -274,7 +276,7 @@ class HistoryStore:
     def save_sensitivity(self, model_hash: str, key: str, data: Any) -> None:
         with self._errors("record a sensitivity ranking"), self.engine.begin() as c:
             c.execute(_sensitivity.delete().where(_sensitivity.c.model_hash == model_hash, _sensitivity.c.key == key))
-            c.execute(_sensitivity.insert().values(model_hash=model_hash, key=key, created=_now(), data=_dump(data)))
+            c.execute(_sensitivity.insert().values(model_hash=model_hash, key=key, created=now(), data=_dump(data)))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..graph import LayerGraph
-from ..opkinds import aten_kind
+from ...capture.opkinds import aten_kind
+from ...graph import LayerGraph
 from .results import MatchHow, OnnxNodeSource
 
 __all__ = ["source_map"]

@@ -36,11 +36,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from .capture import CaptureResult, _assemble, _assign_fx, _meta, _NodeRecord, _storage_ptr, _tensors, input_error, is_leaf_module
-from .errors import Cancelled
-from .graph import CaptureMethod, TensorMeta
-from .progress import checkpoint
-from .resources import untouched
+from ..errors import Cancelled
+from ..graph import CaptureMethod, TensorMeta
+from ..progress import checkpoint
+from ..resources import untouched
+from .assemble import assemble, assign_fx, is_leaf_module
+from .failures import input_error
+from .record import NodeRecord, storage_ptr, tensor_meta, tensors_of
+from .trace import CaptureResult
 
 __all__ = ["capture_eager"]
 
@@ -58,7 +61,7 @@ def capture_eager(model: nn.Module, inputs: Sequence[torch.Tensor]) -> CaptureRe
     finally:
         rec.remove_hooks()
     rec.finish(out)
-    layer_graph, node_layer = _assemble(rec.graph, model, rec.records, _assign_fx(rec.graph, model, rec.records))
+    layer_graph, node_layer = assemble(rec.graph, model, rec.records, assign_fx(rec.graph, model, rec.records))
     return CaptureResult(layer_graph, None, node_layer, CaptureMethod.EAGER)
 
 
@@ -67,7 +70,7 @@ class _Recorder(TorchFunctionMode):
         super().__init__()
         self.model, self.inputs = model, tuple(inputs)
         self.graph = fx.Graph()
-        self.records: dict[str, _NodeRecord] = {}
+        self.records: dict[str, NodeRecord] = {}
         self.value_of: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # tensor -> (node, index or None)
         self.getitems: dict[tuple[str, int], fx.Node] = {}
         self.attrs: dict[int, fx.Node] = {}  # id(parameter, buffer or constant) -> get_attr node
@@ -106,7 +109,7 @@ class _Recorder(TorchFunctionMode):
             raise input_error(self.inputs, where, cls, exc) from exc
 
     def finish(self, out: Any) -> None:
-        self.graph.output(tuple(self._node_of(t) for t in _tensors(out)))
+        self.graph.output(tuple(self._node_of(t) for t in tensors_of(out)))
 
     # ---------------------------------------------------------------- values -> nodes
     def _node_of(self, t: torch.Tensor) -> fx.Node:
@@ -157,10 +160,10 @@ class _Recorder(TorchFunctionMode):
 
     def _record(self, op: str, target: Any, args: Any, kwargs: dict[str, Any], run: Any, where: str | None) -> Any:
         node_args, node_kwargs, read = self._args(args, kwargs)
-        in_shapes = [(name, _meta(t)) for name, t in read]  # before an in-place op runs
-        in_ptrs = {_storage_ptr(t) for _, t in read}
+        in_shapes = [(name, tensor_meta(t)) for name, t in read]  # before an in-place op runs
+        in_ptrs = {storage_ptr(t) for _, t in read}
         value = run()
-        outs = _tensors(value)
+        outs = tensors_of(value)
         if not outs:
             return value  # a shape query, a dtype, an in-place write that returns None: glue, as in fx
         # `x += y` calls Tensor.add_: name it `add`, as the fx tracer does, so layer ids agree across captures
@@ -174,8 +177,8 @@ class _Recorder(TorchFunctionMode):
         node = self.graph.create_node(op, target, call.args, call.kwargs, name=name)
         node.meta["nn_module_stack"] = {key: (path, cls) for key, path, cls in self.stack}
         node.meta["stack_trace"] = call.where
-        aliases = all(_storage_ptr(t) in in_ptrs for t in outs)
-        self.records[node.name] = _NodeRecord(node, call.in_shapes, [_meta(t) for t in outs], isinstance(value, torch.Tensor), aliases)
+        aliases = all(storage_ptr(t) in in_ptrs for t in outs)
+        self.records[node.name] = NodeRecord(node, call.in_shapes, [tensor_meta(t) for t in outs], isinstance(value, torch.Tensor), aliases)
         self._bind(value, node)
 
     # ---------------------------------------------------------------- torch-level calls
@@ -201,7 +204,7 @@ class _Recorder(TorchFunctionMode):
             if is_leaf_module(mod):
                 with _Paused(self):
                     node_args, node_kwargs, read = self._args(args, kwargs)
-                    in_shapes = [(name, _meta(t)) for name, t in read]
+                    in_shapes = [(name, tensor_meta(t)) for name, t in read]
                 self.leaf_in = _LeafCall(read, node_args, node_kwargs, in_shapes, _where())
                 self.leaf = mod
         return hook
@@ -215,9 +218,9 @@ class _Recorder(TorchFunctionMode):
                 call, self.leaf_in = self.leaf_in, None
                 assert call is not None
                 with _Paused(self):
-                    outs = _tensors(out)
+                    outs = tensors_of(out)
                     if outs:
-                        self._add_node("call_module", path, None, call, out, outs, {_storage_ptr(t) for _, t in call.read})
+                        self._add_node("call_module", path, None, call, out, outs, {storage_ptr(t) for _, t in call.read})
             if self.stack and self.stack[-1][1] == path:
                 self.stack.pop()
         return hook

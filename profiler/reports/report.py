@@ -12,11 +12,11 @@ import html
 import math
 from typing import Any
 
-from .errors import LayerScopeError
-from .format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
+from ..errors import LayerScopeError
+from ..format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
+from ..profile import LayerRow, Profile
+from ..runtimes.onnx.results import OnnxProfile
 from .html import Axes, cell, log_ticks, page, ticks
-from .onnx.results import OnnxProfile
-from .profile import LayerRow, Profile
 
 __all__ = ["profile_html", "check_compress_report"]
 

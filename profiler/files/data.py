@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputSpecError
-from .resources import check_input_bytes
+from ..errors import InputSpecError
+from ..resources import check_input_bytes
 
-__all__ = ["SampleSet", "load_data_folder", "random_samples", "digits_split", "builtin_samples", "samples_for", "DIGITS_FILE"]
+__all__ = ["SampleSet", "load_data_folder", "random_like", "random_samples", "digits_split", "builtin_samples", "samples_for", "DIGITS_FILE"]
 
 DIGITS_FILE = "digits.npz"
 
@@ -108,20 +108,35 @@ def load_data_folder(folder: str | Path, like: Sequence[torch.Tensor], names: Se
     return SampleSet(tuple(batches), tuple(y for y in labels if y is not None) if all(have) else None, str(root))
 
 
+def random_like(like: Sequence[torch.Tensor], shapes: Sequence[Sequence[int]] | None = None, *, seed: int = 1,
+                high: int | None = None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """Random inputs like the example inputs ``like``: the same dtypes, at ``shapes`` (default: the
+    examples' own shapes). The one place LayerScope invents inputs (profile, compress, compare, sweep):
+
+    - floating point: standard normal;
+    - bool: all True (a mask that attends everywhere, never one that masks out everything);
+    - integers (token ids, class ids): uniform in [0, ``high``), ``high`` defaulting to the example's
+      largest value + 1, and to 1 (zeros) for an example without elements.
+    """
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    out = []
+    for ref, shape in zip(like, shapes if shapes is not None else [t.shape for t in like], strict=True):
+        size = tuple(int(s) for s in shape)
+        if ref.dtype.is_floating_point:
+            out.append(torch.randn(size, generator=g, dtype=ref.dtype))
+        elif ref.dtype == torch.bool:
+            out.append(torch.ones(size, dtype=torch.bool))
+        else:
+            top = high if high is not None else max(int(ref.max().item()) + 1, 1) if ref.numel() else 1
+            out.append(torch.randint(0, top, size, generator=g, dtype=ref.dtype))
+    return tuple(out)
+
+
 def random_samples(like: Sequence[torch.Tensor], n_batches: int, seed: int = 1, high: int | None = None) -> SampleSet:
-    """``n_batches`` random batches shaped like the example inputs (normal floats, integers in [0, high))."""
+    """``n_batches`` random batches like the example inputs (see ``random_like``)."""
     g = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(n_batches):
-        xs = []
-        for ref in like:
-            if ref.dtype.is_floating_point:
-                xs.append(torch.randn(ref.shape, generator=g, dtype=ref.dtype))
-            else:
-                top = high if high is not None else max(int(ref.max().item()) + 1, 1)
-                xs.append(torch.randint(0, top, ref.shape, generator=g, dtype=ref.dtype))
-        batches.append(tuple(xs))
-    return SampleSet(tuple(batches), None, f"{n_batches} random batch(es) shaped like the example inputs")
+    batches = tuple(random_like(like, high=high, generator=g) for _ in range(n_batches))
+    return SampleSet(batches, None, f"{n_batches} random batch(es) shaped like the example inputs")
 
 
 def digits_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,26 +147,32 @@ def digits_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x).float().div(16).unsqueeze(1), torch.from_numpy(y)
 
 
-def builtin_samples(name: str, batch_size: int = 60) -> SampleSet:
-    """A zoo model's own labelled evaluation set (currently: ``digits`` test split, 360 images)."""
+def builtin_samples(name: str, batch_size: int = 60, batches: int | None = None) -> SampleSet:
+    """A zoo model's own labelled evaluation set (currently: ``digits`` test split, 360 images), in
+    batches of ``batch_size``; its first ``batches`` batches when given (all when None)."""
     if name != "digits":
         raise InputSpecError(f"Unknown built-in data set {name!r}; available: digits.")
     x, y = digits_split("test")
-    return SampleSet(tuple((b,) for b in x.split(batch_size)), tuple(y.split(batch_size)),
-                     "built-in digits test split (360 images)")
+    xs, ys = x.split(batch_size), y.split(batch_size)
+    if batches is not None and batches < len(xs):
+        xs, ys = xs[:batches], ys[:batches]
+    n = sum(len(b) for b in xs)
+    what = f"{n} of {len(x)} images" if n < len(x) else f"{n} images"
+    return SampleSet(tuple((b,) for b in xs), tuple(ys), f"built-in digits test split ({what})")
 
 
 def samples_for(loaded, data: str | Path | None = None, n: int = 8) -> SampleSet:
-    """A data folder if given, else the zoo model's own labelled set (digits_cnn), else ``n`` random batches."""
+    """A data folder if given, else the first ``n`` batches of the zoo model's own labelled set
+    (digits_cnn), else ``n`` random batches."""
     from .zoo import ZOO
 
     if data:
         return load_data_folder(data, loaded.inputs, loaded.input_names)
-    entry = ZOO.get(loaded.spec)
-    if entry is not None and entry.dataset:
-        return builtin_samples(entry.dataset)
     if n < 1:
         raise InputSpecError("--samples must be >= 1.")
+    entry = ZOO.get(loaded.spec)
+    if entry is not None and entry.dataset:
+        return builtin_samples(entry.dataset, batches=n)
     check_input_bytes([t.shape for t in loaded.inputs], [t.element_size() for t in loaded.inputs], copies=n,
                       what=f"--samples {n} random batches", share=0.5, fix="use fewer samples")
     return random_samples(loaded.inputs, n, high=entry.input_high if entry else None)

@@ -23,8 +23,9 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
-from .errors import InputSpecError, ModelLoadError, describe
-from .resources import MAX_DIMS, check_input_bytes, check_memory, untouched
+from ..errors import InputSpecError, ModelLoadError, describe
+from ..resources import MAX_DIMS, check_input_bytes, check_memory, untouched
+from .data import random_like
 from .zoo import DEFAULT_MODEL, ZOO, build_zoo_model
 
 __all__ = ["module_with_inputs", "LoadedModel", "load_model", "parse_input_shapes", "parse_dtype", "DTYPES"]
@@ -91,25 +92,11 @@ def parse_input_shapes(text: str | None) -> list[tuple[int, ...]] | None:
     return shapes
 
 
-def _make_inputs(like: Sequence[torch.Tensor], shapes: Sequence[tuple[int, ...]], seed: int, high: int | None = None) -> tuple[torch.Tensor, ...]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for ref, shape in zip(like, shapes, strict=True):
-        if ref.dtype.is_floating_point:
-            out.append(torch.randn(shape, generator=g, dtype=ref.dtype))
-        elif ref.dtype == torch.bool:
-            out.append(torch.ones(shape, dtype=torch.bool))
-        else:
-            top = high if high is not None else max(int(ref.max().item()) + 1, 1) if ref.numel() else 1
-            out.append(torch.randint(0, top, shape, generator=g, dtype=ref.dtype))
-    return tuple(out)
-
-
 def _load_zoo(name: str, seed: int) -> LoadedModel:
     e = ZOO[name]
     module = build_zoo_model(name, seed)
     placeholder = tuple(torch.zeros(s, dtype=e.input_dtype) for s in e.input_shapes)
-    inputs = _make_inputs(placeholder, e.input_shapes, seed, e.input_high)
+    inputs = random_like(placeholder, e.input_shapes, seed=seed, high=e.input_high)
     return LoadedModel(name, name, "zoo", module, inputs)
 
 
@@ -372,7 +359,7 @@ def load_model(spec: str | None = None, input_shapes: Sequence[tuple[int, ...]] 
         if max_memory_bytes != 0:  # before a byte is allocated: the inputs, then one forward's activations
             check_input_bytes([sh for sh, _ in specs], [dt.itemsize for _, dt in specs], max_memory_bytes)
             check_memory(loaded.module, specs, max_memory_bytes, loaded.name)
-        loaded.inputs = _make_inputs(like, input_shapes, seed, ZOO[spec].input_high if spec in ZOO else None)
+        loaded.inputs = random_like(like, input_shapes, seed=seed, high=ZOO[spec].input_high if spec in ZOO else None)
     else:
         check_own_inputs(loaded, max_memory_bytes)
     if not loaded.inputs:

@@ -29,8 +29,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import LayerScopeError, OutputError
-from .format import fmt_bytes
+from ..errors import LayerScopeError, OutputError
+from ..format import fmt_bytes
 
 __all__ = [
     "atomic_path", "atomic_write_text", "check_output_path", "read_json", "parse_json", "MAX_JSON_BYTES",

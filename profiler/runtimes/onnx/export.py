@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..capture import quiet_torch_logs
-from ..errors import OnnxMappingError, OutputError, describe, first_line, plain, root_cause
-from ..resources import untouched
+from ...capture import quiet_torch_logs
+from ...errors import OnnxMappingError, OutputError, describe, first_line, plain, root_cause
+from ...resources import untouched
 from .results import ExporterKind
 
 __all__ = ["export_onnx", "load_onnx"]

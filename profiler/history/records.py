@@ -1,20 +1,5 @@
-"""The experiment history: every profile, compress and sweep run, with the model's identity, the
-machine, the plan, the metrics, the per-layer numbers and a free-text note, in one database.
-
-SQLite by default (``$XDG_DATA_HOME/layerscope/history.sqlite``), or any database URL SQLAlchemy
-speaks (``postgresql://…`` for a team: install its driver). The URL comes from ``--history``, else
-``$LAYERSCOPE_HISTORY``, else the default file. SQLAlchemy Core (already a dependency of Optuna,
-which drives the sweep's search) gives one code path for both; SQLite runs in WAL mode with a busy
-timeout, so several processes (a sweep's workers, a second terminal) write to it at once.
-
-Never a silent new empty database: a file that is not SQLite, is damaged, or holds another
-program's tables raises ``HistoryError`` naming the file; so does a database locked for longer
-than the timeout. Tables::
-
-    runs        one row per profile / compress / sweep run (config, plan, metrics, layers, note)
-    candidates  one row per finished sweep candidate (unique per run and recipe key)
-    sensitivity per-layer sensitivity rankings, reused by later sweeps of the same model and data
-"""
+"""Runs as LayerScope reads them: ``RunRecord``, the database URL, the model fingerprint and the
+machine name, and how two runs compare. No SQLAlchemy here (``store`` opens the database)."""
 
 from __future__ import annotations
 
@@ -23,7 +8,6 @@ import hashlib
 import os
 import platform
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,16 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import HistoryError
+from ..errors import HistoryError
 
-__all__ = ["RunRecord", "Record", "record_run", "profile_layers", "profile_metrics", "compare_runs", "headline", "LayerDiff",
+__all__ = ["RunRecord", "compare_runs", "headline", "LayerDiff",
            "default_url", "resolve_url", "model_fingerprint", "machine_name", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 30.0
 HASH_FULL_BYTES = 2 * 2**30  # above this much weight data, hash names, shapes and a strided sample of the bytes
 
-def _now() -> str:
+def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
@@ -119,58 +102,6 @@ class RunRecord:
         if m.get("flops") is not None and self.kind == "profile":
             parts.append(f"{m['flops'] / 1e9:.3g} GFLOPs, {m.get('layers', 0)} layers")
         return ", ".join(parts)
-
-
-# --------------------------------------------------------------------------- what each run records
-@dataclass
-class Record:
-    """Where a job records its run, and what happened: ``url`` None = the default database;
-    ``enabled`` False = not recorded. The job fills ``run_id``, or ``error`` when recording failed
-    (the job's result is returned all the same: a full disk never costs a user their profile)."""
-
-    url: str | None = None
-    note: str = ""
-    enabled: bool = True
-    run_id: int | None = None
-    error: str | None = None
-
-
-def profile_layers(profile: Any) -> dict[str, dict[str, Any]]:
-    """Per layer of a Profile: type, latency, FLOPs, weight bytes and bound class."""
-    out = {}
-    for r in profile.rows():
-        t = r.timing
-        out[r.layer.id] = {"type": r.layer.type_name, "latency_ms": t.latency_ms if t else None, "flops": r.metrics.flops,
-                           "weight_bytes": r.metrics.weight_bytes, "bound": r.bound.value}
-    return out
-
-
-def profile_metrics(profile: Any) -> dict[str, Any]:
-    s = profile.summary
-    return {"latency_ms": None if profile.static else s.end_to_end_ms, "flops": profile.total_flops, "layers": len(profile.graph),
-            "weight_bytes": profile.model.total_weight_bytes, "peak_memory_bytes": s.peak_memory_bytes, "static": profile.static,
-            "hardware": profile.hardware.name}
-
-
-def record_run(record: Record | None, kind: str, model: str, module: nn.Module, fields: Callable[[], dict[str, Any]]) -> None:
-    """Record a finished run (see ``Record``); a failure to record is logged and kept in ``record.error``.
-    ``fields()`` (``HistoryStore.add_run``'s plan, config, metrics, layers, profile_json) is built only when the
-    run is recorded: a profile's JSON and per-layer table cost nothing with ``--no-history``."""
-    import logging
-
-    if record is None or not record.enabled:
-        return
-    from .history_store import HistoryStore  # SQLAlchemy loads only when a run is recorded (0.25 s at start-up otherwise)
-
-    try:
-        store = HistoryStore(record.url)
-        try:
-            record.run_id = store.add_run(kind, model, model_fingerprint(module), note=record.note, **fields())
-        finally:
-            store.close()
-    except HistoryError as exc:
-        record.error = str(exc)
-        logging.getLogger(__name__).warning("the run was not recorded in the history: %s", exc)
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ..data import SampleSet
-from ..errorstats import PairStats
-from ..graph import LayerGraph
-from ..workspace import work_dir
+from ...errorstats import PairStats
+from ...files.data import SampleSet
+from ...files.workspace import work_dir
+from ...graph import LayerGraph
 from .export import load_onnx
 from .ort_util import calibration_reader, quiet_root_logger
 from .sources import source_map

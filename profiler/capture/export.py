@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from .capture import quiet_torch_logs
-from .errors import LayerScopeError, describe, first_line
-from .resources import untouched
-from .safeio import atomic_path
+from ..errors import LayerScopeError, describe, first_line
+from ..files.safeio import atomic_path
+from ..resources import untouched
+from .trace import quiet_torch_logs
 
 __all__ = ["save_pt2"]
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..errors import OnnxMappingError
-from ..safeio import parse_json, read_json
-from ..serde import from_jsonable, to_jsonable
+from ...errors import OnnxMappingError
+from ...files.safeio import parse_json, read_json
+from ...files.serde import from_jsonable, to_jsonable
 
 __all__ = ["ONNX_SCHEMA_VERSION", "OptLevel", "ExporterKind", "MatchHow", "MATCH_RANK", "OnnxNodeSource", "OpMapping", "OnnxProfile"]
 
@@ -129,6 +130,17 @@ class OnnxProfile:
 
     def ops_for_layer(self, layer_id: str) -> list[OpMapping]:
         return [o for o in self.ops if layer_id in o.layer_ids]
+
+    def ort_vs_eager(self, layer_ids: Iterable[str], eager_ms: dict[str, float]) -> dict[str, tuple[float | None, float | None]]:
+        """Per layer: (ORT ms, ORT / eager ms), a fused op's time split by the eager shares
+        (``layer_latency_ms``); None where ORT ran nothing for the layer, a ratio of None where eager
+        timed nothing (a layer missing from ``eager_ms``) or took no time."""
+        ort_ms = self.layer_latency_ms(eager_ms)
+        out: dict[str, tuple[float | None, float | None]] = {}
+        for lid in layer_ids:
+            ort, eager = ort_ms.get(lid), eager_ms.get(lid, 0.0)
+            out[lid] = (ort, ort / eager if ort is not None and eager > 0 else None)
+        return out
 
     def layer_latency_ms(self, weights: dict[str, float] | None = None) -> dict[str, float]:
         """ORT time per source layer. A fused op's time is split over its layers in proportion

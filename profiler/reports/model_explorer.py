@@ -28,15 +28,15 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
-from .capture import capture_exported, quiet_torch_logs
-from .errors import LayerScopeError, describe
-from .graph import LayerGraph
-from .onnx.results import OnnxProfile
-from .profile import Profile
-from .resources import untouched
-from .roofline import Bound
-from .safeio import OutputFolder, atomic_path, atomic_write_text
-from .source import SameModel
+from ..capture import capture_exported, quiet_torch_logs
+from ..errors import LayerScopeError, describe
+from ..files.safeio import OutputFolder, atomic_path, atomic_write_text
+from ..files.source import SameModel
+from ..graph import LayerGraph
+from ..profile import Profile
+from ..resources import untouched
+from ..roofline import Bound
+from ..runtimes.onnx.results import OnnxProfile
 
 __all__ = ["ModelExplorerFiles", "layer_nodes", "profile_node_data", "onnx_node_data", "write_model_explorer",
            "write_onnx_model_explorer", "PYTORCH_GRAPH_ID", "TESTED_WITH"]

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import OutputError, ResourceError
+from ..errors import OutputError, ResourceError
 from .safeio import OutputFolder, check_free_space
 
 __all__ = ["cache_root", "work_root", "work_dir", "sweep", "install_signal_handlers", "MAX_WORK_BYTES"]

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from ..data import SampleSet
+from ...files.data import SampleSet
 
 __all__ = ["quiet_root_logger", "calibration_reader"]
 
