@@ -57,7 +57,6 @@ class LayerGraphView(QWidget):
         self._generation = 0
         self._worker: Any = None
         self._reset_next = False
-        self._label_anchor: list[tuple[float, float]] = []
 
         self.depth_box = QComboBox()
         self.depth_box.addItem("All layers", None)
@@ -451,9 +450,6 @@ class LayerGraphView(QWidget):
         hits = self.scatter.pointsAt(pt)
         if len(hits):
             self.toggle_module(self.nodes[hits[0].data()])
-
-    def node_for(self, layer_id: str) -> str | None:
-        return self.mapping.get(layer_id)
 
     def _on_selection(self, layer_id: str) -> None:
         nodes = list(dict.fromkeys(self.mapping[i] for i in self.state.selected_set if i in self.mapping))

@@ -20,7 +20,7 @@ from layerscope.profiler.sweep.report import axis_value, candidate_tooltip, cost
 from .state import AppState
 from .style import SELECTED_COLOR
 
-PASS, FAIL, NA = (46, 157, 87, 220), (217, 83, 79, 170), (150, 150, 150, 120)
+PASS, FAIL = (46, 157, 87, 220), (217, 83, 79, 170)
 
 
 class TradeoffView(QWidget):

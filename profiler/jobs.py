@@ -60,13 +60,7 @@ def profile_job(req: ModelRequest, record: Record | None = None,
     """Load, (calibrate,) capture, measure and classify every layer; recorded in the history when
     ``record`` says so. ``on_loaded``: called with the loaded model (the CLI keeps it for the Model
     Explorer export, which needs the module the profile measured)."""
-    req.check()
-    yield Progress("load", 0, 1, req.model or "default model")
-    loaded = req.load()
-    yield Progress("load", 1, 1, loaded.name)
-    if on_loaded is not None:
-        on_loaded(loaded)
-    log.info("loaded %s (%s) with inputs %s", loaded.name, loaded.kind, [tuple(t.shape) for t in loaded.inputs])
+    loaded = yield from req.loading(on_loaded)
     n = torch.get_num_threads()
     busy = other_load_now() if req.threads is None and n > 1 and req.device.startswith("cpu") and not req.static else None
     one = busy is not None and busy > BUSY_LOAD  # every parallel op would wait for a preempted thread
@@ -108,9 +102,7 @@ def onnx_job(req: ModelRequest, opt_level: str = "all", provider: str = "CPUExec
     if onnx_path is not None:
         return (yield from map_onnx(onnx_path=onnx_path, opt_level=opt_level, provider=provider, runs=runs, warmup=warmup,
                                     name=Path(onnx_path).name, workdir=workdir))
-    yield Progress("load", 0, 1, req.model or "default model")
-    loaded = req.load()
-    yield Progress("load", 1, 1, loaded.name)
+    loaded = yield from req.loading()
     run_and_locate_failure(loaded.module, loaded.inputs)  # a forward that raises is named as such, not as a capture failure
     if loaded.exported is not None:
         graph = capture_exported(loaded.exported, None, loaded.inputs).graph
@@ -137,11 +129,7 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
     req.check()
     if plan is None:
         raise PlanError("No plan to apply.")
-    yield Progress("load", 0, 1, req.model or "default model")
-    loaded = req.load()
-    yield Progress("load", 1, 1, loaded.name)
-    if on_loaded is not None:
-        on_loaded(loaded)
+    loaded = yield from req.loading(on_loaded)
     batches = samples_for(loaded, data, samples)
     hw = profile.hardware if profile is not None else (yield from _hardware(req))
     if profile is None:
@@ -175,9 +163,7 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
     req.check()
     if plan is None and against is None:
         raise PlanError("Give --plan plan.json (float vs compressed), and optionally --plan-b, or --against OTHER_MODEL.")
-    yield Progress("load", 0, 1, req.model or "default model")
-    loaded = req.load()
-    yield Progress("load", 1, 1, loaded.name)
+    loaded = yield from req.loading()
     batches = samples_for(loaded, data, samples)
     hw = yield from _hardware(req)
     profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)  # selectors need bound/latency

@@ -4,6 +4,8 @@ measured how), shared by every job, the sweep's workers, the CLI and the desktop
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +15,12 @@ from .errors import LayerScopeError
 from .files.source import LoadedModel, load_model, parse_dtype, parse_input_shapes, submodule_of
 from .graph import CaptureMethod
 from .profile import Profile
+from .progress import Progress, Work
 from .resources import parse_device
 
 __all__ = ["MODEL_HELP", "ModelRequest"]
+
+log = logging.getLogger(__name__)
 
 
 def _model_help() -> str:
@@ -80,6 +85,18 @@ class ModelRequest:
         loaded = load_model(self.model, parse_input_shapes(self.input_shape), parse_dtype(self.dtype),
                             trust_file=self.trust_file, max_memory_bytes=limit)
         return submodule_of(loaded, self.submodule) if self.submodule else loaded
+
+    def loading(self, on_loaded: Callable[[LoadedModel], None] | None = None) -> Work[LoadedModel]:
+        """``load()`` as every job starts: checked, with load progress, handed to ``on_loaded`` (the CLI
+        checks room for model-sized outputs there, or keeps the module for an export)."""
+        self.check()
+        yield Progress("load", 0, 1, self.model or "default model")
+        loaded = self.load()
+        yield Progress("load", 1, 1, loaded.name)
+        log.info("loaded %s (%s) with inputs %s", loaded.name, loaded.kind, [tuple(t.shape) for t in loaded.inputs])
+        if on_loaded is not None:
+            on_loaded(loaded)
+        return loaded
 
     @staticmethod
     def add_arguments(p, required: bool = False, runs: int = 20, warmup: int = 3, device: bool = True, static: bool = False) -> None:

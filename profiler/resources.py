@@ -242,7 +242,7 @@ class OtherLoad:
 
     def __init__(self) -> None:
         self.start = _cpu_jiffies()
-        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+        self.cpu0 = time.process_time()
 
     def share(self) -> float | None:
         end = _cpu_jiffies()

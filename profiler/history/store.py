@@ -262,10 +262,6 @@ class HistoryStore:
             out.append({**data, "key": r.key, "host": r.host})
         return out
 
-    def candidate_keys(self, run_id: int) -> set[str]:
-        with self._errors(f"read the candidates of run {run_id}"), self.engine.connect() as c:
-            return set(c.execute(sa.select(_candidates.c.key).where(_candidates.c.run_id == run_id)).scalars())
-
     # ------------------------------------------------------------------ sensitivity
     def sensitivity(self, model_hash: str, key: str) -> Any:
         with self._errors("read a sensitivity ranking"), self.engine.connect() as c:

@@ -4,7 +4,8 @@ record everything in the history database, and summarise with Pareto fronts and 
 
 from .budgets import BUDGET_KEYS, BudgetCheck, Budgets, Target, check_budgets, resolve_targets
 from .pareto import knee, pareto_front
-from .runner import Candidate, SweepOptions, SweepResult, load_sweep, run_sweep, summarise
+from .result import Candidate, SweepResult, load_sweep, summarise
+from .runner import SweepOptions, run_sweep
 from .sensitivity import LayerSensitivity, sensitivity_ranking
 from .space import DEFAULT_SPACE, Recipe, SearchSpace
 

@@ -13,7 +13,7 @@ from typing import Any
 from ..files.safeio import OutputFolder, atomic_write_text, csv_text
 from ..format import fmt_bytes
 from ..reports.html import Axes, page, ticks
-from .runner import Candidate, SweepResult
+from .result import Candidate, SweepResult
 
 __all__ = ["sweep_html", "sweep_csv", "write_plans", "quality_label", "axis_value", "candidate_tooltip", "cost_limit", "quality_floor"]
 
