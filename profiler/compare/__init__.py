@@ -1,5 +1,6 @@
 """Float vs compressed, layer by layer: streaming activation statistics (``stats``), the comparison of
-two models on the same inputs (``comparison``) and the ranked range diagnostics over it (``diagnose``).
+two models on the same inputs (``comparison``, run through ``recorder``) and the ranked range diagnostics over it
+(``diagnose``).
 """
 
 from .comparison import COMPARE_VERSION, MERGE_KINDS, ActivationComparison, LayerComparison, OperandRange, compare_models, shared_histograms

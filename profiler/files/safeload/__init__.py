@@ -35,6 +35,7 @@ from ...errors import ModelLoadError, UnsafeFileError, first_line
 from . import program as _program
 from .archive import MAX_CONFIG_BYTES, MAX_PROGRAM_BYTES, Archive, ArchiveError, open_archive
 from .program import ProgramError, check_target
+from .strings import SYM_TARGETS
 from .tensors import DTYPES, TensorFormatError, flat, read_torch_save, view
 
 __all__ = ["load_exported_program", "read_pt2", "Pt2Contents", "TRUST_HINT", "check_target"]
@@ -232,7 +233,7 @@ def _module(ep: torch.export.ExportedProgram) -> torch.nn.Module:
 def _verify_graphs(ep: torch.export.ExportedProgram, path: Path) -> None:
     """Defence in depth: every node of the built graphs calls an allowed operator."""
     op_types = (torch._ops.OpOverload, torch._ops.HigherOrderOperator)
-    allowed = set(_program.SYM_TARGETS.values())
+    allowed = set(SYM_TARGETS.values())
     for gm in ep.graph_module.modules():
         graph = getattr(gm, "graph", None)
         if graph is None:
