@@ -11,23 +11,20 @@ module."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QStringListModel, Qt, QTimer, Signal
-from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QComboBox, QCompleter, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget
-from superqt import QElidingLabel
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import QVBoxLayout, QWidget
 from superqt.utils import create_worker
 
 from layerscope.profiler import Profile
-from layerscope.profiler.format import fmt_ms, fmt_pct
-from layerscope.profiler.graph import GraphView
 
+from .graph_drawing import Drawing, choose_labels, drawing, find_name, frame, node_label, node_tip, slowest_first, start_range
+from .graph_toolbar import GraphToolbar
 from .state import BIG_MODEL_LAYERS, AppState
-from .style import MODULE_COLOR, SELECTED_COLOR, bound_color, heat_color
+from .style import SELECTED_COLOR, shaded_brushes
 
 MAX_LABELS = 60  # labels drawn at once: the slowest nodes in view
 LEVELS = 8  # shades/sizes by latency share: a few shared brushes instead of one per node
@@ -58,40 +55,15 @@ class LayerGraphView(QWidget):
         self._worker: Any = None
         self._reset_next = False
 
-        self.depth_box = QComboBox()
-        self.depth_box.addItem("All layers", None)
-        for d in (1, 2, 3):
-            self.depth_box.addItem(f"Modules to depth {d}", d)
+        bar = GraphToolbar(self)
+        self.depth_box, self.color_box, self.search, self.info, self._names = bar.depth_box, bar.color_box, bar.search, bar.info, bar.names
         self.depth_box.currentIndexChanged.connect(self._on_depth)
-        self.color_box = QComboBox()
-        self.color_box.addItems(["Bound (shade = time)", "Latency heat"])
-        self.color_box.setToolTip("Bound: blue memory-bound, orange compute-bound, darker = slower.\n"
-                                  "Latency heat: pale = fast, dark red = slowest (reads best zoomed out).")
         self.color_box.currentIndexChanged.connect(lambda _i: self._paint(positions=False))
-        expand = QPushButton("Expand all")
-        expand.clicked.connect(self.expand_all)
-        fit_all = QPushButton("Fit all")
-        fit_all.clicked.connect(self.fit_all)
-        fit_sel = QPushButton("Fit selection")
-        fit_sel.clicked.connect(self.fit_selection)
-        self.search = QLineEdit(placeholderText="Find layer or module…")
-        self.search.setClearButtonEnabled(True)
-        self.search.setMaximumWidth(260)
+        bar.expand.clicked.connect(self.expand_all)
+        bar.fit_all.clicked.connect(self.fit_all)
+        bar.fit_sel.clicked.connect(self.fit_selection)
         self.search.returnPressed.connect(lambda: self.find_layer(self.search.text()))
-        self._names = QStringListModel()
-        completer = QCompleter(self._names, self)
-        completer.setFilterMode(Qt.MatchFlag.MatchContains)
-        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        completer.setMaxVisibleItems(15)
-        completer.activated.connect(self.find_layer)
-        self.search.setCompleter(completer)
-        self.info = QElidingLabel()
-        self.info.setMinimumWidth(10)
-        self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        bar = QHBoxLayout()
-        for w in (QLabel("Show:"), self.depth_box, expand, self.color_box, self.search, fit_sel, fit_all):
-            bar.addWidget(w)
-        bar.addWidget(self.info, 1)
+        bar.completer.activated.connect(self.find_layer)
 
         self.plot = pg.PlotWidget(background="w")
         self.plot.hideAxis("bottom")
@@ -114,7 +86,7 @@ class LayerGraphView(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(bar)
+        layout.addWidget(bar)
         layout.addWidget(self.plot)
         state.profileChanged.connect(self._on_profile)
         state.selectionChanged.connect(lambda lid: state.later(lambda: self._on_selection(state.selected)))
@@ -167,12 +139,12 @@ class LayerGraphView(QWidget):
             return
         args = (self.module_depth, frozenset(self.expanded), frozenset(self.collapsed))
         if len(p.graph) <= BIG_MODEL_LAYERS:
-            self._show(p, _drawing(p, *args), reset_view)
+            self._show(p, drawing(p, *args), reset_view)
             return
         self.pending = True
         self._reset_next = self._reset_next or reset_view
         self.info.setText(f"laying out {len(p.graph):,} layers…")
-        worker = create_worker(_drawing, p, *args, _start_thread=False)
+        worker = create_worker(drawing, p, *args, _start_thread=False)
         worker.returned.connect(functools.partial(self._on_layout, gen, p))
         worker.errored.connect(self._on_layout_error)
         worker.finished.connect(functools.partial(self._forget, worker))
@@ -251,28 +223,7 @@ class LayerGraphView(QWidget):
         p = self.state.profile
         if p is None or not self.nodes:
             return
-        rel = np.sqrt(self.share / (self.share.max() or 1.0))
-        level = np.minimum((rel * LEVELS).astype(int), LEVELS - 1)
-        heat = self.color_box.currentIndex() == 1
-        palette: dict[tuple, Any] = {}
-
-        def brush(kind, lv: int):
-            key = (kind, lv)
-            found = palette.get(key)
-            if found is None:
-                alpha = int(70 + 185 * (lv + 1) / LEVELS)
-                if heat:
-                    color = heat_color((lv + 0.5) / LEVELS)
-                elif kind == "module":
-                    color = QColor(MODULE_COLOR)
-                    color.setAlpha(alpha)
-                else:
-                    color = bound_color(kind, alpha=alpha)
-                found = palette[key] = pg.mkBrush(color)
-            return found
-
-        kinds = ["heat" if heat else k for k in self._kinds]
-        brushes = [brush(k, int(lv)) for k, lv in zip(kinds, level, strict=True)]
+        level, brushes = shaded_brushes(self.share, self._kinds, heat=self.color_box.currentIndex() == 1, levels=LEVELS)
         if positions:
             sizes = 8 + 20 * (level + 1) / LEVELS
             symbols = "o" if not self._has_modules else ["s" if k == "module" else "o" for k in self._kinds]
@@ -302,65 +253,34 @@ class LayerGraphView(QWidget):
     def _reset_view(self) -> None:
         if not len(self.xy):
             return
-        vb = self.plot.getViewBox()
-        xs, ys = self.xy[:, 0], self.xy[:, 1]
-        wide = xs.max() > xs.min()  # branches: the leftmost siblings are labelled to their left
-        x0, x1 = xs.min() - (4 if wide else 1), max(xs.max() + 4, xs.min() + 8)  # room for labels
-        rows = max(8, int(max(self.plot.height(), 200) / 24))  # ~24 px per rank keeps labels apart
-        top = ys.max()
-        if len(np.unique(ys)) > rows:  # start at the top, readable, rather than the whole tall DAG
-            vb.setRange(xRange=(x0, x1), yRange=(top - rows, top + 1), padding=0)
-        else:
-            vb.setRange(xRange=(x0, x1), yRange=(ys.min() - 0.5, top + 0.5), padding=0.02)
+        xr, yr, pad = start_range(self.xy, self._readable_ranks())
+        self.plot.getViewBox().setRange(xRange=xr, yRange=yr, padding=pad)
+
+    def _readable_ranks(self) -> int:
+        return max(8, int(max(self.plot.height(), 200) / 24))  # ~24 px per rank keeps labels apart
 
     def fit_all(self) -> None:
         if len(self.xy):
-            xs, ys = self.xy[:, 0], self.xy[:, 1]
-            self.plot.getViewBox().setRange(xRange=(xs.min() - 1, xs.max() + 4), yRange=(ys.min() - 1, ys.max() + 1), padding=0)
+            xr, yr = frame(self.xy, margin=(1, 4, 1), least_width=0)
+            self.plot.getViewBox().setRange(xRange=xr, yRange=yr, padding=0)
 
     def fit_selection(self) -> None:
         """Frame the selected nodes (with a margin of a few ranks)."""
         idx = [self.node_index[n] for n in self.selected_nodes() if n in self.node_index]
         if not idx:
             return
-        pts = self.xy[idx]
-        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
-        self.plot.getViewBox().setRange(xRange=(x0 - 2, max(x1 + 6, x0 + 8)), yRange=(y0 - 6, y1 + 6), padding=0)
+        xr, yr = frame(self.xy[idx], margin=(2, 6, 6), least_width=8)
+        self.plot.getViewBox().setRange(xRange=xr, yRange=yr, padding=0)
 
     # -------------------------------------------------------------- labels (level of detail)
-    def _label_text(self, p: Profile, n: str) -> str:
-        if n in p.graph:
-            return f"{n} · {p.graph[n].type_name}"
-        t = p.module_totals(n)
-        return f"▸ {n} · {t.layers} layers · {fmt_ms(t.latency_ms)} ms · {fmt_pct(t.latency_share)}"
-
     def _update_labels(self) -> None:
         """Label the slowest nodes in view (all of them when few are in view). Siblings in one rank
         are labelled left and right of their dots so their labels do not run into each other."""
         p = self.state.profile
         chosen: list[int] = []
         if p is not None and len(self.xy):
-            (x0, x1), (y0, y1) = self.plot.getViewBox().viewRange()
-            xs, ys = self.xy[:, 0], self.xy[:, 1]
-            inside = np.flatnonzero((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1))
-            inside = inside[np.argsort(-self.share[inside], kind="stable")]  # slowest first
             vb = self.plot.getViewBox()
-            w_px, h_px = max(vb.width(), 1.0), max(vb.height(), 1.0)
-            sx, sy = w_px / max(x1 - x0, 1e-9), h_px / max(y1 - y0, 1e-9)  # pixels per unit
-            rows = np.floor(ys[inside] * sy / 15.0).astype(np.int64)  # 15 px: a label's height
-            cell = 60.0  # a label covers ~180 px of text: three cells right of its dot (left, for a left label)
-            start = np.floor((xs[inside] * sx - np.where(self.left[inside], 180.0, 0.0)) / cell).astype(np.int64)
-            py = ys[inside] * sy
-            taken: dict[tuple[int, int], float] = {}  # (row, cell) -> y in pixels of the label there
-            for k, i in enumerate(inside):  # greedy, slowest first: a label only where it overlaps none
-                r, c0, y_px = int(rows[k]), int(start[k]), float(py[k])
-                near = (taken.get((r + dr, c)) for dr in (-1, 0, 1) for c in range(c0, c0 + 3))
-                if any(q is not None and abs(q - y_px) < 14.0 for q in near):
-                    continue
-                taken.update({(r, c): y_px for c in range(c0, c0 + 3)})
-                chosen.append(int(i))
-                if len(chosen) >= MAX_LABELS:
-                    break
+            chosen = choose_labels(self.xy, self.share, self.left, vb.viewRange(), (vb.width(), vb.height()), MAX_LABELS)
         while len(self.labels) < len(chosen):
             t = pg.TextItem("", color=(40, 40, 40), anchor=(0, 0.5))
             t.setZValue(5)
@@ -376,7 +296,7 @@ class LayerGraphView(QWidget):
             x, y = self.xy[j]
             left = bool(self.left[j])  # the leftmost of several siblings: label to the left
             t.setAnchor((1, 0.5) if left else (0, 0.5))
-            t.setText(f"{self._label_text(p, n)}  " if left else f"  {self._label_text(p, n)}")
+            t.setText(f"{node_label(p, n)}  " if left else f"  {node_label(p, n)}")
             t.setPos(x, y)
             t.setVisible(True)
             self.labelled.append(n)
@@ -389,18 +309,14 @@ class LayerGraphView(QWidget):
         text = text.strip()
         if p is None or not text:
             return False
-        names = p.graph.ids() + p.graph.module_paths()
-        low = text.lower()
-        hit = text if text in p.graph or text in p.module_table() else next((n for n in names if low in n.lower()), None)
+        hit = find_name(p, text)
         if hit is None:
             self.info.setText(f"no layer or module matches “{text}”")
             return False
         if hit in p.graph:
             self.state.select(hit)
-        else:  # a module: select its layers; the view shows the module node or its open layers
-            members = [lid for lid in p.graph.ids() if hit in p.graph[lid].parents]
-            members.sort(key=lambda lid: -(p.timings[lid].latency_ms if lid in p.timings else 0.0))
-            self.state.select_many(members)
+        else:  # a module: select its layers, slowest first; the view shows the module node or its open layers
+            self.state.select_many(slowest_first(p, [lid for lid in p.graph.ids() if hit in p.graph[lid].parents]))
         self.centre_on(self.mapping.get(self.state.selected))
         return True
 
@@ -411,8 +327,7 @@ class LayerGraphView(QWidget):
         x, y = self.xy[self.node_index[node]]
         vb = self.plot.getViewBox()
         (vx0, vx1), _ = vb.viewRange()
-        rows = max(8, int(max(self.plot.height(), 200) / 24))
-        w = min(vx1 - vx0, 12.0)
+        rows, w = self._readable_ranks(), min(vx1 - vx0, 12.0)
         vb.setRange(xRange=(x - w / 3, x + 2 * w / 3), yRange=(y - rows / 2, y + rows / 2), padding=0)
 
     # -------------------------------------------------------------- selection
@@ -420,14 +335,7 @@ class LayerGraphView(QWidget):
         p = self.state.profile
         if p is None or data is None or data >= len(self.nodes):
             return ""
-        n = self.nodes[data]
-        if n in p.graph:
-            r = p.row(n)
-            ms = f"{fmt_ms(r.timing.latency_ms)} ms, " if r.timing else ""
-            return f"{r.layer.label}\n{r.bound.value}, {ms}{fmt_pct(r.latency_share)} of latency"
-        t = p.module_totals(n)
-        return (f"{n} (module, {t.layers} layers)\n{fmt_ms(t.latency_ms)} ms, {fmt_pct(t.latency_share)} of latency "
-                "— double-click to expand")
+        return node_tip(p, self.nodes[data])
 
     def _on_click(self, _item: Any, points: Any, ev: Any = None) -> None:
         if not len(points):
@@ -439,8 +347,7 @@ class LayerGraphView(QWidget):
         if n in p.graph:
             self.state.select_click(n)
         else:  # a module: select its slowest layer so the other views follow
-            members = [lid for lid, v in self.mapping.items() if v == n]
-            self.state.select(max(members, key=lambda lid: p.timings[lid].latency_ms if lid in p.timings else 0.0))
+            self.state.select(slowest_first(p, [lid for lid, v in self.mapping.items() if v == n])[0])
 
     def _on_scene_click(self, ev: Any) -> None:
         if not ev.double():
@@ -472,43 +379,3 @@ class LayerGraphView(QWidget):
 
     def selected_nodes(self) -> list[str]:
         return [self.nodes[int(v)] for v in self.selected.data["data"]] if len(self.selected.data) else []
-
-
-
-@dataclass(frozen=True)
-class Drawing:
-    """Everything the graph view draws, computed off the GUI thread for big graphs."""
-
-    graph: GraphView
-    node_index: dict[str, int]
-    xy: np.ndarray  # (nodes, 2) positions
-    share: np.ndarray  # latency share per node
-    kinds: list  # Bound per layer node, "module" per collapsed module
-    ends: np.ndarray  # node indices of edge ends, pairwise
-    left: np.ndarray  # per node: the leftmost of several in its rank (its label goes left)
-
-
-def _drawing(p: Profile, depth: int | None, expanded: frozenset[str], collapsed: frozenset[str]) -> Drawing:
-    view = p.graph.view(depth, expanded, collapsed)
-    nodes = view.nodes
-    index = {n: i for i, n in enumerate(nodes)}
-    rows, row_index = p.rows(), p.row_index()
-    share: list[float] = []
-    kinds: list[str] = []
-    for n in nodes:
-        if n in row_index:  # a layer: the core's share and bound
-            r = rows[row_index[n]]
-            share.append(r.latency_share)
-            kinds.append(r.bound)
-        else:
-            share.append(p.module_totals(n).latency_share)
-            kinds.append("module")
-    xy = np.array([view.pos[n] for n in nodes], dtype=float).reshape(-1, 2)
-    ends = np.array([(index[a], index[b]) for a, b in view.edges], dtype=np.int64).reshape(-1)
-    left = np.zeros(len(nodes), dtype=bool)
-    if len(nodes):
-        ranks, inverse, counts = np.unique(xy[:, 1], return_inverse=True, return_counts=True)
-        lowest = np.full(len(ranks), np.inf)
-        np.minimum.at(lowest, inverse, xy[:, 0])
-        left = (counts[inverse] > 1) & (xy[:, 0] == lowest[inverse])
-    return Drawing(view, index, xy, np.array(share, dtype=float), kinds, ends, left)

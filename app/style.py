@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from PySide6.QtGui import QColor
 
 from layerscope.profiler import Bound
@@ -56,3 +59,30 @@ def fit_columns(view, sample: int = 60, first_max: int = 320, pad: int = 18) -> 
             if text:
                 width = max(width, fm.horizontalAdvance(str(text)) + pad)
         header.resizeSection(c, min(width, first_max) if c == 0 else min(width, 400))
+
+
+def shaded_brushes(share: np.ndarray, kinds: list, heat: bool, levels: int) -> tuple[np.ndarray, list]:
+    """Per spot, its shade level by latency share (sqrt scale, ``levels`` steps) and a brush: its bound's
+    colour (a collapsed module's purple), darker when slower, or the latency heat colour; one shared brush
+    per (kind, level), so a 10,000-spot graph holds a few dozen brushes."""
+    import pyqtgraph as pg
+
+    rel = np.sqrt(share / (share.max() or 1.0)) if len(share) else share
+    level = np.minimum((rel * levels).astype(int), levels - 1)
+    palette: dict[tuple, Any] = {}
+
+    def brush(kind: Any, lv: int) -> Any:
+        found = palette.get((kind, lv))
+        if found is None:
+            alpha = int(70 + 185 * (lv + 1) / levels)
+            if heat:
+                color = heat_color((lv + 0.5) / levels)
+            elif kind == "module":
+                color = QColor(MODULE_COLOR)
+                color.setAlpha(alpha)
+            else:
+                color = bound_color(kind, alpha=alpha)
+            found = palette[(kind, lv)] = pg.mkBrush(color)
+        return found
+
+    return level, [brush("heat" if heat else k, int(lv)) for k, lv in zip(kinds, level, strict=True)]
