@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import html
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,21 +36,10 @@ from PySide6.QtWidgets import (
 from superqt.utils import create_worker
 
 from layerscope.profiler import LayerScopeError, Profile
-from layerscope.profiler.compression import (
-    CompressionPlan,
-    CompressResult,
-    LayerSpec,
-    coreml_configs,
-    estimate_static,
-    nncf_config,
-    resolve_plan,
-    select_layers,
-    torch_ao_mapping,
-    torchao_config,
-)
+from layerscope.profiler.compression import CompressionPlan, CompressResult, LayerSpec, select_layers
 from layerscope.profiler.compression.specs import Calibration, CastDtype, Granularity, QuantizeParams, Technique, default, limits
-from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_db, fmt_ms, fmt_pct
 
+from .compress_text import config_text, estimate_html, summary_html
 from .controller import ProfileController
 from .files import save_text
 from .state import AppState
@@ -318,11 +306,11 @@ class CompressionPanel(QWidget):
             return
         chosen = frozenset(self.state.selected_set)
         if len(chosen) <= 300:
-            self.estimate.setText(_estimate_text(p, plan, chosen))
+            self.estimate.setText(estimate_html(p, plan, chosen))
             return
         gen = self._estimate_gen
         self.estimate.setText(f"<b>Estimate</b> for {len(chosen):,} layers…")
-        worker = create_worker(_estimate_text, p, plan, chosen, _start_thread=False)
+        worker = create_worker(estimate_html, p, plan, chosen, _start_thread=False)
         worker.returned.connect(functools.partial(self._show_estimate, gen))
         worker.finished.connect(functools.partial(self._workers.discard, worker))
         self._workers.add(worker)  # keep a reference until it is done
@@ -374,18 +362,10 @@ class CompressionPanel(QWidget):
         if out is None:
             self._error("Apply a plan first.")
             return None
-        rep = out
-        if kind == "ort":
-            if rep.ort is None:
-                self._error("The ONNX Runtime arguments are proven by running ORT's quantizer: tick 'measure int8 in "
-                            "ONNX Runtime' and Apply again (the plan needs 8-bit quantised layers).")
-                return None
-            return rep.ort.config.to_json()
-        adapter = {"coreml": coreml_configs, "torchao": torchao_config, "nncf": nncf_config, "torch.ao": torch_ao_mapping}[kind]
-        profile = self.state.profile
-        if profile is None:
-            return None
-        return json.dumps(adapter(rep.resolved, profile.graph), indent=2)
+        text, error = config_text(kind, out, self.state.profile)
+        if error:
+            self._error(error)
+        return text
 
     def _error(self, msg: str) -> None:
         if self.controller.show_dialogs:
@@ -408,45 +388,4 @@ class CompressionPanel(QWidget):
         if res is None:
             self.summary.setText("No plan applied: every view shows the original model.")
             return
-        o = res.output
-        lines = [
-            f"<b>Size</b> {fmt_bytes(res.size_bytes_before)} → {fmt_bytes(res.size_bytes_after)} (<b>{res.size_ratio:.3f}×</b>)",
-            f"<b>Latency</b> {fmt_ms(res.latency_ms_before)} → {fmt_ms(res.latency_ms_after)} ms ({res.latency_ratio:.2f}× of before)"
-            + (" <i>simulated: float kernels</i>" if res.simulated else ""),
-            f"<b>Output</b> SQNR {fmt_db(o.sqnr_db)}, cosine {o.cosine:.5f} on {o.samples} samples",
-        ]
-        if o.accuracy_points is not None:
-            lines.append(f"<b>Top-1</b> {fmt_pct(o.accuracy_reference)} → {fmt_pct(o.accuracy_candidate)} "
-                         f"({o.accuracy_points:+.2f} points)")
-        if res.ort is not None:
-            lines.append(f"<b>ORT int8</b> {fmt_ms(res.ort.float_ms)} → {fmt_ms(res.ort.int8_ms)} ms "
-                         f"(speed-up {res.ort.speedup:.2f}×, real kernels)")
-        if (left := res.not_compressed_text()) is not None:
-            color = "#b58900" if res.unreachable else "gray"
-            lines.append(f"<span style='color:{color}'><b>Not compressed</b> {html.escape(left)}</span>")
-        lines += [f"<span style='color:#b58900'>⚠ {w}</span>" for w in res.warnings]
-        self.summary.setText("<br>".join(lines))
-
-
-def _time(ms: float) -> str:
-    return f"{ms * 1000:.2f} µs" if ms < 0.01 else f"{fmt_ms(ms)} ms"
-
-
-def _estimate_text(p, plan: CompressionPlan, chosen: frozenset[str]) -> str:
-    """The estimate as the panel shows it (pure: runs on any thread)."""
-    try:
-        resolved, _warnings = resolve_plan(plan, p)
-    except LayerScopeError as exc:
-        return f"<span style='color:#b58900'>Estimate: {exc}</span>"
-    est = estimate_static(p, resolved)
-    s = est.selection(chosen)
-    lines = [
-        f"<b>Estimate</b> (shapes only, instant) for {s.layers} layer(s): weights {fmt_bytes(s.weight_bytes_before)} → "
-        f"{fmt_bytes(s.weight_bytes_after)}; whole plan: model weights {est.size_ratio:.3f}× of {fmt_bytes(est.model_weight_bytes)}",
-        f"FLOPs {fmt_count(s.flops_before)} → {fmt_count(s.flops_after)}; fastest the roof allows {_time(s.roof_ms_before)} → "
-        f"{_time(s.roof_ms_after)}"
-        + (f"; median intensity {s.median_intensity_before:.2f} → {s.median_intensity_after:.2f} FLOP/B"
-           if s.median_intensity_before is not None and s.median_intensity_after is not None else ""),
-    ]
-    lines += [f"<span style='color:#777'>≈ {a}</span>" for a in est.approximate]
-    return "<br>".join(lines)
+        self.summary.setText(summary_html(res))
