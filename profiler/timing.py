@@ -237,116 +237,115 @@ def measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor]
         return (yield from _measure(cap, model, inputs, runs, warmup, max_runs, extra_budget_s))
 
 
+class _Runs:
+    """The timed runs of one model: end to end, then node by node, summed per layer (glue apart)."""
+
+    def __init__(self, cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor], cuda: bool) -> None:
+        self.gm, self.model, self.inputs, self.cuda = cap.runnable(), model, inputs, cuda
+        self.sync = torch.cuda.synchronize if cuda else (lambda: None)
+        self.layer_nodes = cap.node_layer
+        self.per_layer: dict[str, list[float]] = {lid: [] for lid in cap.graph.ids()}
+        self.glue: list[float] = []
+        self.e2e: list[float] = []
+
+    def one(self, timed: bool) -> None:
+        # Inference mode is entered per run, never held across a yield: a generator suspended (or
+        # cancelled) inside it would leave it on for whatever runs next on this thread.
+        with torch.inference_mode():
+            args = [t.clone() for t in self.inputs]
+            self.sync()
+            t0 = time.perf_counter_ns()
+            self.model(*args)
+            self.sync()
+            e2e_ms = (time.perf_counter_ns() - t0) / 1e6
+            timer = _NodeTimer(self.gm, self.cuda)
+            timer.run(*[t.clone() for t in self.inputs])
+            self.sync()
+            if not timed:
+                return
+            self.e2e.append(e2e_ms)
+            sums: dict[str, float] = {}
+            glue_ms = 0.0
+            for node, ms in timer.elapsed_ms().items():
+                lid = self.layer_nodes.get(node)
+                if lid is None:
+                    glue_ms += ms
+                else:
+                    sums[lid] = sums.get(lid, 0.0) + ms
+            for lid in self.per_layer:
+                self.per_layer[lid].append(sums.get(lid, 0.0))
+            self.glue.append(glue_ms)
+
+
+def _memory(runs: _Runs, weights: Any, device: torch.device) -> tuple[_MemoryTracker, int, str]:
+    """One instrumented run: live activation storages per node, and the peak (with the allocator's own
+    peak on a GPU), weights included."""
+    with torch.inference_mode():
+        tracker = _MemoryTracker(runs.gm, weights.storages)
+        if runs.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        tracker.run(*[t.clone() for t in runs.inputs])
+        if runs.cuda:
+            runs.sync()
+            peak = torch.cuda.max_memory_allocated(device) - base + weights.total
+            return tracker, int(peak), "torch.cuda.max_memory_allocated during an instrumented run, plus weights"
+        return tracker, int(weights.total + tracker.peak), "weights + peak of live activation storages during a real run"
+
+
+def _layer_timings(runs: _Runs, tracker: _MemoryTracker) -> dict[str, LayerTiming]:
+    new_by_layer: dict[str, int] = {}
+    after_by_layer: dict[str, int] = {}
+    for node, lid in runs.layer_nodes.items():
+        new_by_layer[lid] = new_by_layer.get(lid, 0) + tracker.new_bytes.get(node, 0)
+        if node in tracker.live_after:
+            after_by_layer[lid] = tracker.live_after[node]  # last node of the layer wins
+    layers: dict[str, LayerTiming] = {}
+    for lid, vals in runs.per_layer.items():
+        med, p25, p75, mn = _quantiles(vals)
+        layers[lid] = LayerTiming(med, p25, p75, mn, new_by_layer.get(lid, 0), after_by_layer.get(lid, 0))
+    return layers
+
+
 def _measure(cap: CaptureResult, model: nn.Module, inputs: Sequence[torch.Tensor], runs: int, warmup: int,
              max_runs: int | None, extra_budget_s: float) -> Work[TimingResult]:
     if runs < 1:
         raise ValueError("runs must be >= 1")
     max_runs = max(runs, max_runs if max_runs is not None else min(4 * runs, 400))
-    gm = cap.runnable()
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else (inputs[0].device if inputs else torch.device("cpu"))
-    cuda = device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    layer_nodes = cap.node_layer
+    r = _Runs(cap, model, inputs, device.type == "cuda")
     wb = weight_bytes(model)
-
-    per_layer: dict[str, list[float]] = {lid: [] for lid in cap.graph.ids()}
-    glue: list[float] = []
-    e2e: list[float] = []
-
-    def one_run(timed: bool) -> None:
-        # Inference mode is entered per run, never held across a yield: a generator suspended (or
-        # cancelled) inside it would leave it on for whatever runs next on this thread.
-        with torch.inference_mode():
-            args = [t.clone() for t in inputs]
-            sync()
-            t0 = time.perf_counter_ns()
-            model(*args)
-            sync()
-            e2e_ms = (time.perf_counter_ns() - t0) / 1e6
-            timer = _NodeTimer(gm, cuda)
-            timer.run(*[t.clone() for t in inputs])
-            sync()
-            if not timed:
-                return
-            e2e.append(e2e_ms)
-            sums: dict[str, float] = {}
-            glue_ms = 0.0
-            for node, ms in timer.elapsed_ms().items():
-                lid = layer_nodes.get(node)
-                if lid is None:
-                    glue_ms += ms
-                else:
-                    sums[lid] = sums.get(lid, 0.0) + ms
-            for lid in per_layer:
-                per_layer[lid].append(sums.get(lid, 0.0))
-            glue.append(glue_ms)
-
     for i in range(warmup):
-        one_run(False)
+        r.one(False)
         yield Progress("warm-up", i + 1, warmup + runs, f"run {i + 1}")
     load = OtherLoad()
     target, extra_since = runs, None
     while True:
-        while len(e2e) < target:
-            one_run(True)
-            yield Progress("timing", warmup + len(e2e), warmup + target, f"run {len(e2e)}"
+        while len(r.e2e) < target:
+            r.one(True)
+            yield Progress("timing", warmup + len(r.e2e), warmup + target, f"run {len(r.e2e)}"
                            + (" (more runs while layers stay noisy)" if target > runs else ""))
         extra_since = extra_since or time.perf_counter()
-        if target >= max_runs or time.perf_counter() - extra_since > extra_budget_s or not _still_noisy(per_layer):
+        if target >= max_runs or time.perf_counter() - extra_since > extra_budget_s or not _still_noisy(r.per_layer):
             break
         target = min(max_runs, target + max(runs // 2, 3))
-    other = None if cuda else load.share()
-
-    with torch.inference_mode():
-        tracker = _MemoryTracker(gm, wb.storages)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-        tracker.run(*[t.clone() for t in inputs])
-        if cuda:
-            sync()
-            peak_memory = torch.cuda.max_memory_allocated(device) - base + wb.total
-            source = "torch.cuda.max_memory_allocated during an instrumented run, plus weights"
-        else:
-            peak_memory = wb.total + tracker.peak
-            source = "weights + peak of live activation storages during a real run"
-
-    new_by_layer: dict[str, int] = {}
-    after_by_layer: dict[str, int] = {}
-    for node, lid in layer_nodes.items():
-        new_by_layer[lid] = new_by_layer.get(lid, 0) + tracker.new_bytes.get(node, 0)
-        if node in tracker.live_after:
-            after_by_layer[lid] = tracker.live_after[node]  # last node of the layer wins
-    layers: dict[str, LayerTiming] = {}
-    for lid, vals in per_layer.items():
-        med, p25, p75, mn = _quantiles(vals)
-        layers[lid] = LayerTiming(med, p25, p75, mn, new_by_layer.get(lid, 0), after_by_layer.get(lid, 0))
-    e_med, e25, e75, _ = _quantiles(e2e)
-    noisy_ids = tuple(_still_noisy(per_layer))
+    other = None if r.cuda else load.share()
+    tracker, peak_memory, source = _memory(r, wb, device)
+    layers = _layer_timings(r, tracker)
+    e_med, e25, e75, _ = _quantiles(r.e2e)
+    noisy_ids = tuple(_still_noisy(r.per_layer))
     total_ms = sum(t.latency_ms for t in layers.values())
     summary = TimingSummary(
-        device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if cuda else ""),
-        timer="CUDA events" if cuda else "time.perf_counter_ns",
-        runs=len(e2e),
-        warmup=warmup,
-        threads=torch.get_num_threads(),
-        end_to_end_ms=e_med,
-        end_to_end_p25_ms=e25,
-        end_to_end_p75_ms=e75,
-        sum_of_layer_medians_ms=sum(t.latency_ms for t in layers.values()),
-        glue_ms=statistics.median(glue) if glue else 0.0,
-        weight_bytes=wb.total,
-        peak_activation_bytes=tracker.peak,
-        peak_memory_bytes=int(peak_memory),
-        peak_memory_source=source,
-        runs_requested=runs,
-        other_load=other,
-        noisy_layers=noisy_ids,
-        warnings=_warnings(other, noisy_ids, total_ms / e_med if e_med > 0 else float("nan"), torch.get_num_threads(), len(e2e)),
+        device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if r.cuda else ""),
+        timer="CUDA events" if r.cuda else "time.perf_counter_ns", runs=len(r.e2e), warmup=warmup, threads=torch.get_num_threads(),
+        end_to_end_ms=e_med, end_to_end_p25_ms=e25, end_to_end_p75_ms=e75, sum_of_layer_medians_ms=total_ms,
+        glue_ms=statistics.median(r.glue) if r.glue else 0.0, weight_bytes=wb.total, peak_activation_bytes=tracker.peak,
+        peak_memory_bytes=peak_memory, peak_memory_source=source, runs_requested=runs, other_load=other, noisy_layers=noisy_ids,
+        warnings=_warnings(other, noisy_ids, total_ms / e_med if e_med > 0 else float("nan"), torch.get_num_threads(), len(r.e2e)),
     )
     log.info("timed %d layers: %d runs after %d warm-up on %s, %d threads; end to end %.3f ms (p25 %.3f, p75 %.3f)",
-             len(layers), len(e2e), warmup, summary.device, summary.threads, e_med, e25, e75)
+             len(layers), len(r.e2e), warmup, summary.device, summary.threads, e_med, e25, e75)
     for w in summary.warnings:
         log.warning("%s", w)
     return TimingResult(layers, summary)

@@ -150,16 +150,7 @@ def theoretical_cpu_gflops(threads: int) -> tuple[float, str] | None:
     return lanes * 2 * 2 * ghz * threads, f"{isa}: {lanes} float32 lanes x 2 (FMA) x 2 units x {ghz:.2f} GHz x {threads} threads"
 
 
-def calibrate(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 256, reps: int = 5,
-              budget_s: float = 0.3) -> Work[HardwareProfile]:
-    """Measure this machine's roof: peak GFLOP/s per dtype from the kernels models use, and memory
-    bandwidth from a copy (read + write) and a read-only reduction; the roof takes the faster of each.
-
-    CPU: each kernel is short (about 1 ms) and repeated for ``budget_s``; the fastest run counts, so a
-    preempted run costs nothing. CUDA: one ``torch.mm`` per dtype sized to ``matmul_size`` (best of ``reps``).
-    A measurement taken while other processes used more than ``MAX_OTHER_LOAD`` of the CPUs
-    (Linux: /proc/stat) or whose runs disagree by more than ``MAX_SPREAD`` carries a note;
-    ``resolve_hardware`` does not cache such a profile."""
+def _checked(device: str, matmul_size: int, copy_mib: int, reps: int) -> torch.device:
     if not 64 <= matmul_size <= 16384:
         raise HardwareProfileError(f"calibrate: matmul size {matmul_size} is out of range; use 64 to 16384 (default 2048).")
     if not 1 <= copy_mib <= 8192:
@@ -171,6 +162,70 @@ def calibrate(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 256,
         raise HardwareProfileError("calibrate --device cuda: no CUDA device is available here.")
     if dev.type not in ("cpu", "cuda"):
         raise HardwareProfileError(f"calibrate: device {device!r} is not supported; use cpu or cuda.")
+    return dev
+
+
+def _kernels(name: str, dev: torch.device, sync: Callable[[], object], matmul_size: int, reps: int, budget_s: float,
+             timings: list[tuple[str, _Timing]]) -> dict[str, float]:
+    """GFLOP/s of the kernels models use in dtype ``name`` ("dtype kernel" -> GFLOP/s); each timing is kept."""
+    dt = getattr(torch, name)
+    out: dict[str, float] = {}
+    if dev.type == "cpu":
+        for what, fn, flops in _cpu_kernels(dt):
+            fn()  # warm-up: oneDNN builds its primitive on the first call
+            t = _best_of(fn, sync, budget_s)
+            out[f"{name} {what}"] = flops / t.best / 1e9
+            timings.append((f"{name} {what}", t))
+        return out
+    n = _matmul_size(dt, dev, matmul_size, sync)
+    a, b = torch.randn(n, n, device=dev).to(dt), torch.randn(n, n, device=dev).to(dt)
+    torch.mm(a, b)
+    t = _best_of(functools.partial(torch.mm, a, b), sync, 0.0, min_reps=reps)
+    timings.append((f"{name} matmul", t))
+    return {f"{name} torch.mm {n}x{n}x{n}": 2 * n**3 / t.best / 1e9}
+
+
+def _bandwidths(dev: torch.device, sync: Callable[[], object], copy_mib: int, reps: int, budget_s: float,
+                timings: list[tuple[str, _Timing]]) -> tuple[dict[str, float], dict[str, float]]:
+    """DRAM bandwidth of a ``copy_mib`` copy (read + write bytes) and a read-only sum; on a CPU, the copy
+    bandwidth of smaller working sets too (the cache-aware roof, keyed by the bytes a copy moves)."""
+    cpu = dev.type == "cpu"
+    src = torch.rand(copy_mib * 2**20 // 4, device=dev)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    copy, read = (lambda s=src, d=dst: d.copy_(s)), (lambda s=src: s.sum())
+    read()
+    t_copy = _best_of(copy, sync, budget_s if cpu else 0.0, min_reps=reps)
+    t_read = _best_of(read, sync, budget_s if cpu else 0.0, min_reps=reps)
+    bandwidths = {"copy": 2 * src.nbytes / t_copy.best / 1e9, "read": src.nbytes / t_read.best / 1e9}
+    timings += [("copy", t_copy), ("read", t_read)]
+    del src, dst
+    caches = {str(2 * mib * 2**20): round(_copy_gbs(mib, sync, budget_s / 3, reps), 2)
+              for mib in ((c for c in _CACHE_SIZES_MIB if c < copy_mib) if cpu else ())}
+    return bandwidths, caches
+
+
+def _notes(other: float | None, timings: list[tuple[str, _Timing]]) -> list[str]:
+    """Why the measurement cannot be trusted (and is not cached), if it cannot."""
+    busy = [f"other processes used {other:.0%} of the CPUs"] if other is not None and other > MAX_OTHER_LOAD else []
+    noisy = [f"{what}: {t.why_not()}" for what, t in timings if not t.steady]
+    if not (busy or noisy):
+        return []
+    return ["measured while the machine was busy (" + "; ".join(busy + noisy) + "): the roof may read low. "
+            "Not cached; run `layerscope calibrate` again when the machine is quiet."]
+
+
+def calibrate(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 256, reps: int = 5,
+              budget_s: float = 0.3) -> Work[HardwareProfile]:
+    """Measure this machine's roof: peak GFLOP/s per dtype from the kernels models use, and memory
+    bandwidth from a copy (read + write) and a read-only reduction; the roof takes the faster of each.
+
+    CPU: each kernel is short (about 1 ms) and repeated for ``budget_s``; the fastest run counts, so a
+    preempted run costs nothing. CUDA: one ``torch.mm`` per dtype sized to ``matmul_size`` (best of ``reps``).
+    A measurement taken while other processes used more than ``MAX_OTHER_LOAD`` of the CPUs
+    (Linux: /proc/stat) or whose runs disagree by more than ``MAX_SPREAD`` carries a note;
+    ``resolve_hardware`` does not cache such a profile."""
+    dev = _checked(device, matmul_size, copy_mib, reps)
     cpu = dev.type == "cpu"
     sync: Callable[[], object] = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     dtypes = ["float32", "bfloat16"] + (["float16"] if dev.type == "cuda" else [])
@@ -180,47 +235,16 @@ def calibrate(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 256,
     timings: list[tuple[str, _Timing]] = []
     load = OtherLoad()
     for i, name in enumerate(dtypes):  # inference mode never held across a yield (see timing.measure)
-        dt = getattr(torch, name)
         with torch.inference_mode():
-            if cpu:
-                for what, fn, flops in _cpu_kernels(dt):
-                    fn()  # warm-up: oneDNN builds its primitive on the first call
-                    t = _best_of(fn, sync, budget_s)
-                    kernels[f"{name} {what}"] = flops / t.best / 1e9
-                    timings.append((f"{name} {what}", t))
-            else:
-                n = _matmul_size(dt, dev, matmul_size, sync)
-                a, b = torch.randn(n, n, device=dev).to(dt), torch.randn(n, n, device=dev).to(dt)
-                torch.mm(a, b)
-                t = _best_of(functools.partial(torch.mm, a, b), sync, 0.0, min_reps=reps)
-                kernels[f"{name} torch.mm {n}x{n}x{n}"] = 2 * n**3 / t.best / 1e9
-                timings.append((f"{name} matmul", t))
+            kernels.update(_kernels(name, dev, sync, matmul_size, reps, budget_s, timings))
         peaks[name] = max(v for k, v in kernels.items() if k.startswith(f"{name} "))
         yield Progress("calibrate", i + 1, steps, f"{name}: {peaks[name]:.1f} GFLOP/s")
     with torch.inference_mode():
-        numel = copy_mib * 2**20 // 4
-        src = torch.rand(numel, device=dev)
-        dst = torch.empty_like(src)
-        dst.copy_(src)
-        copy, read = (lambda s=src, d=dst: d.copy_(s)), (lambda s=src: s.sum())
-        read()
-        t_copy = _best_of(copy, sync, budget_s if cpu else 0.0, min_reps=reps)
-        t_read = _best_of(read, sync, budget_s if cpu else 0.0, min_reps=reps)
-        bandwidths = {"copy": 2 * src.nbytes / t_copy.best / 1e9, "read": src.nbytes / t_read.best / 1e9}
-        timings += [("copy", t_copy), ("read", t_read)]
-        del src, dst
-        caches: dict[str, float] = {}
-        for mib in (c for c in _CACHE_SIZES_MIB if c < copy_mib) if cpu else ():
-            caches[str(2 * mib * 2**20)] = round(_copy_gbs(mib, sync, budget_s / 3, reps), 2)  # key: bytes a copy moves
+        bandwidths, caches = _bandwidths(dev, sync, copy_mib, reps, budget_s, timings)
     bandwidth = max(bandwidths.values())
     yield Progress("calibrate", steps, steps, f"copy {bandwidths['copy']:.1f} GB/s, read {bandwidths['read']:.1f} GB/s")
-    notes = []
     other = load.share() if cpu else None
-    busy = [f"other processes used {other:.0%} of the CPUs"] if other is not None and other > MAX_OTHER_LOAD else []
-    noisy = [f"{what}: {t.why_not()}" for what, t in timings if not t.steady]
-    if busy or noisy:
-        notes.append("measured while the machine was busy (" + "; ".join(busy + noisy) + "): the roof may read low. "
-                     "Not cached; run `layerscope calibrate` again when the machine is quiet.")
+    notes = _notes(other, timings)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     threads = torch.get_num_threads()
     theory = theoretical_cpu_gflops(threads) if cpu else None
