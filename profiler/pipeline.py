@@ -7,13 +7,14 @@ import datetime as _dt
 import platform
 
 import torch
+from torch import nn
 
-from .capture import capture, capture_exported, run_and_locate_failure
+from .capture import CaptureResult, capture, capture_exported, run_and_locate_failure
 from .capture.eager import capture_eager
 from .capture.weights import weight_bytes
 from .errors import ProfilingError
 from .files.source import LoadedModel
-from .graph import CaptureMethod, LayerGraph
+from .graph import CaptureMethod, LayerGraph, dtype_name
 from .hardware import HardwareProfile
 from .hardware.calibration import cpu_name
 from .metrics import layer_metrics
@@ -47,31 +48,12 @@ def profile_model(
     peak from the captured shapes. The graph is recorded from one eager forward (``capture_eager``)
     unless ``method`` asks for fx or export. On the meta device (``device="meta"``, or a model already there)
     nothing is allocated: a 7B-parameter decoder built on meta profiles in a few hundred MB."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ProfilingError("--device cuda: no CUDA device is available here; use --device cpu.")
-    on_meta = dev.type == "meta" or any(p.is_meta for p in loaded.module.parameters())
-    if on_meta and not static:
-        raise ProfilingError("The model is on the meta device: its tensors have no values, so nothing can be timed. "
-                             "Profile it statically (--static).")
-    if on_meta:
-        dev = torch.device("meta")
+    dev, on_meta = _device(loaded, device, static)
     model = loaded.module.to(dev) if loaded.exported is None else loaded.module
     inputs = tuple(t.to(dev) for t in loaded.inputs)
     if method is CaptureMethod.EAGER and not static:
         raise ProfilingError("An eager capture records shapes only and cannot be timed: add --static, or capture with fx or export.")
-    eager = loaded.exported is None and (method is CaptureMethod.EAGER or (static and method is None))
-    if eager:  # one recorded forward is the whole capture; a failing forward is named by it
-        yield Progress("capture", 1, 3, "recording one forward")
-        cap = capture_eager(model, inputs)
-    else:
-        yield Progress("capture", 0, 3, "checking the model runs on the inputs")
-        run_and_locate_failure(model, inputs)
-        yield Progress("capture", 1, 3, "capturing the graph")
-        if loaded.exported is not None:
-            cap = capture_exported(loaded.exported, None, inputs, ["loaded from a saved torch.export program (.pt2)"])
-        else:
-            cap = capture(model, inputs, method)
+    cap = yield from _capture(loaded, model, inputs, method, static)
     yield Progress("capture", 2, 3, f"{len(cap.graph)} layers via {cap.method.value}")
     metrics = {layer.id: layer_metrics(layer) for layer in cap.graph}
     yield Progress("capture", 3, 3, "static metrics computed")
@@ -89,30 +71,47 @@ def profile_model(
         notes.append("static profile: shapes, FLOPs, bytes and bound classes; nothing was timed"
                      + (" (meta device: no weight was allocated and value checks were skipped)" if on_meta else ""))
     info = ModelInfo(
-        name=loaded.name,
-        spec=loaded.spec,
-        source_kind=loaded.kind,
-        capture_method=cap.method,
-        capture_notes=tuple(notes),
-        input_shapes=tuple(tuple(int(s) for s in t.shape) for t in inputs),
-        input_dtypes=tuple(str(t.dtype).removeprefix("torch.") for t in inputs),
-        compute_dtype=dtype,
-        total_params=wb.parameters,
-        total_weight_bytes=wb.total,
-        submodule=loaded.submodule,
+        name=loaded.name, spec=loaded.spec, source_kind=loaded.kind, capture_method=cap.method, capture_notes=tuple(notes),
+        input_shapes=tuple(tuple(int(s) for s in t.shape) for t in inputs), input_dtypes=tuple(dtype_name(t.dtype) for t in inputs),
+        compute_dtype=dtype, total_params=wb.parameters, total_weight_bytes=wb.total, submodule=loaded.submodule,
         model_input_shapes=loaded.model_input_shapes,
     )
+    return Profile(SCHEMA_VERSION, info, _run_info(), hardware, cap.graph, metrics, timing.layers, roofline, timing.summary)
+
+
+def _device(loaded: LoadedModel, device: str, static: bool) -> tuple[torch.device, bool]:
+    """Where the model runs, and whether that is the meta device (a model built there, or asked for)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ProfilingError("--device cuda: no CUDA device is available here; use --device cpu.")
+    on_meta = dev.type == "meta" or any(p.is_meta for p in loaded.module.parameters())
+    if on_meta and not static:
+        raise ProfilingError("The model is on the meta device: its tensors have no values, so nothing can be timed. "
+                             "Profile it statically (--static).")
+    return (torch.device("meta") if on_meta else dev), on_meta
+
+
+def _capture(loaded: LoadedModel, model: nn.Module, inputs: tuple[torch.Tensor, ...], method: CaptureMethod | None,
+             static: bool) -> Work[CaptureResult]:
+    """One recorded eager forward (static profiles, --capture eager), else torch.fx with the torch.export fallback,
+    or the loaded program itself; a forward that fails is named at its layer first."""
+    if loaded.exported is None and (method is CaptureMethod.EAGER or (static and method is None)):
+        yield Progress("capture", 1, 3, "recording one forward")
+        return capture_eager(model, inputs)
+    yield Progress("capture", 0, 3, "checking the model runs on the inputs")
+    run_and_locate_failure(model, inputs)
+    yield Progress("capture", 1, 3, "capturing the graph")
+    if loaded.exported is not None:
+        return capture_exported(loaded.exported, None, inputs, ["loaded from a saved torch.export program (.pt2)"])
+    return capture(model, inputs, method)
+
+
+def _run_info() -> RunInfo:
     from . import __version__
 
-    run = RunInfo(
-        date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        torch_version=torch.__version__,
-        python_version=platform.python_version(),
-        platform=platform.platform(),
-        cpu=cpu_name(),
-        layerscope_version=__version__,
-    )
-    return Profile(SCHEMA_VERSION, info, run, hardware, cap.graph, metrics, timing.layers, roofline, timing.summary)
+    return RunInfo(date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), torch_version=torch.__version__,
+                   python_version=platform.python_version(), platform=platform.platform(), cpu=cpu_name(),
+                   layerscope_version=__version__)
 
 
 def _static_timing(graph: LayerGraph, weights: int, dev: torch.device) -> TimingResult:
