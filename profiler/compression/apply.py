@@ -23,7 +23,7 @@ from ..errors import InputSpecError, PlanError
 from ..errorstats import PairStats
 from ..files.data import SampleSet
 from ..format import fmt_bytes
-from ..graph import LayerGraph, TensorRole
+from ..graph import Layer, LayerGraph, TensorRole
 from ..progress import Progress, Work
 from ..resources import release_memory, untouched
 from .activations import ActivationQuant, calibrate_activations
@@ -248,6 +248,50 @@ def _ties(model: nn.Module) -> dict[tuple[str, int], list[str]]:
     return {k: v for k, v in names.items() if len(v) > 1}
 
 
+def _compress_layer_weights(candidate: nn.Module, layer: Layer, r: ResolvedSpec, compressed: dict[tuple[str, int], LayerCompression],
+                            notes: list[str]) -> list[LayerCompression]:
+    """Compress every weight of ``layer`` in ``candidate`` in place by ``r``; a weight whose storage was already
+    compressed (a tie) is not compressed again, and says so."""
+    weights = compressible_weights(layer)
+    if not weights:
+        raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r} has no weight tensor to compress.")
+    done = []
+    for meta in weights:
+        try:
+            weight = candidate.get_parameter(meta.name)
+        except AttributeError as exc:
+            raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}: the model has no parameter {meta.name!r} "
+                            f"(was the profile taken of another model?).") from exc
+        key = storage_key(weight)
+        if key in compressed:  # a tied weight (GPT-2's lm_head is wte): one storage, compressed once
+            first = compressed[key]
+            notes.append(f"layer {r.layer_id!r} shares its weight with {first.layer_id!r} (tied); it was compressed "
+                         f"once, by spec {first.spec_index}, and both layers use it")
+            done.append(LayerCompression(r.layer_id, r.spec_index, first.weight))
+            continue
+        try:
+            w_hat, rep = compress_weight(r.params, weight.data, meta.name)
+        except ValueError as exc:
+            raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}, {meta.name}: {exc}.") from exc
+        with torch.no_grad():
+            weight.copy_(w_hat)
+        done.append(compressed.setdefault(key, LayerCompression(r.layer_id, r.spec_index, rep)))
+    return done
+
+
+def _tie_notes(graph: LayerGraph, done: list[LayerCompression], compressed: dict[tuple[str, int], LayerCompression],
+               ties: dict[tuple[str, int], list[str]]) -> list[str]:
+    """A compressed weight tied to parameters the plan did not choose changes them too: said, per storage."""
+    chosen = {t.name for c in done for t in compressible_weights(graph[c.layer_id])}
+    notes = []
+    for key, c in compressed.items():
+        others = [n for n in ties.get(key, ()) if n not in chosen]
+        if others:
+            notes.append(f"{c.weight.name} is tied to {', '.join(others)} (one storage): compressing layer {c.layer_id!r} "
+                         f"changes {'it' if len(others) == 1 else 'them'} too")
+    return notes
+
+
 def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec], samples: SampleSet,
                warnings: tuple[str, ...] | list[str] = ()) -> Work[tuple[nn.Module, Applied]]:
     """Compress a deep copy of ``model``; returns (candidate, result). Memory: the original and one
@@ -269,29 +313,7 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
         step += 1
         yield Progress("compress", step, total, r.layer_id)
         layer = graph[r.layer_id]
-        weights = compressible_weights(layer)
-        if not weights:
-            raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r} has no weight tensor to compress.")
-        for meta in weights:
-            try:
-                weight = candidate.get_parameter(meta.name)
-            except AttributeError as exc:
-                raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}: the model has no parameter {meta.name!r} "
-                                f"(was the profile taken of another model?).") from exc
-            key = storage_key(weight)
-            if key in compressed:  # a tied weight (GPT-2's lm_head is wte): one storage, compressed once
-                first = compressed[key]
-                notes.append(f"layer {r.layer_id!r} shares its weight with {first.layer_id!r} (tied); it was compressed "
-                             f"once, by spec {first.spec_index}, and both layers use it")
-                done.append(LayerCompression(r.layer_id, r.spec_index, first.weight))
-                continue
-            try:
-                w_hat, rep = compress_weight(r.params, weight.data, meta.name)
-            except ValueError as exc:
-                raise PlanError(f"spec {r.spec_index}: layer {r.layer_id!r}, {meta.name}: {exc}.") from exc
-            with torch.no_grad():
-                weight.copy_(w_hat)
-            done.append(compressed.setdefault(key, LayerCompression(r.layer_id, r.spec_index, rep)))
+        done += _compress_layer_weights(candidate, layer, r, compressed, notes)
         p = r.params
         if isinstance(p, QuantizeParams) and p.activations and layer.op_kind != "embedding":  # an embedding's input is token ids
             if layer.module_path is not None and layer.op_kind in COMPRESSIBLE_KINDS:
@@ -310,12 +332,7 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
     if no_act:
         notes.append(f"int8 activations apply to conv and linear modules (a hook fake-quantises the module's input); "
                      f"{len(no_act)} layer(s) got weights only: {', '.join(no_act[:3])}{' …' if len(no_act) > 3 else ''}")
-    chosen = {t.name for c in done for t in compressible_weights(graph[c.layer_id])}
-    for key, c in compressed.items():
-        others = [n for n in ties.get(key, ()) if n not in chosen]
-        if others:
-            notes.append(f"{c.weight.name} is tied to {', '.join(others)} (one storage): compressing layer {c.layer_id!r} "
-                            f"changes {'it' if len(others) == 1 else 'them'} too")
+    notes += _tie_notes(graph, done, compressed, ties)
     left = _not_compressed(candidate, graph, set(compressed))
     before = model_bytes(model)
     per_weight = [c.weight for c in compressed.values()]  # per storage: a tied weight is stored, and compressed, once
