@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,6 @@ def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Seque
                       workdir: Path, runs: int = 30) -> Work[OrtInt8Result | str]:
     """The measurement, or why there is none: a sentence naming what ORT's quantizer could not take."""
     import onnxruntime as ort
-    from onnxruntime.quantization import quantize_dynamic, quantize_static
 
     workdir.mkdir(parents=True, exist_ok=True)
     fp32, int8 = workdir / "float.onnx", workdir / "int8.onnx"
@@ -89,6 +89,29 @@ def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Seque
         return f"ONNX Runtime int8 was not measured: none of the plan's layers became a node ORT's quantizer takes ({why})"
     yield Progress("ort int8", 1, 4, f"ORT quantize_{cfg.mode} on {len(cfg.nodes_to_quantize)} node(s)")
     names = [i.name for i in onnx_model.graph.input]
+    _quantize(cfg, fp32, int8, names, samples, workdir)
+    release_memory()  # ORT's quantizer freed a few model-sized copies
+    q = load_onnx(int8)
+    done = sum(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in q.graph.node)
+    done = len({n.name for n in q.graph.node if n.op_type in ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul")}) or done
+    yield Progress("ort int8", 2, 4, "timing float vs int8 sessions")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
+    feeds = [dict(zip(names, [t.numpy() for t in b], strict=True)) for b in samples.batches]
+    float_ms, int8_ms = _time_sessions(sessions, feeds[0], runs)
+    yield Progress("ort int8", 3, 4, "comparing outputs")
+    sqnr, acc = _compare_sessions(sessions, feeds, samples)
+    yield Progress("ort int8", 4, 4, "done")
+    return OrtInt8Result(cfg, str(fp32), str(int8), done, float_ms, int8_ms, runs,
+                         int(samples.batches[0][0].shape[0]) if samples.batches[0][0].dim() else 1,
+                         _onnx_bytes(fp32), _onnx_bytes(int8), sqnr, acc[0], acc[1])
+
+
+def _quantize(cfg: OrtQuantConfig, fp32: Path, int8: Path, names: list[str], samples: SampleSet, workdir: Path) -> None:
+    """ORT's own quantize_static (calibrated on ``samples``) or quantize_dynamic, float -> int8 file."""
+    from onnxruntime.quantization import quantize_dynamic, quantize_static
+
     try:
         # ORT prints calibration chatter; its own temporary models go into our work folder, so a kill
         # leaves nothing outside it (the next start sweeps it)
@@ -100,25 +123,24 @@ def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Seque
                 quantize_dynamic(str(fp32), str(int8), use_external_data_format=True, **cfg.kwargs())
     except Exception as exc:
         raise OnnxMappingError(f"ONNX Runtime's quantize_{cfg.mode} failed on {fp32}: {type(exc).__name__}: {exc}") from exc
-    release_memory()  # ORT's quantizer freed a few model-sized copies
-    q = load_onnx(int8)
-    done = sum(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in q.graph.node)
-    done = len({n.name for n in q.graph.node if n.op_type in ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul")}) or done
-    yield Progress("ort int8", 2, 4, "timing float vs int8 sessions")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
-    feeds = [dict(zip(names, [t.numpy() for t in b], strict=True)) for b in samples.batches]
+
+
+def _time_sessions(sessions: list[Any], feed: dict[str, Any], runs: int) -> tuple[float, float]:
+    """Median ms of the float and int8 sessions, after 3 warm-up runs each, interleaved run by run."""
     for s in sessions:
         for _ in range(3):
-            s.run(None, feeds[0])
+            s.run(None, feed)
     times: list[list[float]] = [[], []]
     for _ in range(runs):
         for k, s in enumerate(sessions):  # interleaved: both see the same machine state
             t0 = time.perf_counter_ns()
-            s.run(None, feeds[0])
+            s.run(None, feed)
             times[k].append((time.perf_counter_ns() - t0) / 1e6)
-    yield Progress("ort int8", 3, 4, "comparing outputs")
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def _compare_sessions(sessions: list[Any], feeds: list[dict[str, Any]], samples: SampleSet) -> tuple[float, list[float | None]]:
+    """The int8 session's output SQNR against the float session's over every sample, and both top-1s when labelled."""
     outs = [[s.run(None, f)[0] for f in feeds] for s in sessions]
     ref = torch.from_numpy(np.concatenate([o.reshape(-1) for o in outs[0]]))
     cand = torch.from_numpy(np.concatenate([o.reshape(-1) for o in outs[1]]))
@@ -128,10 +150,7 @@ def quantize_with_ort(model: torch.nn.Module, graph: LayerGraph, resolved: Seque
         for k in range(2):
             pred = torch.from_numpy(np.concatenate([o.reshape(o.shape[0], -1).argmax(1) for o in outs[k]]))
             acc[k] = float((pred == y).double().mean())
-    yield Progress("ort int8", 4, 4, "done")
-    return OrtInt8Result(cfg, str(fp32), str(int8), done, statistics.median(times[0]), statistics.median(times[1]), runs,
-                         int(samples.batches[0][0].shape[0]) if samples.batches[0][0].dim() else 1,
-                         _onnx_bytes(fp32), _onnx_bytes(int8), sqnr_db(ref, cand), acc[0], acc[1])
+    return sqnr_db(ref, cand), acc
 
 
 def _onnx_bytes(path: Path) -> int:

@@ -142,6 +142,34 @@ def _weight_bytes(profile: Profile) -> dict[str, int]:
     return {lid: m.weight_bytes for lid, m in profile.metrics.items()}
 
 
+def _ort_int8(loaded: LoadedModel, profile: Profile, resolved: list[ResolvedSpec], samples: SampleSet, runs: int,
+             workdir: str | Path | OutputFolder | None, warnings: list[str]) -> Work[OrtInt8Result | None]:
+    """ONNX Runtime's real int8 of the plan, measured first, while only the original (and, with channel pruning,
+    its pruned copy) is in memory; refused with the figure when memory is short. A failure is a warning: the
+    compression goes on without it."""
+    yield Progress("ort int8", 0, 4, "preparing the float model")
+    has_structure = any(r.params.structural for r in resolved)
+    base = pruned_copy(loaded.module, profile.graph, resolved, samples.batches[0])[0] if has_structure else loaded.module
+    need, avail = ORT_INT8_MEMORY_FACTOR * model_bytes(base), available_memory_bytes()
+    measured: OrtInt8Result | str
+    if avail and need > MEMORY_HEADROOM * avail:  # refused before it starts, with the figure, never an OOM kill mid-way
+        measured = (f"ONNX Runtime int8 was not measured: it needs about {fmt_bytes(need)} of memory (the float and int8 "
+                    f"ONNX models, calibration and two sessions: ~{ORT_INT8_MEMORY_FACTOR}× the weights) and "
+                    f"{fmt_bytes(avail)} is available")
+    else:
+        with work_dir("ort-int8", keep=workdir, needed_bytes=2 * model_bytes(base)) as folder:
+            try:
+                measured = yield from quantize_with_ort(base, profile.graph, resolved, samples, folder, runs=runs)
+            except OnnxMappingError as exc:  # an extra measurement: its failure is reported, the compression goes on
+                measured = f"ONNX Runtime int8 was not measured: {exc}"
+    del base
+    if isinstance(measured, str):
+        warnings.append(measured)
+        log.warning("%s", measured)
+        return None
+    return measured if workdir else dataclasses.replace(measured, float_onnx="", int8_onnx="")  # scratch files are gone
+
+
 def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, samples: SampleSet, hardware: HardwareProfile,
              runs: int = 20, ort_int8: bool = False, workdir: str | Path | OutputFolder | None = None, warmup: int = 3,
              method: CaptureMethod | None = None) -> Work[CompressResult]:
@@ -155,29 +183,7 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
         f"{d} on {len(ids)} layer(s) ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})" for d, ids in by_spec.items()))
     for w in warnings:
         log.warning("%s", w)
-    ort: OrtInt8Result | None = None
-    if ort_int8:  # first, while only the original (and, with channel pruning, its pruned copy) is in memory
-        yield Progress("ort int8", 0, 4, "preparing the float model")
-        has_structure = any(r.params.structural for r in resolved)
-        base = pruned_copy(loaded.module, profile.graph, resolved, samples.batches[0])[0] if has_structure else loaded.module
-        need, avail = ORT_INT8_MEMORY_FACTOR * model_bytes(base), available_memory_bytes()
-        measured: OrtInt8Result | str
-        if avail and need > MEMORY_HEADROOM * avail:  # refused before it starts, with the figure, never an OOM kill mid-way
-            measured = (f"ONNX Runtime int8 was not measured: it needs about {fmt_bytes(need)} of memory (the float and int8 "
-                        f"ONNX models, calibration and two sessions: ~{ORT_INT8_MEMORY_FACTOR}× the weights) and "
-                        f"{fmt_bytes(avail)} is available")
-        else:
-            with work_dir("ort-int8", keep=workdir, needed_bytes=2 * model_bytes(base)) as folder:
-                try:
-                    measured = yield from quantize_with_ort(base, profile.graph, resolved, samples, folder, runs=runs)
-                except OnnxMappingError as exc:  # an extra measurement: its failure is reported, the compression goes on
-                    measured = f"ONNX Runtime int8 was not measured: {exc}"
-        del base
-        if isinstance(measured, str):
-            warnings.append(measured)
-            log.warning("%s", measured)
-        else:
-            ort = measured if workdir else dataclasses.replace(measured, float_onnx="", int8_onnx="")  # scratch files are gone
+    ort = (yield from _ort_int8(loaded, profile, resolved, samples, runs, workdir, warnings)) if ort_int8 else None
     candidate, applied = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
     cand_loaded = LoadedModel(f"{loaded.name} (compressed)", loaded.spec, loaded.kind, candidate, loaded.inputs)
     after = yield from profile_model(cand_loaded, hardware, runs=runs, warmup=warmup, method=method)
