@@ -162,86 +162,20 @@ class _Reader:
         return ref
 
     def run(self, data: bytes) -> Any:
-        stack: list[Any] = []
-        marks: list[list[Any]] = []
-        memo: dict[int, Any] = {}
+        """The object ``data`` pickles, built by walking its opcodes: only those below are understood."""
+        self.stack: list[Any] = []
+        self.marks: list[list[Any]] = []
+        self.memo: dict[int, Any] = {}
         try:
-            ops = pickletools.genops(data)
-            for count, (op, arg, _pos) in enumerate(ops):
+            for count, (op, arg, _pos) in enumerate(pickletools.genops(data)):
                 if count > _MAX_OPS:
                     raise TensorFormatError(f"more than {_MAX_OPS:,} pickle operations")
                 name = op.name
-                if name in ("PROTO", "FRAME"):
-                    continue
                 if name == "STOP":
-                    if len(stack) != 1 or marks:
+                    if len(self.stack) != 1 or self.marks:
                         raise TensorFormatError("a pickle that does not end with one object")
-                    return stack.pop()
-                if name == "MARK":
-                    marks.append(stack)
-                    stack = []
-                elif name in ("NONE", "NEWTRUE", "NEWFALSE"):
-                    stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
-                elif name in ("BININT", "BININT1", "BININT2", "LONG1", "BINFLOAT"):
-                    if isinstance(arg, int) and abs(arg) > 1 << 64:
-                        raise TensorFormatError("an integer beyond 64 bits")
-                    stack.append(arg)
-                elif name in ("BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"):
-                    if not isinstance(arg, str) or len(arg) > _MAX_STR:
-                        raise TensorFormatError("a string longer than 64 KiB")
-                    stack.append(arg)
-                elif name in ("EMPTY_TUPLE", "EMPTY_LIST", "EMPTY_DICT"):
-                    stack.append({"EMPTY_TUPLE": (), "EMPTY_LIST": [], "EMPTY_DICT": {}}[name])
-                elif name in ("TUPLE", "LIST", "DICT"):
-                    items, stack = stack, marks.pop()
-                    if name == "DICT":
-                        stack.append(self._pairs({}, items))
-                    else:
-                        stack.append(tuple(items) if name == "TUPLE" else list(items))
-                elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-                    n = int(name[-1])
-                    if len(stack) < n:
-                        raise TensorFormatError("a short stack")
-                    items = stack[-n:]
-                    del stack[-n:]
-                    stack.append(tuple(items))
-                elif name == "APPEND":
-                    value = stack.pop()
-                    self._list(stack[-1]).append(value)
-                elif name == "APPENDS":
-                    items, stack = stack, marks.pop()
-                    self._list(stack[-1]).extend(items)
-                elif name == "SETITEM":
-                    value, key = stack.pop(), stack.pop()
-                    self._pairs(stack[-1], [key, value])
-                elif name == "SETITEMS":
-                    items, stack = stack, marks.pop()
-                    self._pairs(stack[-1], items)
-                elif name in ("BINPUT", "LONG_BINPUT"):
-                    memo[int(arg)] = stack[-1]  # type: ignore[arg-type]
-                elif name == "MEMOIZE":
-                    memo[len(memo)] = stack[-1]
-                elif name in ("BINGET", "LONG_BINGET"):
-                    stack.append(memo[int(arg)])  # type: ignore[arg-type]
-                elif name == "GLOBAL":
-                    stack.append(self._global(*str(arg).split(" ", 1)))
-                elif name == "STACK_GLOBAL":
-                    qual, module = stack.pop(), stack.pop()
-                    stack.append(self._global(str(module), str(qual)))
-                elif name == "BINPERSID":
-                    stack.append(self.storage(stack.pop()))
-                elif name == "REDUCE":
-                    args, func = stack.pop(), stack.pop()
-                    if not isinstance(func, _Global) or func.name not in _CALLABLES or not isinstance(args, tuple):
-                        raise TensorFormatError(f"a pickle that calls {getattr(func, 'name', type(func).__name__)}", unsafe=True)
-                    stack.append(_CALLABLES[func.name](*args))
-                elif name == "BUILD":
-                    state = stack.pop()
-                    # a state dict's ``_metadata`` (module versions) is the one state torch.save sets: ignored
-                    metadata_only = isinstance(state, dict) and set(state) <= {"_metadata"} and isinstance(stack[-1], dict)
-                    if state not in (None, {}, ()) and not metadata_only:
-                        raise TensorFormatError("a pickle that sets an object's state", unsafe=True)
-                else:
+                    return self.stack.pop()
+                if not (name in ("PROTO", "FRAME") or self._value(name, arg) or self._container(name) or self._act(name, arg)):
                     raise TensorFormatError(f"the pickle operation {name}", unsafe=True)
         except (IndexError, KeyError, TypeError) as exc:
             raise TensorFormatError(f"a malformed pickle ({type(exc).__name__})") from exc
@@ -250,6 +184,86 @@ class _Reader:
                 raise
             raise TensorFormatError(f"a malformed pickle ({exc})") from exc
         raise TensorFormatError("a pickle with no STOP")
+
+    def _value(self, name: str, arg: Any) -> bool:
+        """Constants, numbers (64 bits at most) and strings (64 KiB at most); False: not one of these."""
+        if name in ("NONE", "NEWTRUE", "NEWFALSE"):
+            self.stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
+        elif name in ("BININT", "BININT1", "BININT2", "LONG1", "BINFLOAT"):
+            if isinstance(arg, int) and abs(arg) > 1 << 64:
+                raise TensorFormatError("an integer beyond 64 bits")
+            self.stack.append(arg)
+        elif name in ("BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"):
+            if not isinstance(arg, str) or len(arg) > _MAX_STR:
+                raise TensorFormatError("a string longer than 64 KiB")
+            self.stack.append(arg)
+        elif name in ("EMPTY_TUPLE", "EMPTY_LIST", "EMPTY_DICT"):
+            self.stack.append({"EMPTY_TUPLE": (), "EMPTY_LIST": [], "EMPTY_DICT": {}}[name])
+        else:
+            return False
+        return True
+
+    def _container(self, name: str) -> bool:
+        """Tuples, lists and dicts, built from marks or the stack; False: not one of these."""
+        if name == "MARK":
+            self.marks.append(self.stack)
+            self.stack = []
+        elif name in ("TUPLE", "LIST", "DICT"):
+            items, self.stack = self.stack, self.marks.pop()
+            self.stack.append(self._pairs({}, items) if name == "DICT" else tuple(items) if name == "TUPLE" else list(items))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            if len(self.stack) < n:
+                raise TensorFormatError("a short stack")
+            items = self.stack[-n:]
+            del self.stack[-n:]
+            self.stack.append(tuple(items))
+        elif name == "APPEND":
+            value = self.stack.pop()
+            self._list(self.stack[-1]).append(value)
+        elif name == "APPENDS":
+            items, self.stack = self.stack, self.marks.pop()
+            self._list(self.stack[-1]).extend(items)
+        elif name == "SETITEM":
+            value, key = self.stack.pop(), self.stack.pop()
+            self._pairs(self.stack[-1], [key, value])
+        elif name == "SETITEMS":
+            items, self.stack = self.stack, self.marks.pop()
+            self._pairs(self.stack[-1], items)
+        else:
+            return False
+        return True
+
+    def _act(self, name: str, arg: Any) -> bool:
+        """The memo, globals (an allowlist), storages, the four rebuild calls, and the one state torch.save sets."""
+        stack = self.stack
+        if name in ("BINPUT", "LONG_BINPUT"):
+            self.memo[int(arg)] = stack[-1]
+        elif name == "MEMOIZE":
+            self.memo[len(self.memo)] = stack[-1]
+        elif name in ("BINGET", "LONG_BINGET"):
+            stack.append(self.memo[int(arg)])
+        elif name == "GLOBAL":
+            stack.append(self._global(*str(arg).split(" ", 1)))
+        elif name == "STACK_GLOBAL":
+            qual, module = stack.pop(), stack.pop()
+            stack.append(self._global(str(module), str(qual)))
+        elif name == "BINPERSID":
+            stack.append(self.storage(stack.pop()))
+        elif name == "REDUCE":
+            args, func = stack.pop(), stack.pop()
+            if not isinstance(func, _Global) or func.name not in _CALLABLES or not isinstance(args, tuple):
+                raise TensorFormatError(f"a pickle that calls {getattr(func, 'name', type(func).__name__)}", unsafe=True)
+            stack.append(_CALLABLES[func.name](*args))
+        elif name == "BUILD":
+            state = stack.pop()
+            # a state dict's ``_metadata`` (module versions) is the one state torch.save sets: ignored
+            metadata_only = isinstance(state, dict) and set(state) <= {"_metadata"} and isinstance(stack[-1], dict)
+            if state not in (None, {}, ()) and not metadata_only:
+                raise TensorFormatError("a pickle that sets an object's state", unsafe=True)
+        else:
+            return False
+        return True
 
     @staticmethod
     def _global(module: str, qualname: str) -> _Global:
