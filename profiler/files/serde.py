@@ -40,31 +40,14 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def from_jsonable(tp: Any, data: Any) -> Any:
+    """``data`` (parsed JSON) as type ``tp``: unions (the first member that accepts it), dataclasses (every field
+    without a default present), tuples, lists, dicts, enums and scalars, each checked exactly."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if data is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        if len(non_none) == 1:
-            return from_jsonable(non_none[0], data)
-        for a in non_none:  # first that accepts it
-            try:
-                return from_jsonable(a, data)
-            except (TypeError, ValueError, KeyError):
-                continue
-        raise ValueError(f"{data!r} fits none of {tp}")
+        return _union(tp, args, data)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(data, dict):
-            raise TypeError(f"expected an object for {tp.__name__}, got {type(data).__name__}")
-        hints = _hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in data:
-                kwargs[f.name] = from_jsonable(hints[f.name], data[f.name])
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise KeyError(f"{tp.__name__}.{f.name} is missing")
-        return tp(**kwargs)
+        return _dataclass(tp, data)
     if origin in (tuple, list) and not isinstance(data, list):
         raise TypeError(f"expected a list, got {type(data).__name__}")
     if origin is dict and not isinstance(data, dict):
@@ -79,6 +62,37 @@ def from_jsonable(tp: Any, data: Any) -> Any:
         return {from_jsonable(args[0], k): from_jsonable(args[1], v) for k, v in data.items()}
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return tp(data)
+    return _scalar(tp, data)
+
+
+def _union(tp: Any, args: tuple, data: Any) -> Any:
+    if data is None and type(None) in args:
+        return None
+    non_none = [a for a in args if a is not type(None)]
+    if len(non_none) == 1:
+        return from_jsonable(non_none[0], data)
+    for a in non_none:  # first that accepts it
+        try:
+            return from_jsonable(a, data)
+        except (TypeError, ValueError, KeyError):
+            continue
+    raise ValueError(f"{data!r} fits none of {tp}")
+
+
+def _dataclass(tp: type, data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise TypeError(f"expected an object for {tp.__name__}, got {type(data).__name__}")
+    hints = _hints(tp)
+    kwargs = {}
+    for f in dataclasses.fields(tp):
+        if f.name in data:
+            kwargs[f.name] = from_jsonable(hints[f.name], data[f.name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise KeyError(f"{tp.__name__}.{f.name} is missing")
+    return tp(**kwargs)
+
+
+def _scalar(tp: Any, data: Any) -> Any:
     if tp is float:
         if data is None:
             return math.nan

@@ -110,6 +110,27 @@ def _kind(tp: Any) -> tuple[str, Any, Any]:
     return "plain", tp, None
 
 
+def _scalar(kind: str, tp: Any, item: Any, data: Any, where: str) -> Any:
+    """An enum member, a boolean, a 64-bit integer or a float (JSON's Infinity and NaN included), exactly."""
+    if kind == "enum":
+        if type(data) is not int or data not in item:
+            raise ProgramError(where, f"{data!r} is not a {tp.__name__}", unsafe=False)
+        return data
+    if tp is bool:
+        if type(data) is not bool:
+            raise ProgramError(where, f"{data!r} is not a boolean", unsafe=False)
+        return data
+    if tp is int:
+        if type(data) is not int or abs(data) > 1 << 64:
+            raise ProgramError(where, f"{str(data)[:40]!r} is not a 64-bit integer", unsafe=False)
+        return data
+    if tp is float:
+        if data in ("Infinity", "-Infinity", "NaN") or type(data) in (int, float):
+            return float(data)
+        raise ProgramError(where, f"{str(data)[:40]!r} is not a number", unsafe=False)
+    raise ProgramError(where, f"an unsupported schema type {tp}", unsafe=False)
+
+
 class _Walker:
     def __init__(self) -> None:
         self.notes: list[str] = []
@@ -119,65 +140,55 @@ class _Walker:
         if kind == "optional":
             return None if data is None else self.value(item, data, where, owner, field)
         if kind == "list":
-            if not isinstance(data, list) or len(data) > _MAX_LIST:
-                raise ProgramError(where, f"a {type(data).__name__} where a list was expected", unsafe=False)
-            if (owner, field) == ("ModuleCallSignature", "forward_arg_names"):
-                return [ident(v, f"{where}[{i}]") for i, v in enumerate(data)]
-            if (owner, field) == ("ExportedProgram", "guards_code"):
-                return []  # input guards are code: never executed here (LayerScope checks input shapes itself)
-            if (owner, field) == ("ExportedProgram", "verifiers"):
-                if not all(isinstance(v, str) and v in _DIALECTS for v in data):
-                    raise ProgramError(where, f"a dialect {data!r} LayerScope does not open", unsafe=False)
-                return list(data)
-            if (owner, field) == ("Argument", "as_strings"):
-                return [checked_text(v, f"{where}[{i}]", 256) for i, v in enumerate(data)]
-            return [self.value(item, v, f"{where}[{i}]") for i, v in enumerate(data)]
+            return self.list_value(item, data, where, owner, field)
         if kind == "dict":
-            if not isinstance(data, dict):
-                raise ProgramError(where, f"a {type(data).__name__} where an object was expected", unsafe=False)
-            if (owner, field) == ("Node", "metadata"):
-                return checked_metadata(data, where)
-            if (owner, field) == ("GraphModule", "metadata"):
-                unknown = set(data) - DROPPED_META
-                if unknown:
-                    raise ProgramError(where, f"program metadata {sorted(unknown)[:3]} LayerScope does not know", unsafe=False)
-                return {}
-            if (owner, field) == ("Graph", "custom_obj_values") and data:
-                raise ProgramError(where, _REFUSED["CustomObjArgument"])
-            out = {}
-            for k, v in data.items():
-                at = f"{where}[{str(k)[:40]!r}]"
-                if (owner, field) in _NAME_KEYS:
-                    key = ident(k, at)
-                elif (owner, field) == ("ExportedProgram", "range_constraints"):
-                    key = checked_expr(k, at)
-                elif (owner, field) == ("GraphModule", "treespec_namedtuple_fields"):
-                    key = ident(k, at, dotted=True)
-                else:
-                    key = checked_text(k, at, 256)
-                out[key] = self.value(item, v, at)
-            return out
-        if kind == "enum":
-            if type(data) is not int or data not in item:
-                raise ProgramError(where, f"{data!r} is not a {tp.__name__}", unsafe=False)
-            return data
-        if tp is bool:
-            if type(data) is not bool:
-                raise ProgramError(where, f"{data!r} is not a boolean", unsafe=False)
-            return data
-        if tp is int:
-            if type(data) is not int or abs(data) > 1 << 64:
-                raise ProgramError(where, f"{str(data)[:40]!r} is not a 64-bit integer", unsafe=False)
-            return data
-        if tp is float:
-            if data in ("Infinity", "-Infinity", "NaN") or type(data) in (int, float):
-                return float(data)
-            raise ProgramError(where, f"{str(data)[:40]!r} is not a number", unsafe=False)
-        if tp is str:
-            return self.string(data, where, owner, field)
+            return self.dict_value(item, data, where, owner, field)
         if kind == "record":
             return self.record(tp, data, where)
-        raise ProgramError(where, f"an unsupported schema type {tp}", unsafe=False)
+        if tp is str:
+            return self.string(data, where, owner, field)
+        return _scalar(kind, tp, item, data, where)
+
+    def list_value(self, item: Any, data: Any, where: str, owner: str, field: str) -> list:
+        if not isinstance(data, list) or len(data) > _MAX_LIST:
+            raise ProgramError(where, f"a {type(data).__name__} where a list was expected", unsafe=False)
+        if (owner, field) == ("ModuleCallSignature", "forward_arg_names"):
+            return [ident(v, f"{where}[{i}]") for i, v in enumerate(data)]
+        if (owner, field) == ("ExportedProgram", "guards_code"):
+            return []  # input guards are code: never executed here (LayerScope checks input shapes itself)
+        if (owner, field) == ("ExportedProgram", "verifiers"):
+            if not all(isinstance(v, str) and v in _DIALECTS for v in data):
+                raise ProgramError(where, f"a dialect {data!r} LayerScope does not open", unsafe=False)
+            return list(data)
+        if (owner, field) == ("Argument", "as_strings"):
+            return [checked_text(v, f"{where}[{i}]", 256) for i, v in enumerate(data)]
+        return [self.value(item, v, f"{where}[{i}]") for i, v in enumerate(data)]
+
+    def dict_value(self, item: Any, data: Any, where: str, owner: str, field: str) -> dict:
+        if not isinstance(data, dict):
+            raise ProgramError(where, f"a {type(data).__name__} where an object was expected", unsafe=False)
+        if (owner, field) == ("Node", "metadata"):
+            return checked_metadata(data, where)
+        if (owner, field) == ("GraphModule", "metadata"):
+            unknown = set(data) - DROPPED_META
+            if unknown:
+                raise ProgramError(where, f"program metadata {sorted(unknown)[:3]} LayerScope does not know", unsafe=False)
+            return {}
+        if (owner, field) == ("Graph", "custom_obj_values") and data:
+            raise ProgramError(where, _REFUSED["CustomObjArgument"])
+        out = {}
+        for k, v in data.items():
+            at = f"{where}[{str(k)[:40]!r}]"
+            if (owner, field) in _NAME_KEYS:
+                key = ident(k, at)
+            elif (owner, field) == ("ExportedProgram", "range_constraints"):
+                key = checked_expr(k, at)
+            elif (owner, field) == ("GraphModule", "treespec_namedtuple_fields"):
+                key = ident(k, at, dotted=True)
+            else:
+                key = checked_text(k, at, 256)
+            out[key] = self.value(item, v, at)
+        return out
 
     def string(self, data: Any, where: str, owner: str, field: str) -> str:
         key = (owner, field)
