@@ -9,6 +9,7 @@ import dataclasses
 import re
 import types
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,63 +62,78 @@ def source_map(model, graph: LayerGraph | None) -> dict[str, OnnxNodeSource]:
     nodes = list(model.graph.node)
     if graph is None:
         return {n.name: OnnxNodeSource(n.name, n.op_type, (), MatchHow.ONNX_NODE) for n in nodes}
-    by_path: dict[str, list[str]] = collections.defaultdict(list)  # module path -> layer ids by call
-    functional: dict[str, list[str]] = collections.defaultdict(list)  # parent path -> functional layer ids
-    for layer in graph:
-        if layer.module_path is not None:
-            by_path[layer.module_path].append(layer.id)
-        else:
-            functional[layer.parents[-1] if layer.parents else ""].append(layer.id)
-    known = set(by_path) | {p for layer in graph for p in layer.parents}  # every module path the graph knows
-    call_seen: dict[str, list[str]] = collections.defaultdict(list)  # module path -> fx node names seen
-    func_used: dict[str, str] = {}  # exported fx node name (scoped) -> layer id
-    taken: set[str] = set()
+    match = _Matcher(graph)
     out: dict[str, OnnxNodeSource] = {}
     for n in nodes:
         meta = _meta(n)
         scopes = _scopes(meta)
-        line = _user_line(meta)
         layer_ids: tuple[str, ...] = ()
         how = MatchHow.UNMAPPED
         if scopes and len(scopes) >= 2:
-            fx_name, path = scopes[-1], scopes[-2]
-            if path in by_path:  # a leaf module call
-                calls = call_seen[path]
-                if fx_name not in calls:
-                    calls.append(fx_name)
-                ids = by_path[path]
-                layer_ids, how = (ids[min(calls.index(fx_name), len(ids) - 1)],), MatchHow.SCOPE
-                if "FuseBatchNormInto" in meta.get("pkg.onnxscript.rewriter.rule_name", ""):
-                    feeders = [p for p in graph.predecessors(layer_ids[0])
-                               if graph[p].op_kind in ("conv", "conv_transpose", "linear")]
-                    layer_ids = tuple(feeders) + layer_ids
-            else:  # a functional op inside module `path`
-                key = f"{path}/{fx_name}"
-                if key not in func_used:
-                    kind = _fx_kind(meta)
-                    cands = [c for c in functional.get(path, []) if c not in taken]
-                    match = [c for c in cands if graph[c].op_kind == kind]
-                    match = match or [c for c in cands if graph[c].op_kind in _KIND_ALIASES.get(kind, ())]
-                    if match:
-                        func_used[key] = match[0]
-                        taken.add(match[0])
-                if key in func_used:
-                    layer_ids, how = (func_used[key],), MatchHow.KIND_ORDER
+            layer_ids, how = match.scoped(scopes[-1], scopes[-2], meta)
         elif n.name.startswith("/"):  # TorchScript exporter: /layer1/layer1.0/conv1/Conv, /encoder/block.0/layer.1/wo/MatMul
-            scoped = _scope_path([p for p in n.name.split("/")[1:-1] if p], known)
-            if scoped is not None and scoped in by_path:
-                layer_ids, how = (by_path[scoped][0],), MatchHow.SCOPE
-            elif n.op_type in _ONNX_OP_KINDS:  # a functional op inside module `scoped` (or the top level): kind, then order
-                kinds = _ONNX_OP_KINDS[n.op_type]
-                match = [c for c in functional.get(scoped or "", []) if c not in taken and graph[c].op_kind in kinds]
-                if match:
-                    taken.add(match[0])
-                    layer_ids, how = (match[0],), MatchHow.KIND_ORDER
-        out[n.name] = OnnxNodeSource(n.name, n.op_type, layer_ids, how, line, tuple(scopes or ()),
+            layer_ids, how = match.torchscript(n)
+        out[n.name] = OnnxNodeSource(n.name, n.op_type, layer_ids, how, _user_line(meta), tuple(scopes or ()),
                                      meta.get("pkg.torch.onnx.class_hierarchy", ""), meta.get("pkg.torch.onnx.fx_node", ""),
                                      meta.get("pkg.onnxscript.rewriter.rule_name", ""))
     _fill_nearest(nodes, out)
     return out
+
+
+class _Matcher:
+    """ONNX node -> layer ids: module calls by scope (told apart by call order), functional ops by parent
+    module, kind and order, each functional layer taken once."""
+
+    def __init__(self, graph: LayerGraph) -> None:
+        self.graph = graph
+        self.by_path: dict[str, list[str]] = collections.defaultdict(list)  # module path -> layer ids by call
+        self.functional: dict[str, list[str]] = collections.defaultdict(list)  # parent path -> functional layer ids
+        for layer in graph:
+            if layer.module_path is not None:
+                self.by_path[layer.module_path].append(layer.id)
+            else:
+                self.functional[layer.parents[-1] if layer.parents else ""].append(layer.id)
+        self.known = set(self.by_path) | {p for layer in graph for p in layer.parents}  # every module path the graph knows
+        self.call_seen: dict[str, list[str]] = collections.defaultdict(list)  # module path -> fx node names seen
+        self.func_used: dict[str, str] = {}  # exported fx node name (scoped) -> layer id
+        self.taken: set[str] = set()
+
+    def scoped(self, fx_name: str, path: str, meta: dict[str, str]) -> tuple[tuple[str, ...], MatchHow]:
+        """A node of the dynamo exporter, by its name scopes: a leaf module call, or a functional op inside ``path``."""
+        graph = self.graph
+        if path in self.by_path:  # a leaf module call
+            calls = self.call_seen[path]
+            if fx_name not in calls:
+                calls.append(fx_name)
+            ids = self.by_path[path]
+            layer_ids: tuple[str, ...] = (ids[min(calls.index(fx_name), len(ids) - 1)],)
+            if "FuseBatchNormInto" in meta.get("pkg.onnxscript.rewriter.rule_name", ""):
+                feeders = [p for p in graph.predecessors(layer_ids[0]) if graph[p].op_kind in ("conv", "conv_transpose", "linear")]
+                layer_ids = tuple(feeders) + layer_ids
+            return layer_ids, MatchHow.SCOPE
+        key = f"{path}/{fx_name}"
+        if key not in self.func_used:
+            kind = _fx_kind(meta)
+            cands = [c for c in self.functional.get(path, []) if c not in self.taken]
+            match = [c for c in cands if graph[c].op_kind == kind]
+            match = match or [c for c in cands if graph[c].op_kind in _KIND_ALIASES.get(kind, ())]
+            if match:
+                self.func_used[key] = match[0]
+                self.taken.add(match[0])
+        return ((self.func_used[key],), MatchHow.KIND_ORDER) if key in self.func_used else ((), MatchHow.UNMAPPED)
+
+    def torchscript(self, n: Any) -> tuple[tuple[str, ...], MatchHow]:
+        """A node of the TorchScript exporter, by the module path in its name, else by kind and order."""
+        scoped = _scope_path([p for p in n.name.split("/")[1:-1] if p], self.known)
+        if scoped is not None and scoped in self.by_path:
+            return (self.by_path[scoped][0],), MatchHow.SCOPE
+        if n.op_type in _ONNX_OP_KINDS:  # a functional op inside module `scoped` (or the top level): kind, then order
+            kinds = _ONNX_OP_KINDS[n.op_type]
+            match = [c for c in self.functional.get(scoped or "", []) if c not in self.taken and self.graph[c].op_kind in kinds]
+            if match:
+                self.taken.add(match[0])
+                return (match[0],), MatchHow.KIND_ORDER
+        return (), MatchHow.UNMAPPED
 
 
 _VIEWS = frozenset({"view"})
