@@ -62,36 +62,7 @@ class MainWindow(QMainWindow):
         self.totals_view = TotalsView(self.state)
         self.ranges = RangesView(self.state)
         self.tradeoffs = TradeoffView(self.state, self.controller)
-        # every dock can be dragged, floated or closed (View menu)
-        layers_dock = self._dock("Layers", self.table, Qt.DockWidgetArea.BottomDockWidgetArea)
-        totals_dock = self._dock("Totals", self.totals_view, Qt.DockWidgetArea.BottomDockWidgetArea)
-        ranges_dock = self._dock("Activation ranges", self.ranges, Qt.DockWidgetArea.BottomDockWidgetArea)
-        compiled_dock = self._dock("Compiled ops (ONNX Runtime)", self.compiled, Qt.DockWidgetArea.BottomDockWidgetArea)
-        tradeoff_dock = self._dock("Trade-offs", self.tradeoffs, Qt.DockWidgetArea.BottomDockWidgetArea)
-        if self.width() >= 1600:  # room for two tables: layers (and ranges) beside totals (and compiled ops)
-            self.splitDockWidget(layers_dock, totals_dock, Qt.Orientation.Horizontal)
-            self.tabifyDockWidget(layers_dock, ranges_dock)
-            self.tabifyDockWidget(totals_dock, compiled_dock)
-            self.tabifyDockWidget(totals_dock, tradeoff_dock)
-        else:  # a laptop screen: one tab group; View → "Compiled ops beside layers" splits it
-            for d in (totals_dock, ranges_dock, compiled_dock, tradeoff_dock):
-                self.tabifyDockWidget(layers_dock, d)
-        self.ranges_dock, self.compiled_dock, self.totals_dock, self.layers_dock = ranges_dock, compiled_dock, totals_dock, layers_dock
-        self.tradeoff_dock = tradeoff_dock
-        totals_dock.raise_()
-        layers_dock.raise_()
-        # the right column (roofline, compress/details) runs the full height; the tables sit under the graph
-        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-        roofline_dock = self._dock("Roofline", self.roofline, Qt.DockWidgetArea.RightDockWidgetArea)
-        details_dock = self._dock("Layer details", self.details, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.compression = CompressionPanel(self.state, self.controller)
-        scroll = QScrollArea()
-        scroll.setWidget(self.compression)
-        scroll.setWidgetResizable(True)
-        compress_dock = self._dock("Compress", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(details_dock, compress_dock)
-        compress_dock.raise_()
-        self._docks = (layers_dock, totals_dock, roofline_dock, compress_dock)
+        self._arrange_docks()
         self._fit_docks()
         self.totals = QElidingLabel("Open a model (File → Open model…)")
         self.totals.setElideMode(Qt.TextElideMode.ElideRight)
@@ -126,6 +97,40 @@ class MainWindow(QMainWindow):
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
         return dock
+
+    def _arrange_docks(self) -> None:
+        """The tables under the graph (side by side on a wide screen, tabbed on a laptop's), the roofline and
+        the compression panel in the right column."""
+        # every dock can be dragged, floated or closed (View menu)
+        layers_dock = self._dock("Layers", self.table, Qt.DockWidgetArea.BottomDockWidgetArea)
+        totals_dock = self._dock("Totals", self.totals_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+        ranges_dock = self._dock("Activation ranges", self.ranges, Qt.DockWidgetArea.BottomDockWidgetArea)
+        compiled_dock = self._dock("Compiled ops (ONNX Runtime)", self.compiled, Qt.DockWidgetArea.BottomDockWidgetArea)
+        tradeoff_dock = self._dock("Trade-offs", self.tradeoffs, Qt.DockWidgetArea.BottomDockWidgetArea)
+        if self.width() >= 1600:  # room for two tables: layers (and ranges) beside totals (and compiled ops)
+            self.splitDockWidget(layers_dock, totals_dock, Qt.Orientation.Horizontal)
+            self.tabifyDockWidget(layers_dock, ranges_dock)
+            self.tabifyDockWidget(totals_dock, compiled_dock)
+            self.tabifyDockWidget(totals_dock, tradeoff_dock)
+        else:  # a laptop screen: one tab group; View → "Compiled ops beside layers" splits it
+            for d in (totals_dock, ranges_dock, compiled_dock, tradeoff_dock):
+                self.tabifyDockWidget(layers_dock, d)
+        self.ranges_dock, self.compiled_dock, self.totals_dock, self.layers_dock = ranges_dock, compiled_dock, totals_dock, layers_dock
+        self.tradeoff_dock = tradeoff_dock
+        totals_dock.raise_()
+        layers_dock.raise_()
+        # the right column (roofline, compress/details) runs the full height; the tables sit under the graph
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        roofline_dock = self._dock("Roofline", self.roofline, Qt.DockWidgetArea.RightDockWidgetArea)
+        details_dock = self._dock("Layer details", self.details, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.compression = CompressionPanel(self.state, self.controller)
+        scroll = QScrollArea()
+        scroll.setWidget(self.compression)
+        scroll.setWidgetResizable(True)
+        compress_dock = self._dock("Compress", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(details_dock, compress_dock)
+        compress_dock.raise_()
+        self._docks = (layers_dock, totals_dock, roofline_dock, compress_dock)
 
     def _show_tradeoffs(self, _sweep: object) -> None:
         self.tradeoff_dock.show()

@@ -39,6 +39,23 @@ class RangesView(QWidget):
         lv.addWidget(QLabel("<b>Diagnostics</b> (worst first; click to select the culprit)"))
         lv.addWidget(self.diag_list)
 
+        self._sqnr_plot()
+        right = self._layer_panel()
+
+        self.split = split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(self.sqnr_plot)
+        split.addWidget(right)
+        for k, stretch in enumerate((2, 3, 4)):
+            split.setStretchFactor(k, stretch)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(split)
+        state.analysisChanged.connect(self._on_analysis)
+        state.selectionChanged.connect(self._on_selection)
+
+    def _sqnr_plot(self) -> None:
+        """Output SQNR per layer along depth, with the broken-layer threshold and the selected bar."""
         self.sqnr_plot = pg.PlotWidget(background="w")
         self.sqnr_plot.setLabel("bottom", "layer, in execution order")
         self.sqnr_plot.setLabel("left", "output SQNR (dB)")
@@ -53,6 +70,8 @@ class RangesView(QWidget):
         self.sqnr_plot.scene().sigMouseClicked.connect(self._on_depth_click)
         self.sqnr_plot.scene().sigMouseMoved.connect(self._on_depth_hover)
 
+    def _layer_panel(self) -> QWidget:
+        """The selected layer: reference vs candidate histograms, per-channel ranges, and what they say."""
         self.hist = pg.PlotWidget(background="w")
         self.hist.setLabel("bottom", "activation value")
         self.hist.setLabel("left", "count")
@@ -91,18 +110,7 @@ class RangesView(QWidget):
         rv.addWidget(self.hist, 3)
         rv.addWidget(self.channels, 2)
         rv.addWidget(self.caption)
-
-        self.split = split = QSplitter()
-        split.addWidget(left)
-        split.addWidget(self.sqnr_plot)
-        split.addWidget(right)
-        for k, stretch in enumerate((2, 3, 4)):
-            split.setStretchFactor(k, stretch)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(split)
-        state.analysisChanged.connect(self._on_analysis)
-        state.selectionChanged.connect(self._on_selection)
+        return right
 
     # ------------------------------------------------------------------ data
     def _on_analysis(self, analysis) -> None:

@@ -94,24 +94,7 @@ class RooflineView(QWidget):
             pb.append(pt.bound)
             self.ids.append(row.layer.id)
         self.id_index = {lid: i for i, lid in enumerate(self.ids)}
-        xs = [v[0] for v in self.xy.values()] or [ridge]
-        lo, hi = min(min(xs), ridge) / 4, max(max(xs), ridge) * 4
-        x = np.logspace(np.log10(lo), np.log10(hi), 200)
-        self.roof.setData(np.log10(x), np.log10(hw.roof_gflops(x, dtype)))
-        slower = hw.slower_roof(x, dtype)
-        if slower is not None:
-            name, xs_alt, ys_alt = slower
-            self.roof_alt.setData(np.log10(xs_alt), np.log10(ys_alt))
-            self.roof_alt_label.setText(f"{name} {hw.bandwidths_gbs[name]:.0f} GB/s" if len(xs_alt) else "")
-            if len(xs_alt):
-                k = len(xs_alt) // 3
-                self.roof_alt_label.setPos(np.log10(xs_alt[k]), np.log10(ys_alt[k]))
-        else:
-            self.roof_alt.setData([], [])
-            self.roof_alt_label.setText("")
-        self.ridge.setData([{"pos": (np.log10(ridge), np.log10(peak))}])
-        self.ridge_label.setText(f"ridge {ridge:.1f} FLOP/B\n{peak:.0f} GFLOP/s, {hw.bandwidth_gbs:.0f} GB/s")
-        self.ridge_label.setPos(np.log10(ridge), np.log10(peak))
+        self._draw_roof(p, [v[0] for v in self.xy.values()] or [ridge])
         lx, ly, bounds = np.log10(np.array(px, dtype=float)), np.log10(np.array(py, dtype=float)), np.array(pb, dtype=object)
         for b, item in self.scatters.items():
             idx = np.flatnonzero(bounds == b) if len(bounds) else np.zeros(0, dtype=int)
@@ -130,6 +113,31 @@ class RooflineView(QWidget):
             + (f" ⚠ {warning}" if (warning := p.roof_warning()) else "")
         )
         self.plot.getViewBox().autoRange()
+
+    def _draw_roof(self, p: Profile, intensities: list[float]) -> None:
+        """The roof over the plotted intensities (a quarter below to four times above, the ridge included),
+        a second, lower memory roof when two bandwidths were measured, and the ridge point."""
+        hw, dtype = p.hardware, p.model.compute_dtype
+        peak = hw.peak_for(dtype)[0]
+        ridge = hw.ridge_point(dtype)
+        xs = intensities
+        lo, hi = min(min(xs), ridge) / 4, max(max(xs), ridge) * 4
+        x = np.logspace(np.log10(lo), np.log10(hi), 200)
+        self.roof.setData(np.log10(x), np.log10(hw.roof_gflops(x, dtype)))
+        slower = hw.slower_roof(x, dtype)
+        if slower is not None:
+            name, xs_alt, ys_alt = slower
+            self.roof_alt.setData(np.log10(xs_alt), np.log10(ys_alt))
+            self.roof_alt_label.setText(f"{name} {hw.bandwidths_gbs[name]:.0f} GB/s" if len(xs_alt) else "")
+            if len(xs_alt):
+                k = len(xs_alt) // 3
+                self.roof_alt_label.setPos(np.log10(xs_alt[k]), np.log10(ys_alt[k]))
+        else:
+            self.roof_alt.setData([], [])
+            self.roof_alt_label.setText("")
+        self.ridge.setData([{"pos": (np.log10(ridge), np.log10(peak))}])
+        self.ridge_label.setText(f"ridge {ridge:.1f} FLOP/B\n{peak:.0f} GFLOP/s, {hw.bandwidth_gbs:.0f} GB/s")
+        self.ridge_label.setPos(np.log10(ridge), np.log10(peak))
 
     def _on_compression(self, outcome) -> None:
         """Plot the compressed candidate's point for every layer the plan touched or changed."""

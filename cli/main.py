@@ -12,7 +12,7 @@ import dataclasses
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, JustifyMethod
 from rich.table import Table
@@ -249,21 +249,7 @@ def cmd_devices(_args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layerscope", description="Find the bottleneck layers of a PyTorch model.")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log what LayerScope decides to stderr; -vv: debug detail and each error's full cause")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("profile", help="profile every layer and print the ranked bottlenecks")
-    ModelRequest.add_arguments(p, static=True)
-    p.add_argument("--top", type=int, default=15, help="rows in the ranked table (default 15)")
-    p.add_argument("--json", help="write the full Profile as JSON")
-    p.add_argument("--csv", help="write one row per layer as CSV")
-    p.add_argument("--model-explorer", metavar="FOLDER", help=ME_HELP)
-    p.add_argument("--force", action="store_true", help=FORCE_HELP)
-    add_history_arguments(p)
-    p.set_defaults(func=cmd_profile)
+def _add_onnx_parser(sub: Any) -> None:
     o = sub.add_parser("onnx", help="export to ONNX, profile in ONNX Runtime, map compiled ops to source layers")
     o.add_argument("model", nargs="?", default=None, help=MODEL_HELP + " Or a plain .onnx file.")
     o.add_argument("--trust-file", action="store_true", help="load a .pt2 even if it asks to run code (see profile --help)")
@@ -284,6 +270,35 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--workdir", help="keep the exported .onnx, the optimised .onnx and the ORT trace in this folder "
                                     "(default: a scratch folder in LayerScope's cache, removed afterwards)")
     o.set_defaults(func=cmd_onnx)
+
+
+def _add_report_parser(sub: Any) -> None:
+    r = sub.add_parser("report", help="a saved profile as one self-contained HTML report (roofline, ranked table, totals)")
+    r.add_argument("profile", help="a profile JSON (profile --json, or the app's Save profile)")
+    r.add_argument("--compare", metavar="OTHER.json", help="another profile of the same model: compared layer by layer")
+    r.add_argument("--onnx", metavar="ONNX.json", help="`layerscope onnx --json` of the same model: the compiled ops and their coverage")
+    r.add_argument("--compress", metavar="COMPRESS.json", help="`layerscope compress --json`: size, latency and quality before/after, "
+                                                              "each layer's change, SQNR along depth and the diagnostics")
+    r.add_argument("-o", "--out", required=True, help="the HTML file to write")
+    r.set_defaults(func=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="layerscope", description="Find the bottleneck layers of a PyTorch model.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what LayerScope decides to stderr; -vv: debug detail and each error's full cause")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("profile", help="profile every layer and print the ranked bottlenecks")
+    ModelRequest.add_arguments(p, static=True)
+    p.add_argument("--top", type=int, default=15, help="rows in the ranked table (default 15)")
+    p.add_argument("--json", help="write the full Profile as JSON")
+    p.add_argument("--csv", help="write one row per layer as CSV")
+    p.add_argument("--model-explorer", metavar="FOLDER", help=ME_HELP)
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
+    add_history_arguments(p)
+    p.set_defaults(func=cmd_profile)
+    _add_onnx_parser(sub)
     c = sub.add_parser("calibrate", help="measure this machine's peak FLOP/s and bandwidth (cached)")
     c.add_argument("--device", default="cpu")
     c.add_argument("--size", type=int, default=2048, help="largest matmul size, 64 to 16384 (default 2048)")
@@ -299,14 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     add_sweep_parser(sub)
     add_history_parser(sub)
-    r = sub.add_parser("report", help="a saved profile as one self-contained HTML report (roofline, ranked table, totals)")
-    r.add_argument("profile", help="a profile JSON (profile --json, or the app's Save profile)")
-    r.add_argument("--compare", metavar="OTHER.json", help="another profile of the same model: compared layer by layer")
-    r.add_argument("--onnx", metavar="ONNX.json", help="`layerscope onnx --json` of the same model: the compiled ops and their coverage")
-    r.add_argument("--compress", metavar="COMPRESS.json", help="`layerscope compress --json`: size, latency and quality before/after, "
-                                                              "each layer's change, SQNR along depth and the diagnostics")
-    r.add_argument("-o", "--out", required=True, help="the HTML file to write")
-    r.set_defaults(func=cmd_report)
+    _add_report_parser(sub)
     sub.add_parser("zoo", help="list built-in models").set_defaults(func=cmd_zoo)
     sub.add_parser("devices", help="list shipped target-device profiles").set_defaults(func=cmd_devices)
     return parser
