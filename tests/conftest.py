@@ -49,6 +49,16 @@ def pi5():
 
 
 @pytest.fixture(scope="session")
+def tiny():
+    """tiny_cnn, its profile (2 runs after 1 warm-up, datasheet roof: no calibration) and that roof."""
+    from layerscope.profiler import drive, load_device_profile, load_model, profile_model
+
+    hw = load_device_profile("raspberry-pi-5")
+    loaded = load_model("tiny_cnn")
+    return loaded, drive(profile_model(loaded, hw, runs=2, warmup=1)), hw
+
+
+@pytest.fixture(scope="session")
 def tiny_profile():
     """tiny_cnn profiled against a datasheet roof (no calibration): 3 runs after 1 warm-up."""
     from layerscope.profiler import drive, load_device_profile, load_model, profile_model
@@ -69,23 +79,45 @@ def window(qtbot):
 
 @pytest.fixture
 def factory_py(tmp_path):
-    """A file.py of model factories a user might write: a small MLP, and a model whose forward raises."""
-    f = tmp_path / "factories.py"
+    """A file.py of model factories a user might write: one that raises (its line is 6: the error names it),
+    a branch on a tensor's value, a small MLP, NaN weights, and a model whose forward raises."""
+    f = tmp_path / "models.py"
     f.write_text(textwrap.dedent("""
         import torch
         from torch import nn
 
-        def mlp():
-            return nn.Sequential(nn.Linear(4, 3), nn.ReLU()), (torch.randn(2, 4),)
+        def raises():
+            raise RuntimeError("checkpoint missing")
 
-        class Raises(nn.Module):
+        class Branchy(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.l = nn.Linear(4, 4)
+            def forward(self, x):
+                if x.sum() > 0:
+                    return self.l(x)
+                return -self.l(x)
+
+        def branchy():
+            return Branchy(), (torch.randn(2, 4),)
+
+        def mlp():
+            return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), (torch.randn(2, 4),)
+
+        def nan_weights():
+            m = nn.Linear(4, 4)
+            with torch.no_grad():
+                m.weight[0, 0] = float("nan")
+            return m, (torch.randn(1, 4),)
+
+        class ForwardRaises(nn.Module):
             def __init__(self):
                 super().__init__()
                 self.fc = nn.Linear(4, 4)
             def forward(self, x):
                 raise ValueError("this forward always fails")
 
-        def raises():
-            return Raises(), (torch.randn(2, 4),)
+        def forward_raises():
+            return ForwardRaises(), (torch.randn(2, 4),)
     """))
     return f

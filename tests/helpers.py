@@ -33,3 +33,10 @@ def full_report(capsys, tmp_path, model: str, estimate: str, runs: int = 2):
     rc, _, err = run(capsys, "report", str(profile), "--onnx", str(onnx), "--compress", str(comp), "-o", str(out))
     assert rc == 0, err
     return profile, onnx, comp, out
+
+
+def plan_of(*specs, model=None):
+    """A CompressionPlan from (select, technique, params) tuples."""
+    from layerscope.profiler.compression import CompressionPlan, LayerSpec
+
+    return CompressionPlan(tuple(LayerSpec(*s) for s in specs), model=model)

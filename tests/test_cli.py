@@ -1,46 +1,11 @@
 import json
-import textwrap
 
 import pytest
 from helpers import run
 
 
-@pytest.fixture
-def models_py(tmp_path):
-    f = tmp_path / "models.py"
-    f.write_text(textwrap.dedent("""
-        import torch
-        from torch import nn
-
-        def raises():
-            raise RuntimeError("checkpoint missing")
-
-        class Branchy(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.l = nn.Linear(4, 4)
-            def forward(self, x):
-                if x.sum() > 0:
-                    return self.l(x)
-                return -self.l(x)
-
-        def branchy():
-            return Branchy(), (torch.randn(2, 4),)
-
-        def mlp():
-            return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), (torch.randn(2, 4),)
-
-        def nan_weights():
-            m = nn.Linear(4, 4)
-            with torch.no_grad():
-                m.weight[0, 0] = float("nan")
-            return m, (torch.randn(1, 4),)
-    """))
-    return f
-
-
-def test_profile_factory_file_with_json_and_csv(capsys, models_py, tmp_path):
-    rc, out, _ = run(capsys, "profile", f"{models_py}:mlp", "--runs", "2", "--hardware", "raspberry-pi-5",
+def test_profile_factory_file_with_json_and_csv(capsys, factory_py, tmp_path):
+    rc, out, _ = run(capsys, "profile", f"{factory_py}:mlp", "--runs", "2", "--hardware", "raspberry-pi-5",
                      "--json", str(tmp_path / "p.json"), "--csv", str(tmp_path / "p.csv"))
     assert rc == 0
     data = json.loads((tmp_path / "p.json").read_text())
@@ -71,9 +36,9 @@ def test_profile_factory_file_with_json_and_csv(capsys, models_py, tmp_path):
     (["{dir}/broken.pt2"], "is not a readable torch.export program"),
     (["tiny_cnn", "--hardware", "pi9"], "Unknown device profile 'pi9'"),
 ])
-def test_bad_inputs_give_clear_errors(capsys, models_py, tmp_path, argv, expected):
+def test_bad_inputs_give_clear_errors(capsys, factory_py, tmp_path, argv, expected):
     (tmp_path / "broken.pt2").write_text("not a zip")
-    argv = [a.format(models=models_py, dir=tmp_path) for a in argv]
+    argv = [a.format(models=factory_py, dir=tmp_path) for a in argv]
     rc, _, err = run(capsys, "profile", *argv, "--runs", "1")
     assert rc == 2
     assert expected in err
@@ -199,8 +164,8 @@ def test_compare_errors(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_compare_two_models_and_an_export_captured_model(capsys, models_py, tmp_path):
-    rc, out, _ = run(capsys, "compare", f"{models_py}:mlp", "--against", f"{models_py}:mlp", "--samples", "2")
+def test_compare_two_models_and_an_export_captured_model(capsys, factory_py, tmp_path):
+    rc, out, _ = run(capsys, "compare", f"{factory_py}:mlp", "--against", f"{factory_py}:mlp", "--samples", "2")
     assert rc == 0 and "exact everywhere" in out and "No range diagnostics." in out
     plan = tmp_path / "p.json"
     plan.write_text(json.dumps({"version": 1, "specs": [{"select": "type:Linear", "technique": "quantize", "params": {"bits": 8}}]}))
@@ -270,7 +235,7 @@ def test_compress_reports_the_diagnostics_the_app_shows(capsys, tmp_path):
         assert f"{k}. {d.kind.value} {d.message}" in text
 
 
-def test_quiet_by_default_verbose_logs_decisions_and_causes(capsys, models_py):
+def test_quiet_by_default_verbose_logs_decisions_and_causes(capsys, factory_py):
     from layerscope.profiler import ModelLoadError, load_model
 
     rc, _, err = run(capsys, "profile", "tiny_cnn", "--runs", "2", "--hardware", "raspberry-pi-5")
@@ -280,9 +245,9 @@ def test_quiet_by_default_verbose_logs_decisions_and_causes(capsys, models_py):
     assert "INFO layerscope.profiler.timing: timed" in err
     # a wrapped library error keeps its cause, and -v names it
     with pytest.raises(ModelLoadError) as e:
-        load_model(f"{models_py}:raises")
+        load_model(f"{factory_py}:raises")
     assert isinstance(e.value.__cause__, RuntimeError) and "checkpoint missing" in str(e.value.__cause__)
-    rc, _, err = run(capsys, "-v", "profile", f"{models_py}:raises")
+    rc, _, err = run(capsys, "-v", "profile", f"{factory_py}:raises")
     assert rc == 2 and "caused by RuntimeError: checkpoint missing" in err
     rc, _, err = run(capsys, "profile", "tiny_cnn", "--runs", "2", "--hardware", "raspberry-pi-5")
     assert "layerscope." not in err  # the handler went away with the command
