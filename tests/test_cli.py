@@ -139,15 +139,15 @@ def test_compare_float_vs_plan_and_two_plans(capsys, tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps({"version": 1, "specs": [{"select": "all", "technique": "quantize", "params": {"bits": 8}}]}))
     b.write_text(json.dumps({"version": 1, "specs": [{"select": "all", "technique": "quantize", "params": {"bits": 4}}]}))
-    rc, out, _ = run(capsys, "compare", "digits_cnn", "--plan", str(a), "--json", str(tmp_path / "c.json"))
+    rc, out, _ = run(capsys, "compare", "digits_cnn", "--plan", str(a), "--json", str(tmp_path / "c.json"), "--samples", "1")
     assert rc == 0 and "SQNR along depth:" in out and "First layer under 20 dB:" in out
     assert "quantized-output The output layer 'fc2'" in out
     data = json.loads((tmp_path / "c.json").read_text())
-    assert data["comparison"]["samples"] == 360 and data["diagnostics"][0]["kind"] == "quantized-output"
+    assert data["comparison"]["samples"] == 60 and data["diagnostics"][0]["kind"] == "quantized-output"
     first = data["summary"]["first_layer_under_threshold"]  # the printed "First layer under 20 dB:" line, as data
     assert f"First layer under 20 dB: {first['layer_id'] if first else 'none'}" in " ".join(out.split())
     assert data["summary"]["layers_compared"] == len(data["comparison"]["layers"])
-    rc, out, _ = run(capsys, "compare", "digits_cnn", "--plan", str(a), "--plan-b", str(b), "--threshold", "30")
+    rc, out, _ = run(capsys, "compare", "digits_cnn", "--plan", str(a), "--plan-b", str(b), "--threshold", "30", "--samples", "1")
     assert rc == 0 and "digits_cnn + a.json vs digits_cnn + b.json" in out
 
 
@@ -227,10 +227,10 @@ def test_compress_reports_the_diagnostics_the_app_shows(capsys, tmp_path):
 
     plan = tmp_path / "p.json"
     plan.write_text(json.dumps({"version": 1, "specs": [{"select": "all", "technique": "quantize", "params": {"bits": 8}}]}))
-    rc, out, _ = run(capsys, "compress", "digits_cnn", "--plan", str(plan), "--runs", "1", "--hardware", "raspberry-pi-5")
+    rc, out, _ = run(capsys, "compress", "digits_cnn", "--plan", str(plan), "--runs", "1", "--hardware", "raspberry-pi-5", "--samples", "1")
     text = " ".join(out.split())
-    result = drive(compress_job(ModelRequest("digits_cnn", runs=1, hardware="raspberry-pi-5"), CompressionPlan.load(plan)))
-    assert rc == 0 and result.diagnostics and "Activations (360 sample(s)): SQNR along depth" in text
+    result = drive(compress_job(ModelRequest("digits_cnn", runs=1, hardware="raspberry-pi-5"), CompressionPlan.load(plan), samples=1))
+    assert rc == 0 and result.diagnostics and "Activations (60 sample(s)): SQNR along depth" in text
     for k, d in enumerate(result.diagnostics, 1):
         assert f"{k}. {d.kind.value} {d.message}" in text
 

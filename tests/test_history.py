@@ -34,7 +34,7 @@ def test_history_record_note_list_compare_and_cli(tmp_path, capsys, monkeypatch)
                        "--note", "float baseline")
     assert rc == 0 and "Recorded as history run 1" in out
     rc, out, _ = run(capsys, "compress", "digits_cnn", "--estimate", "palettize4", "--runs", "2", "--warmup", "1",
-                     "--hardware", "raspberry-pi-5")
+                     "--hardware", "raspberry-pi-5", "--samples", "1")
     assert rc == 0 and "history run 2" in out
     rc, out, _ = run(capsys, "history", "note", "2", "4-bit palettes")
     rc, out, _ = run(capsys, "history", "--model", "digits")

@@ -54,7 +54,7 @@ def test_every_output_kind_is_written_atomically(capsys, tmp_path, monkeypatch):
     renamed: list[tuple[Path, Path]] = []
     real_replace = os.replace
     monkeypatch.setattr(safeio.os, "replace", lambda a, b: (renamed.append((Path(a), Path(b))), real_replace(a, b))[1])
-    compress = ["compress", "digits_cnn", "--estimate", "int8", "--runs", "2", "--hardware", "raspberry-pi-5"]
+    compress = ["compress", "digits_cnn", "--estimate", "int8", "--runs", "2", "--hardware", "raspberry-pi-5", "--samples", "1"]
     profile = ["profile", "tiny_cnn", "--runs", "1", "--hardware", "raspberry-pi-5", "--json", str(tmp_path / "p.json"),
                "--csv", str(tmp_path / "p.csv")]
     assert run(capsys, *compress, *flags)[0] == 0 and run(capsys, *profile)[0] == 0

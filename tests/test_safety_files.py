@@ -31,7 +31,7 @@ def _work_folders() -> list[Path]:
 def test_no_work_folder_outlives_onnx_or_ort_int8(capsys, tmp_path):
     rc, out, _ = run(capsys, "onnx", "tiny_cnn", "--runs", "1")
     assert rc == 0 and "work files removed" in " ".join(out.split()) and _work_folders() == []
-    rc, _, _ = run(capsys, "compress", "digits_cnn", "--estimate", "int8", "--runs", "2", "--hardware", "raspberry-pi-5")
+    rc, _, _ = run(capsys, "compress", "digits_cnn", "--estimate", "int8", "--runs", "2", "--hardware", "raspberry-pi-5", "--samples", "1")
     assert rc == 0 and _work_folders() == []
     keep = tmp_path / "keep"
     rc, out, _ = run(capsys, "onnx", "tiny_cnn", "--runs", "1", "--workdir", str(keep))
@@ -299,5 +299,5 @@ def test_the_python_api_checks_activation_memory_and_ort_int8_its_peak(capsys, m
         layerscope.profile(model, torch.randn(20_000, 1024), static=True, max_memory_gib=0.05)  # an 80 MiB input
     monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 64 << 10)
     rc, out, err = run(capsys, "compress", "digits_cnn", "--estimate", "int8", "--runs", "1", "--hardware", "raspberry-pi-5",
-                       "--no-history")
+                       "--no-history", "--samples", "1")
     assert rc == 0 and "ONNX Runtime int8 was not measured: it needs about" in " ".join(out.split()), err
