@@ -40,3 +40,26 @@ def plan_of(*specs, model=None):
     from layerscope.profiler.compression import CompressionPlan, LayerSpec
 
     return CompressionPlan(tuple(LayerSpec(*s) for s in specs), model=model)
+
+
+# sweeps on digits_cnn (real labelled data), against a datasheet roof: no calibration
+def _sweep_request():
+    from layerscope.profiler.request import ModelRequest
+
+    return ModelRequest("digits_cnn", runs=3, warmup=1, hardware="raspberry-pi-5")
+
+
+REQ = _sweep_request()
+# small but real: int8/int4 and 4-bit palettes on every layer or all but the most sensitive, and mixed precision
+SMALL = {"techniques": {"quantize": {"bits": [8, 4]}, "palettize": {"bits": [4]}}, "layers": ["all", "all-but-sensitive:1"],
+         "mixed": {"bits": [4], "keep_int8": [1]}}
+
+
+def sweep(tmp_path, budgets, space=None, req=REQ, **kw):
+    """A sweep recorded in tmp_path's history (ORT off unless ``ort=True``)."""
+    from layerscope.profiler.progress import drive
+    from layerscope.profiler.sweep import SearchSpace, SweepOptions, run_sweep
+
+    opts = SweepOptions(budgets, SearchSpace.from_dict(space if space is not None else SMALL), history=str(tmp_path / "h.sqlite"),
+                        ort=kw.pop("ort", False), **kw)
+    return drive(run_sweep(req, opts))

@@ -5,25 +5,13 @@ import subprocess
 import sys
 
 import pytest
-from helpers import run
+from helpers import REQ, SMALL, run
 
 from layerscope.profiler.errors import HistoryError
 from layerscope.profiler.history import compare_runs
 from layerscope.profiler.history.store import HistoryStore
 from layerscope.profiler.progress import drive
-from layerscope.profiler.request import ModelRequest
 from layerscope.profiler.sweep import Budgets, SearchSpace, SweepOptions, run_sweep
-
-REQ = ModelRequest("digits_cnn", runs=3, warmup=1, hardware="raspberry-pi-5")
-# small but real: int8/int4 and 4-bit palettes on every layer or all but the most sensitive, and mixed precision
-SMALL = {"techniques": {"quantize": {"bits": [8, 4]}, "palettize": {"bits": [4]}}, "layers": ["all", "all-but-sensitive:1"],
-         "mixed": {"bits": [4], "keep_int8": [1]}}
-
-
-def sweep(tmp_path, budgets: Budgets, space=None, req=REQ, **kw):
-    opts = SweepOptions(budgets, SearchSpace.from_dict(space if space is not None else SMALL), history=str(tmp_path / "h.sqlite"),
-                        ort=kw.pop("ort", False), **kw)
-    return drive(run_sweep(req, opts))
 
 
 # --------------------------------------------------------------------------- history
