@@ -12,6 +12,7 @@ from layerscope.profiler.jobs import ModelRequest, compare_job, compress_job, on
 from layerscope.profiler.resources import untouched
 
 PATTERNS = Path(__file__).parent / "patterns.py"
+INPUTS = Path(__file__).parent / "patterns_inputs.py"  # keyword inputs, odd names, empty inputs
 FAST = {"runs": 2, "warmup": 1, "hardware": "raspberry-pi-5"}
 
 
@@ -224,18 +225,18 @@ def test_a_discarded_log_of_zero_is_a_note_and_non_finite_outputs_still_stop():
 def test_a_keyword_input_model_runs_every_command_with_its_own_layer_ids():
     """Raw Hugging Face models take keyword inputs (attention_mask=..., decoder_input_ids=...): a factory may
     return (module, args, kwargs); tensors become inputs, the rest stays fixed."""
-    req = ModelRequest(f"{PATTERNS}:keyword_inputs", **FAST)
+    req = ModelRequest(f"{INPUTS}:keyword_inputs", **FAST)
     loaded = req.load()
     assert [tuple(t.shape) for t in loaded.inputs] == [(2, 8), (2, 8)]  # input_ids, attention_mask
     p = drive(profile_job(req))
     assert [lay.id for lay in p.graph][:2] == ["emb", "proj"] and p.graph.layers[-1].id == "mul"  # the model's ids, no wrapper prefix
     assert p.model.total_params == 100 * 16 + 16 * 16 + 16
-    assert drive(profile_job(ModelRequest(f"{PATTERNS}:keyword_inputs", static=True, hardware="raspberry-pi-5"))).total_macs == p.total_macs
+    assert drive(profile_job(ModelRequest(f"{INPUTS}:keyword_inputs", static=True, hardware="raspberry-pi-5"))).total_macs == p.total_macs
     assert drive(onnx_job(req)).coverage_ops == pytest.approx(1.0)
     r = drive(compress_job(req, estimate_plan("int8-weights")))
     assert r.output.sqnr_db > 20 and {c.layer_id for c in r.weights} == {"emb", "proj"}
     with pytest.raises(Exception, match="positional example inputs that are not all tensors"):
-        ModelRequest(f"{PATTERNS}:keyword_inputs_positional_none").load()
+        ModelRequest(f"{INPUTS}:keyword_inputs_positional_none").load()
 
 
 def test_state_dict_and_copies_of_a_keyword_input_model_are_the_models():
@@ -243,7 +244,7 @@ def test_state_dict_and_copies_of_a_keyword_input_model_are_the_models():
 
     from layerscope.profiler.files.source import CallWith
 
-    loaded = ModelRequest(f"{PATTERNS}:keyword_inputs").load()
+    loaded = ModelRequest(f"{INPUTS}:keyword_inputs").load()
     wrapper = loaded.module
     assert isinstance(wrapper, CallWith)
     assert list(wrapper.state_dict()) == list(wrapper.wrapped.state_dict()) == ["emb.weight", "proj.weight", "proj.bias"]
@@ -338,26 +339,26 @@ def test_every_command_takes_submodule(capsys, tmp_path):
 def test_data_files_may_name_the_inputs_of_a_keyword_model(tmp_path):
     import numpy as np
 
-    loaded = ModelRequest(f"{PATTERNS}:keyword_inputs").load()
+    loaded = ModelRequest(f"{INPUTS}:keyword_inputs").load()
     assert loaded.input_names == ("input_ids", "attention_mask")
     g = np.random.default_rng(0)
     for k in range(2):  # one batch per file, arrays named like the forward's parameters
         np.savez(tmp_path / f"b{k}.npz", input_ids=g.integers(0, 100, (3, 8)), attention_mask=np.ones((3, 8), np.float32))
     torch.save({"attention_mask": torch.ones(3, 8), "input_ids": torch.randint(0, 100, (3, 8))}, tmp_path / "b2.pt")
-    r = drive(compress_job(ModelRequest(f"{PATTERNS}:keyword_inputs", **FAST), estimate_plan("int8-weights"), data=tmp_path))
+    r = drive(compress_job(ModelRequest(f"{INPUTS}:keyword_inputs", **FAST), estimate_plan("int8-weights"), data=tmp_path))
     assert r.output.samples == 9
     np.savez(tmp_path / "b3.npz", ids=np.zeros((3, 8), np.int64))
     with pytest.raises(Exception, match=r"by the model's input names \(input_ids, attention_mask\)"):
-        drive(compress_job(ModelRequest(f"{PATTERNS}:keyword_inputs", **FAST), estimate_plan("int8-weights"), data=tmp_path))
+        drive(compress_job(ModelRequest(f"{INPUTS}:keyword_inputs", **FAST), estimate_plan("int8-weights"), data=tmp_path))
 
 
-@pytest.mark.parametrize("spec, sub", [("tiny_detector", "head"), ("keyword_inputs", None)])
+@pytest.mark.parametrize("spec, sub", [(f"{PATTERNS}:tiny_detector", "head"), (f"{INPUTS}:keyword_inputs", None)])
 def test_a_profile_reloads_its_model_as_the_app_does_for_apply(spec, sub):
     """The app's Apply loads the profiled model again from the profile (ModelRequest.for_profile): a submodule is
     found again in the whole model on the whole model's inputs, a keyword model gets its named inputs back."""
-    p = drive(profile_job(ModelRequest(f"{PATTERNS}:{spec}", submodule=sub, static=True, hardware="raspberry-pi-5")))
+    p = drive(profile_job(ModelRequest(spec, submodule=sub, static=True, hardware="raspberry-pi-5")))
     again = ModelRequest.for_profile(p)
-    assert (again.model, again.submodule) == (f"{PATTERNS}:{spec}", sub)
+    assert (again.model, again.submodule) == (spec, sub)
     loaded = again.load()
     assert [tuple(t.shape) for t in loaded.inputs] == [tuple(s) for s in p.model.input_shapes]
     assert [str(t.dtype).removeprefix("torch.") for t in loaded.inputs] == list(p.model.input_dtypes)
@@ -378,5 +379,5 @@ def test_an_empty_integer_input_is_profiled_and_compressed_with_random_inputs_li
     mask, tokens = random_like((torch.ones(1, 4, dtype=torch.bool), torch.tensor([[7]])), [(1, 4), (1, 9)], seed=3)
     assert mask.all() and tokens.shape == (1, 9) and int(tokens.max()) < 8
     assert len(random_samples((torch.randn(2, 16), ids), 3).batches) == 3
-    r = drive(compress_job(ModelRequest(f"{PATTERNS}:empty_int_input", **FAST), estimate_plan("int8"), ort_int8=False))
+    r = drive(compress_job(ModelRequest(f"{INPUTS}:empty_int_input", **FAST), estimate_plan("int8"), ort_int8=False))
     assert r.size_ratio < 0.5

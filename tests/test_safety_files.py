@@ -161,9 +161,9 @@ def test_names_are_printed_as_text_and_csv_cells_are_not_formulas(capsys, tmp_pa
     drove the terminal; '=SUM(…)' ran in a spreadsheet. Now all are text."""
     import csv as csvmod
 
-    import patterns
+    import patterns_inputs
 
-    spec = f"{Path(patterns.__file__)}:odd_names"
+    spec = f"{Path(patterns_inputs.__file__)}:odd_names"
     from layerscope.cli.main import main
 
     for extra in ([], ["--static"], ["--capture", "export"]):
@@ -177,10 +177,10 @@ def test_names_are_printed_as_text_and_csv_cells_are_not_formulas(capsys, tmp_pa
         rows = list(csvmod.reader((tmp_path / "p.csv").open()))
         layers = {r[0] for r in rows[1:]}
         assert "'=SUM(1+1)" in layers and "'@x" in layers and "x@y" in layers, layers  # OWASP: a leading quote
-    rc, _, err = run(capsys, "profile", f"{Path(patterns.__file__)}:quoted_name", "--runs", "1", "--hardware", "raspberry-pi-5",
+    rc, _, err = run(capsys, "profile", f"{Path(patterns_inputs.__file__)}:quoted_name", "--runs", "1", "--hardware", "raspberry-pi-5",
                      "--no-history")
     assert rc == 2 and "named 'blocks.a\"b'" in err and "--static" in err
-    rc, _, err = run(capsys, "profile", f"{Path(patterns.__file__)}:quoted_name", "--static", "--hardware", "raspberry-pi-5",
+    rc, _, err = run(capsys, "profile", f"{Path(patterns_inputs.__file__)}:quoted_name", "--static", "--hardware", "raspberry-pi-5",
                      "--no-history")
     assert rc == 0, err
 
