@@ -201,3 +201,70 @@ def test_sqnr_agrees_with_ort_qdq_loss_debug_on_the_same_tensors(tmp_path):
     assert {"fc1", "fc2", "pool", "relu"} <= set(by_layer)  # tensors named by the layers that made them
     for c in checks:
         assert abs(c.layerscope_db - c.ort_db) < 0.5, c
+
+
+class _Block(nn.Module):
+    """A BERT-like layer: projections with residual adds around them, and a LayerNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.o, self.ff, self.ln = nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 32), nn.LayerNorm(32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln(self.o(torch.relu(self.q(x))) + x)
+        return self.ff(h) + h
+
+
+class _Encoder(nn.Module):
+    def __init__(self, blocks: int = 2) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList([_Block() for _ in range(blocks)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for b in self.layer:
+            x = b(x)
+        return x
+
+
+def test_quantized_activations_keep_every_residual_add_in_the_comparison():
+    """torch.export traces the fake-quant hooks, whose nodes shift the counters in the candidate's node names
+    (``layer.0.add`` becomes ``layer.0.add_2``): layers are matched by module path, op kind and order instead of by
+    id, so every residual add is compared (with ids, all four were silently left out)."""
+    from helpers import plan_of
+
+    from layerscope.profiler import load_device_profile
+    from layerscope.profiler.compare import compare_models
+    from layerscope.profiler.compression import apply_plan, resolve_plan
+    from layerscope.profiler.files.data import random_samples
+    from layerscope.profiler.files.source import LoadedModel
+    from layerscope.profiler.graph import CaptureMethod
+    from layerscope.profiler.pipeline import profile_model
+
+    torch.manual_seed(0)
+    model, x = _Encoder().eval(), torch.randn(2, 8, 32)
+    loaded = LoadedModel("encoder", "encoder", "module", model, (x,))
+    profile = drive(profile_model(loaded, load_device_profile("raspberry-pi-5"), runs=1, warmup=0, method=CaptureMethod.EXPORT))
+    resolved, warnings = resolve_plan(plan_of(("type:Linear", "quantize", {"bits": 8, "activations": True})), profile)
+    samples = random_samples((x,), 2)
+    candidate, applied = drive(apply_plan(model, profile.graph, resolved, samples, warnings))
+    assert applied.activations  # the hooks are in place
+    cmp = drive(compare_models(model, candidate, samples, method=CaptureMethod.EXPORT))
+    adds = [lid for lid in profile.graph.ids() if profile.graph[lid].op_kind == "add"]
+    compared = {lc.layer_id: lc for lc in cmp.layers}
+    assert len(adds) == 4 and all(a in compared and compared[a].sqnr_db is not None for a in adds)
+    assert cmp.unmatched == () and cmp.summary()["layers_unmatched"] == []
+
+
+def test_a_layer_without_a_counterpart_is_listed_not_dropped():
+    from layerscope.profiler.compare import compare_models
+    from layerscope.profiler.files.data import random_samples
+
+    torch.manual_seed(0)
+    one, two = _Encoder(blocks=1).eval(), _Encoder(blocks=2).eval()
+    two.layer[0].load_state_dict(one.layer[0].state_dict())
+    samples = random_samples((torch.randn(2, 8, 32),), 1)
+    cmp = drive(compare_models(two, one, samples))
+    assert cmp.unmatched and all(lid.startswith("layer.1.") for lid in cmp.unmatched)
+    assert any(f"{len(cmp.unmatched)} layer(s) of reference have no counterpart" in n for n in cmp.notes)
+    assert cmp.summary()["layers_unmatched"] == list(cmp.unmatched)
+    assert {lc.layer_id for lc in cmp.layers} & set(cmp.unmatched) == set()

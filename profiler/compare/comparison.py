@@ -30,7 +30,7 @@ from ..resources import release_memory, untouched
 from .recorder import Recorder, input_quantizers, overwritten_nodes
 from .stats import ActivationStats, TensorStats
 
-__all__ = [
+__all__ = ["match_layers", "layer_identity",
     "OperandRange", "LayerComparison",
     "ActivationComparison", "compare_models", "shared_histograms", "COMPARE_VERSION", "MERGE_KINDS",
 ]
@@ -85,6 +85,8 @@ class ActivationComparison:
     layers: tuple[LayerComparison, ...]
     output_layers: tuple[str, ...]
     notes: tuple[str, ...] = field(default=())
+    # reference layers the candidate has no counterpart for (by module path, op kind and order): listed, never dropped
+    unmatched: tuple[str, ...] = ()
 
     def layer(self, layer_id: str) -> LayerComparison:
         return next(lc for lc in self.layers if lc.layer_id == layer_id)
@@ -103,7 +105,7 @@ class ActivationComparison:
         curve = self.sqnr_curve()
         finite = [db for _, _, db in curve if math.isfinite(db)]
         return {
-            "layers_compared": len(self.layers), "threshold_db": threshold_db,
+            "layers_compared": len(self.layers), "layers_unmatched": list(self.unmatched), "threshold_db": threshold_db,
             "first_layer_under_threshold": None if first is None else
             {"layer_id": first.layer_id, "type": first.type_name, "sqnr_db": first.sqnr_db, "position": first.position},
             "sqnr_min_db": min(finite) if finite else None, "sqnr_max_db": max(finite) if finite else None,
@@ -149,18 +151,20 @@ def _compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleS
     except Exception as exc:  # not a capture or input error (those are LayerScopeErrors): say what failed, not a guess
         raise ComparisonError(f"Capturing the models for the comparison failed: {describe(exc)}") from exc
     graph = ref_cap.graph
-    common = [lid for lid in graph.ids() if lid in cand_cap.graph]
+    to_cand = match_layers(graph, cand_cap.graph)
+    common = [lid for lid in graph.ids() if lid in to_cand]
     if not common:
-        raise ComparisonError(f"{reference_name} and {candidate_name} share no layer ids; compare models built from the same code.")
+        raise ComparisonError(f"{reference_name} and {candidate_name} share no layers (by module path, op kind and order); "
+                              f"compare models built from the same code.")
     by_path = input_quantizers(candidate)
     quantizers = {lid: by_path[path] for lid in common if (path := graph[lid].module_path) is not None and path in by_path}
-    acc = _Accumulator(common, graph, cand_cap.graph, quantizers, bins, (reference_name, candidate_name))
+    acc = _Accumulator(common, graph, cand_cap.graph, quantizers, bins, (reference_name, candidate_name), to_cand)
     order: list[str] = []
     ref_over, cand_over = (overwritten_nodes(c.runnable(), c.runnable().graph) for c in (ref_cap, cand_cap))
     for k, batch in enumerate(samples.batches):
         acc.batch = k
         ref = Recorder(ref_cap, acc.merge | set(quantizers), acc.ref_output, acc.ref_inputs, ref_over)
-        cand = Recorder(cand_cap, set(quantizers), acc.cand_output, acc.cand_inputs, cand_over)
+        cand = Recorder(cand_cap, {to_cand[lid] for lid in quantizers}, acc.cand_output, acc.cand_inputs, cand_over)
         for side in (ref, cand):
             try:
                 side.run(*batch)
@@ -181,8 +185,34 @@ def _compare_models(reference: nn.Module, candidate: nn.Module, samples: SampleS
              f"reach the output (discarded later, e.g. by torch.where), and the statistics skip them" for lid, s in seen_in.items()]
     if ref_cap.method != cand_cap.method:
         notes.append(f"captured with {ref_cap.method.value} and {cand_cap.method.value}")
+    unmatched = tuple(lid for lid in graph.ids() if lid not in to_cand)
+    if unmatched:
+        notes.append(f"{len(unmatched)} layer(s) of {reference_name} have no counterpart in {candidate_name} (by module path, op "
+                     f"kind and order) and are not compared: {', '.join(unmatched[:5])}{' …' if len(unmatched) > 5 else ''}")
     return ActivationComparison(COMPARE_VERSION, reference_name, candidate_name, samples.n_samples, samples.source,
-                                tuple(layers), tuple(graph.output_layers), tuple(notes))
+                                tuple(layers), tuple(graph.output_layers), tuple(notes), unmatched)
+
+
+def layer_identity(graph: LayerGraph) -> dict[str, tuple[str, ...]]:
+    """Per layer, what it is whatever the capture's node counters say (an inserted quantizer shifts ``add_7`` to
+    ``add_19``): a module call by its path and call order; a functional op by its parent module, kind and order
+    within that module."""
+    seen: dict[tuple[str, ...], int] = {}
+    out: dict[str, tuple[str, ...]] = {}
+    for lid in graph.ids():
+        layer = graph[lid]
+        key = ("module", layer.module_path) if layer.module_path is not None else \
+            ("op", layer.parents[-1] if layer.parents else "", layer.op_kind)
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        out[lid] = (*key, str(n))
+    return out
+
+
+def match_layers(reference: LayerGraph, candidate: LayerGraph) -> dict[str, str]:
+    """Reference layer id -> the candidate's layer id of the same identity (``layer_identity``)."""
+    by_identity = {key: lid for lid, key in layer_identity(candidate).items()}
+    return {lid: by_identity[key] for lid, key in layer_identity(reference).items() if key in by_identity}
 
 
 class _Accumulator:
@@ -193,8 +223,9 @@ class _Accumulator:
     the inputs the statistics need. Peak: one model's activations of one batch."""
 
     def __init__(self, common: list[str], graph: LayerGraph, cand_graph: LayerGraph,
-                 quantizers: dict[str, tuple[float, int]], bins: int, names: tuple[str, str]) -> None:
+                 quantizers: dict[str, tuple[float, int]], bins: int, names: tuple[str, str], to_cand: dict[str, str]) -> None:
         self.graph, self.cand_graph, self.quantizers, self.names = graph, cand_graph, quantizers, names
+        self.to_ref = {c: r for r, c in to_cand.items()}  # the candidate's layer id -> the reference's
         self.common = common
         self.merge = {lid for lid in common if graph[lid].op_kind in MERGE_KINDS}
         self.ref_stats = {lid: TensorStats(bins) for lid in common}
@@ -221,7 +252,8 @@ class _Accumulator:
                 old = self.in_ch.get(lid)
                 self.in_ch[lid] = m if old is None or old.shape != m.shape else torch.maximum(old, m)
 
-    def cand_inputs(self, lid: str, ops: list[tuple[str, torch.Tensor]]) -> None:
+    def cand_inputs(self, cand_lid: str, ops: list[tuple[str, torch.Tensor]]) -> None:
+        lid = self.to_ref.get(cand_lid)
         if lid in self.quantizers and ops:
             scale, zp = self.quantizers[lid]
             x = ops[0][1].double()
@@ -247,10 +279,11 @@ class _Accumulator:
         if lid in self.ref_stats:
             self.held[lid] = t
 
-    def cand_output(self, lid: str, c: torch.Tensor) -> None:
-        self._finite(lid, c, 1, self.cand_graph)
-        r = self.held.pop(lid, None)
-        if r is None:
+    def cand_output(self, cand_lid: str, c: torch.Tensor) -> None:
+        self._finite(cand_lid, c, 1, self.cand_graph)
+        lid = self.to_ref.get(cand_lid)
+        r = self.held.pop(lid, None) if lid is not None else None
+        if r is None or lid is None:
             return
         self.folded += 1
         if self.folded % 32 == 0:

@@ -189,7 +189,7 @@ def _compression(data: dict[str, Any]) -> str:
                     f"<br><span class='muted'>{e(d.get('evidence', ''))}</span><br>Fix: {e(d.get('fix', ''))}</div>"
                     for d in data["diagnostics"])
     return (f"<h2>Compression: before → after</h2><p>{' · '.join(head)}</p>"
-            + "".join(f"<div class='note'>{e(w)}</div>" for w in s.get("warnings", []))
+            + "".join(f"<div class='note'>{e(w)}</div>" for w in [*s.get("warnings", []), *data["comparison"].get("notes", [])])
             + f"<h3>Output SQNR along depth (red: under {threshold:g} dB)</h3>{svg}"
             + "<h3>Layer by layer (click a header to sort)</h3><table class='sortable' id='compressed'><thead><tr><th>layer</th>"
             "<th>technique</th><th>ms before</th><th>ms after</th><th>weights before</th><th>weights after</th><th>SQNR</th></tr>"
