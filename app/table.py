@@ -77,12 +77,24 @@ DELTA_COLUMNS = [
 DELTA_LATENCY = [c[0] for c in DELTA_COLUMNS].index("Δ latency ms")
 
 
+def _columns_for(profile: Profile | None) -> list[Column]:
+    """The columns for ``profile``: its latency column shows (and sorts by) the statistic the profile ranks by, the
+    25th percentile when the machine was busy, and says so in its header."""
+    if profile is None or profile.rank_statistic == "median":
+        return COLUMNS
+    out = list(COLUMNS)
+    out[LATENCY_COLUMN] = ("Latency p25 ms (busy)", lambda r: profile.rank_ms(r) or -1.0,
+                           lambda r: (fmt_ms(r.timing.p25_ms) + (" ~" if r.noisy else "")) if r.timing else "-")
+    return out
+
+
 class LayerTableModel(FlatTableModel):
     """Rows of the profile in a sorted, filtered order of its own (``order``: visible -> row)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[LayerRow] = []
+        self.columns: list[Column] = COLUMNS  # the latency column follows the profile's rank statistic (_columns_for)
         self.deltas: dict[str, Any] | None = None  # layer id -> LayerDelta, when a plan is applied
         self.noise: set[str] = set()  # layers whose latency change lies within the measured spread
         self.index_of: dict[str, int] = {}  # layer id -> row
@@ -99,6 +111,7 @@ class LayerTableModel(FlatTableModel):
     def set_profile(self, profile: Profile | None) -> None:
         self.beginResetModel()
         self.rows = profile.rows() if profile else []
+        self.columns = _columns_for(profile)
         self.index_of = profile.row_index() if profile else {}
         self.deltas, self.noise = None, set()
         self._keys = {}
@@ -133,7 +146,7 @@ class LayerTableModel(FlatTableModel):
         found = self._keys.get((kind, k))
         if found is None:
             if kind == "p":
-                raw = COLUMNS[k][1]
+                raw = self.columns[k][1]
                 values = [raw(r) for r in self.rows]
             else:
                 raw, deltas = DELTA_COLUMNS[k][1], self.deltas or {}
@@ -184,7 +197,7 @@ class LayerTableModel(FlatTableModel):
         return len(self.order)
 
     def headers(self) -> list[str]:
-        return [(COLUMNS if kind == "p" else DELTA_COLUMNS)[k][0] for kind, k in self.cols]
+        return [(self.columns if kind == "p" else DELTA_COLUMNS)[k][0] for kind, k in self.cols]
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -194,7 +207,7 @@ class LayerTableModel(FlatTableModel):
         if role == Qt.ItemDataRole.UserRole:
             return row.layer.id
         if kind == "p":
-            subject, (_, raw, text) = row, COLUMNS[col]
+            subject, (_, raw, text) = row, self.columns[col]
             right_aligned = col not in TEXT_COLUMNS
         else:
             subject, (_, raw, text) = (self.deltas or {}).get(row.layer.id), DELTA_COLUMNS[col]

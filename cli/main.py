@@ -72,7 +72,8 @@ def print_profile(profile: Profile, top: int, console: Console, threads_given: b
           "measured latency (25th percentile: the machine was busy)" if s.busy else "measured latency")
     table = Table(title=f"Top {min(top, len(profile.graph))} of {len(profile.graph)} layers by {by}", title_justify="left")
     columns: list[tuple[str, JustifyMethod]] = [
-        ("#", "right"), ("layer", "left"), ("type", "left"), ("latency ms", "right"), ("± IQR", "right"), ("share", "right"),
+        ("#", "right"), ("layer", "left"), ("type", "left"),
+        ("latency p25 ms" if profile.rank_statistic == "p25" else "latency ms", "right"), ("± IQR", "right"), ("share", "right"),
         ("FLOPs", "right"), ("bytes", "right"), ("FLOP/B", "right"), ("bound", "left"), ("% roof", "right")]
     for col, just in columns:
         table.add_column(col, justify=just, no_wrap=True, overflow="fold" if col == "layer" else "ellipsis",
@@ -82,7 +83,7 @@ def print_profile(profile: Profile, top: int, console: Console, threads_given: b
         kind = r.layer.type_name
         ai = mt.arithmetic_intensity
         table.add_row(
-            str(i), r.layer.id, kind, fmt_ms(t.latency_ms) if t else "-", fmt_ms(t.spread_ms) if t else "-",
+            str(i), r.layer.id, kind, fmt_ms(profile.rank_ms(r)) if t else "-", fmt_ms(t.spread_ms) if t else "-",
             fmt_pct(r.latency_share), "unknown" if mt.flops is None else fmt_count(mt.flops), fmt_bytes(mt.bytes_moved),
             "-" if ai is None else f"{ai:.1f}", styled((r.bound.value, BOUND_STYLE[r.bound])),
             "-" if not p else styled((p.roof_text(), "red" if p.above_roof else "")),

@@ -135,6 +135,19 @@ class Profile:
         """Profiled without timing (``--static``): rankings go by FLOPs."""
         return self.summary.runs == 0 and not self.timings
 
+    @property
+    def rank_statistic(self) -> str:
+        """What ``ranked`` orders timed layers by: "median", or "p25" when the machine was busy (see ``ranked``).
+        Every view that shows a latency to rank by shows this one, and says which it is."""
+        return "p25" if self.summary.busy else "median"
+
+    def rank_ms(self, row: LayerRow) -> float | None:
+        """A layer's latency by ``rank_statistic`` (None when it was not timed)."""
+        t = row.timing
+        if t is None:
+            return None
+        return t.p25_ms if self.rank_statistic == "p25" else t.latency_ms
+
     def ranked(self, top: int | None = None, steady_only: bool = False) -> list[LayerRow]:
         """Layers by median latency, slowest first (by FLOPs in a static profile; by the 25th percentile when
         the machine was busy: preemption only ever adds time, so the fast quarter of the runs is what the
@@ -143,9 +156,7 @@ class Profile:
         if self.static:
             rows = sorted(self.rows(), key=lambda r: r.metrics.flops or 0, reverse=True)
             return rows[:top] if top else rows
-        busy = self.summary.busy
-        rows = sorted(self.rows(), key=lambda r: (r.timing.p25_ms if busy else r.timing.latency_ms) if r.timing else 0.0,
-                      reverse=True)
+        rows = sorted(self.rows(), key=lambda r: self.rank_ms(r) or 0.0, reverse=True)
         if steady_only:
             rows = [r for r in rows if not r.noisy]
         return rows[:top] if top else rows

@@ -64,3 +64,35 @@ def test_compress_no_ort_skips_the_measurement_and_refuses_to_export_what_it_ski
     assert rc == 0 and "ONNX Runtime int8" not in out and "Size:" in out
     rc, _, err = run(capsys, "compress", "tiny_cnn", "--estimate", "int8", "--no-ort", "--export-ort", str(tmp_path / "o.json"))
     assert rc == 2 and "--no-ort" in err and not (tmp_path / "o.json").exists()
+
+
+def test_one_rank_order_when_busy_the_table_and_the_cli_show_what_ranks(tiny_profile, qtbot):
+    """On a busy machine the ranking is by the 25th percentile; the app's latency column and the CLI's show (and the
+    table sorts by) that statistic, and say so, so "Slowest top k" picks what the table puts on top."""
+    import dataclasses
+
+    from PySide6.QtCore import Qt
+
+    from layerscope.app.table import LATENCY_COLUMN, LayerTableModel
+    from layerscope.cli.common import InertConsole
+    from layerscope.cli.main import print_profile
+    from layerscope.profiler.timing import BUSY_LOAD
+
+    def at_load(load):
+        return dataclasses.replace(tiny_profile, summary=dataclasses.replace(tiny_profile.summary, other_load=load))
+
+    quiet, busy = at_load(0.0), at_load(BUSY_LOAD + 0.3)
+    assert (quiet.rank_statistic, busy.rank_statistic) == ("median", "p25")
+    timed = [r for r in busy.ranked() if r.timing is not None]
+    assert [busy.rank_ms(r) for r in timed] == sorted((r.timing.p25_ms for r in timed), reverse=True)
+    model = LayerTableModel()
+    for profile, header in ((quiet, "Latency ms"), (busy, "Latency p25 ms (busy)")):
+        model.set_profile(profile)
+        assert model.headers()[LATENCY_COLUMN] == header
+        model.sort(LATENCY_COLUMN, Qt.SortOrder.DescendingOrder)
+        on_top = [model.layer_at(i) for i in range(len(timed))]
+        assert on_top == [r.layer.id for r in profile.ranked()][:len(timed)]
+    console = InertConsole(record=True, width=200)
+    print_profile(busy, 3, console)
+    text = console.export_text()
+    assert "latency p25 ms" in text and "25th percentile: the machine was busy" in text
