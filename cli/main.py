@@ -22,7 +22,7 @@ from layerscope.profiler.errors import describe
 from layerscope.profiler.files.safeio import OutputFolder, atomic_write_text
 from layerscope.profiler.files.workspace import Terminated, install_signal_handlers
 from layerscope.profiler.format import fmt_bytes, fmt_count, fmt_ms, fmt_pct
-from layerscope.profiler.hardware import save_cached, trusted
+from layerscope.profiler.hardware import save_cached, save_provisional, trusted
 from layerscope.profiler.jobs import MODEL_HELP, ModelRequest, onnx_job, profile_job
 from layerscope.profiler.resources import parse_device
 
@@ -202,8 +202,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         console.print(styled(("note:", "yellow"), f" {note}"))
     if trusted(hw):
         console.print(f"{hw.name}; cached in {save_cached(hw)}")
+    elif (kept := save_provisional(hw)) is not None:
+        console.print(styled(f"{hw.name}; ", ("kept as provisional", "yellow"), f" in {kept} until a clean calibration replaces it"))
     else:
-        console.print(styled(f"{hw.name}; ", ("not cached", "yellow"), " (the cached roof, if any, is unchanged)"))
+        console.print(styled(f"{hw.name}; ", ("not cached", "yellow"), " (the cached roof, clean or provisional, is unchanged)"))
     return 0
 
 

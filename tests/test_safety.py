@@ -209,15 +209,47 @@ def test_a_corrupt_cache_is_moved_aside_and_measured_again(monkeypatch, content)
 
 @pytest.mark.slow
 @pytest.mark.fresh_cache
-def test_a_calibration_on_a_busy_machine_is_not_cached(monkeypatch, capsys):
+def test_a_busy_calibration_is_provisional_and_a_clean_one_replaces_it(monkeypatch, capsys):
+    """A roof that stays put: the first calibration on a busy machine is kept as provisional (said so) and used by the
+    next runs instead of measuring again; a busy measurement never replaces a clean one; a clean one replaces the
+    provisional one."""
     from layerscope.profiler import hardware
 
     monkeypatch.setattr(hardware.calibration.OtherLoad, "share", lambda self: 0.6)
     hw = drive(hardware.resolve_hardware(None))
-    assert hw.notes and "busy" in hw.notes[0] and "60%" in hw.notes[0]
-    assert not hardware.cache_path().exists()
-    rc, out, _ = run(capsys, "calibrate", "--size", "256")
+    assert hw.notes and "busy" in hw.notes[0] and "60%" in hw.notes[0] and "provisional roof" in hw.notes[-1]
+    assert not hardware.cache_path().exists() and hardware.provisional_path().is_file()
+    calls: list[str] = []
+    real = hardware.calibration.calibrate
+    monkeypatch.setattr(hardware.calibration, "calibrate", _fake_calibration(calls))
+    again = drive(hardware.resolve_hardware(None))  # the next run on the busy machine: the same roof, not measured again
+    assert calls == [] and again.peak_gflops == hw.peak_gflops and "provisional roof" in again.notes[-1]
+    monkeypatch.setattr(hardware.calibration, "calibrate", real)
+    rc, out, _ = run(capsys, "calibrate", "--size", "256")  # busy again: the provisional roof stays as it was
     assert rc == 0 and "not cached" in out and not hardware.cache_path().exists()
+    assert drive(hardware.resolve_hardware(None)).peak_gflops == hw.peak_gflops
+    monkeypatch.setattr(hardware.calibration, "calibrate", _fake_calibration(calls))
+    clean = drive(hardware.resolve_hardware(None, recalibrate=True))  # on request, on a quiet machine
+    assert clean.notes == () and hardware.cache_path().is_file() and not hardware.provisional_path().exists()
+    assert drive(hardware.resolve_hardware(None)).peak_gflops == {"float32": 500.0} and calls == ["cpu"]
+    monkeypatch.setattr(hardware.calibration.OtherLoad, "share", lambda self: 0.6)
+    monkeypatch.setattr(hardware.calibration, "calibrate", real)
+    rc, out, _ = run(capsys, "calibrate", "--size", "256")  # a busy measurement never replaces the clean roof
+    assert rc == 0 and "not cached" in out and hardware.load_cached()[0].peak_gflops == {"float32": 500.0}
+
+
+@pytest.mark.fresh_cache
+def test_a_calibration_from_another_torch_is_measured_again(monkeypatch):
+    from layerscope.profiler import hardware
+
+    stale = HardwareProfile("old", {"float32": 1.0}, 1.0, "test", details={**_CURRENT, "torch": "1.0.0"})
+    path = hardware.cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(stale.to_json())
+    calls: list[str] = []
+    monkeypatch.setattr(hardware.calibration, "calibrate", _fake_calibration(calls))
+    hw = drive(hardware.resolve_hardware(None))
+    assert calls == ["cpu"] and any("measured under torch 1.0.0" in n for n in hw.notes)
 
 
 @pytest.mark.parametrize("size", ["0", "-1", "100000"])

@@ -212,7 +212,7 @@ def _notes(other: float | None, timings: list[tuple[str, _Timing]]) -> list[str]
     if not (busy or noisy):
         return []
     return ["measured while the machine was busy (" + "; ".join(busy + noisy) + "): the roof may read low. "
-            "Not cached; run `layerscope calibrate` again when the machine is quiet."]
+            "Not kept as this machine's clean roof; run `layerscope calibrate` again when the machine is quiet."]
 
 
 def calibrate(device: str = "cpu", matmul_size: int = 2048, copy_mib: int = 256, reps: int = 5,
