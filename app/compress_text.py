@@ -25,7 +25,7 @@ def summary_html(res: CompressResult) -> str:
     o = res.output
     lines = [
         f"<b>Size</b> {fmt_bytes(res.size_bytes_before)} → {fmt_bytes(res.size_bytes_after)} (<b>{res.size_ratio:.3f}×</b>)",
-        f"<b>Latency</b> {fmt_ms(res.latency_ms_before)} → {fmt_ms(res.latency_ms_after)} ms ({res.latency_ratio:.2f}× of before)"
+        f"<b>Latency</b> {fmt_ms(res.latency_ms_before)} → {fmt_ms(res.latency_ms_after)} ms ({html.escape(res.latency.text())})"
         + (" <i>simulated: float kernels</i>" if res.simulated else ""),
         f"<b>Output</b> SQNR {fmt_db(o.sqnr_db)}, cosine {o.cosine:.5f} on {o.samples} samples",
     ]

@@ -249,5 +249,5 @@ class MainWindow(QMainWindow):
         res = self.state.compression
         if res is None:
             return ""
-        return (f" · compressed: size {res.size_ratio:.2f}×, latency {res.latency_ratio:.2f}×"
+        return (f" · compressed: size {res.size_ratio:.2f}×, latency {res.latency_ratio:.2f}× ({res.latency.verdict})"
                 f"{' (simulated)' if res.simulated else ''}, output SQNR {res.output.sqnr_db:.1f} dB")

@@ -85,7 +85,7 @@ def print_report(res: CompressResult, top: int, console: Console) -> None:
            if res.simulated else "")
     console.print(styled(f"Latency (eager, interleaved, median of {res.latency_runs} after {res.warmup_runs} warm-up; layers captured with "
                          f"{res.capture_method}): {fmt_ms(res.latency_ms_before)} → {fmt_ms(res.latency_ms_after)} ms (",
-                         (f"{res.latency_ratio:.2f}× of before", "bold"), ")", *((" ", (sim, "yellow")) if sim else ())))
+                         (f"{res.latency.text()}", "bold"), ")", *((" ", (sim, "yellow")) if sim else ())))
     console.print(f"FLOPs: {fmt_count(res.flops_before)} → {fmt_count(res.flops_after)}")
     console.print(f"Output on {out.samples} sample(s) ({out.data_source}): SQNR {fmt_db(out.sqnr_db)}, cosine {out.cosine:.5f}, "
                   f"max |error| {out.max_abs_error:.3g}" + (f" (the first of {len(out.leaves)} outputs)" if out.leaves else ""))

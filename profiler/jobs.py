@@ -16,20 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from .errors import PlanError
 from .files.safeio import OutputFolder
 from .files.serde import to_jsonable
 from .files.source import LoadedModel, load_model
 from .hardware import HardwareProfile, resolve_hardware
 from .history import Record, profile_layers, profile_metrics, record_run
+from .paired import busy_threads
 from .pipeline import profile_model
 from .profile import Profile
 from .progress import Progress, Work
 from .request import MODEL_HELP, ModelRequest
-from .resources import other_load_now, threads
-from .timing import BUSY_LOAD
+from .resources import threads
 
 if TYPE_CHECKING:
     from .compression import CompressResult
@@ -61,19 +59,12 @@ def profile_job(req: ModelRequest, record: Record | None = None,
     ``record`` says so. ``on_loaded``: called with the loaded model (the CLI keeps it for the Model
     Explorer export, which needs the module the profile measured)."""
     loaded = yield from req.loading(on_loaded)
-    n = torch.get_num_threads()
-    busy = other_load_now() if req.threads is None and n > 1 and req.device.startswith("cpu") and not req.static else None
-    one = busy is not None and busy > BUSY_LOAD  # every parallel op would wait for a preempted thread
-    with threads(1 if one else None):
+    with busy_threads(req.threads, req.device, req.static) as said:
         hw = yield from _hardware(req)
         profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, device=req.device, method=req.method,
                                            static=req.static)
-    if one:
-        why = (f"the machine was busy before timing (other processes used {busy:.0%} of the CPUs): timed at 1 thread "
-               f"instead of {n}, because at {n} threads every parallel op waits for a preempted thread and the ranking is "
-               f"lost; --threads {n} to insist")
-        log.warning("%s", why)
-        profile = dataclasses.replace(profile, summary=dataclasses.replace(profile.summary, warnings=(why, *profile.summary.warnings)))
+    if said:
+        profile = dataclasses.replace(profile, summary=dataclasses.replace(profile.summary, warnings=(*said, *profile.summary.warnings)))
     record_run(record, "profile", req.model or loaded.spec, loaded.module,
                lambda: {"config": {"request": to_jsonable(req)}, "metrics": profile_metrics(profile),
                         "layers": profile_layers(profile), "profile_json": profile.to_json()})
@@ -131,11 +122,14 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
         raise PlanError("No plan to apply.")
     loaded = yield from req.loading(on_loaded)
     batches = samples_for(loaded, data, samples)
-    hw = profile.hardware if profile is not None else (yield from _hardware(req))
-    if profile is None:
-        profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)
-    result = yield from compress(loaded, profile, plan, batches, hw, runs=req.runs, ort_int8=ort_int8,
-                                 workdir=workdir, warmup=req.warmup, method=req.run_method)
+    with busy_threads(req.threads, req.device) as said:  # the profile profile_job would take, and the pair, alike
+        hw = profile.hardware if profile is not None else (yield from _hardware(req))
+        if profile is None:
+            profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)
+        result = yield from compress(loaded, profile, plan, batches, hw, runs=req.runs, ort_int8=ort_int8,
+                                     workdir=workdir, warmup=req.warmup, method=req.run_method)
+    if said:
+        result = dataclasses.replace(result, warnings=(*said, *result.warnings))
     cmp = yield from compare_models(loaded.module, result.candidate, batches, f"{loaded.name} (float)",
                                     f"{loaded.name} (compressed)", method=req.run_method)
     diags = diagnose(cmp, profile.graph, result.resolved, loaded.module, range_factor=range_factor,

@@ -142,14 +142,18 @@ def test_threads_are_honoured_and_restored():
 
 @pytest.mark.skipif(__import__("torch").get_num_threads() < 2, reason="needs more than one torch thread")
 def test_a_busy_machine_is_timed_at_one_thread_and_says_so(monkeypatch):
-    from layerscope.profiler import drive, jobs
-    from layerscope.profiler.jobs import ModelRequest, profile_job
+    """One thread policy for every timing job: profile and compress (the app's Apply runs compress_job) alike."""
+    from layerscope.profiler import drive, paired
+    from layerscope.profiler.compression import estimate_plan
+    from layerscope.profiler.jobs import ModelRequest, compress_job, profile_job
 
-    monkeypatch.setattr(jobs, "other_load_now", lambda seconds=0.3: 0.9)
+    monkeypatch.setattr(paired, "other_load_now", lambda seconds=0.3: 0.9)
     p = drive(profile_job(ModelRequest("tiny_cnn", runs=2, warmup=1, hardware="raspberry-pi-5")))
     assert p.summary.threads == 1 and "timed at 1 thread" in p.summary.warnings[0]
     q = drive(profile_job(ModelRequest("tiny_cnn", runs=2, warmup=1, hardware="raspberry-pi-5", threads=2)))
     assert q.summary.threads == 2  # an explicit --threads is never overridden
+    r = drive(compress_job(ModelRequest("tiny_cnn", runs=3, warmup=1, hardware="raspberry-pi-5"), estimate_plan("int8")))
+    assert r.latency.threads == 1 and r.reference.summary.threads == 1 and "timed at 1 thread" in r.warnings[0]
 
 
 def test_static_profile_counts_without_timing_and_round_trips():

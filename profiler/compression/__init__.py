@@ -1,5 +1,6 @@
 """Targeted per-layer compression: plans, techniques, application, adapters, real int8 via ORT."""
 
+from ..paired import time_pair
 from .activations import ActivationQuant, calibrate_activations
 from .adapters import (
     OrtQuantConfig,
@@ -15,7 +16,7 @@ from .apply import Applied, LayerCompression, OutputChange, apply_plan, compare_
 from .estimate import LayerEstimate, PlanEstimate, estimate_static
 from .nncf_adapter import apply_nncf, build_nncf_ignored_scope, nncf_config, nncf_weight_modes, nncf_weight_nodes
 from .ort_int8 import OrtInt8Result, onnx_node_layers, quantize_with_ort
-from .pipeline import CompressResult, LayerDelta, compress, time_pair
+from .pipeline import CompressResult, LayerDelta, compress
 from .plan import (
     CALIBRATIONS,
     COMPRESSIBLE_KINDS,

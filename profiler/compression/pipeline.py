@@ -10,14 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import statistics
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..errors import OnnxMappingError
@@ -29,15 +25,16 @@ from ..files.workspace import work_dir
 from ..format import fmt_bytes
 from ..graph import CaptureMethod
 from ..hardware import HardwareProfile
+from ..paired import PairedTiming, time_pair
 from ..pipeline import profile_model
 from ..profile import Profile
 from ..progress import Progress, Work
-from ..resources import MEMORY_HEADROOM, available_memory_bytes, untouched
+from ..resources import MEMORY_HEADROOM, available_memory_bytes
 from .apply import Applied, apply_plan, model_bytes, pruned_copy
 from .ort_int8 import OrtInt8Result, quantize_with_ort
 from .plan import CompressionPlan, ResolvedSpec, resolve_plan
 
-__all__ = ["LayerDelta", "CompressResult", "compress", "time_pair"]
+__all__ = ["LayerDelta", "CompressResult", "compress"]
 
 ORT_INT8_MEMORY_FACTOR = 5  # ORT's int8 path peaked at ~4.5× the weights (export, calibration, two sessions)
 
@@ -83,6 +80,7 @@ class CompressResult(Applied):
     candidate_profile: Profile = field(repr=False, compare=False)
     latency_ms_before: float  # end-to-end eager median, reference and candidate interleaved
     latency_ms_after: float
+    latency: PairedTiming  # the paired runs: the ratio, its confidence interval, the verdict
     latency_runs: int
     warmup_runs: int
     capture_method: str  # how both profiles were captured (torch.fx / torch.export)
@@ -97,7 +95,8 @@ class CompressResult(Applied):
 
     @property
     def latency_ratio(self) -> float:
-        return self.latency_ms_after / self.latency_ms_before if self.latency_ms_before else float("nan")
+        """The median of the paired runs' ratios (candidate / reference)."""
+        return self.latency.ratio
 
     def summary(self) -> dict[str, Any]:
         """Every summary line the CLI prints, as data (the history records it as the run's metrics)."""
@@ -105,6 +104,7 @@ class CompressResult(Applied):
         summary = {
             "size_bytes_before": self.size_bytes_before, "size_bytes_after": self.size_bytes_after, "size_ratio": self.size_ratio,
             "latency_ms_before": self.latency_ms_before, "latency_ms_after": self.latency_ms_after, "latency_ratio": self.latency_ratio,
+            "latency_ratio_interval": [self.latency.ratio_low, self.latency.ratio_high], "latency_verdict": self.latency.verdict,
             "simulated": self.simulated, "flops_before": self.flops_before, "flops_after": self.flops_after,
             "output_sqnr_db": out.sqnr_db, "output_cosine": out.cosine, "output_max_abs_error": out.max_abs_error,
             "outputs_sqnr_db": dict(out.leaves),
@@ -119,23 +119,6 @@ class CompressResult(Applied):
         """Every field but the models, profiles and input tensors, with ``summary()`` under ``summary``."""
         data = {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in _NOT_JSON}
         return json.dumps({**data, "summary": self.summary()}, indent=1)
-
-
-@torch.inference_mode()
-def time_pair(a: nn.Module, b: nn.Module, inputs: Sequence[torch.Tensor], runs: int = 20, warmup: int = 3) -> tuple[float, float]:
-    """Median eager latency (ms) of two models, interleaved run by run on the same inputs."""
-    ta: list[float] = []
-    tb: list[float] = []
-    with untouched(a), untouched(b):
-        for _ in range(warmup):
-            a(*inputs)
-            b(*inputs)
-        for _ in range(runs):
-            for m, out in ((a, ta), (b, tb)):
-                t0 = time.perf_counter_ns()
-                m(*inputs)
-                out.append((time.perf_counter_ns() - t0) / 1e6)
-    return statistics.median(ta), statistics.median(tb)
 
 
 def _weight_bytes(profile: Profile) -> dict[str, int]:
@@ -188,7 +171,7 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
     cand_loaded = LoadedModel(f"{loaded.name} (compressed)", loaded.spec, loaded.kind, candidate, loaded.inputs)
     after = yield from profile_model(cand_loaded, hardware, runs=runs, warmup=warmup, method=method)
     yield Progress("latency", 0, 1, "timing reference vs candidate, interleaved")
-    before_ms, after_ms = time_pair(loaded.module, candidate, loaded.inputs, runs=runs, warmup=warmup)
+    paired = time_pair(loaded.module, candidate, loaded.inputs, runs=runs, warmup=warmup)
     yield Progress("latency", 1, 1, "done")
     techniques: dict[str, list[str]] = {}
     for r in resolved:
@@ -206,7 +189,7 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
         ))
     return CompressResult(**{f.name: getattr(applied, f.name) for f in dataclasses.fields(applied)},
                           model=profile.model.name, plan=json.loads(plan.to_json()), resolved=tuple(resolved), candidate=candidate,
-                          reference=profile, candidate_profile=after, latency_ms_before=before_ms, latency_ms_after=after_ms,
+                          reference=profile, candidate_profile=after, latency_ms_before=paired.a_ms, latency_ms_after=paired.b_ms, latency=paired,
                           latency_runs=runs, warmup_runs=warmup, capture_method=after.model.capture_method.value,
                           flops_before=profile.total_flops, flops_after=after.total_flops, layers=tuple(deltas), ort=ort,
                           inputs=tuple(loaded.inputs))

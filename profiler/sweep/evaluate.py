@@ -27,7 +27,6 @@ from torch import nn
 
 from ..compression.apply import apply_plan
 from ..compression.ort_int8 import OrtInt8Result, quantize_with_ort
-from ..compression.pipeline import time_pair
 from ..compression.plan import ResolvedSpec, resolve_plan
 from ..compression.specs import QuantizeParams
 from ..errors import LayerScopeError, OnnxMappingError, PlanError, describe
@@ -36,6 +35,7 @@ from ..files.serde import to_jsonable
 from ..files.source import LoadedModel
 from ..files.workspace import work_dir
 from ..hardware import HardwareProfile
+from ..paired import time_pair
 from ..pipeline import profile_model
 from ..profile import Profile
 from ..progress import drive
@@ -168,7 +168,8 @@ class Evaluator:
                 act = self._activation_ref
                 if structural or act is None:
                     act = estimate_activation_bytes(candidate, [(tuple(x.shape), x.dtype) for x in self.loaded.inputs])
-            load, waited, ref_ms, cand_ms, ort = self._time(candidate, resolved)
+            load, waited, paired, ort = self._time(candidate, resolved)
+            ref_ms, cand_ms = paired.a_ms, paired.b_ms
         except LayerScopeError as exc:
             return {"recipe": r.to_dict(), "label": r.key, "error": describe(exc)}
         except Exception as exc:  # one recipe failing inside a library must not end the sweep: it is recorded as failed
@@ -179,8 +180,9 @@ class Evaluator:
         targets: dict[str, dict[str, Any]] = {}
         for t in self.targets:
             if t.hardware is None:
-                targets[t.name] = {"latency_ms": cand_ms, "latency_ms_reference": ref_ms, "latency_ratio": cand_ms / ref_ms,
-                                   "measured": True, "other_load": load}
+                targets[t.name] = {"latency_ms": cand_ms, "latency_ms_reference": ref_ms, "latency_ratio": paired.ratio,
+                                   "latency_ratio_low": paired.ratio_low, "latency_ratio_high": paired.ratio_high,
+                                   "latency_verdict": paired.verdict, "measured": True, "other_load": load}
                 if ort is not None and not isinstance(ort, str):
                     targets[t.name].update(ort_float_ms=ort.float_ms, ort_int8_ms=ort.int8_ms, ort_ratio=ort.int8_ms / ort.float_ms,
                                            ort_batch=ort.batch_size)
@@ -198,7 +200,7 @@ class Evaluator:
             "peak_memory_bytes": result.size_bytes_after + act if act is not None else None,
             "output_sqnr_db": o.sqnr_db, "output_cosine": o.cosine, "top1": o.accuracy_candidate,
             "top1_reference": o.accuracy_reference, "top1_drop_points": top1_drop,
-            "latency_ms": cand_ms, "latency_ms_reference": ref_ms, "latency_ratio": cand_ms / ref_ms,
+            "latency_ms": cand_ms, "latency_ms_reference": ref_ms, "latency_ratio": paired.ratio,
             "simulated": result.simulated, "layers_compressed": len({c.layer_id for c in result.weights}) + len(result.channels),
             "targets": targets, "timing_waited_s": waited, "seconds": time.perf_counter() - t0,
             "samples": o.samples, "data": o.data_source,
@@ -213,7 +215,7 @@ class Evaluator:
         float ms, candidate ms, the ORT result or why there is none)."""
         with self.lock.exclusive() as waited, threads(self.setup.timing_threads):
             load = other_load_now()
-            ref_ms, cand_ms = time_pair(self.loaded.module, candidate, self.loaded.inputs, runs=self.setup.runs, warmup=self.setup.warmup)
+            paired = time_pair(self.loaded.module, candidate, self.loaded.inputs, runs=self.setup.runs, warmup=self.setup.warmup)
             ort: OrtInt8Result | str | None = None
             if self.setup.ort and ort_expressible(resolved):  # export, quantise and time float vs int8 sessions
                 try:
@@ -222,7 +224,7 @@ class Evaluator:
                                                       runs=self.setup.runs))
                 except OnnxMappingError as exc:  # an extra measurement: its failure is a warning, not a failed candidate
                     ort = describe(exc)
-        return load, waited, ref_ms, cand_ms, ort
+        return load, waited, paired, ort
 
 
 def to_jsonable_plan(plan) -> dict[str, Any]:

@@ -1,0 +1,53 @@
+"""One timing policy for every comparison of two timings (issue 26): paired runs, the ratio with a confidence
+interval, and a three-valued verdict that says "within noise" instead of flipping."""
+
+import pytest
+import torch
+from torch import nn
+
+from layerscope.profiler.paired import FASTER, SLOWER, WITHIN_NOISE, ratio_interval, time_pair, verdict
+
+
+def test_the_verdict_has_three_values():
+    assert verdict(0.5, 0.9) == FASTER and verdict(1.1, 1.4) == SLOWER and verdict(0.9, 1.2) == WITHIN_NOISE
+
+
+def test_a_change_inside_the_noise_is_within_noise_and_a_clear_one_is_not():
+    """Busy-machine runs: the candidate's median is 8 % slower, but the pairs scatter ±30 %, so the interval holds 1;
+    comparing the two medians alone would have called it slower."""
+    a = [1.0] * 20
+    scatter = [0.7, 1.3, 0.75, 1.35, 0.8, 1.25, 1.08, 0.9, 1.2, 1.1, 0.72, 1.31, 1.08, 0.95, 1.28, 1.08, 0.85, 1.15, 1.02, 1.18]
+    ratio, low, high = ratio_interval(a, scatter)
+    assert sorted(scatter)[10] / 1.0 > 1.0 and low < 1.0 < high and verdict(low, high) == WITHIN_NOISE
+    ratio, low, high = ratio_interval(a, [0.5 + 0.01 * (k % 3) for k in range(20)])
+    assert high < 1.0 and verdict(low, high) == FASTER and ratio == pytest.approx(0.51, abs=0.01)
+    assert ratio_interval(a, scatter) == ratio_interval(a, scatter)  # seeded: the same runs give the same interval
+
+
+def test_pairs_cancel_what_the_machine_did():
+    """A background burst slows both runs of a pair: per-pair ratios stay put where separate medians would not."""
+    a = [1.0, 5.0, 1.0, 5.0, 1.0, 5.0, 1.0, 5.0, 1.0, 5.0, 5.0, 5.0]  # every other pair hit by a burst
+    b = [0.8 * x for x in a]
+    ratio, low, high = ratio_interval(a, b)
+    assert ratio == pytest.approx(0.8) and high < 1.0
+
+
+def test_time_pair_interleaves_and_reads_the_injected_clock():
+    """time_pair runs a, b, a, b… and times each on the clock it is given: here each model advances a clock the test
+    owns by its own cost (the reference 2 ms, the candidate 1 ms), whatever the machine is doing."""
+    calls: list[str] = []
+    now = {"ns": 0}
+
+    class Costs(nn.Module):
+        def __init__(self, tag: str, ms: float) -> None:
+            super().__init__()
+            self.tag, self.ns = tag, int(ms * 1e6)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(self.tag)
+            now["ns"] += self.ns
+            return x
+
+    p = time_pair(Costs("a", 2.0), Costs("b", 1.0), (torch.zeros(1),), runs=10, warmup=2, clock=lambda: now["ns"])
+    assert calls == ["a", "b"] * 12  # the warm-up pairs, then the timed pairs, interleaved
+    assert (p.a_ms, p.b_ms, p.ratio) == (2.0, 1.0, 0.5) and p.verdict == FASTER and "faster" in p.text()
