@@ -96,3 +96,11 @@ def test_one_rank_order_when_busy_the_table_and_the_cli_show_what_ranks(tiny_pro
     print_profile(busy, 3, console)
     text = console.export_text()
     assert "latency p25 ms" in text and "25th percentile: the machine was busy" in text
+
+
+def test_a_theoretical_peak_below_the_measured_one_says_it_is_a_floor():
+    from layerscope.profiler.hardware.calibration import _theory_text
+
+    assert _theory_text((157.0, "AVX2+FMA: … x 2.45 GHz x 2 threads"), 178.5).endswith("so this is a floor, not a ceiling")
+    assert "1.14x" in _theory_text((157.0, "x"), 178.5)
+    assert _theory_text((200.0, "x"), 178.5) == "200 GFLOP/s (x)"
