@@ -154,12 +154,14 @@ def setup_logging(verbosity: int) -> Iterator[None]:
 
 
 def add_data_arguments(p: argparse.ArgumentParser, threshold: bool = True) -> None:
-    """--data and --samples (compress, compare, sweep), and --threshold (compress, compare)."""
+    """--data and --samples (compress, compare, sweep), and --threshold and --calib-data (compress, compare)."""
     p.add_argument("--data", help="folder of .npz/.pt batches (x, and y for accuracy); default: the model's own labelled set "
                                   "(digits_cnn) or --samples random batches")
     p.add_argument("--samples", type=int, default=8, help="batches: random batches when no --data, or the first batches "
                                                           "of 60 images of the model's own set (default 8: all of digits' 6)")
     if threshold:
+        p.add_argument("--calib-data", metavar="DIR", help="a data folder to fit int8 activation ranges on (default: a seeded "
+                                                            "quarter of the samples; output and accuracy use the rest)")
         p.add_argument("--threshold", type=float, default=20.0, help="SQNR (dB) under which a layer counts as broken (default 20)")
 
 

@@ -99,7 +99,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     work = compare_job(req, plans.get(args.plan), plans.get(args.plan_b),
                        (Path(args.plan).name if args.plan else "", Path(args.plan_b).name if args.plan_b else ""),
                        against=args.against, data=args.data, samples=args.samples, threshold_db=args.threshold,
-                       range_factor=args.range_factor)
+                       range_factor=args.range_factor, calib_data=args.calib_data)
     cmp, diags = run_work(work, args.quiet)
     console = InertConsole(width=max(InertConsole().width, 150) if not sys.stdout.isatty() else None)
     print_comparison(cmp, diags, args.top, args.threshold, console)

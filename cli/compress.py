@@ -136,8 +136,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 check_output_path(getattr(args, attr), OUTPUTS[attr], size_bytes=model_bytes(loaded.module))
 
     record = record_for(args)
-    result = run_work(compress_job(req, plan, args.data, args.samples, ort_int8=ort_int8, workdir=workdir,
-                               threshold_db=args.threshold, on_loaded=room_for_models, record=record), args.quiet)
+    result = run_work(compress_job(req, plan, args.data, args.samples, ort_int8=ort_int8, workdir=workdir, threshold_db=args.threshold,
+                                   on_loaded=room_for_models, record=record, calib_data=args.calib_data), args.quiet)
     profile = result.reference
     console = InertConsole(width=max(InertConsole().width, 150) if not sys.stdout.isatty() else None)
     print_report(result, args.top, console)

@@ -107,27 +107,29 @@ def onnx_job(req: ModelRequest, opt_level: str = "all", provider: str = "CPUExec
 def compress_job(req: ModelRequest, plan, data: str | Path | None = None, samples: int = 8, ort_int8: bool = False,
                  workdir: str | Path | OutputFolder | None = None, profile: Profile | None = None, threshold_db: float = 20.0,
                  range_factor: float = 10.0, on_loaded: Callable[[LoadedModel], None] | None = None,
-                 record: Record | None = None) -> Work[CompressResult]:
+                 record: Record | None = None, calib_data: str | Path | None = None) -> Work[CompressResult]:
     """Apply ``plan`` to a copy of the model, profile and time the copy, then compare activations
     layer by layer and diagnose. ``profile``: the reference profile when the caller already has one
     (the app); otherwise the model is profiled first with ``req``'s runs, warm-up and capture.
     ``on_loaded``: called with the loaded model before any work (the CLI checks room for
-    model-sized outputs there)."""
+    model-sized outputs there). ``calib_data``: a data folder to fit activation ranges on (default: a seeded quarter
+    of the samples, the rest measuring output and accuracy)."""
     from .compare import compare_models, diagnose
     from .compression import compress
-    from .files.data import samples_for
+    from .files.data import load_data_folder, samples_for
 
     req.check()
     if plan is None:
         raise PlanError("No plan to apply.")
     loaded = yield from req.loading(on_loaded)
     batches = samples_for(loaded, data, samples)
+    calibration = load_data_folder(calib_data, loaded.inputs, loaded.input_names) if calib_data else None
     with busy_threads(req.threads, req.device) as said:  # the profile profile_job would take, and the pair, alike
         hw = profile.hardware if profile is not None else (yield from _hardware(req))
         if profile is None:
             profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)
         result = yield from compress(loaded, profile, plan, batches, hw, runs=req.runs, ort_int8=ort_int8,
-                                     workdir=workdir, warmup=req.warmup, method=req.run_method)
+                                     workdir=workdir, warmup=req.warmup, method=req.run_method, calibration=calibration)
     if said:
         result = dataclasses.replace(result, warnings=(*said, *result.warnings))
     cmp = yield from compare_models(loaded.module, result.candidate, batches, f"{loaded.name} (float)",
@@ -147,18 +149,19 @@ def compress_job(req: ModelRequest, plan, data: str | Path | None = None, sample
 @_in_threads
 def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str, str] = ("plan A", "plan B"),
                 against: str | None = None, data: str | Path | None = None, samples: int = 8, threshold_db: float = 20.0,
-                range_factor: float = 10.0):
+                range_factor: float = 10.0, calib_data: str | Path | None = None):
     """Compare the float model with ``plan`` applied (or ``plan`` against ``plan_b``, or the model
     against another model ``against`` with the same layer ids) layer by layer, and diagnose."""
     from .compare import compare_models, diagnose
     from .compression import apply_plan, resolve_plan
-    from .files.data import samples_for
+    from .files.data import load_data_folder, samples_for
 
     req.check()
     if plan is None and against is None:
         raise PlanError("Give --plan plan.json (float vs compressed), and optionally --plan-b, or --against OTHER_MODEL.")
     loaded = yield from req.loading()
     batches = samples_for(loaded, data, samples)
+    calibration = load_data_folder(calib_data, loaded.inputs, loaded.input_names) if calib_data else None
     hw = yield from _hardware(req)
     profile = yield from profile_model(loaded, hw, runs=req.runs, warmup=req.warmup, method=req.run_method)  # selectors need bound/latency
     ref, ref_name = loaded.module, f"{loaded.name} (float)"
@@ -166,7 +169,7 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
     resolved: list[ResolvedSpec] = []
     if plan_b is not None:
         ra, wa = resolve_plan(plan, profile)
-        ref, _ = yield from apply_plan(loaded.module, profile.graph, ra, batches, wa)
+        ref, _ = yield from apply_plan(loaded.module, profile.graph, ra, batches, wa, calibration)
         ref_name = f"{loaded.name} + {plan_names[0]}"
     if against is not None:
         other = load_model(against, [tuple(t.shape) for t in loaded.inputs], trust_file=req.trust_file, max_memory_bytes=0)
@@ -174,7 +177,7 @@ def compare_job(req: ModelRequest, plan=None, plan_b=None, plan_names: tuple[str
     else:
         chosen, name = (plan_b, plan_names[1]) if plan_b is not None else (plan, plan_names[0])
         resolved, warnings = resolve_plan(chosen, profile)
-        cand, applied = yield from apply_plan(loaded.module, profile.graph, resolved, batches, warnings)
+        cand, applied = yield from apply_plan(loaded.module, profile.graph, resolved, batches, warnings, calibration)
         said = list(applied.warnings)
         cand_name = f"{loaded.name} + {name}"
     cmp = yield from compare_models(ref, cand, batches, ref_name, cand_name, method=req.run_method)

@@ -79,8 +79,9 @@ class PairedTiming:
 
     def text(self) -> str:
         """``0.62× (95% CI 0.58–0.66×): faster``."""
-        hi = "∞" if self.ratio_high == float("inf") else f"{self.ratio_high:.2f}"
-        return f"{self.ratio:.2f}× ({CONFIDENCE:.0%} CI {self.ratio_low:.2f}–{hi}×): {self.verdict}"
+        if self.ratio_high == float("inf"):
+            return f"{self.ratio:.2f}× (too few runs for an interval: {self.verdict})"
+        return f"{self.ratio:.2f}× ({CONFIDENCE:.0%} CI {self.ratio_low:.2f}–{self.ratio_high:.2f}×): {self.verdict}"
 
 
 @torch.inference_mode()

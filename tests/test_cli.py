@@ -83,10 +83,11 @@ def test_compress_estimate_int8_on_digits_reports_accuracy_and_exports(capsys, t
                      "--export-nncf", str(tmp_path / "nncf.json"),
                      "--out", str(tmp_path / "c.pt2"))
     assert rc == 0
-    assert "Top-1 accuracy: 99.4% →" in out and "ONNX Runtime int8 (real kernels, quantize_static, 5 node(s)" in out
+    assert "Top-1 accuracy: 99.3% →" in out and "ONNX Runtime int8 (real kernels, quantize_static, 5 node(s)" in out
     assert "fc2: this is the model's output layer" in out  # warn, not forbid (paper 5.6.4)
     data = json.loads(rep.read_text())
-    assert data["output"]["samples"] == 360 and data["ort"]["config"]["mode"] == "static"
+    # activation ranges fitted on a seeded sixth of the 360 digits, output and accuracy measured on the other 300
+    assert "fitted on 60 samples" in " ".join(out.split()) and data["output"]["samples"] == 300 and data["ort"]["config"]["mode"] == "static"
     summary = data["summary"]  # every summary line printed is in the JSON too
     assert f"({summary['size_ratio']:.3f}×)" in out and f"speed-up {summary['ort_int8_speedup']:.2f}×" in out
     assert f"Top-1 accuracy: {summary['accuracy_before']:.1%}" in out and data["diagnostics"] and data["comparison"]["layers"]

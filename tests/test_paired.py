@@ -51,3 +51,26 @@ def test_time_pair_interleaves_and_reads_the_injected_clock():
     p = time_pair(Costs("a", 2.0), Costs("b", 1.0), (torch.zeros(1),), runs=10, warmup=2, clock=lambda: now["ns"])
     assert calls == ["a", "b"] * 12  # the warm-up pairs, then the timed pairs, interleaved
     assert (p.a_ms, p.b_ms, p.ratio) == (2.0, 1.0, 0.5) and p.verdict == FASTER and "faster" in p.text()
+
+
+def test_activation_ranges_are_fitted_apart_from_the_samples_they_are_judged_by(tiny, tmp_path):
+    """A seeded quarter of the batches fits the ranges, the rest measures output and accuracy; one batch cannot be
+    split and says so; --calib-data gives the calibration set."""
+    from helpers import plan_of
+
+    from layerscope.profiler import drive
+    from layerscope.profiler.compression import apply_plan, resolve_plan
+    from layerscope.profiler.files.data import random_samples
+
+    loaded, profile, _ = tiny
+    resolved, _ = resolve_plan(plan_of(("type:Conv2d", "quantize", {"bits": 8, "activations": True})), profile)
+    samples = random_samples(loaded.inputs, 8)
+    calib, evaluation = samples.split_for_calibration()
+    assert len(calib.batches) == 2 and len(evaluation.batches) == 6 and samples.split_for_calibration() == (calib, evaluation)
+    assert not {id(b) for b in calib.batches} & {id(b) for b in evaluation.batches}
+    _, res = drive(apply_plan(loaded.module, profile.graph, resolved, samples))
+    assert res.output.samples == evaluation.n_samples and any("fitted on" in w and "measured on" in w for w in res.warnings)
+    _, one = drive(apply_plan(loaded.module, profile.graph, resolved, random_samples(loaded.inputs, 1)))
+    assert any("one batch cannot be split" in w for w in one.warnings)
+    _, given = drive(apply_plan(loaded.module, profile.graph, resolved, samples, calibration=random_samples(loaded.inputs, 1, seed=9)))
+    assert given.output.samples == samples.n_samples

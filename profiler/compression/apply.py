@@ -292,10 +292,24 @@ def _tie_notes(graph: LayerGraph, done: list[LayerCompression], compressed: dict
     return notes
 
 
+def _calibration_split(samples: SampleSet, calibration: SampleSet | None, notes: list[str]) -> tuple[SampleSet, SampleSet]:
+    """(what activation ranges are fitted on, what output and accuracy are measured on): ``calibration`` when given,
+    else a seeded quarter of ``samples`` (``SampleSet.split_for_calibration``); said either way."""
+    calib, evaluation = (calibration, samples) if calibration is not None else samples.split_for_calibration()
+    if calib is evaluation:
+        notes.append(f"activation ranges were fitted on the same {samples.n_samples} samples the output and accuracy are "
+                     f"measured on (one batch cannot be split): give --calib-data DIR, or more --samples")
+    else:
+        notes.append(f"activation ranges were fitted on {calib.n_samples} samples ({calib.source}); output and accuracy "
+                     f"are measured on {evaluation.n_samples} others")
+    return calib, evaluation
+
+
 def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec], samples: SampleSet,
-               warnings: tuple[str, ...] | list[str] = ()) -> Work[tuple[nn.Module, Applied]]:
-    """Compress a deep copy of ``model``; returns (candidate, result). Memory: the original and one
-    copy (weights are compressed in place in the copy, layer by layer)."""
+               warnings: tuple[str, ...] | list[str] = (), calibration: SampleSet | None = None) -> Work[tuple[nn.Module, Applied]]:
+    """Compress a deep copy of ``model``; returns (candidate, result). Activation ranges are fitted on ``calibration``
+    (default: a seeded quarter of ``samples``), never on the samples output and accuracy are measured on. Memory: the
+    original and one copy (weights are compressed in place in the copy, layer by layer)."""
     total = len(resolved) + 2
     yield Progress("compress", 0, total, "copying the model")
     candidate, channels = pruned_copy(model, graph, resolved, samples.batches[0])
@@ -322,9 +336,10 @@ def apply_plan(model: nn.Module, graph: LayerGraph, resolved: list[ResolvedSpec]
                 no_act.append(r.layer_id)
     acts: list[ActivationQuant] = []
     if act_layers:
-        yield Progress("compress", total - 1, total, f"calibrating {len(act_layers)} activation range(s) on {samples.n_samples} samples")
+        calib, samples = _calibration_split(samples, calibration, notes)
+        yield Progress("compress", total - 1, total, f"calibrating {len(act_layers)} activation range(s) on {calib.n_samples} samples")
         try:
-            acts = calibrate_activations(candidate, act_layers, samples.batches)
+            acts = calibrate_activations(candidate, act_layers, calib.batches)
         except ValueError as exc:
             raise PlanError(f"activation calibration: {exc}.") from exc
     release_memory()  # the per-layer temporaries of the techniques are gone: give their heap pages back

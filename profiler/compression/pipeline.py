@@ -155,7 +155,7 @@ def _ort_int8(loaded: LoadedModel, profile: Profile, resolved: list[ResolvedSpec
 
 def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, samples: SampleSet, hardware: HardwareProfile,
              runs: int = 20, ort_int8: bool = False, workdir: str | Path | OutputFolder | None = None, warmup: int = 3,
-             method: CaptureMethod | None = None) -> Work[CompressResult]:
+             method: CaptureMethod | None = None, calibration: SampleSet | None = None) -> Work[CompressResult]:
     """Apply ``plan`` to a copy of ``loaded``, profile the copy like ``profile`` (``runs`` timed runs
     after ``warmup``, captured with ``method``), time both interleaved, and report layer by layer."""
     resolved, warnings = resolve_plan(plan, profile)
@@ -167,7 +167,7 @@ def compress(loaded: LoadedModel, profile: Profile, plan: CompressionPlan, sampl
     for w in warnings:
         log.warning("%s", w)
     ort = (yield from _ort_int8(loaded, profile, resolved, samples, runs, workdir, warnings)) if ort_int8 else None
-    candidate, applied = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings)
+    candidate, applied = yield from apply_plan(loaded.module, profile.graph, resolved, samples, warnings, calibration)
     cand_loaded = LoadedModel(f"{loaded.name} (compressed)", loaded.spec, loaded.kind, candidate, loaded.inputs)
     after = yield from profile_model(cand_loaded, hardware, runs=runs, warmup=warmup, method=method)
     yield Progress("latency", 0, 1, "timing reference vs candidate, interleaved")

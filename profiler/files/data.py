@@ -42,6 +42,23 @@ class SampleSet:
     def labelled(self) -> bool:
         return self.labels is not None
 
+    def split_for_calibration(self, seed: int = 0) -> tuple[SampleSet, SampleSet]:
+        """(calibration, evaluation): a seeded quarter of the batches (at least one) to fit activation ranges on,
+        the rest to measure output and accuracy on, so no range is fitted on the samples it is judged by. One
+        batch cannot be split: (self, self), and the caller says so."""
+        n = len(self.batches)
+        if n < 2:
+            return self, self
+        chosen = sorted(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: max(1, n // 4)].tolist())
+        rest = [k for k in range(n) if k not in chosen]
+
+        def part(ks: list[int], what: str) -> SampleSet:
+            labels = tuple(self.labels[k] for k in ks) if self.labels is not None else None
+            return SampleSet(tuple(self.batches[k] for k in ks), labels,
+                             f"{self.source}, {what}: batch{'es' if len(ks) > 1 else ''} {', '.join(map(str, ks))} of {n}")
+
+        return part(chosen, "calibration"), part(rest, "evaluation")
+
 
 def _arrays(path: Path) -> dict[str, torch.Tensor]:
     try:

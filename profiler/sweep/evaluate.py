@@ -169,7 +169,6 @@ class Evaluator:
                 if structural or act is None:
                     act = estimate_activation_bytes(candidate, [(tuple(x.shape), x.dtype) for x in self.loaded.inputs])
             load, waited, paired, ort = self._time(candidate, resolved)
-            ref_ms, cand_ms = paired.a_ms, paired.b_ms
         except LayerScopeError as exc:
             return {"recipe": r.to_dict(), "label": r.key, "error": describe(exc)}
         except Exception as exc:  # one recipe failing inside a library must not end the sweep: it is recorded as failed
@@ -180,7 +179,7 @@ class Evaluator:
         targets: dict[str, dict[str, Any]] = {}
         for t in self.targets:
             if t.hardware is None:
-                targets[t.name] = {"latency_ms": cand_ms, "latency_ms_reference": ref_ms, "latency_ratio": paired.ratio,
+                targets[t.name] = {"latency_ms": paired.b_ms, "latency_ms_reference": paired.a_ms, "latency_ratio": paired.ratio,
                                    "latency_ratio_low": paired.ratio_low, "latency_ratio_high": paired.ratio_high,
                                    "latency_verdict": paired.verdict, "measured": True, "other_load": load}
                 if ort is not None and not isinstance(ort, str):
@@ -200,7 +199,7 @@ class Evaluator:
             "peak_memory_bytes": result.size_bytes_after + act if act is not None else None,
             "output_sqnr_db": o.sqnr_db, "output_cosine": o.cosine, "top1": o.accuracy_candidate,
             "top1_reference": o.accuracy_reference, "top1_drop_points": top1_drop,
-            "latency_ms": cand_ms, "latency_ms_reference": ref_ms, "latency_ratio": paired.ratio,
+            "latency_ms": paired.b_ms, "latency_ms_reference": paired.a_ms, "latency_ratio": paired.ratio,
             "simulated": result.simulated, "layers_compressed": len({c.layer_id for c in result.weights}) + len(result.channels),
             "targets": targets, "timing_waited_s": waited, "seconds": time.perf_counter() - t0,
             "samples": o.samples, "data": o.data_source,
