@@ -74,7 +74,8 @@ def print_sweep(result: SweepResult, console: Console, top: int = 20) -> None:
         tags = ("size " if c.id in result.front_size else "") + ("latency" if c.id in result.front_latency else "")
         if c.id in (result.knee_size, result.knee_latency):
             tags += " knee"
-        marks = [styled(("✓", "green")) if c.passes(t) else styled(("✗", "red"), " " + ", ".join(c.failed(t))) for t in b.targets]
+        marks = [styled(("✓", "green"), *((("~", "yellow"),) if not c.settled else ())) if c.passes(t)
+                 else styled(("✗", "red"), " " + ", ".join(c.failed(t))) for t in b.targets]  # ~: within the timing noise
         table.add_row(("★ " if cid in result.passing[:1] else "") + str(c.id), c.label, fmt_bytes(m["size_bytes"]),
                       _fmt(m["size_ratio"]), _fmt(this.get("latency_ratio"), ".2f"), _fmt(this.get("ort_int8_ms")), qtext,
                       tags.strip(), *marks)

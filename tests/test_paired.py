@@ -74,3 +74,30 @@ def test_activation_ranges_are_fitted_apart_from_the_samples_they_are_judged_by(
     assert any("one batch cannot be split" in w for w in one.warnings)
     _, given = drive(apply_plan(loaded.module, profile.graph, resolved, samples, calibration=random_samples(loaded.inputs, 1, seed=9)))
     assert given.output.samples == samples.n_samples
+
+
+def _candidate(label, size_ratio, lat_ratio, low, high):
+    return {"recipe": {"technique": "quantize", "strength": 8, "layers": "all", "keep": 0}, "label": label, "plan": None,
+            "metrics": {"size_bytes": int(size_ratio * 1000), "size_ratio": size_ratio, "top1": None, "top1_reference": None,
+                        "top1_drop_points": None, "output_sqnr_db": 30.0, "output_cosine": 0.99, "peak_memory_bytes": 10,
+                        "targets": {"this": {"latency_ms": lat_ratio, "latency_ms_reference": 1.0, "latency_ratio": lat_ratio,
+                                             "latency_ratio_low": low, "latency_ratio_high": high, "measured": True,
+                                             "other_load": 0.0}}}}
+
+
+def test_a_sweep_never_fails_a_latency_budget_on_noise_and_prefers_settled_verdicts():
+    """max_latency_ratio 1.0: a candidate measured at 1.05× whose interval holds 1.0 is inconclusive, not failed; one
+    whose whole interval is above the limit fails; the settled pass is recommended before the unsettled one."""
+    from layerscope.profiler.sweep import Budgets, check_budgets, summarise
+
+    budgets = Budgets(max_latency_ratio=1.0)
+    noisy = _candidate("noisy", 0.25, 1.05, 0.92, 1.2)
+    slow = _candidate("slow", 0.25, 1.3, 1.15, 1.45)
+    settled = _candidate("settled", 0.30, 0.8, 0.7, 0.9)
+    (check,) = check_budgets(budgets, noisy["metrics"])["this"]
+    assert check.ok and check.inconclusive  # comparing the 1.05 median alone would fail it
+    assert not check_budgets(budgets, slow["metrics"])["this"][0].ok
+    res = summarise(1, "m", "h", "db", budgets, False, [noisy, slow, settled], (), {}, "done", "grid")
+    assert [res.by_id(i).label for i in res.passing] == ["settled", "noisy"]  # smaller, but unsettled: after
+    assert not res.by_id(1).settled and res.by_id(3).settled
+    assert any("only within the timing noise" in n for n in res.notes)

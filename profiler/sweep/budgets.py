@@ -130,6 +130,8 @@ class BudgetCheck:
     limit: float
     value: float | None  # None: not measurable for this candidate (e.g. top-1 without labels)
     ok: bool
+    # a measured latency whose confidence interval holds the limit: not failed on noise (ok), but not settled either
+    inconclusive: bool = False
 
     @property
     def excess(self) -> float:
@@ -155,15 +157,31 @@ def _value(budget: str, m: dict[str, Any], target: str) -> float | None:
     }[budget]
 
 
+def _latency_interval(budget: str, m: dict[str, Any], target: str) -> tuple[float, float] | None:
+    """The confidence interval of a measured latency budget's value (the paired runs', ``profiler.paired``)."""
+    lat = m["targets"].get(target, {})
+    low, high = lat.get("latency_ratio_low"), lat.get("latency_ratio_high")
+    if not lat.get("measured") or low is None or high is None:
+        return None
+    if budget == "max_latency_ratio":
+        return low, high
+    if budget == "max_latency_ms" and lat.get("latency_ms_reference") is not None:
+        return low * lat["latency_ms_reference"], high * lat["latency_ms_reference"]
+    return None
+
+
 def check_budgets(budgets: Budgets, metrics: dict[str, Any]) -> dict[str, list[BudgetCheck]]:
-    """Per target, each budget that is set: its limit, the candidate's value, met or not."""
+    """Per target, each budget that is set: its limit, the candidate's value, met or not. A measured latency whose
+    interval holds the limit is *inconclusive*: never failed on noise (the paired verdict's three values)."""
     out: dict[str, list[BudgetCheck]] = {}
     for target in budgets.targets:
         checks = []
         for key, limit in budgets.limits().items():
             v = _value(key, metrics, target)
             ok = v is not None and not math.isnan(v) and (v >= limit if key.startswith("min_") else v <= limit)
-            checks.append(BudgetCheck(key, limit, v, ok))
+            interval = _latency_interval(key, metrics, target) if v is not None else None
+            inconclusive = interval is not None and interval[0] <= limit < interval[1]
+            checks.append(BudgetCheck(key, limit, v, ok or inconclusive, inconclusive))
         out[target] = checks
     return out
 

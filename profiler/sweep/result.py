@@ -50,6 +50,11 @@ class Candidate:
         targets = [target] if target else list(self.checks)
         return all(c["ok"] for t in targets for c in self.checks.get(t, []))
 
+    @property
+    def settled(self) -> bool:
+        """No budget verdict of it lies within the timing noise (see ``BudgetCheck.inconclusive``)."""
+        return not any(c.get("inconclusive") for checks in self.checks.values() for c in checks)
+
     def failed(self, target: str | None = None) -> list[str]:
         targets = [target] if target else list(self.checks)
         return sorted({c["budget"] for t in targets for c in self.checks.get(t, []) if not c["ok"]})
@@ -155,7 +160,12 @@ def summarise(run_id: int, model: str, model_hash: str, history: str, budgets: B
         m = c.metrics or {}
         return finite_or_far(m["size_ratio"]), finite_or_far(m["targets"].get(lat_target, {}).get("latency_ratio")), -finite_or_far(m.get(quality))
 
-    passing = sorted((c for c in ok if c.passes()), key=rank)
+    passing = sorted((c for c in ok if c.passes()), key=lambda c: (not c.settled, *rank(c)))  # settled verdicts first
+    unsettled = [c.id for c in passing if not c.settled]
+    if unsettled:
+        notes = (*notes, f"{len(unsettled)} passing candidate(s) meet a latency budget only within the timing noise "
+                         f"(#{', #'.join(map(str, unsettled[:8]))}{' …' if len(unsettled) > 8 else ''}): not failed on noise, "
+                         f"ranked after the settled ones; measure again with more --runs to settle them")
     per_target = {t: tuple(c.id for c in ok if c.passes(t)) for t in budgets.targets}
     binding: tuple[str, ...] = ()
     why = ""
