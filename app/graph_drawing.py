@@ -108,10 +108,6 @@ def find_name(p: Profile, text: str) -> str | None:
     return next((n for n in p.graph.ids() + p.graph.module_paths() if low in n.lower()), None)
 
 
-def slowest_first(p: Profile, layer_ids: list[str]) -> list[str]:
-    """Layers by measured latency, slowest first (untimed layers last, in their order)."""
-    return sorted(layer_ids, key=lambda lid: -(p.timings[lid].latency_ms if lid in p.timings else 0.0))
-
 
 def start_range(xy: np.ndarray, ranks: int) -> tuple[tuple[float, float], tuple[float, float], float]:
     """The first view of a graph: its top ``ranks`` ranks at a readable zoom (the whole graph when it

@@ -21,7 +21,7 @@ from superqt.utils import create_worker
 
 from layerscope.profiler import Profile
 
-from .graph_drawing import Drawing, choose_labels, drawing, find_name, frame, node_label, node_tip, slowest_first, start_range
+from .graph_drawing import Drawing, choose_labels, drawing, find_name, frame, node_label, node_tip, start_range
 from .graph_toolbar import GraphToolbar
 from .state import BIG_MODEL_LAYERS, AppState
 from .style import SELECTED_COLOR, shaded_brushes
@@ -316,7 +316,7 @@ class LayerGraphView(QWidget):
         if hit in p.graph:
             self.state.select(hit)
         else:  # a module: select its layers, slowest first; the view shows the module node or its open layers
-            self.state.select_many(slowest_first(p, [lid for lid in p.graph.ids() if hit in p.graph[lid].parents]))
+            self.state.select_many(p.slowest_first([lid for lid in p.graph.ids() if hit in p.graph[lid].parents]))
         self.centre_on(self.mapping.get(self.state.selected))
         return True
 
@@ -347,7 +347,7 @@ class LayerGraphView(QWidget):
         if n in p.graph:
             self.state.select_click(n)
         else:  # a module: select its slowest layer so the other views follow
-            self.state.select(slowest_first(p, [lid for lid, v in self.mapping.items() if v == n])[0])
+            self.state.select(p.slowest_first([lid for lid, v in self.mapping.items() if v == n])[0])
 
     def _on_scene_click(self, ev: Any) -> None:
         if not ev.double():

@@ -171,9 +171,7 @@ class TotalsView(QWidget):
         p = self.state.profile
         if p is None:
             return
-        ids = list(p.groups(*self.mode()).get(group, []))
-        ids.sort(key=lambda lid: -(p.timings[lid].latency_ms if lid in p.timings else 0.0))
-        self.state.select_many(ids)
+        self.state.select_many(p.slowest_first(list(p.groups(*self.mode()).get(group, []))))
 
     def _on_row(self, *_: Any) -> None:
         if self._syncing:

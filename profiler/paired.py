@@ -24,7 +24,7 @@ from torch import nn
 from .resources import other_load_now, threads, untouched
 from .timing import BUSY_LOAD
 
-__all__ = ["PairedTiming", "time_pair", "busy_threads", "ratio_interval", "verdict", "FASTER", "SLOWER", "WITHIN_NOISE", "CONFIDENCE"]
+__all__ = ["PairedTiming", "time_pair", "time_interleaved", "busy_threads", "ratio_interval", "verdict", "FASTER", "SLOWER", "WITHIN_NOISE", "CONFIDENCE"]
 
 log = logging.getLogger(__name__)
 
@@ -84,24 +84,30 @@ class PairedTiming:
         return f"{self.ratio:.2f}× ({CONFIDENCE:.0%} CI {self.ratio_low:.2f}–{self.ratio_high:.2f}×): {self.verdict}"
 
 
+def time_interleaved(run_a: Callable[[], object], run_b: Callable[[], object], runs: int = 20, warmup: int = 3,
+                     clock: Callable[[], int] = time.perf_counter_ns) -> PairedTiming:
+    """Two callables timed run by run, interleaved (a, b, a, b…) after ``warmup`` runs of each, at the current torch
+    threads; ``clock`` (ns) is injectable for tests. Eager models (``time_pair``) and ORT sessions alike."""
+    ta: list[float] = []
+    tb: list[float] = []
+    for _ in range(warmup):
+        run_a()
+        run_b()
+    for _ in range(runs):
+        for run, out in ((run_a, ta), (run_b, tb)):
+            t0 = clock()
+            run()
+            out.append((clock() - t0) / 1e6)
+    ratio, low, high = ratio_interval(ta, tb)
+    return PairedTiming(statistics.median(ta), statistics.median(tb), ratio, low, high, runs, torch.get_num_threads())
+
+
 @torch.inference_mode()
 def time_pair(a: nn.Module, b: nn.Module, inputs: Sequence[torch.Tensor], runs: int = 20, warmup: int = 3,
               clock: Callable[[], int] = time.perf_counter_ns) -> PairedTiming:
-    """Eager latency of two models on the same inputs, interleaved run by run (a, b, a, b…) after ``warmup`` runs
-    of each, at the current torch threads; ``clock`` (ns) is injectable for tests."""
-    ta: list[float] = []
-    tb: list[float] = []
+    """Eager latency of two models on the same inputs, interleaved (``time_interleaved``); both left as they were."""
     with untouched(a), untouched(b):
-        for _ in range(warmup):
-            a(*inputs)
-            b(*inputs)
-        for _ in range(runs):
-            for m, out in ((a, ta), (b, tb)):
-                t0 = clock()
-                m(*inputs)
-                out.append((clock() - t0) / 1e6)
-    ratio, low, high = ratio_interval(ta, tb)
-    return PairedTiming(statistics.median(ta), statistics.median(tb), ratio, low, high, runs, torch.get_num_threads())
+        return time_interleaved(lambda: a(*inputs), lambda: b(*inputs), runs, warmup, clock)
 
 
 @contextmanager

@@ -148,6 +148,11 @@ class Profile:
             return None
         return t.p25_ms if self.rank_statistic == "p25" else t.latency_ms
 
+    def slowest_first(self, layer_ids: list[str]) -> list[str]:
+        """``layer_ids`` in ``ranked``'s order (by ``rank_ms``; untimed layers last, in their order)."""
+        index, rows = self.row_index(), self.rows()
+        return sorted(layer_ids, key=lambda lid: -(self.rank_ms(rows[index[lid]]) or 0.0) if lid in index else 0.0)
+
     def ranked(self, top: int | None = None, steady_only: bool = False) -> list[LayerRow]:
         """Layers by median latency, slowest first (by FLOPs in a static profile; by the 25th percentile when
         the machine was busy: preemption only ever adds time, so the fast quarter of the runs is what the

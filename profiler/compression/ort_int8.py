@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import statistics
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from ..errors import OnnxMappingError
 from ..errorstats import sqnr_db
 from ..files.data import SampleSet
 from ..graph import LayerGraph
+from ..paired import time_interleaved
 from ..progress import Progress, Work
 from ..resources import release_memory
 from ..runtimes.onnx import calibration_reader, export_onnx, load_onnx, quiet_root_logger, source_map
@@ -126,17 +125,9 @@ def _quantize(cfg: OrtQuantConfig, fp32: Path, int8: Path, names: list[str], sam
 
 
 def _time_sessions(sessions: list[Any], feed: dict[str, Any], runs: int) -> tuple[float, float]:
-    """Median ms of the float and int8 sessions, after 3 warm-up runs each, interleaved run by run."""
-    for s in sessions:
-        for _ in range(3):
-            s.run(None, feed)
-    times: list[list[float]] = [[], []]
-    for _ in range(runs):
-        for k, s in enumerate(sessions):  # interleaved: both see the same machine state
-            t0 = time.perf_counter_ns()
-            s.run(None, feed)
-            times[k].append((time.perf_counter_ns() - t0) / 1e6)
-    return statistics.median(times[0]), statistics.median(times[1])
+    """Median ms of the float and int8 sessions, after 3 warm-up runs each, interleaved run by run (``paired``)."""
+    paired = time_interleaved(lambda: sessions[0].run(None, feed), lambda: sessions[1].run(None, feed), runs, warmup=3)
+    return paired.a_ms, paired.b_ms
 
 
 def _compare_sessions(sessions: list[Any], feeds: list[dict[str, Any]], samples: SampleSet) -> tuple[float, list[float | None]]:
